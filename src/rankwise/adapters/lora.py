@@ -1,0 +1,60 @@
+"""LoRA through PEFT, with per-matrix ranks and alphas (`rank_pattern` / `alpha_pattern`), so a saved
+adapter loads with `PeftModel.from_pretrained`. For learned allocation, a forward hook on each
+`lora_A` multiplies rank component k by its keep-probability: ΔW = B·diag(q)·A."""
+
+from __future__ import annotations
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
+
+ADAPTER_NAME = "default"
+
+
+def lora_config(names: list[str], ranks: list[int], alphas: list[float], rslora: bool, dropout: float,
+                head_modules: list[str], task_type: str | None) -> LoraConfig:
+    """A LoraConfig that targets exactly `names` (full module paths) with their own rank and alpha.
+    Patterns are only written where a matrix differs from the most common rank/alpha."""
+    base_rank = max(set(ranks), key=ranks.count)
+    base_alpha = max(set(alphas), key=alphas.count)
+    return LoraConfig(
+        r=base_rank,
+        lora_alpha=base_alpha,
+        target_modules=list(names),
+        rank_pattern={n: r for n, r in zip(names, ranks) if r != base_rank},
+        alpha_pattern={n: a for n, a in zip(names, alphas) if a != base_alpha},
+        use_rslora=rslora,
+        lora_dropout=dropout,
+        modules_to_save=list(head_modules) or None,
+        task_type=task_type,
+        bias="none",
+    )
+
+
+def apply_lora(model: nn.Module, config: LoraConfig) -> PeftModel:
+    return get_peft_model(model, config)
+
+
+def lora_layers(peft_model: PeftModel, names: list[str]) -> list[nn.Module]:
+    """The PEFT LoRA layers for `names` (paths in the base model), in order."""
+    base = peft_model.base_model.model
+    return [base.get_submodule(n) for n in names]
+
+
+class KeepHooks:
+    """Multiplies the output of each layer's `lora_A` (rank components) by a keep vector (r,)."""
+
+    def __init__(self, layers: list[nn.Module]):
+        self.keep: list[torch.Tensor | None] = [None] * len(layers)
+        self.handles = [layer.lora_A[ADAPTER_NAME].register_forward_hook(self._hook(i))
+                        for i, layer in enumerate(layers)]
+
+    def _hook(self, index: int):
+        def hook(_module, _inputs, output):
+            keep = self.keep[index]
+            return output if keep is None else output * keep
+        return hook
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()

@@ -1,0 +1,125 @@
+"""Parameter cost of ranks, ranks under a budget, and hard ranks that respect it.
+
+A matrix's cost at rank s is c(s) = quad·s² + lin·s: LoRA-XS spends s² (its r×r matrix R),
+LoRA spends s·(in+out) (A and B). A budget M is a total cost over all target matrices.
+Allocation math runs in float64 so a budget is met to ~1e-9 relative.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import ConfigError
+from ..targets import TargetMatrix
+
+
+@dataclass
+class RankCost:
+    """Per-matrix cost coefficients: c_i(s) = quad_i·s² + lin_i·s. Tensors of shape (n,), float64."""
+
+    quad: torch.Tensor
+    lin: torch.Tensor
+
+    @classmethod
+    def for_method(cls, method: str, targets: list[TargetMatrix]) -> "RankCost":
+        n = len(targets)
+        if method == "loraxs":
+            return cls(torch.ones(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64))
+        if method == "lora":
+            lin = torch.tensor([t.in_features + t.out_features for t in targets], dtype=torch.float64)
+            return cls(torch.zeros(n, dtype=torch.float64), lin)
+        raise ValueError(f"no rank cost for method {method!r}")
+
+    def __len__(self) -> int:
+        return len(self.quad)
+
+    def cost(self, ranks: torch.Tensor | float) -> torch.Tensor:
+        s = torch.as_tensor(ranks, dtype=torch.float64)
+        return self.quad * s * s + self.lin * s
+
+    def rank_for_cost(self, cost: torch.Tensor) -> torch.Tensor:
+        """Inverse of `cost`, elementwise (cost ≥ 0)."""
+        cost = cost.to(torch.float64)
+        quadratic = (-self.lin + torch.sqrt(self.lin**2 + 4 * self.quad * cost)) / (2 * self.quad.clamp_min(1e-300))
+        linear = cost / self.lin.clamp_min(1e-300)
+        return torch.where(self.quad > 0, quadratic, linear)
+
+    def total(self, ranks: torch.Tensor | float) -> float:
+        return float(self.cost(ranks).sum())
+
+
+def check_feasible(cost: RankCost, budget: float, rank_min: int, rank_max: int, field: str) -> None:
+    """Raise ConfigError unless Σc(rank_min) ≤ budget ≤ Σc(rank_max)."""
+    low, high = cost.total(rank_min), cost.total(rank_max)
+    if not (low - 1e-6 <= budget <= high + 1e-6):
+        n = len(cost)
+        raise ConfigError(field, f"budget {budget:,.0f} is outside what {n} target matrices can hold with ranks in "
+                          f"[{rank_min}, {rank_max}]: [{low:,.0f}, {high:,.0f}] parameters",
+                          "Choose a budget in that range (or use --rank_average), or change --rank_min/--rank_max")
+
+
+def softmax_ranks(weights: torch.Tensor, cost: RankCost, budget: float, rank_min: int) -> torch.Tensor:
+    """The adaptive LoRA-XS study's formula: c_i(s_i) = c_i(r_min) + (M − Σ_j c_j(r_min))·softmax(w)_i.
+
+    May give s_i > r_max (the mask then saturates and that budget is lost). Differentiable in w.
+    """
+    base = cost.cost(torch.full((len(cost),), float(rank_min), dtype=torch.float64))
+    shares = torch.softmax(weights.to(torch.float64), dim=0)
+    return cost.rank_for_cost(base + (budget - base.sum()) * shares)
+
+
+def capped_ranks(weights: torch.Tensor, cost: RankCost, budget: float, rank_min: int, rank_max: int) -> torch.Tensor:
+    """Softmax shares with water-filling: matrices that would pass r_max are clamped and their surplus is
+    shared over the rest, so Σ c_i(s_i) = M exactly with r_min ≤ s_i ≤ r_max. Differentiable in w
+    (clamped matrices get no gradient). Vectorised: one sort, no loop over matrices.
+
+    Extra cost e_i = min(cap_i, λ·π_i) with cap_i = c_i(r_max) − c_i(r_min); λ solves Σ e_i = E.
+    """
+    n = len(cost)
+    base = cost.cost(torch.full((n,), float(rank_min), dtype=torch.float64))
+    cap = cost.cost(torch.full((n,), float(rank_max), dtype=torch.float64)) - base
+    extra = budget - base.sum()
+    shares = torch.softmax(weights.to(torch.float64), dim=0)
+
+    # λ at which matrix i saturates; clamp the k matrices with the smallest thresholds.
+    threshold = cap / shares
+    order = torch.argsort(threshold.detach())
+    cap_sorted, shares_sorted, thr_sorted = cap[order], shares[order], threshold[order]
+    capped_before = torch.cat([cap_sorted.new_zeros(1), torch.cumsum(cap_sorted, 0)[:-1]])  # Σ caps of first k
+    share_from = torch.flip(torch.cumsum(torch.flip(shares_sorted, [0]), 0), [0])  # Σ shares of k..n-1
+    lam = (extra - capped_before) / share_from  # λ if exactly the first k are clamped
+    lower = torch.cat([thr_sorted.new_full((1,), -float("inf")), thr_sorted[:-1]])
+    valid = (lam.detach() <= thr_sorted.detach() + 1e-12) & (lam.detach() >= lower.detach() - 1e-12)
+    if bool(valid.any()):
+        k = int(torch.nonzero(valid)[0])
+        e_sorted = torch.minimum(cap_sorted, lam[k] * shares_sorted)
+        e_sorted = torch.where(torch.arange(n) < k, cap_sorted, e_sorted)
+    else:  # the budget fills every matrix to r_max
+        e_sorted = cap_sorted
+    e = torch.empty_like(e_sorted).scatter(0, order, e_sorted)
+    ranks = cost.rank_for_cost(base + e)
+    return ranks.clamp(float(rank_min), float(rank_max))
+
+
+def round_to_budget(ranks: torch.Tensor, cost: RankCost, budget: float, rank_min: int, rank_max: int) -> list[int]:
+    """Hard ranks near `ranks` with Σ c_i(r_i) ≤ budget: floor, then add one rank at a time in order of
+    largest fractional part while the budget allows (largest remainder)."""
+    s = ranks.detach().to(torch.float64).clamp(rank_min, rank_max)
+    hard = torch.floor(s + 1e-9).clamp(rank_min, rank_max)
+    remaining = budget - cost.total(hard)
+    fraction = s - hard
+    for i in torch.argsort(fraction, descending=True, stable=True).tolist():
+        if fraction[i] <= 1e-9 or hard[i] >= rank_max:
+            continue
+        step = float(cost.cost(hard[i] + 1)[i] - cost.cost(hard[i])[i])
+        if step <= remaining + 1e-9:
+            hard[i] += 1
+            remaining -= step
+    return [int(r) for r in hard.tolist()]
+
+
+def round_independently(ranks: torch.Tensor, rank_min: int, rank_max: int) -> list[int]:
+    """The study's rounding: each rank rounded on its own (may exceed the budget)."""
+    return [int(r) for r in torch.round(ranks.detach()).clamp(rank_min, rank_max).tolist()]

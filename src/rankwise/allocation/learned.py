@@ -1,0 +1,114 @@
+"""Learned rank allocation (the adaptive LoRA-XS study's method, for LoRA-XS and LoRA).
+
+Trainable weights w (one per target matrix) → continuous ranks s = alloc(w, M(t)) under the
+budget → soft keep-probabilities (sharpness α(t)) that mask rank components → hard ranks in the
+discrete phase and at every evaluation. The allocator computes all masks once per step, outside
+the model's forward.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..adapters.masks import hard_keep, keep_probabilities
+from ..targets import TargetMatrix
+from .budget import RankCost, capped_ranks, check_feasible, round_independently, round_to_budget, softmax_ranks
+from .schedules import AllocationSchedule
+
+
+def initial_weights(n: int, init: str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The study's initialisations of the allocation weights, shape (n,)."""
+    i = torch.arange(n, dtype=torch.float32)
+    if init == "random":
+        return torch.randn(n, generator=generator)
+    if init == "uniform":
+        return torch.zeros(n)
+    if init == "quadratic":  # Gaussian bump centred at n/2
+        sigma = n / (2 * math.sqrt(10))
+        return torch.exp(-((i - n / 2) ** 2) / (2 * sigma**2))
+    if init == "left_skewed":  # peak at 3n/4, wide on the left, narrow on the right
+        peak = 3 * n / 4
+        sigma = torch.where(i < peak, torch.tensor(3 * n / (4 * math.sqrt(10))), torch.tensor(n / (4 * math.sqrt(10))))
+        return torch.exp(-((i - peak) ** 2) / (2 * sigma**2))
+    raise ValueError(f"unknown allocation weights init {init!r}")
+
+
+def budget_bounds(cfg, cost: RankCost) -> tuple[float, float]:
+    """(memory_start, memory_end) from a resolved config: explicit memory, or Σ c_i(rank_average)."""
+    if cfg.memory_start is not None:
+        return float(cfg.memory_start), float(cfg.memory_end)
+    budget = cost.total(cfg.rank_average)
+    return budget, budget
+
+
+class RankAllocator(nn.Module):
+    """Holds the allocation weights and turns them into masks for each training step."""
+
+    def __init__(self, targets: list[TargetMatrix], method: str, rank_min: int, rank_max: int,
+                 schedule: AllocationSchedule, weights_init: str = "random", budget_mode: str = "capped",
+                 rounding: str = "budget", tau: float = 0.0, seed: int = 0):
+        super().__init__()
+        self.names = [t.name for t in targets]
+        self.cost = RankCost.for_method(method, targets)
+        self.rank_min, self.rank_max = rank_min, rank_max
+        self.schedule = schedule
+        self.budget_mode, self.rounding, self.tau = budget_mode, rounding, tau
+        check_feasible(self.cost, schedule.memory_start, rank_min, rank_max,
+                       "memory_start" if schedule.memory_start != schedule.memory_end else "rank_average")
+        check_feasible(self.cost, schedule.memory_end, rank_min, rank_max, "memory_end")
+        self.generator = torch.Generator().manual_seed(seed)
+        self.weights = nn.Parameter(initial_weights(len(targets), weights_init, self.generator))
+
+    @classmethod
+    def from_config(cls, cfg, targets: list[TargetMatrix], steps_per_epoch: int) -> "RankAllocator":
+        cost = RankCost.for_method(cfg.method, targets)
+        memory_start, memory_end = budget_bounds(cfg, cost)
+        schedule = AllocationSchedule(
+            steps_per_epoch=steps_per_epoch, num_epochs=cfg.num_train_epochs,
+            alpha_min=cfg.alpha_min, alpha_max=cfg.alpha_max, alpha_scheduler=cfg.alpha_scheduler,
+            memory_start=memory_start, memory_end=memory_end,
+            epochs_memory_start=cfg.epochs_memory_start, epochs_memory_start_to_end=cfg.epochs_memory_start_to_end,
+            epochs_rank_discrete=cfg.epochs_rank_discrete)
+        return cls(targets, cfg.method, cfg.rank_min, cfg.rank_max, schedule, cfg.rank_allocation_weights_init,
+                   cfg.budget_mode, cfg.rounding, cfg.tau, seed=cfg.seed)
+
+    def continuous_ranks(self, budget: float) -> torch.Tensor:
+        """s (n,), float64, differentiable in the weights."""
+        if self.budget_mode == "softmax":
+            return softmax_ranks(self.weights, self.cost, budget, self.rank_min)
+        return capped_ranks(self.weights, self.cost, budget, self.rank_min, self.rank_max)
+
+    def hard_ranks(self, budget: float) -> list[int]:
+        with torch.no_grad():
+            s = self.continuous_ranks(budget)
+        if self.rounding == "study":
+            return round_independently(s, self.rank_min, self.rank_max)
+        return round_to_budget(s, self.cost, budget, self.rank_min, self.rank_max)
+
+    def keep(self, step: int, training: bool) -> torch.Tensor:
+        """Keep-probabilities (n, rank_max) for `step`: soft while training in the soft phase, else hard."""
+        budget = self.schedule.memory(step)
+        if training and not self.schedule.is_discrete(step):
+            s = self.continuous_ranks(budget).to(self.weights.dtype)
+            return keep_probabilities(s, self.rank_min, self.rank_max, self.schedule.alpha(step), self.tau,
+                                      self.generator)
+        return hard_keep(self.hard_ranks(budget), self.rank_max).to(self.weights.device)
+
+    def state(self, step: int) -> dict:
+        """What allocation.jsonl records for `step`."""
+        budget = self.schedule.memory(step)
+        with torch.no_grad():
+            s = self.continuous_ranks(budget)
+        hard = self.hard_ranks(budget)
+        return {
+            "step": step,
+            "alpha": self.schedule.alpha(step),
+            "budget": budget,
+            "discrete": self.schedule.is_discrete(step),
+            "budget_used": self.cost.total(torch.tensor(hard, dtype=torch.float64)),
+            "continuous": dict(zip(self.names, [round(float(x), 4) for x in s])),
+            "hard": dict(zip(self.names, hard)),
+        }

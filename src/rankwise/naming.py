@@ -1,0 +1,68 @@
+"""Deterministic, human-readable run names from a config.
+
+`cola_loraxs_learned_r5-30_a0.5-3_lr0.002_avg20_seed0`: task, method, allocation, the strategy's own
+knobs, then seed. Every other setting that differs from its default and is not in the readable part
+goes into a short hash suffix, so two different configs never share a directory and the same config
+always gets the same name (restarts find their finished runs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from .config import FIELDS, RunConfig
+
+# Settings that never change results, or that name the run itself.
+_NOT_IDENTITY = {"output_dir", "overwrite_output_dir", "quiet", "report_to", "data_dir", "save_model",
+                 "logging_steps"}
+
+
+def _g(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def readable_parts(cfg: RunConfig) -> tuple[list[str], set[str]]:
+    """Name parts and the config fields they represent."""
+    parts = [cfg.task, cfg.method]
+    used = {"task", "method", "seed"}
+    if cfg.method != "full":
+        parts.append(cfg.allocation)
+        used.add("allocation")
+        a = cfg.allocation
+        if a == "learned":
+            parts.append(f"r{_g(cfg.rank_min)}-{_g(cfg.rank_max)}")
+            parts.append(f"a{_g(cfg.alpha_min)}-{_g(cfg.alpha_max)}")
+            parts.append(f"lr{_g(cfg.rank_allocation_lr)}")
+            used |= {"rank_min", "rank_max", "alpha_min", "alpha_max", "rank_allocation_lr"}
+            if cfg.memory_start is not None:
+                parts.append(f"mem{_g(cfg.memory_start)}-{_g(cfg.memory_end if cfg.memory_end is not None else cfg.memory_start)}")
+                used |= {"memory_start", "memory_end"}
+            elif cfg.rank_average is not None:
+                parts.append(f"avg{_g(cfg.rank_average)}")
+                used.add("rank_average")
+        elif a == "linear_decay":
+            parts.append(f"r{cfg.rank_first}-{cfg.rank_last}")
+            used |= {"rank_first", "rank_last"}
+        elif a == "attention_heavy":
+            parts.append(f"att{cfg.rank_attention}-mlp{cfg.rank_mlp}")
+            used |= {"rank_attention", "rank_mlp"}
+        elif a != "custom" and cfg.rank is not None:
+            parts.append(f"r{cfg.rank}")
+            used.add("rank")
+    if cfg.learning_rate is not None and not (cfg.allocation == "learned" and cfg.method != "full"):
+        parts.append(f"lr{_g(cfg.learning_rate)}")
+        used.add("learning_rate")
+    parts.append(f"seed{cfg.seed}")
+    return parts, used
+
+
+def run_name(cfg: RunConfig) -> str:
+    parts, used = readable_parts(cfg)
+    rest = {name: value for name, value in cfg.to_dict().items()
+            if name not in used and name not in _NOT_IDENTITY and value != FIELDS[name].default}
+    name = "_".join(str(p) for p in parts).replace("/", "-")
+    if rest:
+        digest = hashlib.sha1(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:8]
+        name += f"_{digest}"
+    return name

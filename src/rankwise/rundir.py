@@ -1,0 +1,151 @@
+"""The run directory: the contract every report and export reads (see DESIGN.md → Outputs).
+
+    config.json        fully resolved config, library versions, git revision
+    ranks.json         every target matrix: name, layer, kind, shape, rank (hard ranks for learned runs)
+    metrics.jsonl      one object per logging step ({"type": "train", ...}) and evaluation ({"type": "eval", ...})
+    allocation.jsonl   learned runs: per logging step α, budget, continuous and hard ranks by module name
+    adapter/           adapter weights (safetensors): PEFT format for lora, rankwise format for loraxs
+    model/             full fine-tuning: the whole model (save_pretrained)
+    summary.json       written last: status completed|diverged|failed, best/final metrics, parameters, time
+
+Single files are written atomically (temp file + rename) and summary.json only when the run ends,
+so a killed run never leaves a directory that reads as complete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import RunDirError
+
+SUMMARY = "summary.json"
+STATUSES = ("completed", "diverged", "failed")
+
+
+def finite_or_none(value: Any) -> Any:
+    """JSON-safe copy: non-finite floats become null, so NaN never reads as a result."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results are for sharing
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(finite_or_none(data), f, indent=2, allow_nan=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Records of a JSONL file; a torn last line (killed writer) is ignored."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def read_summary(run_dir: str | Path) -> dict | None:
+    path = Path(run_dir) / SUMMARY
+    try:
+        return read_json(path)
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def is_finished(run_dir: str | Path) -> bool:
+    """True when the run ended (completed or diverged); failed and killed runs are redone by sweeps."""
+    summary = read_summary(run_dir)
+    return bool(summary) and summary.get("status") in ("completed", "diverged")
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @classmethod
+    def check_writable(cls, path: str | Path, overwrite: bool) -> None:
+        """Raise unless `path` may receive a new run: never replace a finished run without `overwrite`."""
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise RunDirError(f"--output_dir `{path}` exists and is not a directory")
+        summary = read_summary(path)
+        if summary and not overwrite:
+            raise RunDirError(f"--output_dir `{path}` already holds a finished run (status {summary.get('status')}). "
+                              "Choose another --output_dir, or pass --overwrite_output_dir to replace it")
+
+    @classmethod
+    def create(cls, path: str | Path, overwrite: bool) -> "RunDir":
+        """Make a fresh run directory. An unfinished run's files (a killed run) are cleared."""
+        cls.check_writable(path, overwrite)
+        path = Path(path)
+        if path.exists():
+            for child in path.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        path.mkdir(parents=True, exist_ok=True)
+        return cls(path)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def write_json(self, name: str, data: Any) -> None:
+        write_json_atomic(self.path / name, data)
+
+    def append_jsonl(self, name: str, record: dict) -> None:
+        with open(self.path / name, "a") as f:
+            f.write(json.dumps(finite_or_none(record), allow_nan=False) + "\n")
+            f.flush()
+
+    def atomic_subdir(self, name: str) -> "_AtomicDir":
+        """`with run.atomic_subdir("adapter") as tmp:` write into tmp; it becomes run/adapter on success."""
+        return _AtomicDir(self.path / name)
+
+    def write_summary(self, summary: dict) -> None:
+        assert summary.get("status") in STATUSES, summary.get("status")
+        self.write_json(SUMMARY, summary)
+
+
+class _AtomicDir:
+    def __init__(self, final: Path):
+        self.final = final
+        self.tmp = final.with_name(f".{final.name}.tmp")
+
+    def __enter__(self) -> Path:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        shutil.rmtree(self.final, ignore_errors=True)
+        os.replace(self.tmp, self.final)

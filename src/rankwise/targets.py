@@ -1,0 +1,122 @@
+"""Find the weight matrices an adapter targets: their names, layer index, kind and shape.
+
+A target is a linear module (`nn.Linear`, or GPT-2's `Conv1D`) inside a transformer block,
+listed in model order (`named_modules`). Its kind is `attention` when any part of its path after
+the layer index names attention (BERT `attention.self.query`, `attention.output.dense`; GPT-2
+`attn.c_attn`, `attn.c_proj`; Llama `self_attn.q_proj`), else `mlp` (BERT `intermediate.dense`,
+`output.dense`; GPT-2 `mlp.c_fc`, `mlp.c_proj`; Llama `mlp.{gate,up,down}_proj`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from .errors import ConfigError
+
+# The LoRA-XS paper's set for encoders: 4 matrices per layer. `output.dense` also matches
+# `attention.output.dense`; both are wanted.
+DEFAULT_TARGETS = {
+    "bert": ["query", "value", "attention.output.dense", "output.dense"],
+    "roberta": ["query", "value", "attention.output.dense", "output.dense"],
+    "xlm-roberta": ["query", "value", "attention.output.dense", "output.dense"],
+    "deberta-v2": ["query_proj", "value_proj", "attention.output.dense", "output.dense"],
+    "distilbert": ["q_lin", "v_lin", "out_lin", "ffn.lin2"],
+    "gpt2": ["c_attn", "c_proj", "c_fc"],
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+}
+
+_LAYER_RE = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
+_HEAD_NAMES = ("classifier", "score", "lm_head", "qa_outputs", "pooler")
+
+
+@dataclass(frozen=True)
+class TargetMatrix:
+    """One adapted weight matrix. `in_features`/`out_features` as in `nn.Linear` (W is out×in)."""
+
+    name: str
+    layer: int
+    kind: str
+    in_features: int
+    out_features: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def is_linear(module: nn.Module) -> bool:
+    return isinstance(module, (nn.Linear, Conv1D))
+
+
+def linear_shape(module: nn.Module) -> tuple[int, int]:
+    """(in_features, out_features) of an nn.Linear or a GPT-2 Conv1D (whose weight is in×out)."""
+    if isinstance(module, Conv1D):
+        in_features, out_features = module.weight.shape
+        return int(in_features), int(out_features)
+    return int(module.in_features), int(module.out_features)
+
+
+def layer_index(name: str) -> int | None:
+    match = _LAYER_RE.search(name)
+    return int(match.group(1)) if match else None
+
+
+def matrix_kind(name: str) -> str:
+    """`attention` or `mlp`, from the part of the module path after the layer index."""
+    match = _LAYER_RE.search(name)
+    inner = name[match.end():] if match else name
+    segments = inner.lower().split(".")[:-1]  # the last segment is the matrix itself (query, c_proj, ...)
+    return "attention" if any("attn" in s or "attention" in s for s in segments) else "mlp"
+
+
+def default_target_modules(model_type: str) -> list[str] | str:
+    return DEFAULT_TARGETS.get(model_type, "all-linear")
+
+
+def _matches(name: str, suffixes: list[str]) -> bool:
+    return any(name == s or name.endswith("." + s) for s in suffixes)
+
+
+def find_targets(model: nn.Module, target_modules: str | list[str] | None = None) -> list[TargetMatrix]:
+    """Target matrices of `model` in model order.
+
+    `target_modules`: comma-separated suffixes, a list of suffixes, `all-linear`, or None for the
+    architecture's default. Only linear modules inside numbered transformer blocks qualify.
+    """
+    model_type = getattr(getattr(model, "config", None), "model_type", "")
+    if target_modules is None:
+        target_modules = default_target_modules(model_type)
+    if isinstance(target_modules, str) and target_modules != "all-linear":
+        target_modules = [s.strip() for s in target_modules.split(",") if s.strip()]
+
+    targets = []
+    for name, module in model.named_modules():
+        if not is_linear(module):
+            continue
+        layer = layer_index(name)
+        if layer is None or any(h in name.split(".") for h in _HEAD_NAMES):
+            continue
+        if target_modules != "all-linear" and not _matches(name, target_modules):
+            continue
+        in_features, out_features = linear_shape(module)
+        targets.append(TargetMatrix(name, layer, matrix_kind(name), in_features, out_features))
+
+    if not targets:
+        raise ConfigError("target_modules", f"`{target_modules}` matches no linear module inside the "
+                          f"transformer blocks of this `{model_type or type(model).__name__}` model",
+                          "Give module-name suffixes such as `query,value` or use `all-linear`")
+    if target_modules != "all-linear":
+        unmatched = [s for s in target_modules if not any(_matches(t.name, [s]) for t in targets)]
+        if unmatched:
+            raise ConfigError("target_modules", f"{', '.join(unmatched)} matches no module of this model",
+                              "Check the names with `rankwise plan --target_modules all-linear`")
+    return targets
+
+
+def num_layers(targets: list[TargetMatrix]) -> int:
+    return max(t.layer for t in targets) + 1

@@ -1,0 +1,93 @@
+"""What a task hands the trainer: a model with its head, encoded data, a collator and an evaluator.
+
+`prepare_task(cfg)` loads data and model (everything that can fail on bad input) before any file
+is written. GLUE tasks are sequence classification/regression; instruction tuning lives in
+`data/instruct.py` and plugs in through the same `PreparedTask`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import DataCollatorWithPadding
+
+from .data import GLUE_TASKS, compute_metrics, encode_classification, load_glue
+from .models import head_modules, load_classifier, load_tokenizer
+
+
+@dataclass
+class PreparedTask:
+    model: nn.Module
+    tokenizer: object
+    train_features: list[dict]
+    eval_sets: dict[str, list[dict]]  # "eval" is the one that picks the best epoch
+    collate: Callable
+    # (model, {split: DataLoader}, accelerator) -> {"eval_loss": ..., "eval_<metric>": ...}
+    evaluate: Callable
+    main_metric: str  # key in evaluate's output, e.g. "eval_matthews_correlation"
+    greater_is_better: bool
+    head_modules: list[str]
+    peft_task_type: str | None  # "SEQ_CLS" / "CAUSAL_LM"
+    info: dict = field(default_factory=dict)  # recorded in config.json (data source, sizes, ...)
+    # Optional: called after training with (model, run_dir) to write extra artifacts (e.g. generations).
+    finalize: Callable | None = None
+
+
+def _truncate(items: list, limit: int | None) -> list:
+    return items if limit is None else items[:limit]
+
+
+def prepare_classification(cfg) -> PreparedTask:
+    task = GLUE_TASKS[cfg.task]
+    data = load_glue(cfg.task, cfg.data_dir)
+    tokenizer = load_tokenizer(cfg.model)
+    train = encode_classification(_truncate(data.train, cfg.max_train_samples), tokenizer, cfg.max_seq_length,
+                                  task.is_regression)
+    evals = {split: encode_classification(_truncate(examples, cfg.max_eval_samples), tokenizer, cfg.max_seq_length,
+                                          task.is_regression)
+             for split, examples in data.evals.items()}
+    torch.manual_seed(cfg.seed)  # the new head's initialisation
+    model = load_classifier(cfg.model, task.num_labels, task.is_regression)
+
+    @torch.no_grad()
+    def evaluate(model: nn.Module, loaders: dict, accelerator) -> dict[str, float]:
+        model.eval()
+        out: dict[str, float] = {}
+        for split, loader in loaders.items():
+            losses, predictions, labels = [], [], []
+            for batch in loader:
+                outputs = model(**batch)
+                logits = outputs.logits
+                loss = outputs.loss.detach().repeat(batch["labels"].shape[0])
+                logits, gold, loss = accelerator.gather_for_metrics((logits, batch["labels"], loss))
+                losses.append(loss.float().cpu())
+                predictions.append(logits.squeeze(-1) if task.is_regression else logits.argmax(-1))
+                labels.append(gold)
+            preds = torch.cat(predictions).float().cpu().numpy() if task.is_regression else \
+                torch.cat(predictions).cpu().numpy()
+            gold = torch.cat(labels).cpu().numpy()
+            out[f"{split}_loss"] = float(torch.cat(losses).mean())
+            for name, value in compute_metrics(cfg.task, preds, gold.astype(np.float64 if task.is_regression
+                                                                           else np.int64)).items():
+                out[f"{split}_{name}"] = value
+        return out
+
+    return PreparedTask(
+        model=model, tokenizer=tokenizer, train_features=train, eval_sets=evals,
+        collate=DataCollatorWithPadding(tokenizer), evaluate=evaluate,
+        main_metric=f"eval_{task.main_metric}", greater_is_better=True,
+        head_modules=head_modules(model), peft_task_type="SEQ_CLS",
+        info={"data_source": data.source, "train_examples": len(train),
+              "eval_examples": {k: len(v) for k, v in evals.items()}})
+
+
+def prepare_task(cfg) -> PreparedTask:
+    if cfg.task in GLUE_TASKS:
+        return prepare_classification(cfg)
+    from .data.instruct import prepare_instruct  # causal-LM instruction tuning
+
+    return prepare_instruct(cfg)

@@ -1,0 +1,117 @@
+"""Shared fixtures: tiny randomly initialised models (built here, saved to disk so the CLI can load them by
+path), small synthetic GLUE folders, and the real data in ../shared/data when it is present."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("RANKWISE_TEST_DATA", REPO.parent / "shared" / "data"))
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def shared_glue() -> Path:
+    path = SHARED_DATA / "glue"
+    if not (path / "CoLA" / "train.tsv").is_file():
+        pytest.skip(f"real GLUE data not found under {path} (set RANKWISE_TEST_DATA)")
+    return path
+
+
+def minilm_tokenizer():
+    from rankwise.models import load_tokenizer
+
+    return load_tokenizer("minilm")
+
+
+def tiny_bert_config(**overrides):
+    from transformers import BertConfig
+
+    values = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                  intermediate_size=64, max_position_embeddings=128, hidden_dropout_prob=0.0,
+                  attention_probs_dropout_prob=0.0)
+    values.update(overrides)
+    return BertConfig(**values)
+
+
+def tiny_llama_config(**overrides):
+    from transformers import LlamaConfig
+
+    values = dict(vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    values.update(overrides)
+    return LlamaConfig(**values)
+
+
+def tiny_gpt2_config(**overrides):
+    from transformers import GPT2Config
+
+    values = dict(vocab_size=30522, n_embd=32, n_layer=3, n_head=2, n_positions=256, resid_pdrop=0.0,
+                  embd_pdrop=0.0, attn_pdrop=0.0)
+    values.update(overrides)
+    return GPT2Config(**values)
+
+
+def tiny_roberta_config(**overrides):
+    from transformers import RobertaConfig
+
+    values = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                  intermediate_size=64, max_position_embeddings=130, hidden_dropout_prob=0.0,
+                  attention_probs_dropout_prob=0.0)
+    values.update(overrides)
+    return RobertaConfig(**values)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A tiny random BERT (3 layers, hidden 32) with MiniLM's tokenizer, saved like a hub checkpoint."""
+    from transformers import BertModel
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    BertModel(tiny_bert_config()).save_pretrained(path)
+    minilm_tokenizer().save_pretrained(path)
+    return path
+
+
+WORDS = ("the cat dog sat ran on a mat quickly slowly big small red blue house tree who what is was "
+         "john mary book read wrote saw").split()
+
+
+def _sentence(rng: random.Random) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9)))
+
+
+@pytest.fixture(scope="session")
+def tiny_glue_dir(tmp_path_factory) -> Path:
+    """Synthetic CoLA (no header), SST-2 and STS-B folders in the original GLUE layout. The label is a
+    simple function of the text (contains `cat`), so a model can learn it."""
+    root = tmp_path_factory.mktemp("glue")
+    rng = random.Random(0)
+    for split, n in (("train", 96), ("dev", 48)):
+        rows = [_sentence(rng) for _ in range(n)]
+        (root / "CoLA").mkdir(exist_ok=True)
+        (root / "CoLA" / f"{split}.tsv").write_text(
+            "\n".join(f"src\t{int('cat' in s)}\t\t{s}" for s in rows))
+        (root / "SST-2").mkdir(exist_ok=True)
+        (root / "SST-2" / f"{split}.tsv").write_text(
+            "sentence\tlabel\n" + "\n".join(f"{s}\t{int('dog' in s)}" for s in rows) + "\n")
+        (root / "STS-B").mkdir(exist_ok=True)
+        header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+        lines = [f"{i}\tg\tf\t2017\t{i}\ts\ts\t{s}\t{rows[(i + 1) % n]}\t{rng.uniform(0, 5):.3f}"
+                 for i, s in enumerate(rows)]
+        (root / "STS-B" / f"{split}.tsv").write_text(header + "\n".join(lines) + "\n")
+    return root
+
+
+def run_cli(*args: str) -> int:
+    from rankwise.cli import main
+
+    return main([str(a) for a in args])

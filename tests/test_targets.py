@@ -1,0 +1,85 @@
+import pytest
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+from conftest import tiny_bert_config, tiny_gpt2_config, tiny_llama_config, tiny_roberta_config
+from rankwise.errors import ConfigError
+from rankwise.targets import find_targets, layer_index, matrix_kind
+
+
+@pytest.mark.parametrize("name,kind", [
+    ("bert.encoder.layer.0.attention.self.query", "attention"),
+    ("bert.encoder.layer.0.attention.self.key", "attention"),
+    ("bert.encoder.layer.3.attention.output.dense", "attention"),
+    ("bert.encoder.layer.3.intermediate.dense", "mlp"),
+    ("bert.encoder.layer.3.output.dense", "mlp"),
+    ("roberta.encoder.layer.11.attention.self.value", "attention"),
+    ("roberta.encoder.layer.11.output.dense", "mlp"),
+    ("transformer.h.2.attn.c_attn", "attention"),
+    ("transformer.h.2.attn.c_proj", "attention"),
+    ("transformer.h.2.mlp.c_fc", "mlp"),
+    ("transformer.h.2.mlp.c_proj", "mlp"),
+    ("model.layers.7.self_attn.q_proj", "attention"),
+    ("model.layers.7.self_attn.o_proj", "attention"),
+    ("model.layers.7.mlp.gate_proj", "mlp"),
+    ("model.layers.7.mlp.down_proj", "mlp"),
+])
+def test_matrix_kind(name, kind):
+    assert matrix_kind(name) == kind
+
+
+def test_layer_index():
+    assert layer_index("bert.encoder.layer.11.output.dense") == 11
+    assert layer_index("transformer.h.3.mlp.c_fc") == 3
+    assert layer_index("model.layers.29.mlp.up_proj") == 29
+    assert layer_index("classifier.dense") is None
+
+
+def summary(targets):
+    return [(t.name.split(".", 1)[1] if t.name.startswith(("bert.", "roberta.")) else t.name, t.layer, t.kind)
+            for t in targets]
+
+
+def test_bert_default_is_the_loraxs_set():
+    model = AutoModelForSequenceClassification.from_config(tiny_bert_config())
+    targets = find_targets(model)
+    assert len(targets) == 3 * 4
+    assert [t.name.rsplit("layer.0.", 1)[-1] for t in targets[:4]] == [
+        "attention.self.query", "attention.self.value", "attention.output.dense", "output.dense"]
+    assert [t.kind for t in targets[:4]] == ["attention", "attention", "attention", "mlp"]
+    assert (targets[3].in_features, targets[3].out_features) == (64, 32)
+
+
+def test_roberta_targets_and_kinds():
+    model = AutoModelForSequenceClassification.from_config(tiny_roberta_config())
+    targets = find_targets(model)
+    assert len(targets) == 12 and {t.kind for t in targets} == {"attention", "mlp"}
+    assert all("classifier" not in t.name for t in find_targets(model, "all-linear"))
+
+
+def test_gpt2_conv1d_targets_shapes_and_kinds():
+    model = AutoModelForCausalLM.from_config(tiny_gpt2_config())
+    targets = find_targets(model)
+    layer0 = [(t.name, t.kind, t.in_features, t.out_features) for t in targets if t.layer == 0]
+    assert layer0 == [("transformer.h.0.attn.c_attn", "attention", 32, 96),
+                      ("transformer.h.0.attn.c_proj", "attention", 32, 32),
+                      ("transformer.h.0.mlp.c_fc", "mlp", 32, 128),
+                      ("transformer.h.0.mlp.c_proj", "mlp", 128, 32)]
+
+
+def test_llama_targets_and_kinds():
+    model = AutoModelForCausalLM.from_config(tiny_llama_config())
+    targets = find_targets(model)
+    assert len(targets) == 3 * 7
+    kinds = {t.name.rsplit(".", 1)[1]: t.kind for t in targets}
+    assert kinds == {"q_proj": "attention", "k_proj": "attention", "v_proj": "attention", "o_proj": "attention",
+                     "gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp"}
+    assert all("lm_head" not in t.name for t in find_targets(model, "all-linear"))
+
+
+def test_custom_target_suffixes_and_errors():
+    model = AutoModelForSequenceClassification.from_config(tiny_bert_config())
+    assert len(find_targets(model, "query,key")) == 6
+    with pytest.raises(ConfigError, match="q_proj matches no module"):
+        find_targets(model, "query,q_proj")
+    with pytest.raises(ConfigError, match="target_modules"):
+        find_targets(model, "nothing_here")
