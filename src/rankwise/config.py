@@ -124,6 +124,8 @@ class RunConfig:
     num_generations: int = _f(4, "alpaca: greedy generations on eval prompts saved to the run directory.", "data")
 
     # --- training ------------------------------------------------------------------------------
+    label: Optional[str] = _f(None, "Name of this configuration in reports and run-directory names (e.g. "
+                              "`linear decay 16→4`). Default: derived from the config.", "training")
     output_dir: Optional[str] = _f(None, "Run directory (default: runs/<task>_<method>_<allocation>_seed<seed>).",
                                    "training")
     overwrite_output_dir: bool = _f(False, "Replace a finished run in output_dir.", "training")

@@ -1,22 +1,19 @@
-"""The `rankwise` command. Library code raises typed errors; this is the one place that turns them into
-a message and an exit status (2 for bad input)."""
+"""`rankwise train | plan | glue | models`: one run, its rank plan, the adaptive LoRA-XS study's command
+line, and the embedded models."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
 
-from .config import RunConfig, add_config_arguments, config_from_args, parse_bool, prepare
-from .errors import RankwiseError
-
-EXIT_BAD_INPUT = 2
+from ..config import RunConfig, add_config_arguments, config_from_args, parse_bool, prepare
+from ..errors import RankwiseError
 
 
-def _print_summary(summary: dict, run_dir: str) -> None:
+def print_summary(summary: dict, run_dir: str) -> None:
     status = summary.get("status")
     metric = summary.get("main_metric")
     best = (summary.get("best") or {}).get(metric)
@@ -43,17 +40,17 @@ def _add_train(sub) -> None:
 
 
 def cmd_train(args) -> int:
-    from .train import run_training
+    from ..train import run_training
 
     cfg = config_from_args(args)
     summary = run_training(cfg)
     out = cfg.output_dir or _resolved_output_dir(cfg)
-    _print_summary(summary, out)
+    print_summary(summary, out)
     return 0 if summary["status"] == "completed" else 1
 
 
 def _resolved_output_dir(cfg: RunConfig) -> str:
-    from .train import default_output_dir
+    from ..train import default_output_dir
 
     return default_output_dir(prepare(cfg))
 
@@ -74,7 +71,7 @@ def _add_plan(sub) -> None:
 
 
 def cmd_plan(args) -> int:
-    from .plan import build_plan, meta_model, plan_json
+    from ..plan import build_plan, meta_model, plan_json
 
     cfg = prepare(config_from_args(args))
     out = Path(args.out) if args.out else None
@@ -84,7 +81,7 @@ def cmd_plan(args) -> int:
     plan, _ = build_plan(cfg, model, heads)
     print(plan.to_table())
     if out is not None:
-        from .rundir import write_json_atomic
+        from ..rundir import write_json_atomic
 
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.suffix == ".json":
@@ -145,8 +142,8 @@ def _add_glue(sub) -> None:
 
 def glue_configs(args) -> list[RunConfig]:
     """One RunConfig per seed from study-style arguments, validated before any run starts."""
-    from .config import config_from_dict
-    from .naming import run_name
+    from ..config import config_from_dict
+    from ..naming import run_name
 
     values = dict(GLUE_DEFAULTS)
     for field, _ in GLUE_FLAGS.values():
@@ -168,7 +165,7 @@ def glue_configs(args) -> list[RunConfig]:
 
 
 def cmd_glue(args) -> int:
-    from .train import run_training, setup_run
+    from ..train import run_training, setup_run
 
     configs = glue_configs(args)
     setup_run(dataclasses.replace(configs[0]))  # data, model and budget checks before the first run starts
@@ -183,7 +180,7 @@ def cmd_glue(args) -> int:
             print(f"failed: {cfg.output_dir}: {type(exc).__name__}: {exc}", file=sys.stderr)
             failures += 1
             continue
-        _print_summary(summary, cfg.output_dir)
+        print_summary(summary, cfg.output_dir)
         failures += summary["status"] != "completed"
     return 0 if failures == 0 else 1
 
@@ -198,8 +195,8 @@ def _add_models(sub) -> None:
 
 
 def cmd_models(args) -> int:
-    from .errors import ModelError
-    from .models import EMBEDDED, embedded_path
+    from ..errors import ModelError
+    from ..models import EMBEDDED, embedded_path
 
     for name, model in EMBEDDED.items():
         try:
@@ -210,38 +207,6 @@ def cmd_models(args) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------------------------
-
-COMMANDS = [_add_train, _add_plan, _add_glue, _add_models]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
-    parser = argparse.ArgumentParser(prog="rankwise", description="Fine-tune transformers with per-matrix "
-                                     "adapter ranks: static strategies or learned under a parameter budget.")
-    parser.add_argument("--version", action="version", version=f"rankwise {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in COMMANDS:
+def register(sub) -> None:
+    for add in (_add_train, _add_plan, _add_glue, _add_models):
         add(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return EXIT_BAD_INPUT
-    try:
-        return args.func(args)
-    except RankwiseError as exc:
-        print(f"rankwise {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,49 @@
+"""The `rankwise` command. Each module of this package registers a group of subcommands; library code
+raises typed errors and this is the one place that turns them into a message and an exit status
+(2 for bad input)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import RankwiseError
+
+EXIT_BAD_INPUT = 2
+
+# Modules of this package, in the order their commands appear in `rankwise --help`. Each has
+# `register(subparsers)`, which adds its subcommands with `set_defaults(func=handler)`.
+COMMAND_MODULES = ("train", "sweep", "report", "lr_sweep", "export")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(prog="rankwise", description="Fine-tune transformers with per-matrix "
+                                     "adapter ranks: static strategies or learned under a parameter budget.")
+    parser.add_argument("--version", action="version", version=f"rankwise {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        return args.func(args)
+    except RankwiseError as exc:
+        print(f"rankwise {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
