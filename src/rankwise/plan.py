@@ -143,18 +143,18 @@ def meta_model(cfg):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from .data import GLUE_TASKS
-    from .models import _load_error, _quiet_transformers, head_modules, resolve_model
+    from .models import _load_error, _quiet_transformers, head_modules, hub_kwargs, resolve_model
 
     path = resolve_model(cfg.model)
     try:
         with _quiet_transformers():
             if cfg.task in GLUE_TASKS:
                 task = GLUE_TASKS[cfg.task]
-                config = AutoConfig.from_pretrained(path, num_labels=task.num_labels)
+                config = AutoConfig.from_pretrained(path, num_labels=task.num_labels, **hub_kwargs(path))
                 with torch.device("meta"):
                     model = AutoModelForSequenceClassification.from_config(config)
             else:
-                config = AutoConfig.from_pretrained(path)
+                config = AutoConfig.from_pretrained(path, **hub_kwargs(path))
                 with torch.device("meta"):
                     model = AutoModelForCausalLM.from_config(config)
     except Exception as exc:

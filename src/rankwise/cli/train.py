@@ -137,6 +137,8 @@ def _add_glue(sub) -> None:
     p.add_argument("--output_dir", default="runs/glue", help="parent directory of the runs (default runs/glue)")
     p.add_argument("--overwrite_output_dir", type=parse_bool, nargs="?", const=True, default=False)
     p.add_argument("--quiet", type=parse_bool, nargs="?", const=True, default=False)
+    p.add_argument("--dry_run", "--dry-run", action="store_true",
+                   help="check everything (data, model, budget) and list the runs without training")
     p.set_defaults(func=cmd_glue)
 
 
@@ -168,7 +170,14 @@ def cmd_glue(args) -> int:
     from ..train import run_training, setup_run
 
     configs = glue_configs(args)
-    setup_run(dataclasses.replace(configs[0]))  # data, model and budget checks before the first run starts
+    setup = setup_run(dataclasses.replace(configs[0]))  # data, model and budget checks before any run starts
+    if args.dry_run:
+        print(setup.plan.to_table().splitlines()[-1] if setup.allocator is None else setup.plan.to_table())
+        for cfg in configs:
+            print(f"would run {cfg.output_dir} (seed {cfg.seed}, {cfg.num_train_epochs} epochs, "
+                  f"{setup.steps_per_epoch} steps per epoch)")
+        return 0
+    del setup
     failures = 0
     for cfg in configs:
         print(f"run {cfg.output_dir} (seed {cfg.seed})")
