@@ -7,8 +7,10 @@ Embedded models come from PyPI packages and work offline. They are located with
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,13 +61,36 @@ def resolve_model(name: str) -> str:
         if name == "smollm2-135m":
             from .gguf_cache import dequantised_dir  # only needed for the GGUF model
 
-            return str(dequantised_dir(embedded_path(name)))
+            return str(dequantised_dir(embedded_path(name), name=name))
         return str(embedded_path(name))
     if Path(name).expanduser().exists():
         return str(Path(name).expanduser())
     if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1:
         raise ModelError(f"model path `{name}` does not exist")
     return name  # a hub id
+
+
+@functools.cache
+def hub_unreachable() -> bool:
+    """True when the Hugging Face hub cannot be reached (one 3-second probe per process) or HF_HUB_OFFLINE is set.
+    Loads then use the local cache only, instead of retrying for a minute before failing."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return True
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+        return False
+    except OSError:
+        return True
+
+
+def hub_kwargs(path: str) -> dict:
+    """Extra `from_pretrained` arguments for `path` (a local directory or hub id)."""
+    return {"local_files_only": True} if not Path(path).exists() and hub_unreachable() else {}
 
 
 @contextlib.contextmanager
@@ -85,7 +110,7 @@ def _quiet_transformers():
 
 def _load_error(name: str, exc: Exception) -> ModelError:
     first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-    return ModelError(f"could not load model `{name}`: {first_line}. Use an embedded model "
+    return ModelError(f"could not load model `{name}`: {first_line.rstrip('.')}. Use an embedded model "
                       f"({', '.join(EMBEDDED)}), a local directory, or a hub id reachable from this machine")
 
 
@@ -95,7 +120,7 @@ def load_tokenizer(name: str):
     path = resolve_model(name)
     try:
         with _quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(path)
+            tokenizer = AutoTokenizer.from_pretrained(path, **hub_kwargs(path))
     except Exception as exc:  # OSError (not found / offline), ValueError (bad files), ...
         raise _load_error(name, exc) from None
     if tokenizer.pad_token is None:
@@ -112,7 +137,7 @@ def load_classifier(name: str, num_labels: int, regression: bool) -> nn.Module:
         with _quiet_transformers():
             model = AutoModelForSequenceClassification.from_pretrained(
                 path, num_labels=num_labels, problem_type="regression" if regression else "single_label_classification",
-                dtype=torch.float32)
+                dtype=torch.float32, **hub_kwargs(path))
     except Exception as exc:
         raise _load_error(name, exc) from None
     if model.config.pad_token_id is None:
@@ -126,7 +151,7 @@ def load_causal_lm(name: str) -> nn.Module:
     path = resolve_model(name)
     try:
         with _quiet_transformers():
-            return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+            return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **hub_kwargs(path))
     except Exception as exc:
         raise _load_error(name, exc) from None
 

@@ -43,7 +43,7 @@ class GlueTask:
 
 
 TASKS: dict[str, GlueTask] = {
-    "cola": GlueTask("cola", "CoLA", ("3",), "1", ("0", "1"), ("matthews_correlation",), "matthews_correlation",
+    "cola": GlueTask("cola", "CoLA", ("3",), "1", ("0", "1"), ("matthews_correlation", "accuracy"), "matthews_correlation",
                      has_header=False, hub_text_columns=("sentence",)),
     "sst2": GlueTask("sst2", "SST-2", ("sentence",), "label", ("0", "1"), ("accuracy",), "accuracy",
                      hub_text_columns=("sentence",)),
@@ -148,9 +148,13 @@ def load_local(task: GlueTask, data_dir: Path) -> TaskData:
 
 
 def load_hub(task: GlueTask) -> TaskData:
+    from ..models import hub_unreachable
+
     try:
         import datasets
 
+        if hub_unreachable():
+            raise ConnectionError("the hub cannot be reached from this machine")
         dataset = datasets.load_dataset(HUB_DATASET, task.name)
     except Exception as exc:  # network, missing package, ...: one message with the fix
         raise DataError(f"task {task.name}: no local data given and `{HUB_DATASET}` could not be loaded from the "
