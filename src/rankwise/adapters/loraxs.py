@@ -29,16 +29,22 @@ class LoraXSLinear(nn.Module):
     B (out, r), R (r, r); `scale` = α/r (or α/√r with rsLoRA).
     """
 
-    def __init__(self, base: nn.Module, rank: int, scale: float, seed: int | None = None):
+    def __init__(self, base: nn.Module, rank: int, scale: float, seed: int | None = None,
+                 factors: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None):
         super().__init__()
         self.base = base
         weight = base.weight.T if isinstance(base, Conv1D) else base.weight  # out×in
-        rank = min(rank, *weight.shape)
-        a, b = svd_factors(weight, rank)
-        self.register_buffer("lora_A", a.to(weight.dtype))
-        self.register_buffer("lora_B", b.to(weight.dtype))
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        self.lora_R = nn.Parameter(torch.randn(rank, rank, generator=generator, dtype=weight.dtype) * R_INIT_STD)
+        if factors is None:
+            rank = min(rank, *weight.shape)
+            a, b = svd_factors(weight, rank)
+            generator = torch.Generator().manual_seed(seed) if seed is not None else None
+            r = torch.randn(rank, rank, generator=generator, dtype=weight.dtype) * R_INIT_STD
+        else:  # given (A, B, R), e.g. a saved or exported adapter: no SVD
+            a, b, r = factors
+            rank = r.shape[0]
+        self.register_buffer("lora_A", a.to(weight.device, weight.dtype).contiguous())
+        self.register_buffer("lora_B", b.to(weight.device, weight.dtype).contiguous())
+        self.lora_R = nn.Parameter(r.detach().to(weight.device, weight.dtype).clone())
         self.rank = rank
         self.scale = scale
         self.mask: torch.Tensor | None = None
@@ -70,6 +76,16 @@ class LoraXSLinear(nn.Module):
             else:
                 self.base.weight += delta.to(self.base.weight.dtype)
         self.merged = True
+
+    @classmethod
+    def from_factors(cls, base: nn.Module, lora_A: torch.Tensor, lora_B: torch.Tensor, lora_R: torch.Tensor,
+                     scale: float) -> "LoraXSLinear":
+        """A layer with given factors A (r, in), B (out, r), R (r, r) and scale, e.g. from an export."""
+        r = lora_R.shape[0]
+        if lora_R.shape != (r, r) or lora_A.shape[0] != r or lora_B.shape[1] != r:
+            raise ValueError(f"LoRA-XS factors do not fit: A {tuple(lora_A.shape)}, B {tuple(lora_B.shape)}, "
+                             f"R {tuple(lora_R.shape)}")
+        return cls(base, r, scale, factors=(lora_A, lora_B, lora_R))
 
 
 def adapter_scale(alpha: float, rank: int, rslora: bool = False) -> float:
