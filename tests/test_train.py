@@ -32,6 +32,8 @@ def test_run_directory_contract(tiny_bert_dir, tiny_glue_dir, tmp_path):
     assert summary["best"]["eval_matthews_correlation"] == max(e["eval_matthews_correlation"] for e in evals)
     assert summary["steps"] == 2 * 6 and summary["trainable_parameters"]["adapter"] == 12 * 25 * 25
     assert read_summary(out) == json.loads((out / "summary.json").read_text())
+    modes = {f.name: f.stat().st_mode & 0o777 for f in out.rglob("*") if f.is_file()}
+    assert all(mode & 0o044 == 0o044 for mode in modes.values()), modes  # group/others can read every result
 
 
 def test_same_seed_same_metrics_and_other_seed_differs(tiny_bert_dir, tiny_glue_dir, tmp_path):

@@ -39,12 +39,17 @@ def finite_or_none(value: Any) -> Any:
     return value
 
 
+def _shareable_mode() -> int:
+    """0666 minus the process umask: what a plain `open(path, "w")` would give."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_json_atomic(path: str | Path, data: Any) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results are for sharing
+    os.chmod(tmp, _shareable_mode())  # mkstemp creates 0600; results are for sharing
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(finite_or_none(data), f, indent=2, allow_nan=False)
@@ -147,5 +152,9 @@ class _AtomicDir:
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
+        mode = _shareable_mode()  # some writers (safetensors) create 0600 files; results are for sharing
+        for path in self.tmp.rglob("*"):
+            if path.is_file():
+                os.chmod(path, mode)
         shutil.rmtree(self.final, ignore_errors=True)
         os.replace(self.tmp, self.final)
