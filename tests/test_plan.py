@@ -34,10 +34,15 @@ def test_minilm_lora_rank8_matches_peft_count(tmp_path):
 
     plan = plan_json(tmp_path, "--method", "lora", "--rank", "8")
     model = AutoModelForSequenceClassification.from_pretrained(resolve_model("minilm"), num_labels=2)
+    # The head rankwise trains for a BERT classifier: classifier + pooler (see models.head_modules).
     peft_model = get_peft_model(model, LoraConfig(r=8, target_modules=["query", "value", "attention.output.dense",
-                                                                       "output.dense"], task_type="SEQ_CLS"))
+                                                                       "output.dense"], task_type="SEQ_CLS",
+                                                  modules_to_save=["classifier", "bert.pooler"]))
     trainable, _ = peft_model.get_nb_trainable_parameters()
-    assert plan["totals"]["trainable_parameters"] == trainable  # adapter + classifier head
+    lora_only = sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
+    assert plan["totals"]["trainable_parameters"] == trainable  # adapter + head, as PEFT counts them
+    assert plan["totals"]["adapter_parameters"] == lora_only
+    assert plan["totals"]["head_parameters"] == 384 * 384 + 384 + 384 * 2 + 2  # pooler dense + classifier
     # per layer: query, value, attention.output.dense are 384→384, output.dense is 1536→384
     assert plan["totals"]["adapter_parameters"] == 6 * 8 * (3 * (384 + 384) + (1536 + 384)) == 202_752
 

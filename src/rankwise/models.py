@@ -157,8 +157,16 @@ def load_causal_lm(name: str) -> nn.Module:
 
 
 def head_modules(model: nn.Module) -> list[str]:
-    """Top-level-ish names of the task head (e.g. `classifier`, `score`), kept trainable."""
-    return [n for n, _ in model.named_children() if n in HEAD_NAMES]
+    """Module paths of the task head (e.g. `classifier`, `score`), kept trainable with their own learning rate.
+
+    A BERT-style classifier reads the pooler (dense + tanh on [CLS]), which plays the part of the dense layer
+    inside RoBERTa's classification head, so it trains with the head: frozen, it would be a fixed projection
+    between adapter and classifier (all-MiniLM-L6-v2 ships it untrained: weights std 0.009, bias 0)."""
+    heads = [n for n, _ in model.named_children() if n in HEAD_NAMES]
+    prefix = getattr(model, "base_model_prefix", "")
+    if "classifier" in heads and getattr(getattr(model, prefix, None), "pooler", None) is not None:
+        heads.append(f"{prefix}.pooler")
+    return heads
 
 
 def count_parameters(model: nn.Module) -> int:

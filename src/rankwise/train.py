@@ -122,8 +122,7 @@ def _param_groups(setup: Setup) -> list[dict]:
 def _head_parameters(model, head: str):
     """Trainable parameters of a head module, also inside a PEFT wrapper (modules_to_save)."""
     for name, p in model.named_parameters():
-        parts = name.split(".")
-        if head in parts and p.requires_grad:
+        if f".{head}." in f".{name}." and p.requires_grad:
             yield p
 
 
