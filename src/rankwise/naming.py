@@ -1,31 +1,45 @@
 """Deterministic, human-readable run names from a config.
 
-`cola_loraxs_learned_r5-30_a0.5-3_lr0.002_avg20_seed0`: task, method, allocation, the strategy's own
-knobs, then seed. Every other setting that differs from its default and is not in the readable part
-goes into a short hash suffix, so two different configs never share a directory and the same config
-always gets the same name (restarts find their finished runs).
+`cola_loraxs_learned_r5-30_a0.5-3_lr0.002_avg20_seed0`: task, label (when given), method, allocation,
+the strategy's own knobs, then seed. Names are computed on the resolved config, so leaving a field
+at its default and writing the default out give the same name. Every other setting that differs from
+what the readable part implies goes into a short hash suffix, so two different configs never share a
+directory and the same config always gets the same name (restarts find their finished runs).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 
-from .config import FIELDS, RunConfig
+from .config import RunConfig, resolve_defaults
 
 # Settings that never change results, or that name the run itself.
 _NOT_IDENTITY = {"output_dir", "overwrite_output_dir", "quiet", "report_to", "data_dir", "save_model",
                  "logging_steps"}
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
 def _g(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def label_slug(label: str) -> str:
+    """`linear decay 16→4` -> `linear-decay-16-4`: safe in a directory name."""
+    return _UNSAFE.sub("-", label).strip("-") or "label"
+
+
 def readable_parts(cfg: RunConfig) -> tuple[list[str], set[str]]:
-    """Name parts and the config fields they represent."""
-    parts = [cfg.task, cfg.method]
+    """Name parts of a resolved config and the config fields they represent exactly."""
+    parts = [cfg.task]
     used = {"task", "method", "seed"}
+    if cfg.label:
+        parts.append(label_slug(cfg.label))
+        if label_slug(cfg.label) == cfg.label:  # otherwise the label also goes into the hash
+            used.add("label")
+    parts.append(cfg.method)
     if cfg.method != "full":
         parts.append(cfg.allocation)
         used.add("allocation")
@@ -36,7 +50,8 @@ def readable_parts(cfg: RunConfig) -> tuple[list[str], set[str]]:
             parts.append(f"lr{_g(cfg.rank_allocation_lr)}")
             used |= {"rank_min", "rank_max", "alpha_min", "alpha_max", "rank_allocation_lr"}
             if cfg.memory_start is not None:
-                parts.append(f"mem{_g(cfg.memory_start)}-{_g(cfg.memory_end if cfg.memory_end is not None else cfg.memory_start)}")
+                end = cfg.memory_end if cfg.memory_end is not None else cfg.memory_start
+                parts.append(f"mem{_g(cfg.memory_start)}-{_g(end)}")
                 used |= {"memory_start", "memory_end"}
             elif cfg.rank_average is not None:
                 parts.append(f"avg{_g(cfg.rank_average)}")
@@ -58,9 +73,16 @@ def readable_parts(cfg: RunConfig) -> tuple[list[str], set[str]]:
 
 
 def run_name(cfg: RunConfig) -> str:
-    parts, used = readable_parts(cfg)
-    rest = {name: value for name, value in cfg.to_dict().items()
-            if name not in used and name not in _NOT_IDENTITY and value != FIELDS[name].default}
+    """The run's directory name. Depends only on settings that can change results (plus the label)."""
+    resolved = resolve_defaults(cfg)
+    parts, used = readable_parts(resolved)
+    # A readable float that does not round-trip (0.00123456789 shown as 0.00123457) must not decide alone.
+    used = {name for name in used
+            if not (isinstance(getattr(resolved, name), float) and float(_g(getattr(resolved, name))) != getattr(resolved, name))}
+    # What the readable part implies for every other field: the defaults resolved from the shown fields.
+    implied = resolve_defaults(RunConfig(**{name: getattr(resolved, name) for name in used})).to_dict()
+    rest = {name: value for name, value in resolved.to_dict().items()
+            if name not in used and name not in _NOT_IDENTITY and value != implied[name]}
     name = "_".join(str(p) for p in parts).replace("/", "-")
     if rest:
         digest = hashlib.sha1(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:8]

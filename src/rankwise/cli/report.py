@@ -1,5 +1,62 @@
-"""Placeholder: this command group is being written."""
+"""`rankwise report RUN_DIRS... --out DIR`: tables (median ± std over seeds) and figures from run directories."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _fields(text: str) -> list[str]:
+    fields = [f.strip() for f in text.split(",") if f.strip()]
+    if not fields:
+        raise argparse.ArgumentTypeError("expected comma-separated field names, e.g. rank_allocation_weights_init")
+    return fields
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got `{text}`") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got `{text}`")
+    return value
+
+
+def add_study_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of study sections (registered with rankwise.report.register_section) go here; each section
+    reads them from `ctx.options`. E.g. the LR-ratio study's `--lr_ratio`, the instruction-tuning section."""
 
 
 def register(sub) -> None:
-    pass
+    p = sub.add_parser("report", help="tables (median ± std over seeds) and figures from run directories",
+                       description="Aggregate run directories (or folders holding them, searched recursively) into "
+                                   "report.md, results.csv (one row per run), configurations.csv (one row per "
+                                   "configuration over seeds) and PNG figures. Runs without summary.json (killed or "
+                                   "still running) are skipped with a warning.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories or folders holding them")
+    p.add_argument("--out", required=True, help="folder for report.md, results.csv and the figures")
+    p.add_argument("--group_by", type=_fields, metavar="FIELD,...",
+                   help="compare groups of configurations by these config fields, e.g. "
+                        "rank_allocation_weights_init or alpha_min,alpha_max (a table and the box plot's colours)")
+    p.add_argument("--baseline", metavar="LABEL_OR_QUERY",
+                   help="baseline configuration(s): a configuration label as shown in the report, or a pandas query "
+                        "such as \"allocation == 'uniform' and rank == 25\" (default: the fixed-rank uniform "
+                        "configurations, when there are others)")
+    p.add_argument("--top", type=_positive, default=6,
+                   help="configurations drawn in the per-epoch figure besides the baselines (default 6)")
+    add_study_arguments(p)
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args) -> int:
+    from ..report import build_report
+
+    options = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    result = build_report(args.run_dirs, args.out, group_by=args.group_by, baseline=args.baseline, top=args.top,
+                          options=options, warn=lambda text: print(f"warning: {text}"))
+    print(f"{result['runs']} runs in {result['configurations_count']} configurations")
+    for key in ("report", "results", "configurations"):
+        print(f"wrote {result[key]}")
+    for figure in result["figures"]:
+        print(f"wrote {figure}")
+    return 0

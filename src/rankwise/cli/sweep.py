@@ -1,5 +1,122 @@
-"""Placeholder: this command group is being written."""
+"""`rankwise sweep CONFIG.yaml`: a grid × variants × seeds of runs, resumable, in parallel or on Ray."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import yaml
+
+from ..errors import ConfigError
+
+FORMAT = """\
+sweep file (YAML):
+  base:                  # options shared by every run (any option of `rankwise train`)
+    task: cola
+    method: loraxs
+    allocation: learned
+  grid:                  # every option given as a list expands (cartesian product)
+    alpha_min: [0.1, 0.5]
+    lr_scheduler: [constant_schedule, linear_schedule_with_warmup]
+  variants:              # optional: named override sets, crossed with the grid, not with each other
+    - {label: "LoRA-XS r25", allocation: uniform, rank: 25}
+  seeds: [0, 1, 2]
+  output_dir: runs/my_sweep   # parent of the run directories
+
+Top-level options with list values (the flat form) work too. Each run is written to
+<output_dir>/<run name>; finished runs (summary.json completed or diverged) are skipped when the
+sweep is started again, and runs killed half-way are redone.
+"""
+
+
+def _assignment(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got `{text}`")
+    key, value = text.split("=", 1)
+    return key.strip().lstrip("-"), yaml.safe_load(value)
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got `{text}`") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got `{text}`") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got `{text}`")
+    return value
 
 
 def register(sub) -> None:
-    pass
+    p = sub.add_parser("sweep", help="run a grid of configs × seeds (resumable; --jobs N, --backend ray)",
+                       description="Run every configuration of a sweep file × its seeds. Everything is validated "
+                                   "before the first run starts; finished runs are skipped on restart, killed runs "
+                                   "are redone, and a failed or diverged run is recorded while the sweep goes on.",
+                       epilog=FORMAT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", help="sweep YAML file")
+    p.add_argument("--output_dir", help="parent directory of the runs (overrides the file's output_dir; "
+                                        "default runs/<file name>)")
+    p.add_argument("--jobs", type=_positive, default=1,
+                   help="runs in parallel: local worker processes (or Ray tasks), each with max(1, cores // jobs) "
+                        "torch threads (default 1: one run at a time in this process)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local processes (default) or Ray tasks (pip install 'rankwise[ray]')")
+    p.add_argument("--ray_address", help="Ray cluster address for ray.init (default: start a local Ray instance)")
+    p.add_argument("--ray_gpus_per_run", type=float, default=0.0, help="GPUs per Ray task (default 0)")
+    p.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
+                   help="list the runs (name and state: new, finished, running, unfinished = killed half-way, failed) "
+                        "and do nothing else")
+    p.add_argument("--data_dir", help="GLUE data directory for every run (default: the file's, or $RANKWISE_DATA_DIR)")
+    p.add_argument("--set", dest="overrides", type=_assignment, action="append", default=[], metavar="FIELD=VALUE",
+                   help="force a run option for every run, e.g. --set num_train_epochs=1 (repeatable)")
+    p.add_argument("--seeds", type=_seeds, help="comma-separated seeds, replacing the file's (e.g. 0,1)")
+    p.add_argument("--quiet", action="store_true", help="no per-run progress bars")
+    p.set_defaults(func=cmd_sweep)
+
+
+def cmd_sweep(args) -> int:
+    from ..sweep import describe_runs, expand, load_sweep, override, point_values, run_sweep
+
+    spec = load_sweep(args.config)
+    forced = dict(args.overrides)
+    if args.data_dir:
+        forced["data_dir"] = args.data_dir
+    if args.backend != "ray" and args.ray_address:
+        raise ConfigError("ray_address", "is only used with --backend ray", "Add --backend ray or drop --ray_address")
+    if forced or args.seeds:
+        spec = override(spec, forced, args.seeds)
+    if args.quiet:
+        spec = override(spec, {"quiet": True})
+    configs = expand(spec, args.output_dir, check_resources=not args.dry_run)
+    root = Path(configs[0].output_dir).parent
+    points, seeds = len(point_values(spec)), len(spec["seeds"])
+    distinct = len(configs) // seeds
+    merged = (f" ({points - distinct} grid point × variant combinations were identical once options that do not "
+              "apply to a variant were dropped)") if distinct != points else ""
+    print(f"{args.config}: {distinct} configurations × {seeds} seeds = {len(configs)} runs under {root}{merged}")
+    if args.dry_run:
+        from ..sweep import check_configs  # model and data checks that need no network
+
+        for note in dict.fromkeys(check_configs(configs, allow_network=False)):
+            print(f"note: {note}")
+        states = describe_runs(configs)
+        width = max(len("unfinished"), max(len(s) for _, s in states))
+        for name, state in states:
+            print(f"  {state:<{width}}  {name}")
+        counts = {s: sum(1 for _, x in states if x == s) for s in ("new", "finished", "running", "unfinished", "failed")}
+        print("dry run: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + "; nothing was run")
+        return 0
+    records = run_sweep(configs, jobs=args.jobs, backend=args.backend, ray_address=args.ray_address,
+                        quiet=args.quiet, gpus_per_run=args.ray_gpus_per_run)
+    bad = [r for r in records if r["status"] in ("failed", "diverged")]
+    for record in bad:
+        print(f"{record['status']}: {record['name']}: {record['message']}")
+    print(f"report: rankwise report {os.path.relpath(root) if not root.is_absolute() else root} --out {root / 'report'}")
+    return 1 if any(r["status"] == "failed" for r in records) else 0

@@ -1,0 +1,346 @@
+"""Run directories → one table row per run (`load_runs`) → one row per configuration over its seeds
+(`group_runs`).
+
+The reported number of a run (`score`) is the study's: the best value over epochs of the task's main
+metric (max, or min for losses), × 100 for metrics in [-1, 1] (accuracy, correlations, F1). `final_score`
+is the same for the last epoch. Statistics over seeds use completed runs only: a diverged or failed run is
+listed by the report, never averaged in. `std` is the sample standard deviation (ddof=1, as
+`numpy.std(x, ddof=1)`); it is NaN for a single seed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..config import FIELDS
+from ..errors import ConfigError, RunDirError
+from ..rundir import SUMMARY, read_json, read_jsonl, read_summary
+
+CONFIG_FIELDS = list(FIELDS)
+# Config fields that never change results: not part of a configuration's identity.
+NOT_IDENTITY = {"output_dir", "overwrite_output_dir", "quiet", "report_to", "data_dir", "save_model", "logging_steps"}
+IDENTITY_FIELDS = [f for f in CONFIG_FIELDS if f not in NOT_IDENTITY and f != "seed"]
+METHOD_NAMES = {"loraxs": "LoRA-XS", "lora": "LoRA", "full": "Full FT"}
+SCHEDULER_NAMES = {"constant_schedule": "constant LR", "linear_schedule_with_warmup": "linear warm-up LR",
+                   "cosine": "cosine LR"}
+
+
+def _is_run_dir(path: Path) -> bool:
+    return (path / SUMMARY).is_file() or (path / "config.json").is_file() or (path / "metrics.jsonl").is_file()
+
+
+def find_run_dirs(paths: list[str | Path]) -> list[Path]:
+    """Run directories among `paths` and below them (recursively; a run directory's own subfolders and
+    hidden folders are not searched). Raises RunDirError for a path that does not exist."""
+    found: list[Path] = []
+
+    def walk(path: Path) -> None:
+        if _is_run_dir(path):
+            found.append(path)
+            return
+        for child in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            walk(child)
+
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_dir():
+            raise RunDirError(f"run directory `{path}` does not exist" if not path.exists()
+                              else f"`{path}` is not a directory; give run directories or folders holding them")
+        walk(path)
+    return list(dict.fromkeys(found))
+
+
+def metric_scale(metric: str | None, greater_is_better: bool) -> float:
+    """×100 for bounded quality metrics (the study's convention); losses and perplexities stay as they are."""
+    return 100.0 if greater_is_better and metric and "loss" not in metric and "perplexity" not in metric else 1.0
+
+
+def config_id(config: dict) -> str:
+    """Identity of a configuration over seeds: every result-relevant field except the seed."""
+    identity = {k: config.get(k) for k in IDENTITY_FIELDS}
+    return hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def eval_records(run_dir: Path) -> list[dict]:
+    return [r for r in read_jsonl(Path(run_dir) / "metrics.jsonl") if r.get("type") == "eval"]
+
+
+def _run_row(run_dir: Path, summary: dict) -> dict:
+    config_file = run_dir / "config.json"
+    config = read_json(config_file).get("config", {}) if config_file.is_file() else {}
+    row: dict = {field: config.get(field, summary.get(field)) for field in CONFIG_FIELDS}
+    for key in ("task", "method", "allocation", "seed"):
+        if row.get(key) is None:
+            row[key] = summary.get(key)
+    metric = summary.get("main_metric")
+    greater = summary.get("greater_is_better", True)
+    evals = eval_records(run_dir)
+    values = [(r["epoch"], r[metric]) for r in evals if metric and r.get(metric) is not None]
+    best_epoch, best = (max if greater else min)(values, key=lambda e: e[1]) if values else (None, None)
+    final_epoch, final = values[-1] if values else (None, None)
+    scale = metric_scale(metric, greater)
+    params = summary.get("trainable_parameters") or {}
+    hard = summary.get("hard_ranks") or {}
+    row.update({
+        "status": summary.get("status"), "message": summary.get("message"),
+        "metric": metric, "greater_is_better": greater,
+        "score": best * scale if best is not None else np.nan,
+        "final_score": final * scale if final is not None else np.nan,
+        "best": best if best is not None else np.nan, "final": final if final is not None else np.nan,
+        "best_epoch": best_epoch, "final_epoch": final_epoch,
+        "epochs_completed": summary.get("epochs_completed"), "steps": summary.get("steps"),
+        "skipped_steps": summary.get("skipped_steps"), "wall_time_s": summary.get("wall_time_s"),
+        "steps_per_second": summary.get("steps_per_second"),
+        "params_adapter": params.get("adapter"), "params_head": params.get("head"),
+        "params_allocation": params.get("allocation"),
+        "params_adapter_at_hard_ranks": params.get("adapter_at_hard_ranks", params.get("adapter")),
+        "model_parameters": summary.get("model_parameters"),
+        "mean_hard_rank": float(np.mean(list(hard.values()))) if hard else np.nan,
+        "run_name": run_dir.name, "run_dir": str(run_dir), "config_id": config_id(row),
+    })
+    best_record = next((r for r in evals if r["epoch"] == best_epoch), None)
+    final_record = evals[-1] if evals else None
+    for prefix, record in (("best", best_record), ("final", final_record)):
+        for key, value in (record or {}).items():
+            if key.startswith("eval") or key.startswith("test"):
+                row[f"{prefix}:{key}"] = value
+    return row
+
+
+def load_runs(run_dirs: list[str | Path], warn=None) -> pd.DataFrame:
+    """One row per run directory found under `run_dirs` (run directories, or folders holding them at any
+    depth). Columns: every RunConfig field, status, message, metric, score / final_score (the reported
+    numbers), best / final (raw metric), best_epoch, epochs_completed, wall_time_s, params_*, mean_hard_rank,
+    run_name, run_dir, config_id, and `best:<eval key>` / `final:<eval key>` for every evaluation value.
+    Directories without summary.json (killed or running) are skipped with a warning."""
+    warn = warn or (lambda text: print(f"warning: {text}", file=sys.stderr))
+    rows = []
+    for run_dir in find_run_dirs(run_dirs):
+        summary = read_summary(run_dir)
+        if summary is None:
+            warn(f"skipping {run_dir}: no summary.json (the run is still going or was killed)")
+            continue
+        rows.append(_run_row(run_dir, summary))
+    columns = CONFIG_FIELDS + ["status", "message", "metric", "greater_is_better", "score", "final_score", "best",
+                               "final", "best_epoch", "final_epoch", "epochs_completed", "steps", "skipped_steps",
+                               "wall_time_s", "steps_per_second", "params_adapter", "params_head",
+                               "params_allocation", "params_adapter_at_hard_ranks", "model_parameters",
+                               "mean_hard_rank", "run_name", "run_dir", "config_id"]
+    df = pd.DataFrame(rows)
+    for column in columns:
+        if column not in df:
+            df[column] = pd.Series(dtype=object)
+    extra = sorted(c for c in df.columns if c not in columns)
+    df = df[columns + extra]
+    if not df.empty:
+        df = df.sort_values(["task", "config_id", "seed"], kind="stable").reset_index(drop=True)
+        df["label"] = config_labels(df)
+    return df
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration labels
+# ---------------------------------------------------------------------------------------------
+
+def varying_fields(df: pd.DataFrame) -> list[str]:
+    """Identity fields whose value differs between the configurations in `df` it applies to (a learned-only
+    knob is compared among learned configurations only)."""
+    from ..sweep import applies
+
+    out = []
+    for field in IDENTITY_FIELDS:
+        if field not in df:
+            continue
+        mask = [applies(field, a, m) for a, m in zip(df["allocation"], df["method"])]
+        if df.loc[mask, field].astype(str).nunique() > 1:
+            out.append(field)
+    return out
+
+
+def _g(value) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e6:
+        return str(int(value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def rank_text(row) -> str:
+    """The ranks of a configuration in a few characters: `r25`, `16→4`, `att 16 / mlp 8`, `5–30, avg 20`."""
+    allocation = row.get("allocation")
+    if row.get("method") == "full":
+        return "full"
+    if allocation == "learned":
+        if row.get("memory_start") is not None and not _isnan(row.get("memory_start")):
+            return (f"{_g(row['rank_min'])}–{_g(row['rank_max'])}, "
+                    f"M {row['memory_start']:,.0f}→{row['memory_end']:,.0f}")
+        return f"{_g(row['rank_min'])}–{_g(row['rank_max'])}, avg {_g(row['rank_average'])}"
+    if allocation == "linear_decay":
+        return f"{_g(row['rank_first'])}→{_g(row['rank_last'])}"
+    if allocation == "attention_heavy":
+        return f"att {_g(row['rank_attention'])} / mlp {_g(row['rank_mlp'])}"
+    if allocation == "custom":
+        return f"custom ({Path(str(row.get('rank_file'))).name})"
+    if allocation == "empirical":
+        return f"empirical, r {_g(row['rank'])}"
+    return f"r{_g(row['rank'])}" + (" (matched budget)" if row.get("match_budget") else "")
+
+
+def _isnan(value) -> bool:
+    return isinstance(value, float) and np.isnan(value)
+
+
+def _describe(row, varying: list[str]) -> tuple[str, list[str]]:
+    """(head, details): `LoRA-XS learned`, [`α 0.1→5`, `constant LR`] from the fields in `varying`."""
+    from ..sweep import applies
+
+    method = METHOD_NAMES.get(row.get("method"), str(row.get("method")))
+    learned = row.get("allocation") == "learned"
+    if row.get("method") == "full":
+        head = method
+    elif learned:
+        head = f"{method} learned"
+    else:
+        head = f"{method} {rank_text(row)}"
+    parts = []
+    if learned and ("alpha_min" in varying or "alpha_max" in varying):
+        parts.append(f"α {_g(row['alpha_min'])}→{_g(row['alpha_max'])}")
+    if learned and ("rank_min" in varying or "rank_max" in varying):
+        parts.append(f"r {_g(row['rank_min'])}–{_g(row['rank_max'])}")
+    if learned and ("rank_average" in varying or "memory_start" in varying or "memory_end" in varying):
+        if row.get("memory_start") is not None and not _isnan(row.get("memory_start")):
+            parts.append(f"M {_g(row['memory_start'])}→{_g(row['memory_end'])}")
+        else:
+            parts.append(f"avg {_g(row['rank_average'])}")
+    shown = {"method", "allocation", "rank", "rank_first", "rank_last", "rank_attention", "rank_mlp", "rank_file",
+             "label", "task", "alpha_min", "alpha_max", "rank_min", "rank_max", "rank_average", "memory_start",
+             "memory_end"}
+    for field in varying:
+        value = row.get(field)
+        if field in shown or not applies(field, row.get("allocation"), row.get("method")):
+            continue
+        if field == "lr_scheduler":
+            parts.append(SCHEDULER_NAMES.get(value, str(value)))
+        elif field == "rank_allocation_lr":
+            parts.append(f"alloc-lr {_g(value)}")
+        elif field == "rank_allocation_weights_init":
+            parts.append(f"init {value}")
+        elif field == "learning_rate":
+            parts.append(f"lr {_g(value)}")
+        elif value is None or _isnan(value):
+            parts.append(f"no {field}")
+        else:
+            parts.append(f"{field} {_g(value)}")
+    return head, parts
+
+
+def config_labels(df: pd.DataFrame) -> pd.Series:
+    """A readable name per run's configuration: its `label` if set, else built from the method, the ranks and
+    the options that differ between the configurations of `df` (e.g. `LoRA-XS learned (α 0.1→5, constant LR)`).
+    A label shared by several configurations (a sweep variant crossed with a grid) gets their differences
+    appended, so no two configurations share a name."""
+    firsts = df.drop_duplicates("config_id").set_index("config_id", drop=False)
+    varying = varying_fields(firsts)
+    labels = {}
+    for cid, row in firsts.iterrows():
+        label = row.get("label")
+        if isinstance(label, str) and label:
+            labels[cid] = label
+        else:
+            head, parts = _describe(row.to_dict(), varying)
+            labels[cid] = head + (f" ({', '.join(parts)})" if parts else "")
+    names = pd.Series(labels)
+    for name in names[names.duplicated(keep=False)].unique():
+        same = firsts.loc[names[names == name].index]
+        among = varying_fields(same)
+        for cid, row in same.iterrows():
+            _, parts = _describe(row.to_dict(), among)
+            labels[cid] = f"{name} ({', '.join(parts)})" if parts else name
+    names = pd.Series(labels)
+    for name in names[names.duplicated(keep=False)].unique():  # differences no description shows
+        for k, cid in enumerate(names[names == name].index, 1):
+            labels[cid] = f"{name} #{k}"
+    return df["config_id"].map(labels)
+
+
+# ---------------------------------------------------------------------------------------------
+# Over seeds
+# ---------------------------------------------------------------------------------------------
+
+def check_fields(df: pd.DataFrame, fields: list[str], option: str) -> None:
+    for field in fields:
+        if field not in df.columns:
+            close = difflib.get_close_matches(field, list(df.columns), n=1)
+            hint = f"Did you mean `{close[0]}`? " if close else ""
+            raise ConfigError(option, f"`{field}` is not a config field or results column",
+                              f"{hint}Use run options such as rank_allocation_weights_init, alpha_min, lr_scheduler")
+
+
+def applicable(df: pd.DataFrame, field: str) -> pd.Series:
+    """`df[field]` with None where the field does not apply to the run (e.g. the allocation-weight
+    initialisation of a fixed-rank baseline), so such runs form their own group instead of joining a default."""
+    from ..sweep import applies
+
+    if field not in IDENTITY_FIELDS:
+        return df[field]
+    mask = [applies(field, a, m) for a, m in zip(df["allocation"], df["method"])]
+    return df[field].astype(object).where(mask, None)
+
+
+def group_runs(df: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
+    """One row per group of runs: by configuration (all options but the seed) unless `by` names columns.
+
+    Columns: the group keys, `label` (configurations: their label; else the key values), `runs` (all),
+    `n` (completed runs, the ones in the statistics), `not_completed`, `median`, `std` (ddof=1), `mean`,
+    `min`, `max`, `scores` (list, in seed order), `final_median`, `best_epoch_median`, `wall_time_median`,
+    `params_median`, `mean_hard_rank`, plus every config field whose value is the same for the whole group.
+    Sorted best first (descending median for greater-is-better metrics)."""
+    if df.empty:
+        return pd.DataFrame()
+    keys = ["config_id"] if not by else list(by)
+    check_fields(df, keys, "group_by")
+    if by:
+        df = df.copy()
+        for field in by:
+            df[field] = applicable(df, field)
+    rows = []
+    for key, group in df.groupby(keys, sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        ok = group[group["status"] == "completed"].sort_values("seed")
+        scores = ok["score"].to_numpy(dtype=float)
+        scores = scores[~np.isnan(scores)]
+        row = {k: v for k, v in zip(keys, key)}
+        for field in CONFIG_FIELDS + ["metric", "greater_is_better"]:
+            values = group[field].astype(str).unique()
+            if field not in row and len(values) == 1:
+                row[field] = group[field].iloc[0]
+        row.update({
+            "label": group["label"].iloc[0] if not by else ", ".join(
+                f"{k}={'–' if v is None or _isnan(v) else _g(v)}" for k, v in zip(keys, key)),
+            "configs": group["config_id"].nunique(),
+            "runs": len(group), "n": len(scores), "not_completed": int((group["status"] != "completed").sum()),
+            "median": float(np.median(scores)) if len(scores) else np.nan,
+            "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else np.nan,
+            "mean": float(np.mean(scores)) if len(scores) else np.nan,
+            "min": float(np.min(scores)) if len(scores) else np.nan,
+            "max": float(np.max(scores)) if len(scores) else np.nan,
+            "scores": [float(s) for s in scores],
+            "seeds": [int(s) for s in ok["seed"]],
+            "final_median": float(ok["final_score"].median()) if len(ok) else np.nan,
+            "best_epoch_median": float(ok["best_epoch"].astype(float).median()) if len(ok) else np.nan,
+            "wall_time_median": float(ok["wall_time_s"].astype(float).median()) if len(ok) else np.nan,
+            "params_median": float(ok["params_adapter_at_hard_ranks"].astype(float).median()) if len(ok) else np.nan,
+            "mean_hard_rank": float(ok["mean_hard_rank"].astype(float).median()) if len(ok) else np.nan,
+        })
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    greater = bool(df["greater_is_better"].dropna().iloc[0]) if df["greater_is_better"].notna().any() else True
+    out = out.sort_values("median", ascending=not greater, na_position="last", kind="stable")
+    if "task" in out and out["task"].notna().all():  # tasks stay together, best first within each
+        out = out.sort_values("task", kind="stable")
+    return out.reset_index(drop=True)

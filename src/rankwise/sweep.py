@@ -1,0 +1,660 @@
+"""Sweeps: a YAML grid × variants × seeds → validated run configs → resumable runs, locally or on Ray.
+
+Sweep file (YAML)::
+
+    base:                 # RunConfig fields shared by every run (any option of `rankwise train`)
+      task: cola
+      method: loraxs
+      allocation: learned
+    grid:                 # every field given as a list expands; cartesian product over fields
+      alpha_min: [0.1, 0.5]
+      lr_scheduler: [constant_schedule, linear_schedule_with_warmup]
+    variants:             # optional named override sets: not crossed with each other, crossed with the grid
+      - {label: "baseline r8", allocation: uniform, rank: 8}
+    seeds: [0, 1, 2]
+    output_dir: runs/my_sweep   # parent of the run directories (relative to where you run the command)
+
+The flat form (RunConfig fields at the top level, lists expand; plus `seeds` and `output_dir`) works too.
+A base/grid field that does not apply to a variant (the learned-allocation knobs for a fixed-rank
+baseline, say) is dropped for that variant, so a baseline is not re-run once per grid value of a knob
+it does not have.
+
+Each run's directory is `<output_dir>/<run_name(config)>`. A run whose summary.json says completed or
+diverged is finished and skipped; anything else (never started, killed half-way, failed) is run again
+from scratch. A per-run lock file (`<output_dir>/.locks/<name>.lock`, flock) keeps two sweeps over the
+same directory from running the same config at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import itertools
+import os
+import sys
+import time
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import FIELDS, RunConfig, config_from_dict, prepare
+from .errors import ConfigError, RankwiseError
+from .naming import run_name
+from .rundir import SUMMARY, is_finished, read_summary
+
+SPEC_KEYS = ("base", "grid", "variants", "seeds", "output_dir", "description")
+BACKENDS = ("local", "ray")
+
+# Fields that only mean something for some allocations: dropped from base/grid where they do not apply.
+LEARNED_ONLY = ("rank_min", "rank_max", "rank_average", "memory_start", "memory_end", "epochs_memory_start",
+                "epochs_memory_start_to_end", "epochs_rank_discrete", "alpha_min", "alpha_max", "alpha_scheduler",
+                "tau", "rank_allocation_lr", "rank_allocation_weights_init", "budget_mode", "rounding")
+STATIC_ONLY = {"rank_first": "linear_decay", "rank_last": "linear_decay", "rank_attention": "attention_heavy",
+               "rank_mlp": "attention_heavy", "rank_file": "custom"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweep file → spec
+# ---------------------------------------------------------------------------------------------
+
+def _where(source: str) -> str:
+    return f"sweep {source}"
+
+
+def _check_values(values: dict, source: str) -> None:
+    """Every key is a RunConfig field and every value converts (lists: each element)."""
+    for key, value in values.items():
+        for item in (value if isinstance(value, list) else [value]):
+            config_from_dict({key: item}, source=source)
+
+
+def load_sweep(path: str | Path) -> dict:
+    """Read and check a sweep file. Returns {"base", "grid", "variants", "seeds", "output_dir",
+    "description", "source"}; raises ConfigError naming the key and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(_where(path), "file does not exist", "Give the path of a sweep YAML file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(_where(path), f"is not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(_where(path), "must hold a mapping (base:, grid:, seeds:, ...)",
+                          "See `rankwise sweep --help` for the format")
+    return parse_sweep(data, source=str(path))
+
+
+def parse_sweep(data: dict, source: str = "sweep") -> dict:
+    """The spec from an already-parsed mapping (structured or flat form)."""
+    data = dict(data)
+    structured = any(k in data for k in ("base", "grid", "variants"))
+    if structured:
+        for key in data:
+            if key not in SPEC_KEYS:
+                if key in FIELDS:
+                    hint = f"`{key}` is a run option: put it under `base:` (one value) or `grid:` (a list)"
+                else:
+                    close = difflib.get_close_matches(key, SPEC_KEYS, n=1)
+                    hint = (f"Did you mean `{close[0]}`? " if close else "") + f"Top-level keys: {', '.join(SPEC_KEYS)}"
+                raise ConfigError(_where(source), f"unknown key `{key}`", hint)
+        base = data.get("base") or {}
+        grid = data.get("grid") or {}
+        variants = data.get("variants") or []
+    else:
+        base = {k: v for k, v in data.items() if k not in SPEC_KEYS}
+        grid, variants = {}, []
+    for name, value in (("base", base), ("grid", grid)):
+        if not isinstance(value, dict):
+            raise ConfigError(_where(source), f"`{name}` must be a mapping of run options")
+    if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
+        raise ConfigError(_where(source), "`variants` must be a list of mappings",
+                          'Write e.g. `- {label: "baseline r8", allocation: uniform, rank: 8}`')
+
+    base, grid = dict(base), dict(grid)
+    for key in [k for k, v in base.items() if isinstance(v, list)]:  # any field given as a list expands
+        if key in grid:
+            raise ConfigError(_where(source), f"`{key}` is given as a list in both base and grid", "Keep one")
+        grid[key] = base.pop(key)
+    grid = {k: (v if isinstance(v, list) else [v]) for k, v in grid.items()}
+    for key, values in grid.items():
+        if not values:
+            raise ConfigError(_where(source), f"grid `{key}` is an empty list", "Give at least one value")
+        if len({repr(v) for v in values}) != len(values):
+            raise ConfigError(_where(source), f"grid `{key}` repeats a value: {values}", "List each value once")
+    if "output_dir" in base or "output_dir" in grid:
+        raise ConfigError(_where(source), "`output_dir` is the parent directory of the sweep's runs",
+                          "Put `output_dir:` at the top level, not under base or grid")
+    _check_values(base, f"{source} (base)")
+    _check_values(grid, f"{source} (grid)")
+
+    labels = []
+    for i, variant in enumerate(variants):
+        where = f"{source} (variant {i + 1})"
+        if any(isinstance(v, list) for v in variant.values()):
+            raise ConfigError(_where(source), f"variant {i + 1} has a list value",
+                              "A variant is one set of overrides; put lists in `grid:`")
+        if "seed" in variant or "output_dir" in variant:
+            raise ConfigError(_where(source), f"variant {i + 1} sets `seed` or `output_dir`",
+                              "Give seeds with top-level `seeds:` and the directory with top-level `output_dir:`")
+        _check_values(variant, where)
+        labels.append(variant.get("label"))
+    named = [label for label in labels if label is not None]
+    if len(set(named)) != len(named):
+        dup = next(label for label in named if named.count(label) > 1)
+        raise ConfigError(_where(source), f"two variants share the label `{dup}`", "Give each variant its own label")
+
+    seeds = data.get("seeds")
+    if "seed" in grid or "seed" in base:
+        if seeds is not None:
+            raise ConfigError(_where(source), "seeds are given twice (`seeds:` and a `seed` option)", "Keep `seeds:`")
+        seeds = grid.pop("seed", None) or [base.pop("seed")]
+    if seeds is None:
+        seeds = [0]
+    seeds = seeds if isinstance(seeds, list) else [seeds]
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ConfigError(_where(source), f"`seeds` must be a list of integers, got {seeds!r}", "e.g. seeds: [0, 1, 2]")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(_where(source), f"`seeds` repeats a seed: {seeds}", "List each seed once")
+    output_dir = data.get("output_dir")
+    if output_dir is not None and not isinstance(output_dir, str):
+        raise ConfigError(_where(source), "`output_dir` must be a path")
+    return {"base": base, "grid": grid, "variants": variants, "seeds": seeds, "output_dir": output_dir,
+            "description": data.get("description"), "source": source}
+
+
+def override(spec: dict, values: dict[str, Any] | None = None, seeds: list[int] | None = None) -> dict:
+    """A copy of `spec` with run options forced for every run (command-line `--set`, `--data_dir`)."""
+    spec = {**spec, "base": dict(spec["base"]), "grid": dict(spec["grid"]),
+            "variants": [dict(v) for v in spec["variants"]]}
+    for key, value in (values or {}).items():
+        _check_values({key: value}, "--set")
+        spec["base"][key] = value
+        spec["grid"].pop(key, None)
+        for variant in spec["variants"]:
+            variant.pop(key, None)
+    if seeds is not None:
+        spec["seeds"] = list(seeds)
+    return spec
+
+
+# ---------------------------------------------------------------------------------------------
+# Spec → configs
+# ---------------------------------------------------------------------------------------------
+
+def applies(field: str, allocation: str, method: str) -> bool:
+    """Whether a config field means anything for a run with this allocation and method."""
+    if field in LEARNED_ONLY:
+        return allocation == "learned" and method != "full"
+    if field in STATIC_ONLY:
+        return allocation == STATIC_ONLY[field] and method != "full"
+    if field == "rank":  # learned adapters are sized by rank_max
+        return allocation != "learned" and method != "full"
+    return True
+
+
+def default_output_root(spec: dict) -> str:
+    stem = Path(spec.get("source") or "sweep").stem
+    return str(Path("runs") / stem)
+
+
+def point_values(spec: dict) -> list[dict]:
+    """The option dicts of every grid point × variant (without seed), with inapplicable fields dropped."""
+    grid = spec["grid"]
+    points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] if grid else [{}]
+    variants = spec["variants"] or [{}]
+    out = []
+    for point in points:
+        for variant in variants:
+            shared = {**spec["base"], **point}
+            allocation = variant.get("allocation", shared.get("allocation", FIELDS["allocation"].default))
+            method = variant.get("method", shared.get("method", FIELDS["method"].default))
+            shared = {k: v for k, v in shared.items() if applies(k, allocation, method)}
+            out.append({**shared, **variant})
+    return out
+
+
+def expand(spec: dict, output_dir: str | None = None, check_resources: bool | str = True) -> list[RunConfig]:
+    """One validated RunConfig per grid point × variant × seed, with output_dir=<root>/<run name>.
+
+    Every config is resolved and validated (`prepare`); with `check_resources` the model-dependent checks
+    (rank plan, budget feasibility, via a weightless model) and the data files are checked too, once per
+    distinct model/data. `check_resources="local"` skips checks that would need the network (hub models and
+    hub datasets). Identical configs (the same run name) are kept once. Raises before anything runs.
+    """
+    root = Path(output_dir or spec.get("output_dir") or default_output_root(spec))
+    source = spec.get("source", "sweep")
+    configs, seen = [], set()
+    for values in point_values(spec):
+        for seed in spec["seeds"]:
+            cfg = config_from_dict({**values, "seed": seed}, source=source)
+            name = run_name(cfg)
+            if name in seen:
+                continue
+            seen.add(name)
+            cfg.output_dir = str(root / name)
+            try:
+                configs.append(prepare(cfg))
+            except ConfigError as exc:
+                raise ConfigError(exc.field, f"{exc.problem} (in {source}, run {name})", exc.fix) from None
+    if check_resources:
+        check_configs(configs, allow_network=check_resources != "local")
+    return configs
+
+
+def _is_local_model(name: str) -> bool:
+    from .models import EMBEDDED
+
+    return name in EMBEDDED or Path(name).expanduser().exists()
+
+
+def check_configs(configs: list[RunConfig], allow_network: bool = True) -> list[str]:
+    """Model-dependent checks (rank plan, budget feasibility) and data files, before any run starts.
+    Returns notes about checks that were skipped (network needed and not allowed)."""
+    from .data import GLUE_TASKS, load_glue
+    from .plan import build_plan, meta_model
+
+    models: dict[tuple, Any] = {}
+    data_checked: set[tuple] = set()
+    notes: list[str] = []
+    for cfg in configs:
+        name = Path(cfg.output_dir).name
+        try:
+            key = (cfg.model, cfg.task)
+            if key not in models:
+                if allow_network or _is_local_model(cfg.model):
+                    models[key] = meta_model(cfg)
+                else:
+                    models[key] = None
+                    notes.append(f"model `{cfg.model}` is not on this machine, so its rank plans and budgets are "
+                                 "not checked by a dry run (a real sweep checks them before its first run)")
+            if models[key] is not None:
+                model, heads = models[key]
+                build_plan(cfg, model, heads)
+            data_key = (cfg.task, cfg.data_dir, cfg.train_file)
+            if data_key not in data_checked and cfg.task in GLUE_TASKS:
+                if cfg.data_dir or allow_network:
+                    load_glue(cfg.task, cfg.data_dir)
+                else:
+                    notes.append(f"task `{cfg.task}` would be read from the Hugging Face hub (no --data_dir or "
+                                 "RANKWISE_DATA_DIR): not checked by a dry run")
+            data_checked.add(data_key)
+        except ConfigError as exc:
+            raise ConfigError(exc.field, f"{exc.problem} (run {name})", exc.fix) from None
+        except RankwiseError as exc:
+            raise type(exc)(f"run {name}: {exc}") from None
+    return notes
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+# ---------------------------------------------------------------------------------------------
+
+def run_state(run_dir: str | Path) -> str:
+    """`finished` (completed or diverged), `failed`, `running` (a sweep holds its lock), `unfinished`
+    (started, no summary: killed), or `new`."""
+    run_dir = Path(run_dir)
+    if is_finished(run_dir):
+        return "finished"
+    summary = read_summary(run_dir)
+    if summary is not None:
+        return "failed"
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        return "running" if _is_locked(run_dir) else "unfinished"
+    return "new"
+
+
+def _lock_path(run_dir: Path) -> Path:
+    return run_dir.parent / ".locks" / f"{run_dir.name}.lock"
+
+
+def _is_locked(run_dir: Path) -> bool:
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    path = _lock_path(run_dir)
+    if not path.exists():
+        return False
+    with open(path) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_run(jobs: int, cores: int | None = None) -> int:
+    """Torch threads per run so `jobs` parallel runs do not oversubscribe the cores."""
+    return max(1, (cores or usable_cores()) // max(1, jobs))
+
+
+def _record(cfg: RunConfig, status: str, message: str | None = None, summary: dict | None = None) -> dict:
+    summary = summary or {}
+    metric = summary.get("main_metric")
+    best = (summary.get("best") or {}).get(metric) if metric else None
+    return {"name": Path(cfg.output_dir).name, "output_dir": cfg.output_dir, "status": status,
+            "message": message if message is not None else summary.get("message"), "seed": cfg.seed,
+            "main_metric": metric, "best": best, "best_epoch": summary.get("best_epoch"),
+            "wall_time_s": summary.get("wall_time_s")}
+
+
+@contextmanager
+def _run_lock(run_dir: Path):
+    """Exclusive lock for one run directory (released by the kernel if the process dies). Yields False
+    when another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): run without the cross-process guard
+        yield True
+        return
+    path = _lock_path(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        for attempt in range(5):  # a dry run may be probing the lock for an instant
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if attempt == 4:
+                    yield False
+                    return
+                time.sleep(0.2)
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def run_one(cfg: RunConfig) -> dict:
+    """Run one config unless it is finished or running elsewhere; never raises for a failed run. The record
+    also says how many torch threads the run had (`threads`)."""
+    import torch
+
+    record = _run_one(cfg)
+    record["threads"] = torch.get_num_threads()
+    return record
+
+
+def _run_one(cfg: RunConfig) -> dict:
+    from . import train
+
+    run_dir = Path(cfg.output_dir)
+    with _run_lock(run_dir) as locked:
+        if not locked:
+            return _record(cfg, "skipped", "another process is running this config right now")
+        if is_finished(run_dir):
+            return _record(cfg, "skipped", "finished", read_summary(run_dir))
+        cfg = dataclasses.replace(cfg, overwrite_output_dir=True)  # a failed run's summary is replaced
+        try:
+            summary = train.run_training(cfg)
+        except RankwiseError as exc:
+            return _record(cfg, "failed", f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # one failed run must not cost the sweep
+            traceback.print_exc(file=sys.stderr)
+            return _record(cfg, "failed", f"{type(exc).__name__}: {exc}"[:2000])
+    return _record(cfg, summary["status"], summary=summary)
+
+
+def _set_threads(threads: int) -> None:
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _die_with_parent() -> None:
+    """A worker must not outlive its sweep (a killed sweep's orphans would keep writing run directories)."""
+    parent = os.getppid()
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _worker_main(threads: int, conn) -> None:
+    """A local worker process (spawned, so torch starts fresh with `threads` threads): runs the configs the
+    sweep sends, one at a time, and answers each with its record; None ends it."""
+    _die_with_parent()
+    _set_threads(threads)
+    while True:
+        cfg_dict = conn.recv()
+        if cfg_dict is None:
+            break
+        cfg = RunConfig(**cfg_dict)
+        try:
+            record = run_one(cfg)
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent, which records the run as failed
+            record = _record(cfg, "failed", f"{type(exc).__name__}: {exc}"[:2000])
+        conn.send(record)
+    conn.close()
+
+
+def _ray_task(cfg_dict: dict, threads: int) -> dict:
+    _set_threads(threads)
+    return run_one(RunConfig(**cfg_dict))
+
+
+class _Progress:
+    """One line per run start and end, with an overall count and a rough time left."""
+
+    def __init__(self, total: int, jobs: int, stream=None):
+        self.total, self.jobs, self.done, self.started = total, jobs, 0, time.time()
+        self.stream = stream or sys.stdout
+        self.durations: list[float] = []
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def start(self, k: int, cfg: RunConfig) -> None:
+        self._print(f"[{k:>{len(str(self.total))}}/{self.total}] start     {Path(cfg.output_dir).name}")
+
+    def end(self, k: int, record: dict, seconds: float | None = None) -> None:
+        self.done += 1
+        if seconds is not None:
+            self.durations.append(seconds)
+        line = f"[{k:>{len(str(self.total))}}/{self.total}] {record['status']:<9} {record['name']}"
+        if record.get("best") is not None:
+            line += f"  best {record['main_metric']} {record['best']:.4f} (epoch {record['best_epoch']})"
+        if seconds is not None:
+            line += f"  {_duration(seconds)}"
+        left = self.total - self.done
+        elapsed = time.time() - self.started
+        line += f"  | {self.done}/{self.total} done, {_duration(elapsed)} elapsed"
+        if left and self.durations:
+            eta = sum(self.durations) / len(self.durations) * left / self.jobs
+            line += f", ~{_duration(eta)} left"
+        self._print(line)
+        if record["status"] in ("failed", "diverged") and record.get("message"):
+            self._print(f"    {record['message']}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+def run_sweep(configs: list[RunConfig], jobs: int = 1, backend: str = "local", ray_address: str | None = None,
+              quiet: bool = False, gpus_per_run: float = 0.0) -> list[dict]:
+    """Run every config that is not finished; one record per config, in order.
+
+    Records: {"name", "output_dir", "status" (completed|diverged|failed|skipped), "message", "seed",
+    "main_metric", "best", "best_epoch", "wall_time_s"}. Finished runs (summary.json completed or diverged)
+    are `skipped`; failed and killed runs are run again. A failed or diverged run is recorded and the sweep
+    goes on. `jobs` parallel runs: local worker processes with max(1, cores // jobs) torch threads each
+    (jobs=1 runs in this process), or Ray tasks with that many CPUs each (`backend="ray"`).
+    """
+    if backend not in BACKENDS:
+        raise ConfigError("backend", f"unknown backend `{backend}`", f"Choose one of: {', '.join(BACKENDS)}")
+    if jobs < 1:
+        raise ConfigError("jobs", f"must be at least 1, got {jobs}")
+    records: list[dict | None] = [None] * len(configs)
+    todo = []
+    for i, cfg in enumerate(configs):
+        if is_finished(cfg.output_dir):
+            records[i] = _record(cfg, "skipped", "finished", read_summary(cfg.output_dir))
+        else:
+            todo.append(i)
+    finished = len(configs) - len(todo)
+    if quiet or jobs > 1 or backend == "ray":  # parallel runs' bars would interleave
+        configs = [dataclasses.replace(c, quiet=True) for c in configs]
+    print(f"sweep: {len(configs)} runs, {finished} already finished (skipped), {len(todo)} to run", flush=True)
+    if todo:
+        if backend == "ray":
+            _run_ray(configs, todo, records, jobs, ray_address, gpus_per_run)
+        elif jobs == 1:
+            _run_here(configs, todo, records)
+        else:
+            _run_processes(configs, todo, records, jobs)
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[record["status"]] = counts.get(record["status"], 0) + 1
+    print("sweep done: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())), flush=True)
+    return records  # type: ignore[return-value]
+
+
+def _run_here(configs, todo, records) -> None:
+    progress = _Progress(len(todo), 1)
+    for k, i in enumerate(todo, 1):
+        progress.start(k, configs[i])
+        started = time.time()
+        records[i] = run_one(configs[i])
+        progress.end(k, records[i], time.time() - started)
+
+
+def _run_processes(configs, todo, records, jobs: int) -> None:
+    """`jobs` long-lived worker processes, each running one config at a time. A worker that dies (killed, out
+    of memory) costs only its current run, which is recorded as failed; a new worker takes its place."""
+    import multiprocessing as mp
+    from multiprocessing.connection import wait
+
+    ctx = mp.get_context("spawn")  # fresh interpreters: torch thread settings take effect, no forked state
+    threads = threads_per_run(jobs)
+    print(f"sweep: {jobs} worker processes × {threads} torch thread(s)", flush=True)
+    progress = _Progress(len(todo), jobs)
+    pending = list(enumerate(todo, 1))
+    idle: list = []  # (connection, process) of workers waiting for work
+    busy: dict = {}  # connection -> (process, k, index, start time)
+    workers = 0
+
+    def start_worker():
+        nonlocal workers
+        workers += 1
+        parent_end, child_end = ctx.Pipe()
+        process = ctx.Process(target=_worker_main, args=(threads, child_end), daemon=True,
+                              name=f"rankwise-sweep-worker-{workers}")
+        process.start()
+        child_end.close()
+        return parent_end, process
+
+    try:
+        while pending or busy:
+            while pending and len(busy) < jobs:
+                conn, process = idle.pop() if idle else start_worker()
+                k, i = pending.pop(0)
+                conn.send(configs[i].to_dict())
+                busy[conn] = (process, k, i, time.time())
+                progress.start(k, configs[i])
+            for conn in wait(list(busy)):
+                process, k, i, started = busy.pop(conn)
+                try:
+                    record = conn.recv()
+                    idle.append((conn, process))
+                except (EOFError, OSError):  # the worker died without reporting
+                    process.join()
+                    conn.close()
+                    record = _record(configs[i], "failed", f"worker process exited with code {process.exitcode}")
+                records[i] = record
+                progress.end(k, record, time.time() - started)
+    finally:
+        for conn, process in idle:
+            try:
+                conn.send(None)
+            except OSError:
+                pass
+        for process, *_ in busy.values():
+            process.terminate()
+        for conn, process in idle:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
+        for process, *_ in busy.values():
+            process.join()
+
+
+def _run_ray(configs, todo, records, jobs: int, address: str | None, gpus_per_run: float) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("backend", "`ray` needs the Ray package, which is not installed",
+                          'Install it with: pip install "rankwise[ray]"') from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        try:
+            if address:
+                ray.init(address=address, **kwargs)
+            else:
+                ray.init(num_cpus=usable_cores(), **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ConfigError("ray_address", f"could not start or reach Ray ({type(exc).__name__}: {exc})",
+                              "Check the address (e.g. ray://head:10001 or auto), or drop it to start Ray locally") from None
+    try:
+        cpus = int(ray.cluster_resources().get("CPU", usable_cores()))
+        node_cpus = max([int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")] or [cpus])
+        threads = min(threads_per_run(jobs, cpus), max(1, node_cpus))
+        task = ray.remote(num_cpus=threads, num_gpus=gpus_per_run, max_retries=0)(_ray_task)
+        print(f"sweep: Ray cluster with {cpus} CPUs; each run is a task with {threads} CPU(s)"
+              + (f" and {gpus_per_run:g} GPU(s)" if gpus_per_run else ""), flush=True)
+        progress = _Progress(len(todo), max(1, cpus // threads))
+        refs = {}
+        for k, i in enumerate(todo, 1):
+            refs[task.remote(configs[i].to_dict(), threads)] = (k, i, time.time())
+            progress.start(k, configs[i])
+        while refs:
+            done, _ = ray.wait(list(refs), num_returns=1)
+            k, i, started = refs.pop(done[0])
+            try:
+                record = ray.get(done[0])
+            except Exception as exc:  # the task's process died, or Ray failed it
+                record = _record(configs[i], "failed", f"Ray task failed: {type(exc).__name__}: {exc}"[:2000])
+            records[i] = record
+            progress.end(k, record, time.time() - started)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def describe_runs(configs: list[RunConfig]) -> list[tuple[str, str]]:
+    """(name, state) for `--dry-run`: new, finished, running, unfinished (killed half-way) or failed (rerun)."""
+    return [(Path(c.output_dir).name, run_state(c.output_dir)) for c in configs]
+
+
+__all__ = ["load_sweep", "parse_sweep", "override", "expand", "applies", "check_configs", "run_sweep", "run_one", "run_state",
+           "threads_per_run", "describe_runs", "SUMMARY"]

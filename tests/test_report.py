@@ -1,0 +1,258 @@
+"""Reports from synthetic run directories: aggregation over seeds against numpy, the adaptive LoRA-XS table
+layout, baselines and groups, figures (files and what they draw), and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import run_cli
+from rankwise.config import RunConfig, resolve_defaults
+from rankwise.naming import run_name
+from rankwise.report import build_report
+from rankwise.report import plots
+from rankwise.report.aggregate import group_runs, load_runs
+from rankwise.report.tables import ADAPTIVE_HEADER
+
+METRIC = "eval_matthews_correlation"
+SUFFIXES = ("attention.self.query", "attention.self.value", "attention.output.dense", "output.dense")
+MATRICES = [(f"bert.encoder.layer.{layer}.{suffix}", layer, "mlp" if suffix == "output.dense" else "attention")
+            for layer in range(3) for suffix in SUFFIXES]
+HEADER_LINE = "| Task | Rank Min | Rank Max | Alpha Min | Alpha Max | LR | Rank Avg | Median ± Std |"
+
+
+def fake_run(root: Path, epoch_scores: list[float], status: str = "completed", **config) -> Path:
+    """A run directory as `rankwise train` writes it, with the given main metric per epoch."""
+    cfg = resolve_defaults(RunConfig(task="cola", method="loraxs", **config))
+    run_dir = root / run_name(cfg)
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"config": cfg.to_dict()}))
+    rng = np.random.default_rng(abs(hash(run_dir.name)) % 2**32)
+    learned = cfg.allocation == "learned"
+    ranks = [int(r) for r in rng.integers(cfg.rank_min, cfg.rank_max + 1, len(MATRICES))] if learned else \
+        [cfg.rank] * len(MATRICES)
+    (run_dir / "ranks.json").write_text(json.dumps({"matrices": [
+        {"name": n, "layer": layer, "kind": kind, "rank": r} for (n, layer, kind), r in zip(MATRICES, ranks)]}))
+    evals = [{"type": "eval", "step": 10 * e, "epoch": e, "eval_loss": 1 - v, METRIC: v}
+             for e, v in enumerate(epoch_scores, 1)]
+    with open(run_dir / "metrics.jsonl", "w") as f:
+        for e in range(1, len(epoch_scores) + 1):
+            f.write(json.dumps({"type": "train", "step": 10 * e - 5, "epoch": e - 0.5, "loss": 0.6}) + "\n")
+            f.write(json.dumps(evals[e - 1]) + "\n")
+    if learned:
+        epochs = cfg.num_train_epochs
+        with open(run_dir / "allocation.jsonl", "w") as f:
+            for k in range(2 * epochs + 1):
+                epoch = k / 2
+                f.write(json.dumps({
+                    "epoch": epoch, "step": 5 * k, "alpha": cfg.alpha_min + (cfg.alpha_max - cfg.alpha_min) * min(
+                        1.0, epoch / (epochs - 1)), "budget": 12 * cfg.rank_average ** 2,
+                    "discrete": epoch >= epochs - 1,
+                    "continuous": {n: r + 0.1 * k for (n, _, _), r in zip(MATRICES, ranks)},
+                    "hard": {n: r for (n, _, _), r in zip(MATRICES, ranks)}}) + "\n")
+    if status == "failed":
+        summary = {"status": "failed", "message": "RuntimeError: out of memory", "task": "cola", "method": "loraxs",
+                   "allocation": cfg.allocation, "seed": cfg.seed}
+    else:
+        best = max(evals, key=lambda r: r[METRIC])
+        summary = {"status": status, "message": "loss was non-finite" if status == "diverged" else None,
+                   "main_metric": METRIC, "greater_is_better": True, "best": best, "best_epoch": best["epoch"],
+                   "final": evals[-1], "epochs_completed": len(evals), "wall_time_s": 60.0 + cfg.seed,
+                   "trainable_parameters": {"adapter": 12 * 30 * 30, "head": 770, "allocation": 12,
+                                            "adapter_at_hard_ranks": sum(r * r for r in ranks)},
+                   "hard_ranks": {n: r for (n, _, _), r in zip(MATRICES, ranks)}}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    return run_dir
+
+
+LEARNED = [dict(allocation="learned", alpha_min=a, alpha_max=b, lr_scheduler=s, rank_average=20, rank_allocation_lr=lr)
+           for a, b in ((0.1, 5.0), (0.5, 3.0)) for s in ("constant_schedule", "linear_schedule_with_warmup")
+           for lr in (0.01,)]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """4 learned configurations and a LoRA-XS r25 baseline, 5 seeds each, 4 epochs; one extra diverged and one
+    failed run; one killed run (no summary). Returns (root, {config index: [per-seed epoch scores]})."""
+    root = tmp_path_factory.mktemp("study") / "runs"
+    rng = np.random.default_rng(0)
+    scores = {}
+    configs = LEARNED + [dict(allocation="uniform", rank=25, label="LoRA-XS r25")]
+    for c, config in enumerate(configs):
+        scores[c] = []
+        for seed in range(5):
+            values = list(rng.uniform(0.3, 0.6, 4).round(6))
+            scores[c].append(values)
+            fake_run(root / ("nested" if c % 2 else ""), values, seed=seed, num_train_epochs=4, **config)
+    fake_run(root, [0.2, 0.9], status="diverged", seed=7, num_train_epochs=4, **LEARNED[0])
+    fake_run(root, [], status="failed", seed=8, num_train_epochs=4, **LEARNED[0])
+    killed = root / "killed_run"
+    killed.mkdir()
+    (killed / "config.json").write_text("{}")
+    return root, scores, configs
+
+
+def test_load_runs_finds_nested_runs_and_skips_unfinished(study):
+    root, scores, configs = study
+    warnings = []
+    runs = load_runs([root], warn=warnings.append)
+    assert len(runs) == 5 * 5 + 2
+    assert warnings == [f"skipping {root / 'killed_run'}: no summary.json (the run is still going or was killed)"]
+    again = load_runs([root, root / "nested", next((root / "nested").iterdir())], warn=lambda _: None)
+    assert len(again) == len(runs)  # a run given twice (directly and through a parent) counts once
+    assert runs["status"].value_counts().to_dict() == {"completed": 25, "diverged": 1, "failed": 1}
+
+
+def test_median_and_sample_std_over_seeds_match_numpy(study):
+    root, scores, configs = study
+    runs = load_runs([root], warn=lambda _: None)
+    groups = group_runs(runs)
+    assert len(groups) == len(configs)
+    for c, config in enumerate(configs):
+        best = np.array([max(v) * 100 for v in scores[c]])
+        final = np.array([v[-1] * 100 for v in scores[c]])
+        mask = np.ones(len(groups), bool)
+        for key, value in config.items():
+            if key != "label":
+                mask &= groups[key].to_numpy() == value
+        g = groups[mask].iloc[0]
+        assert g["n"] == 5
+        assert g["median"] == pytest.approx(np.median(best), abs=1e-9)
+        assert g["std"] == pytest.approx(np.std(best, ddof=1), abs=1e-9)
+        assert g["final_median"] == pytest.approx(np.median(final), abs=1e-9)
+        assert sorted(g["scores"]) == pytest.approx(sorted(best))
+    first = groups[(groups["alpha_min"] == 0.1) & (groups["lr_scheduler"] == "constant_schedule")].iloc[0]
+    assert (first["runs"], first["n"], first["not_completed"]) == (7, 5, 2)  # diverged and failed left out
+    assert list(groups["median"]) == sorted(groups["median"], reverse=True)
+
+
+def test_report_tables_have_the_study_layout(study, tmp_path):
+    root, scores, configs = study
+    result = build_report([root], tmp_path / "report")
+    text = result["report"].read_text()
+    assert "| " + " | ".join(ADAPTIVE_HEADER) + " |" == HEADER_LINE
+    assert text.count(HEADER_LINE) == 2  # one table per lr_scheduler (a field the columns do not show)
+    runs = load_runs([root], warn=lambda _: None)
+    groups = group_runs(runs)
+    for scheduler in ("constant_schedule", "linear_schedule_with_warmup"):
+        section = text.split(f"**lr_scheduler = {scheduler}**")[1].split("\n\n")[1]
+        lines = section.splitlines()
+        assert lines[0] == HEADER_LINE and lines[1] == "|:---|---:|---:|---:|---:|---:|---:|:---|"
+        expected = groups[(groups["lr_scheduler"] == scheduler) & (groups["allocation"] == "learned")]
+        rows = [f"| cola | 5 | 30 | {g['alpha_min']:g} | {g['alpha_max']:g} | 0.01 | 20 | "
+                f"{g['median']:.2f} ± {g['std']:.2f} |" for _, g in expected.iterrows()]
+        assert lines[2:] == rows
+        medians = [float(line.split("|")[-2].split("±")[0]) for line in lines[2:]]
+        assert medians == sorted(medians, reverse=True)
+    baseline = groups[groups["label"] == "LoRA-XS r25"].iloc[0]
+    assert f"**LoRA-XS r25** ({baseline['median']:.2f} ± {baseline['std']:.2f})" in text
+    best = groups.iloc[0]
+    assert f"| {best['median'] - baseline['median']:+.2f} |" in text.split("## All configurations")[1]
+    assert "ddof=1" in text and "Runs that did not complete (2)" in text and "out of memory" in text
+    csv = pd.read_csv(result["results"])
+    assert len(csv) == 27 and {"score", "final_score", "best_epoch", "wall_time_s", "label"} <= set(csv.columns)
+    ok = csv[csv["status"] == "completed"]
+    assert ok["score"].to_numpy() == pytest.approx(ok["best"].to_numpy() * 100)
+
+
+def test_figures_are_written_and_draw_what_they_claim(study, tmp_path):
+    root, scores, configs = study
+    result = build_report([root], tmp_path / "report", group_by=["alpha_min", "alpha_max"])
+    names = {p.name for p in result["figures"]}
+    assert names == {"comparison_boxplot.png", "eval_curves.png", "final_ranks.png", "allocation_heatmap.png",
+                     "schedules.png"}
+    for path in result["figures"]:
+        image = matplotlib.image.imread(path)
+        assert path.stat().st_size > 10_000 and image.shape[0] > 300 and image.shape[1] > 600
+        assert image[..., :3].std() > 0.05  # not blank
+    assert "By `alpha_min`, `alpha_max`" in result["report"].read_text()
+
+    runs = load_runs([root], warn=lambda _: None)
+    groups = group_runs(runs)
+    fig = plots.draw_comparison_boxplot(runs, groups, None, {"LoRA-XS r25": 50.0})
+    ax = fig.axes[0]
+    assert len(ax.get_yticklabels()) == len(configs)
+    assert sum(len(c.get_offsets()) for c in ax.collections) == 25  # one dot per completed seed
+    fig = plots.draw_eval_curves(runs, groups, ["LoRA-XS r25"], top=2)
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 3  # the baseline and the two best
+    best = groups[groups["allocation"] == "learned"]["label"].iloc[0]
+    best_dirs = runs.loc[(runs["label"] == best) & (runs["status"] == "completed"), "run_dir"]
+    per_epoch = np.array([[json.loads(l)[METRIC] for l in open(Path(d) / "metrics.jsonl") if '"eval"' in l]
+                          for d in best_dirs]) * 100
+    drawn = next(line for line in lines if line.get_label().startswith(best))
+    assert drawn.get_ydata() == pytest.approx(np.median(per_epoch, axis=0))
+    fig = plots.draw_final_ranks(list(best_dirs), "t")
+    bars = fig.axes[0].patches
+    assert len(bars) == len(MATRICES)
+    hard = np.array([[json.load(open(Path(d) / "summary.json"))["hard_ranks"][n] for n, _, _ in MATRICES]
+                     for d in best_dirs])
+    assert [b.get_height() for b in bars] == pytest.approx(np.median(hard, axis=0))
+    colours = {kind: {tuple(b.get_facecolor()) for b, (_, _, k) in zip(bars, MATRICES) if k == kind}
+               for kind in ("attention", "mlp")}
+    assert len(colours["attention"]) == len(colours["mlp"]) == 1 and colours["attention"] != colours["mlp"]
+    run_dir = best_dirs.iloc[0]
+    fig = plots.draw_allocation_heatmap(run_dir, "t")
+    records = [json.loads(l) for l in open(Path(run_dir) / "allocation.jsonl")]
+    soft = np.array([[r["continuous"][n] for r in records] for n, _, _ in MATRICES])
+    np.testing.assert_allclose(np.asarray(fig.axes[0].collections[0].get_array()).reshape(soft.shape), soft)
+    fig = plots.draw_schedules([("a", run_dir)])
+    assert fig.axes[0].get_lines()[0].get_ydata() == pytest.approx([r["alpha"] for r in records])
+
+
+def test_baseline_and_group_by_choose_what_is_compared(study, tmp_path):
+    root, scores, configs = study
+    runs = load_runs([root], warn=lambda _: None)
+    groups = group_runs(runs)
+    label = groups[groups["allocation"] == "learned"]["label"].iloc[-1]
+    result = build_report([root], tmp_path / "a", baseline=label, group_by=["lr_scheduler"])
+    text = result["report"].read_text()
+    assert f"Δ vs {label}" in text
+    by = group_runs(runs, ["lr_scheduler"])
+    for scheduler in ("constant_schedule", "linear_schedule_with_warmup"):
+        pooled = runs[(runs["lr_scheduler"] == scheduler) & (runs["status"] == "completed")]["score"]
+        row = by[by["lr_scheduler"] == scheduler].iloc[0]
+        assert row["median"] == pytest.approx(np.median(pooled)) and row["n"] == len(pooled)
+    # A field that does not apply to a run (a fixed-rank baseline has no allocation-weight initialisation)
+    # puts it in a group of its own instead of the field's default.
+    by_init = group_runs(runs, ["rank_allocation_weights_init"])
+    assert sorted(zip(by_init["label"], by_init["n"])) == [("rank_allocation_weights_init=random", 20),
+                                                            ("rank_allocation_weights_init=–", 5)]
+    text = build_report([root], tmp_path / "c", group_by=["rank_allocation_weights_init"])["report"].read_text()
+    assert "| – (does not apply) | 1 | 5 |" in text and "| random | 4 | 20 |" in text
+    query = build_report([root], tmp_path / "b", baseline="allocation == 'learned' and alpha_min == 0.1")
+    assert query["report"].read_text().count("Δ vs LoRA-XS learned") == 2
+
+
+def test_report_without_learned_runs_reads_well(tmp_path):
+    rng = np.random.default_rng(1)
+    for seed in range(3):
+        fake_run(tmp_path / "runs", list(rng.uniform(0.2, 0.5, 3)), seed=seed, rank=25)
+        fake_run(tmp_path / "runs", list(rng.uniform(0.2, 0.5, 3)), seed=seed, allocation="linear_decay",
+                 rank_first=16, rank_last=4)
+    result = build_report([tmp_path / "runs"], tmp_path / "report")
+    text = result["report"].read_text()
+    assert HEADER_LINE not in text and "Learned rank allocation" not in text
+    assert "| LoRA-XS r25 | cola | LoRA-XS | r25 |" in text and "| LoRA-XS 16→4 | cola | LoRA-XS | 16→4 |" in text
+    assert "Δ vs LoRA-XS r25" in text  # the fixed-rank run is the default baseline
+    assert {p.name for p in result["figures"]} == {"comparison_boxplot.png", "eval_curves.png", "final_ranks.png"}
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--group_by", "alpha_mn"], "--group_by: `alpha_mn` is not a config field or results column. Did you mean `alpha_min`?"),
+    (["--baseline", "no such thing"], "--baseline: `no such thing` is neither a configuration label nor a valid query"),
+    (["--baseline", "rank == 99"], "--baseline: `rank == 99` matches no configuration"),
+])
+def test_bad_report_options_stop_before_anything_is_written(study, tmp_path, capsys, args, expected):
+    root, _, _ = study
+    out = tmp_path / "report"
+    assert run_cli("report", root, "--out", out, *args) == 2
+    assert expected in capsys.readouterr().err
+    assert not out.exists()
+    assert run_cli("report", tmp_path / "missing", "--out", out) == 2
+    assert "does not exist" in capsys.readouterr().err and not out.exists()

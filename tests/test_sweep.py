@@ -1,0 +1,316 @@
+"""Sweeps: grid expansion, run names, validation before any run, resumable runs (a sweep process killed with
+SIGKILL and restarted loses and duplicates nothing), failed runs recorded, local workers and the Ray backend."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, run_cli
+from rankwise.config import RunConfig, config_from_dict, resolve_defaults
+from rankwise.errors import ConfigError
+from rankwise.naming import run_name
+from rankwise.rundir import read_jsonl, read_summary
+from rankwise.sweep import expand, load_sweep, parse_sweep, run_state, run_sweep, threads_per_run
+
+
+def write_sweep(path: Path, spec: dict) -> Path:
+    path.write_text(yaml.safe_dump(spec, allow_unicode=True, sort_keys=False))
+    return path
+
+
+def tiny_base(model_dir, data_dir, **kw) -> dict:
+    base = {"task": "cola", "model": str(model_dir), "data_dir": str(data_dir), "method": "loraxs",
+            "num_train_epochs": 2, "per_device_train_batch_size": 16, "learning_rate": 5e-3, "logging_steps": 2,
+            "save_model": False, "quiet": True}
+    base.update(kw)
+    return base
+
+
+# ---------------------------------------------------------------------------------------------
+# Expansion
+# ---------------------------------------------------------------------------------------------
+
+def test_grid_times_variants_times_seeds_with_inapplicable_fields_dropped(tmp_path):
+    spec = parse_sweep({
+        "base": {"task": "cola", "method": "loraxs", "allocation": "learned", "rank_average": 20},
+        "grid": {"alpha_min": [0.1, 0.5], "lr_scheduler": ["constant_schedule", "linear_schedule_with_warmup"]},
+        "variants": [{}, {"label": "LoRA-XS r25", "allocation": "uniform", "rank": 25}],
+        "seeds": [0, 1, 2]})
+    configs = expand(spec, str(tmp_path / "runs"), check_resources=False)
+    # Naive definition: learned runs over the whole grid; the baseline has no alpha_min, so only its
+    # lr_scheduler varies (it is not re-run once per alpha value).
+    learned = {("learned", a, s, seed) for a, s, seed in itertools.product(
+        [0.1, 0.5], ["constant_schedule", "linear_schedule_with_warmup"], [0, 1, 2])}
+    baseline = {("uniform", 0.5, s, seed) for s, seed in itertools.product(
+        ["constant_schedule", "linear_schedule_with_warmup"], [0, 1, 2])}  # 0.5: alpha_min's default
+    got = [(c.allocation, c.alpha_min, c.lr_scheduler, c.seed) for c in configs]
+    assert len(got) == len(set(got)) == 18
+    assert set(got) == learned | baseline
+    for c in configs:
+        assert c.output_dir == str(tmp_path / "runs" / run_name(c))
+        assert (c.label == "LoRA-XS r25") == (c.allocation == "uniform")
+        # prepared: defaults resolved (learned ranks; the baseline's rank from its variant, no learned knobs)
+        assert (c.rank_min, c.rank_max, c.rank) == ((5, 30, 25) if c.allocation == "learned" else (None, None, 25))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_flat_form_and_seed_lists(tmp_path):
+    path = write_sweep(tmp_path / "flat.yaml", {"task": "cola", "allocation": "learned",
+                                               "alpha_max": [3, 5], "seed": [0, 1], "output_dir": "x"})
+    spec = load_sweep(path)
+    assert spec["grid"] == {"alpha_max": [3, 5]} and spec["seeds"] == [0, 1] and spec["output_dir"] == "x"
+    configs = expand(spec, str(tmp_path), check_resources=False)
+    assert sorted((c.alpha_max, c.seed) for c in configs) == [(3.0, 0), (3.0, 1), (5.0, 0), (5.0, 1)]
+
+
+@pytest.mark.parametrize("spec,expected", [
+    ({"base": {"task": "cola"}, "grid": {"alpha_mn": [0.1]}}, "--alpha_mn: unknown option in"),
+    ({"base": {"task": "cola"}, "grid": {"alpha_mn": [0.1]}}, "Did you mean `alpha_min`?"),
+    ({"base": {"task": "cola"}, "grids": {"alpha_min": [0.1]}}, "unknown key `grids`. Did you mean `grid`?"),
+    ({"base": {"task": "cola"}, "rank": 8}, "`rank` is a run option: put it under `base:`"),
+    ({"base": {"task": "cola"}, "grid": {"rank": []}}, "grid `rank` is an empty list"),
+    ({"base": {"task": "cola"}, "grid": {"rank": [4, 4]}}, "grid `rank` repeats a value"),
+    ({"base": {"task": "cola"}, "variants": [{"label": "a"}, {"label": "a"}]}, "two variants share the label `a`"),
+    ({"base": {"task": "cola", "seed": 1}, "seeds": [0]}, "seeds are given twice"),
+    ({"base": {"task": "cola"}, "seeds": [0, "x"]}, "`seeds` must be a list of integers"),
+    ({"base": {"task": "cola", "rank": "big"}}, "--rank: bad value"),
+])
+def test_bad_sweep_files_name_the_key_and_the_fix(spec, expected):
+    with pytest.raises(ConfigError) as info:
+        parse_sweep(spec, source="s.yaml")
+    assert expected in str(info.value)
+
+
+def test_every_config_is_validated_before_anything_runs(tiny_bert_dir, tiny_glue_dir, tmp_path, capsys):
+    """A budget that the model cannot hold (checked on a weightless model) and a bad value in one grid point
+    stop the sweep with exit status 2 before any directory is created."""
+    root = tmp_path / "runs"
+    base = tiny_base(tiny_bert_dir, tiny_glue_dir, allocation="learned", rank_min=2, rank_max=8,
+                     memory_start=500.0, epochs_memory_start_to_end=1, memory_end=5000.0)
+    path = write_sweep(tmp_path / "s.yaml", {"base": base, "grid": {"alpha_min": [0.5, 0.1]}, "output_dir": str(root)})
+    assert run_cli("sweep", path) == 2
+    err = capsys.readouterr().err
+    assert "--memory_end" in err and "cola_" in err and "rankwise sweep: error:" in err
+    assert not root.exists()
+    path = write_sweep(tmp_path / "t.yaml", {"base": tiny_base(tiny_bert_dir, tiny_glue_dir, allocation="learned"),
+                                            "grid": {"alpha_min": [0.5, 4.0]}, "output_dir": str(root)})
+    assert run_cli("sweep", path) == 2
+    assert "--alpha_min: (4) is greater than --alpha_max (3)" in capsys.readouterr().err
+    assert not root.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Names
+# ---------------------------------------------------------------------------------------------
+
+def test_names_are_readable_deterministic_and_hash_only_when_needed():
+    study = dict(task="cola", method="loraxs", allocation="learned", rank_min=5, rank_max=30, alpha_min=0.5,
+                 alpha_max=3, rank_allocation_lr=0.002, rank_average=20)
+    assert run_name(RunConfig(**study)) == "cola_loraxs_learned_r5-30_a0.5-3_lr0.002_avg20_seed0"
+    # Defaults written out, resolved, or given with other types name the same run.
+    assert run_name(resolve_defaults(RunConfig(**study))) == run_name(RunConfig(**study))
+    assert run_name(config_from_dict({**study, "alpha_max": 3, "rank_average": "20", "learning_rate": 1e-3,
+                                      "data_dir": "/elsewhere", "quiet": True})) == run_name(RunConfig(**study))
+    long = run_name(RunConfig(**study, num_train_epochs=50))
+    assert long.startswith("cola_loraxs_learned_r5-30_a0.5-3_lr0.002_avg20_seed0_") and len(long.split("_")[-1]) == 8
+    assert run_name(RunConfig(allocation="uniform", rank=8, label="r8")) == "cola_r8_loraxs_uniform_r8_lr0.001_seed0"
+    named = run_name(RunConfig(allocation="uniform", rank=8, label="baseline r8"))
+    assert named.startswith("cola_baseline-r8_loraxs_uniform_r8_lr0.001_seed0_")
+    # Same name in a fresh interpreter (no per-process hashing).
+    code = ("from rankwise.config import RunConfig; from rankwise.naming import run_name; "
+            "print(run_name(RunConfig(num_train_epochs=50, label='baseline r8')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == run_name(RunConfig(num_train_epochs=50, label="baseline r8"))
+
+
+def test_different_configs_never_share_a_name():
+    """Random configs over many fields: two names are equal exactly when the result-relevant settings are."""
+    choices = {"method": ["loraxs", "lora"], "allocation": ["uniform", "learned", "linear_decay"],
+               "rank": [4, 8], "rank_first": [8, 16], "rank_last": [2, 4], "alpha_min": [0.1, 0.5],
+               "rank_allocation_lr": [0.002, 0.0020000001], "learning_rate": [1e-3, 2e-3], "seed": [0, 1],
+               "lr_scheduler": ["constant_schedule", "linear_schedule_with_warmup"], "num_train_epochs": [3, 4],
+               "label": [None, "a b", "a-b"], "max_seq_length": [64, 128], "quiet": [True, False]}
+    rng = random.Random(0)
+    ignored = {"quiet", "output_dir", "overwrite_output_dir", "report_to", "data_dir", "save_model", "logging_steps"}
+    names: dict[str, str] = {}
+    for _ in range(400):
+        values = {k: rng.choice(v) for k, v in choices.items()}
+        cfg = resolve_defaults(RunConfig(**values))
+        identity = json.dumps({k: v for k, v in cfg.to_dict().items() if k not in ignored}, sort_keys=True)
+        name = run_name(cfg)
+        assert names.setdefault(name, identity) == identity, f"{name} names two different configs"
+    assert len(set(names.values())) == len(names) > 100
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+# ---------------------------------------------------------------------------------------------
+
+def test_threads_per_run_never_oversubscribe():
+    assert threads_per_run(1, cores=2) == 2 and threads_per_run(2, cores=2) == 1
+    assert threads_per_run(3, cores=16) == 5 and threads_per_run(8, cores=2) == 1
+
+
+def test_failed_run_is_recorded_the_sweep_goes_on_and_restart_redoes_only_it(tiny_bert_dir, tiny_glue_dir,
+                                                                                 tmp_path, monkeypatch):
+    import rankwise.train as train
+
+    spec = parse_sweep({"base": tiny_base(tiny_bert_dir, tiny_glue_dir, num_train_epochs=1),
+                        "grid": {"rank": [2, 4]}, "seeds": [0, 1]})
+    configs = expand(spec, str(tmp_path / "runs"))
+    real = train.run_training
+
+    def flaky(cfg):
+        if cfg.rank == 4 and cfg.seed == 0:
+            raise RuntimeError("injected crash")
+        return real(cfg)
+
+    monkeypatch.setattr(train, "run_training", flaky)
+    records = run_sweep(configs)
+    assert [r["status"] for r in records] == ["completed", "completed", "failed", "completed"]
+    assert "injected crash" in records[2]["message"]
+    assert [r["output_dir"] for r in records] == [c.output_dir for c in configs]
+    assert run_state(configs[2].output_dir) == "new"
+    done = {c.output_dir: (Path(c.output_dir) / "summary.json").read_bytes() for c in configs if c.seed == 1 or c.rank == 2}
+
+    monkeypatch.setattr(train, "run_training", real)
+    records = run_sweep(configs)
+    assert [r["status"] for r in records] == ["skipped", "skipped", "completed", "skipped"]
+    assert all((Path(d) / "summary.json").read_bytes() == b for d, b in done.items())
+    assert records[0]["best"] == read_summary(configs[0].output_dir)["best"][records[0]["main_metric"]]
+
+
+def test_a_run_locked_by_a_sweep_reads_as_running_and_is_not_started_twice(tmp_path):
+    from rankwise.sweep import _run_lock
+
+    run_dir = tmp_path / "runs" / "cola_x_seed0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text("{}")
+    assert run_state(run_dir) == "unfinished"
+    with _run_lock(run_dir) as first:
+        assert first is True and run_state(run_dir) == "running"
+        with _run_lock(run_dir) as second:
+            assert second is False
+    assert run_state(run_dir) == "unfinished"
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc (Linux)")
+def test_sweep_killed_mid_run_restarts_without_duplicates_or_losses(tiny_bert_dir, tiny_glue_dir, tmp_path):
+    """`rankwise sweep --jobs 2` in a real process, SIGKILLed while runs are in progress (its workers die with
+    it); the restart skips the finished runs untouched and redoes the killed ones from scratch."""
+    root = tmp_path / "runs"
+    epochs = 4
+    base = tiny_base(tiny_bert_dir, tiny_glue_dir, num_train_epochs=epochs, per_device_train_batch_size=4)
+    spec = {"base": base, "grid": {"rank": [2, 3, 4]}, "seeds": [0, 1], "output_dir": str(root)}
+    path = write_sweep(tmp_path / "s.yaml", spec)
+    configs = expand(load_sweep(path), check_resources=False)
+    log = tmp_path / "sweep.log"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    with open(log, "w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "rankwise", "sweep", str(path), "--jobs", "2"],
+                                   stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and process.poll() is None:
+            finished = [c for c in configs if read_summary(c.output_dir)]
+            # Kill while a run has just started (no evaluation yet), so it cannot finish before the signal.
+            started = [c for c in configs if run_state(c.output_dir) == "running" and not any(
+                r["type"] == "eval" for r in read_jsonl(Path(c.output_dir) / "metrics.jsonl"))]
+            if finished and started and "] completed" in log.read_text():
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, "the sweep ended before it could be killed:\n" + log.read_text()
+        workers = [pid for pid in _children(process.pid) if "spawn_main" in _cmdline(pid)]
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert workers, "the sweep had no worker processes:\n" + log.read_text()
+    deadline = time.time() + 20
+    while any(_alive(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(w) for w in workers), "worker processes outlived the killed sweep"
+
+    before = {c.output_dir: (Path(c.output_dir) / "summary.json").read_bytes() for c in configs
+              if read_summary(c.output_dir)}
+    killed = [c.output_dir for c in configs if run_state(c.output_dir) == "unfinished"]  # lock released
+    assert before and killed, log.read_text()
+    records = run_sweep(configs)  # the restart
+    assert {r["output_dir"] for r in records if r["status"] == "skipped"} == set(before)
+    assert {r["output_dir"] for r in records if r["status"] == "completed"} == {c.output_dir for c in configs} - set(before)
+    for c in configs:  # nothing lost, nothing duplicated, finished runs untouched
+        assert read_summary(c.output_dir)["status"] == "completed"
+        evals = [r["epoch"] for r in read_jsonl(Path(c.output_dir) / "metrics.jsonl") if r["type"] == "eval"]
+        assert evals == list(range(1, epochs + 1)), c.output_dir
+    assert all((Path(d) / "summary.json").read_bytes() == b for d, b in before.items())
+    assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == sorted(
+        Path(c.output_dir).name for c in configs)
+
+
+def test_dry_run_lists_states_and_writes_nothing(tiny_bert_dir, tiny_glue_dir, tmp_path, capsys):
+    root = tmp_path / "runs"
+    path = write_sweep(tmp_path / "s.yaml", {"base": tiny_base(tiny_bert_dir, tiny_glue_dir), "grid": {"rank": [2, 4]},
+                                            "output_dir": str(root)})
+    configs = expand(load_sweep(path), check_resources=False)
+    assert run_cli("sweep", path, "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert all(f"new         {Path(c.output_dir).name}" in out for c in configs) and "nothing was run" in out
+    assert not root.exists()
+    Path(configs[0].output_dir).mkdir(parents=True)
+    (Path(configs[0].output_dir) / "config.json").write_text("{}")
+    assert run_cli("sweep", path, "--dry_run", "--seeds", "0") == 0
+    assert f"unfinished  {Path(configs[0].output_dir).name}" in capsys.readouterr().out
+
+
+def test_ray_backend_runs_the_same_runs_as_tasks(tiny_bert_dir, tiny_glue_dir, tmp_path):
+    ray = pytest.importorskip("ray", reason="the Ray backend needs `pip install rankwise[ray]`")
+    spec = parse_sweep({"base": tiny_base(tiny_bert_dir, tiny_glue_dir, num_train_epochs=1), "grid": {"rank": [2, 4]}})
+    configs = expand(spec, str(tmp_path / "runs"))
+    records = run_sweep(configs, jobs=2, backend="ray")
+    assert not ray.is_initialized()  # the local instance it started is shut down
+    assert [r["status"] for r in records] == ["completed", "completed"]
+    assert [r["threads"] for r in records] == [threads_per_run(2)] * 2
+    for c, r in zip(configs, records):
+        summary = read_summary(c.output_dir)
+        assert summary["trainable_parameters"]["adapter"] == 12 * c.rank * c.rank
+        assert r["best"] == summary["best"][summary["main_metric"]]
+    assert [r["status"] for r in run_sweep(configs, backend="ray")] == ["skipped", "skipped"]
