@@ -58,12 +58,21 @@ def test_seeds_zero_to_four_by_default_and_wandb_note_when_missing(tiny_bert_dir
                    "--rank_max", "8", "--rank_average", "5", "--model", tiny_bert_dir, "--data_dir", tiny_glue_dir,
                    "--output_dir", tmp_path / "runs", "--max_train_samples", "32", "--quiet")
     assert code == 0
-    runs = sorted((tmp_path / "runs").iterdir())
+    runs = sorted(r for r in (tmp_path / "runs").iterdir() if not r.name.startswith("."))  # .locks/ of the runner
     summaries = [read_summary(r) for r in runs]
     assert sorted(s["seed"] for s in summaries) == [0, 1, 2, 3, 4]
     assert all(s["status"] == "completed" and s["allocation"] == "learned" for s in summaries)
     assert all(r.name.startswith("cola_loraxs_learned_r2-8_a0.5-3_lr0.01_avg5_seed") for r in runs)
     assert "wandb is not installed" in capsys.readouterr().err
+
+    # The same command again skips the finished seeds: nothing is retrained or overwritten.
+    before = {r.name: (r / "summary.json").read_text() for r in runs}
+    code = run_cli("glue", "--target_task", "cola", "--epoch", "2", "--rank_min", "2", "--rank_max", "8",
+                   "--rank_average", "5", "--model", tiny_bert_dir, "--data_dir", tiny_glue_dir,
+                   "--output_dir", tmp_path / "runs", "--max_train_samples", "32", "--quiet")
+    assert code == 0
+    assert {r.name: (r / "summary.json").read_text() for r in sorted((tmp_path / "runs").iterdir())
+            if r.is_dir() and not r.name.startswith(".")} == before
 
 
 @pytest.mark.parametrize("flag,value,expected", [

@@ -3,7 +3,6 @@ line, and the embedded models."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -134,8 +133,7 @@ def _add_glue(sub) -> None:
     p.add_argument("--seed", type=int, default=None, help="one seed (default: seeds 0-4, one run each)")
     p.add_argument("--wandb_disabled", type=parse_bool, default=True,
                    help="False: also log to W&B (offline unless WANDB_MODE is set; a note if wandb is missing)")
-    p.add_argument("--output_dir", default="runs/glue", help="parent directory of the runs (default runs/glue)")
-    p.add_argument("--overwrite_output_dir", type=parse_bool, nargs="?", const=True, default=False)
+    p.add_argument("--output_dir", default="runs/glue", help="parent directory of the runs (default runs/glue); seeds already finished there are skipped")
     p.add_argument("--quiet", type=parse_bool, nargs="?", const=True, default=False)
     p.add_argument("--dry_run", "--dry-run", action="store_true",
                    help="check everything (data, model, budget) and list the runs without training")
@@ -156,7 +154,6 @@ def glue_configs(args) -> list[RunConfig]:
         values["rank_max"] = values["rank_average"]  # the study's fallback
     values["report_to"] = "none" if args.wandb_disabled else "wandb"
     values["quiet"] = args.quiet
-    values["overwrite_output_dir"] = args.overwrite_output_dir
     seeds = [args.seed] if args.seed is not None else list(GLUE_SEEDS)
     configs = []
     for seed in seeds:
@@ -167,31 +164,24 @@ def glue_configs(args) -> list[RunConfig]:
 
 
 def cmd_glue(args) -> int:
-    from ..train import run_training, setup_run
+    from ..plan import build_plan, meta_model
+    from ..sweep import check_configs, describe_runs, run_sweep
 
     configs = glue_configs(args)
-    setup = setup_run(dataclasses.replace(configs[0]))  # data, model and budget checks before any run starts
+    check_configs(configs)  # rank plan, budget and data files, on a weightless model, before any run starts
     if args.dry_run:
-        print(setup.plan.to_table().splitlines()[-1] if setup.allocator is None else setup.plan.to_table())
-        for cfg in configs:
-            print(f"would run {cfg.output_dir} (seed {cfg.seed}, {cfg.num_train_epochs} epochs, "
-                  f"{setup.steps_per_epoch} steps per epoch)")
+        plan, _ = build_plan(configs[0], *meta_model(configs[0]))
+        print(plan.to_table() if configs[0].allocation == "learned" else plan.to_table().splitlines()[-1])
+        for (name, state), cfg in zip(describe_runs(configs), configs):
+            print(f"would run {cfg.output_dir} (seed {cfg.seed}, {cfg.num_train_epochs} epochs): {state}")
         return 0
-    del setup
-    failures = 0
-    for cfg in configs:
-        print(f"run {cfg.output_dir} (seed {cfg.seed})")
-        try:
-            summary = run_training(cfg)
-        except RankwiseError:
-            raise
-        except Exception as exc:  # one failed seed must not cost the others
-            print(f"failed: {cfg.output_dir}: {type(exc).__name__}: {exc}", file=sys.stderr)
-            failures += 1
-            continue
-        print_summary(summary, cfg.output_dir)
-        failures += summary["status"] != "completed"
-    return 0 if failures == 0 else 1
+    # Seeds run one after another through the sweep runner: finished seeds are skipped on a rerun, a crashed
+    # seed is recorded as failed and the others still run.
+    records = run_sweep(configs, jobs=1, quiet=args.quiet)
+    for record in records:
+        if record["status"] in ("failed", "diverged"):
+            print(f"{record['status']}: {record['output_dir']}: {record['message']}", file=sys.stderr)
+    return 0 if all(r["status"] in ("completed", "skipped") for r in records) else 1
 
 
 # ---------------------------------------------------------------------------------------------
