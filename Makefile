@@ -1,5 +1,6 @@
 # rankwise: set-up and the two commands a newcomer needs.
-#   make run    install into .venv, then train the main job on the embedded defaults (MiniLM, CoLA, LoRA-XS r=25)
+#   make run    install into .venv, then train the main job on the embedded defaults (MiniLM, CoLA, LoRA-XS r=25,
+#               6 epochs)
 #   make test   install into .venv (with test extras), then run the test suite
 # PyTorch is installed first and on its own: TORCH defaults to the CPU build 2.13.0 (a local wheel on our
 # machines). With a CUDA build already in the venv it is left alone; or pass e.g. TORCH="torch==2.13.0".
@@ -29,7 +30,7 @@ install: $(STAMP)
 
 run: $(STAMP)
 	RANKWISE_DATA_DIR=$(DATA_DIR) $(BIN)/rankwise train --task cola --model minilm --method loraxs --rank 25 \
-		--output_dir runs/cola_minilm_loraxs_r25 --overwrite_output_dir
+		--num_train_epochs 6 --output_dir runs/cola_minilm_loraxs_r25 --overwrite_output_dir
 
 test: $(STAMP)
 	RANKWISE_TEST_DATA=$(DATA_DIR) $(BIN)/python -m pytest -q
