@@ -23,8 +23,12 @@ def _positive(text: str) -> int:
 
 
 def add_study_arguments(p: argparse.ArgumentParser) -> None:
-    """Flags of study sections (registered with rankwise.report.register_section) go here; each section
-    reads them from `ctx.options`. E.g. the LR-ratio study's `--lr_ratio`, the instruction-tuning section."""
+    """Flags of study sections (rankwise.report.study_sections); each section reads them from `ctx.options`.
+    The layer-wise placement section needs none: it appears whenever the runs include alpaca runs."""
+    p.add_argument("--lr_ratio", action="store_true",
+                   help="add the LR-ratio analysis (`rankwise lr-sweep` runs): optimal learning rate per method, "
+                        "rank and alpha policy from a quadratic fit in log10(lr), its ratio to full fine-tuning's, "
+                        "loss-vs-LR and ratio-vs-rank figures")
 
 
 def register(sub) -> None:

@@ -45,6 +45,14 @@ Section = Callable[[ReportContext], "str | None"]
 EXTRA_SECTIONS: list[Section] = []
 
 
+def study_sections() -> list[Section]:
+    """The built-in study sections: layer-wise placement (alpaca runs, automatic) and the LR-ratio analysis
+    (with `--lr_ratio`). Imported here, not at the top, because they import this package."""
+    from . import lr_ratio, placement
+
+    return [placement.section, lr_ratio.section]
+
+
 def register_section(section: Section) -> Section:
     """Add a study section to every report (usable as a decorator)."""
     if section not in EXTRA_SECTIONS:
@@ -315,7 +323,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path, group_by: list[str
         lines += _task_sections(ctx, task, prefix, heading, group_by, baseline, top)
 
     # Study sections (LR-ratio study, instruction tuning, ...): registered with register_section().
-    for section in (sections if sections is not None else EXTRA_SECTIONS):
+    for section in (sections if sections is not None else [*study_sections(), *EXTRA_SECTIONS]):
         text = section(ctx)
         if text:
             lines.append(text.rstrip() + "\n")
