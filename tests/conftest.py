@@ -115,3 +115,47 @@ def run_cli(*args: str) -> int:
     from rankwise.cli import main
 
     return main([str(a) for a in args])
+
+
+# --- causal LMs and Alpaca data (issue 6: test_instruct.py, test_decoders.py) ----------------
+
+def _save_tiny_causal_lm(path: Path, config) -> Path:
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    minilm_tokenizer().save_pretrained(path)  # BERT WordPiece: [SEP] serves as end of sequence
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory) -> Path:
+    """A tiny random Llama causal LM (3 layers, hidden 32; q/k/v/o/gate/up/down) saved like a checkpoint."""
+    return _save_tiny_causal_lm(tmp_path_factory.mktemp("tiny-llama"), tiny_llama_config())
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory) -> Path:
+    """A tiny random GPT-2 causal LM (3 layers, n_embd 32; Conv1D c_attn/c_proj/c_fc) saved like a checkpoint."""
+    return _save_tiny_causal_lm(tmp_path_factory.mktemp("tiny-gpt2"), tiny_gpt2_config(bos_token_id=101, eos_token_id=102))
+
+
+def alpaca_records(n: int, seed: int = 0) -> list[dict]:
+    """Alpaca-format records; every third one has an input. The output repeats a word of the instruction."""
+    rng = random.Random(seed)
+    records = []
+    for i in range(n):
+        instruction = _sentence(rng)
+        records.append({"instruction": instruction, "input": _sentence(rng) if i % 3 == 0 else "",
+                        "output": " ".join([instruction.split()[0]] * rng.randint(2, 6))})
+    return records
+
+
+@pytest.fixture(scope="session")
+def tiny_alpaca_file(tmp_path_factory) -> Path:
+    """A 48-record Alpaca JSON file."""
+    import json
+
+    path = tmp_path_factory.mktemp("alpaca") / "alpaca_data.json"
+    path.write_text(json.dumps(alpaca_records(48)))
+    return path

@@ -114,19 +114,31 @@ def test_every_config_is_validated_before_anything_runs(tiny_bert_dir, tiny_glue
 # Names
 # ---------------------------------------------------------------------------------------------
 
+def test_a_malformed_alpaca_file_stops_the_sweep_before_any_run(tiny_llama_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"instruction": "a", "output": "b"}, {"instruction": "c"}]))
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(yaml.safe_dump({"base": {"task": "alpaca", "model": str(tiny_llama_dir), "method": "lora",
+                                              "train_file": str(bad), "eval_size": 1},
+                                     "seeds": [0, 1], "output_dir": str(tmp_path / "runs")}))
+    assert run_cli("sweep", sweep) == 2
+    assert "bad.json record 1: missing key(s) `output`" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_names_are_readable_deterministic_and_hash_only_when_needed():
     study = dict(task="cola", method="loraxs", allocation="learned", rank_min=5, rank_max=30, alpha_min=0.5,
                  alpha_max=3, rank_allocation_lr=0.002, rank_average=20)
     assert run_name(RunConfig(**study)) == "cola_loraxs_learned_r5-30_a0.5-3_lr0.002_avg20_seed0"
     # Defaults written out, resolved, or given with other types name the same run.
     assert run_name(resolve_defaults(RunConfig(**study))) == run_name(RunConfig(**study))
-    assert run_name(config_from_dict({**study, "alpha_max": 3, "rank_average": "20", "learning_rate": 1e-3,
+    assert run_name(config_from_dict({**study, "alpha_max": 3, "rank_average": "20", "learning_rate": 5e-3,
                                       "data_dir": "/elsewhere", "quiet": True})) == run_name(RunConfig(**study))
     long = run_name(RunConfig(**study, num_train_epochs=50))
     assert long.startswith("cola_loraxs_learned_r5-30_a0.5-3_lr0.002_avg20_seed0_") and len(long.split("_")[-1]) == 8
-    assert run_name(RunConfig(allocation="uniform", rank=8, label="r8")) == "cola_r8_loraxs_uniform_r8_lr0.001_seed0"
+    assert run_name(RunConfig(allocation="uniform", rank=8, label="r8")) == "cola_r8_loraxs_uniform_r8_lr0.005_seed0"
     named = run_name(RunConfig(allocation="uniform", rank=8, label="baseline r8"))
-    assert named.startswith("cola_baseline-r8_loraxs_uniform_r8_lr0.001_seed0_")
+    assert named.startswith("cola_baseline-r8_loraxs_uniform_r8_lr0.005_seed0_")
     # Same name in a fresh interpreter (no per-process hashing).
     code = ("from rankwise.config import RunConfig; from rankwise.naming import run_name; "
             "print(run_name(RunConfig(num_train_epochs=50, label='baseline r8')))")

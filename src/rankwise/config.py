@@ -114,7 +114,8 @@ class RunConfig:
     # --- data ----------------------------------------------------------------------------------
     task: str = _f("cola", "GLUE task (cola, sst2, mrpc, qnli, rte, stsb, qqp, mnli, wnli) or `alpaca`.", "data",
                    aliases=("--task_name",))
-    data_dir: Optional[str] = _f(None, "Directory with GLUE task folders in the original TSV layout "
+    data_dir: Optional[str] = _f(None, "Directory with GLUE task folders in the original TSV layout and/or "
+                                 "alpaca/alpaca_data.json "
                                  "(default: $RANKWISE_DATA_DIR; else the Hugging Face hub).", "data")
     train_file: Optional[str] = _f(None, "Alpaca-format JSON/JSONL for instruction tuning.", "data")
     max_seq_length: Optional[int] = _f(None, "Longest input in tokens (default 128 for GLUE, 512 for alpaca).",
@@ -248,7 +249,7 @@ def validate(cfg: RunConfig) -> None:
         _require(cfg.num_generations >= 0, "num_generations", f"must be >= 0, got {cfg.num_generations}")
     if cfg.data_dir is not None:
         _require(Path(cfg.data_dir).is_dir(), "data_dir", f"directory `{cfg.data_dir}` does not exist",
-                 "Point it at a folder holding GLUE task folders (CoLA/, SST-2/, ...)")
+                 "Point it at a folder holding GLUE task folders (CoLA/, SST-2/, ...) or alpaca/alpaca_data.json")
     if cfg.train_file is not None:
         _require(Path(cfg.train_file).is_file(), "train_file", f"file `{cfg.train_file}` does not exist")
 

@@ -280,6 +280,10 @@ def check_configs(configs: list[RunConfig], allow_network: bool = True) -> list[
                 else:
                     notes.append(f"task `{cfg.task}` would be read from the Hugging Face hub (no --data_dir or "
                                  "RANKWISE_DATA_DIR): not checked by a dry run")
+            elif data_key not in data_checked:  # instruction tuning: every record is checked
+                from .data.instruct import alpaca_path, load_alpaca
+
+                load_alpaca(alpaca_path(cfg))
             data_checked.add(data_key)
         except ConfigError as exc:
             raise ConfigError(exc.field, f"{exc.problem} (run {name})", exc.fix) from None

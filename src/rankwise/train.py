@@ -264,11 +264,12 @@ def train(cfg: RunConfig, setup: Setup | None = None) -> dict:
 
             if consecutive_bad >= cfg.max_bad_steps:
                 status = "diverged"
-                scale = cfg.lora_alpha / cfg.rank if cfg.method != "full" else None
+                scale = max(adapter.scales(), default=None)
+                kind = "alpha/sqrt(r)" if cfg.alpha_policy == "rslora" else "alpha/r"
                 message = (f"loss or gradient norm was non-finite for {consecutive_bad} consecutive steps (up to step "
                            f"{step}, epoch {epoch + 1}); {skipped} steps skipped in all. Likely cause: the learning "
                            f"rate ({cfg.learning_rate:g}) is too high"
-                           + (f" or the adapter scale alpha/r ({scale:g}) is too large" if scale else "")
+                           + (f" or the adapter scale {kind} (up to {scale:g}) is too large" if scale else "")
                            + ". Try a lower --learning_rate, warm-up (--lr_scheduler linear_schedule_with_warmup)"
                            + (", or --alpha_policy rslora" if scale else ""))
                 break

@@ -53,6 +53,14 @@ class AdapterSet:
             for i in range(len(self.modules)):
                 self.hooks.keep[i] = None if keep is None else keep[i, : self.ranks[i]]
 
+    def scales(self) -> list[float]:
+        """Each adapted matrix's update scale: α/r, α/√r with rsLoRA, per its own rank and alpha."""
+        if self.method == "loraxs":
+            return [m.scale for m in self.modules]
+        if self.method == "lora":
+            return [float(m.scaling["default"]) for m in self.modules]
+        return []
+
     def adapter_parameters(self) -> list[nn.Parameter]:
         if self.method == "loraxs":
             return [m.lora_R for m in self.modules]
@@ -87,7 +95,11 @@ def build_adapter(model: nn.Module, method: str, targets: list[TargetMatrix], ra
         from .lora import KeepHooks, apply_lora, lora_config, lora_layers  # PEFT is slow to import
 
         torch.manual_seed(seed)  # PEFT initialises lora_A with the global generator
-        peft_model = apply_lora(model, lora_config(names, ranks, alphas, rslora, dropout, head_modules, task_type))
+        from transformers.pytorch_utils import Conv1D
+
+        conv1d = any(isinstance(model.get_submodule(n), Conv1D) for n in names)  # GPT-2: W stored in×out
+        peft_model = apply_lora(model, lora_config(names, ranks, alphas, rslora, dropout, head_modules, task_type,
+                                                   fan_in_fan_out=conv1d))
         layers = lora_layers(peft_model, names)
         return AdapterSet(method, peft_model, targets, ranks, alphas, layers, KeepHooks(layers))
     raise ValueError(f"unknown method {method!r}")

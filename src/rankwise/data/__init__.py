@@ -7,7 +7,7 @@ from typing import Any
 from .glue import TASKS as GLUE_TASKS
 from .glue import Example, TaskData, compute_metrics, load_glue
 
-INSTRUCT_TASKS: tuple[str, ...] = ()
+INSTRUCT_TASKS: tuple[str, ...] = ("alpaca",)  # data/instruct.py
 
 
 def known_tasks() -> list[str]:

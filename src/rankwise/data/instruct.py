@@ -1,0 +1,337 @@
+"""Instruction tuning on causal LMs: Alpaca-format data, the Alpaca prompt, response-only loss, perplexity.
+
+Data: a JSON list of records (`.json`) or JSONL (`.jsonl`, one record per line; other suffixes are
+recognised by content), each with `instruction` and `output`
+strings and an optional `input` string (the Stanford Alpaca format). Task `alpaca` reads
+`--train_file`, else `<data_dir>/alpaca/alpaca_data.json`. Every record is checked before any work.
+
+Split: a fixed-seed permutation of the file holds out the first `--eval_size` records for
+evaluation; training uses the rest (in that shuffled order), truncated to `--max_train_samples`. The
+split does not depend on `--seed`, so runs with different seeds (and different strategies) are
+evaluated on the same examples and differ only in training randomness.
+
+Encoding: input = prompt + response + EOS. Labels are -100 on the prompt (and on padding), so the
+loss covers response tokens only. Evaluation loss is the mean token loss over the whole eval set
+(token-weighted, not a mean of per-batch means) and perplexity = exp(eval loss).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ConfigError, DataError
+
+TASKS = ("alpaca",)
+ALPACA_FILE = Path("alpaca") / "alpaca_data.json"
+IGNORE_INDEX = -100
+SPLIT_SEED = 1234  # the held-out split is the same for every run seed
+GENERATION_MAX_NEW_TOKENS = 128
+LOGITS_CHUNK_BYTES = 512 * 2**20  # evaluation runs the model on sub-batches whose logits fit in this
+
+# The standard Stanford Alpaca prompts (tatsu-lab/stanford_alpaca, PROMPT_DICT).
+PROMPT_WITH_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+)
+PROMPT_NO_INPUT = (
+    "Below is an instruction that describes a task. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Response:\n"
+)
+
+
+@dataclass(frozen=True)
+class InstructExample:
+    instruction: str
+    input: str
+    output: str
+    index: int  # position in the source file (0-based record number)
+
+    @property
+    def prompt(self) -> str:
+        return alpaca_prompt(self.instruction, self.input)
+
+
+def alpaca_prompt(instruction: str, input: str = "") -> str:
+    """The Alpaca prompt, with the `### Input:` block only when `input` is non-empty."""
+    if input.strip():
+        return PROMPT_WITH_INPUT.format(instruction=instruction, input=input)
+    return PROMPT_NO_INPUT.format(instruction=instruction)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading and splitting
+# ---------------------------------------------------------------------------------------------
+
+def _check_record(record: Any, where: str) -> tuple[str, str, str]:
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected an object with `instruction`, `input`, `output`, got "
+                        f"{type(record).__name__}")
+    missing = [k for k in ("instruction", "output") if k not in record]
+    if missing:
+        raise DataError(f"{where}: missing key(s) {', '.join(f'`{k}`' for k in missing)} (has "
+                        f"{', '.join(f'`{k}`' for k in record) or 'no keys'}). Alpaca records need `instruction` and "
+                        "`output` strings and an optional `input`")
+    values = []
+    for key in ("instruction", "input", "output"):
+        value = record.get(key, "")
+        if value is None:
+            value = ""
+        if not isinstance(value, str):
+            raise DataError(f"{where}: `{key}` must be a string, got {type(value).__name__}")
+        values.append(value)
+    if not values[0].strip():
+        raise DataError(f"{where}: `instruction` is empty")
+    return values[0], values[1], values[2]
+
+
+def load_alpaca(path: str | Path) -> list[InstructExample]:
+    """All records of an Alpaca-format JSON (a list) or JSONL file, checked. Raises DataError naming the file
+    and the record (index for JSON, line number for JSONL) of the first problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DataError(f"Alpaca file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read Alpaca file {path}: {exc}") from None
+
+    stripped = text.lstrip()
+    records: list[tuple[str, Any]] = []
+    if path.suffix == ".jsonl" or (path.suffix != ".json" and not stripped.startswith("[")):
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append((f"{path} line {number}", json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path} line {number}: not valid JSON ({exc.msg}). A .jsonl file holds one "
+                                "JSON object per line") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            hint = ". A file with one JSON object per line should be named .jsonl" if exc.msg == "Extra data" else ""
+            raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}){hint}") \
+                from None
+        if not isinstance(data, list):
+            raise DataError(f"{path}: expected a JSON list of records with `instruction`, `input`, `output`, got a "
+                            f"{type(data).__name__}")
+        records = [(f"{path} record {i}", record) for i, record in enumerate(data)]
+    if not records:
+        raise DataError(f"{path} holds no records")
+    return [InstructExample(*_check_record(record, where), index=i) for i, (where, record) in enumerate(records)]
+
+
+def split_examples(examples: list[InstructExample], eval_size: int, max_train_samples: int | None,
+                   seed: int = SPLIT_SEED) -> tuple[list[InstructExample], list[InstructExample]]:
+    """(train, eval): a seeded permutation; the first `eval_size` records are held out, training uses the
+    rest in permuted order (first `max_train_samples` of them). Disjoint by construction."""
+    if eval_size >= len(examples):
+        raise ConfigError("eval_size", f"({eval_size}) leaves no training examples: the file has {len(examples)} "
+                          "records", f"Use --eval_size {max(1, len(examples) // 10)} or a bigger file")
+    order = np.random.default_rng(seed).permutation(len(examples))
+    held_out = [examples[i] for i in order[:eval_size]]
+    train = [examples[i] for i in order[eval_size:]]
+    if max_train_samples is not None:
+        train = train[:max_train_samples]
+    return train, held_out
+
+
+def alpaca_path(cfg) -> Path:
+    """`--train_file`, else `<data_dir>/alpaca/alpaca_data.json`."""
+    if cfg.train_file:
+        return Path(cfg.train_file)
+    if cfg.data_dir:
+        path = Path(cfg.data_dir) / ALPACA_FILE
+        if not path.is_file():
+            raise DataError(f"task alpaca: {path} does not exist. Put the Alpaca JSON there, or give "
+                            "--train_file PATH (any Alpaca-format JSON/JSONL)")
+        return path
+    raise ConfigError("train_file", "task alpaca needs a data file",
+                      f"Give --train_file PATH (Alpaca JSON/JSONL) or --data_dir DIR holding {ALPACA_FILE} "
+                      "(or set RANKWISE_DATA_DIR)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding and batching
+# ---------------------------------------------------------------------------------------------
+
+def encode_instruct(examples: list[InstructExample], tokenizer, max_length: int) -> tuple[list[dict], int]:
+    """Features {input_ids, attention_mask, labels, index} with labels = -100 on prompt tokens, and the number
+    of examples dropped because truncation to `max_length` left no response token.
+
+    The prompt is tokenized with the tokenizer's special tokens (BOS where it adds one), the response without,
+    followed by EOS, so the prompt/response boundary is exact."""
+    if not examples:
+        return [], 0
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    prompts = tokenizer([e.prompt for e in examples], add_special_tokens=True)["input_ids"]
+    responses = tokenizer([e.output for e in examples], add_special_tokens=False)["input_ids"]
+    features, dropped = [], 0
+    for example, prompt, response in zip(examples, prompts, responses):
+        response = list(response) + ([eos] if eos is not None else [])
+        input_ids = (list(prompt) + response)[:max_length]
+        labels = ([IGNORE_INDEX] * len(prompt) + response)[:max_length]
+        if all(label == IGNORE_INDEX for label in labels):
+            dropped += 1
+            continue
+        features.append({"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels,
+                         "index": example.index})
+    return features, dropped
+
+
+class CausalCollator:
+    """Right-pads a list of features to its longest: input_ids with `pad_id`, attention_mask 0, labels -100."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        length = max(len(f["input_ids"]) for f in features)
+
+        def pad(key: str, value: int) -> torch.Tensor:
+            return torch.tensor([f[key] + [value] * (length - len(f[key])) for f in features], dtype=torch.long)
+
+        return {"input_ids": pad("input_ids", self.pad_id), "attention_mask": pad("attention_mask", 0),
+                "labels": pad("labels", IGNORE_INDEX)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation and generation
+# ---------------------------------------------------------------------------------------------
+
+def token_losses(model: nn.Module, batch: dict[str, torch.Tensor], max_logits_bytes: int = LOGITS_CHUNK_BYTES
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per example: (sum of next-token cross-entropies over response tokens, number of those tokens), shapes (B,).
+    Runs the model on sub-batches so the (B, T, vocab) logits stay under `max_logits_bytes`."""
+    input_ids, attention_mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    sums, counts = [], []
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    vocab = head.weight.shape[0] if head is not None else 65536
+    chunk = max(1, max_logits_bytes // (input_ids.shape[1] * vocab * 4))
+    for start in range(0, input_ids.shape[0], chunk):
+        part = slice(start, start + chunk)
+        logits = model(input_ids=input_ids[part], attention_mask=attention_mask[part]).logits.float()
+        target = labels[part, 1:]
+        losses = nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), target, ignore_index=IGNORE_INDEX,
+                                             reduction="none")  # (b, T-1); 0 where ignored
+        sums.append(losses.sum(1))
+        counts.append((target != IGNORE_INDEX).sum(1))
+    return torch.cat(sums), torch.cat(counts)
+
+
+def evaluate_causal(model: nn.Module, loaders: dict, accelerator) -> dict[str, float]:
+    """`{split}_loss` (mean token loss over the split, token-weighted), `{split}_perplexity` = exp(loss) and
+    `{split}_tokens`, for every eval loader."""
+    model.eval()
+    out: dict[str, float] = {}
+    with torch.no_grad():
+        for split, loader in loaders.items():
+            total, tokens = 0.0, 0
+            for batch in loader:
+                sums, counts = token_losses(model, batch)
+                sums, counts = accelerator.gather_for_metrics((sums, counts))
+                total += float(sums.double().sum())
+                tokens += int(counts.sum())
+            loss = total / max(tokens, 1)
+            out[f"{split}_loss"] = loss
+            out[f"{split}_perplexity"] = math.exp(loss) if loss < 700 else float("inf")
+            out[f"{split}_tokens"] = float(tokens)
+    return out
+
+
+def generate_greedy(model: nn.Module, tokenizer, examples: list[InstructExample],
+                    max_new_tokens: int = GENERATION_MAX_NEW_TOKENS) -> list[dict]:
+    """Greedy completions of each example's prompt, one prompt at a time (no padding to get wrong)."""
+    from transformers import GenerationConfig
+
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=eos,
+                              pad_token_id=pad)
+    device = next(model.parameters()).device
+    model.eval()
+    records = []
+    for example in examples:
+        encoded = tokenizer(example.prompt, return_tensors="pt", add_special_tokens=True).to(device)
+        with torch.no_grad():
+            output = model.generate(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"],
+                                    generation_config=config)
+        new_tokens = output[0, encoded["input_ids"].shape[1]:]
+        records.append({"index": example.index, "instruction": example.instruction, "input": example.input,
+                        "reference": example.output,
+                        "generation": tokenizer.decode(new_tokens, skip_special_tokens=True).strip(),
+                        "new_tokens": int(new_tokens.shape[0])})
+    return records
+
+
+def write_jsonl_atomic(path: Path, records: list[dict]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            for record in records:
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------
+# The task
+# ---------------------------------------------------------------------------------------------
+
+def prepare_instruct(cfg):
+    """A PreparedTask for instruction tuning: data read and checked, tokenized, model loaded. Raises
+    ConfigError/DataError/ModelError on bad input before anything is written."""
+    from ..models import load_causal_lm, load_tokenizer
+    from ..tasks import PreparedTask
+
+    path = alpaca_path(cfg)
+    examples = load_alpaca(path)
+    train_examples, eval_examples = split_examples(examples, cfg.eval_size, cfg.max_train_samples)
+    if cfg.max_eval_samples is not None:
+        eval_examples = eval_examples[:cfg.max_eval_samples]
+    tokenizer = load_tokenizer(cfg.model)
+    train, train_dropped = encode_instruct(train_examples, tokenizer, cfg.max_seq_length)
+    evals, eval_dropped = encode_instruct(eval_examples, tokenizer, cfg.max_seq_length)
+    if not evals:
+        raise DataError(f"task alpaca: no eval example of {path} keeps a response token within --max_seq_length "
+                        f"{cfg.max_seq_length}. Raise --max_seq_length")
+    torch.manual_seed(cfg.seed)
+    model = load_causal_lm(cfg.model)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    generation_examples = eval_examples[:cfg.num_generations]
+
+    def finalize(trained: nn.Module, run_dir: Path) -> None:
+        if generation_examples:
+            write_jsonl_atomic(Path(run_dir) / "generations.jsonl",
+                               generate_greedy(trained, tokenizer, generation_examples))
+
+    def response_tokens(features: list[dict]) -> int:
+        return sum(sum(label != IGNORE_INDEX for label in f["labels"]) for f in features)
+
+    info = {"data_source": str(path), "records_in_file": len(examples), "split_seed": SPLIT_SEED,
+            "train_examples": len(train), "eval_examples": {"eval": len(evals)},
+            "dropped_by_truncation": {"train": train_dropped, "eval": eval_dropped},
+            "response_tokens": {"train": response_tokens(train), "eval": response_tokens(evals)},
+            "eval_record_indices": [e.index for e in eval_examples]}
+    return PreparedTask(
+        model=model, tokenizer=tokenizer, train_features=train, eval_sets={"eval": evals},
+        collate=CausalCollator(pad_id), evaluate=evaluate_causal, main_metric="eval_loss", greater_is_better=False,
+        head_modules=[], peft_task_type="CAUSAL_LM", info=info, finalize=finalize)
