@@ -1,0 +1,336 @@
+"""The LR-ratio study ("LoRA Without Regret"): a learning-rate sweep over ranks, alpha policies and seeds,
+with full fine-tuning as the reference, and results files in the public reproduction's schema.
+
+`expand_lr_sweep(sweep)` turns one `LRSweep` into validated `RunConfig`s, one per (method, rank, alpha
+policy, seed, learning rate), each in its own run directory `<output_dir>/<run_name(cfg)>`, so a restarted
+sweep skips finished points (`rankwise.sweep.run_sweep`). `write_results` then writes one file per
+(method, rank, alpha, alpha policy, seed), keyed by learning rate as the reproduction's `results.json` is:
+
+    {"1e-4": {"best_val_loss": 0.31, "test_acc": 0.87, "train_losses": [...], "val_losses": [...],
+              "meta": {"method": "lora", "rank": 16, "alpha": 32, "alpha_policy": "constant", ...}}, ...}
+
+`test_acc` is the accuracy on the GLUE dev set (the same split as the validation loss; GLUE test labels
+are hidden) at the epoch of `best_val_loss`. `meta` sits inside each entry, so every top-level key is a
+learning rate and the reproduction's own tools (`float(key)`) still read the file.
+
+Alpha policies across the ranks of a sweep (`--alpha ALPHA --rank REF`):
+    constant  every rank gets α = ALPHA; the update scale α/r falls as 1/r (LoRA Without Regret's setting)
+    ratio     rank r gets α = (ALPHA/REF)·r, so the scale α/r = ALPHA/REF at every rank
+    rslora    every rank gets α = ALPHA with rsLoRA's scale α/√r
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from .config import FIELDS, RunConfig, config_from_dict, prepare
+from .errors import ConfigError
+from .naming import _NOT_IDENTITY, run_name
+from .rundir import read_json, read_jsonl, read_summary, write_json_atomic
+
+ALPHA_POLICIES = ("constant", "ratio", "rslora")
+ADAPTER_METHODS = ("lora", "loraxs")
+
+# Default grids: 4 log-spaced points per decade (7 per decade and a half). Full fine-tuning and LoRA get
+# separate grids, a decade apart, so that both optima are interior when the ratio is ~10x.
+POINTS_PER_DECADE = 4
+DEFAULT_LR_RANGES = {"full": (1e-5, 1e-3), "lora": (1e-4, 1e-2), "loraxs": (3.16e-4, 3.16e-2)}
+
+TEST_ACC_NOTE = ("test_acc is accuracy on the GLUE dev set at the epoch of best_val_loss (GLUE test labels are "
+                 "hidden, so the dev set serves as validation and test)")
+
+# Fields an LR sweep sets per point; the rest of RunConfig passes through unchanged.
+SWEPT_FIELDS = ("method", "rank", "lora_alpha", "alpha_policy", "seed", "learning_rate", "output_dir")
+
+
+def round_lr(lr: float) -> float:
+    """Three significant digits, so grid values print and name runs cleanly (3.16e-4, not 3.1622776e-4)."""
+    return float(f"{lr:.3g}")
+
+
+def log_grid(low: float, high: float, per_decade: int = POINTS_PER_DECADE) -> list[float]:
+    """Learning rates 10^(k/per_decade) from `low` to `high` inclusive, rounded to 3 significant digits."""
+    if not (0 < low <= high):
+        raise ValueError(f"need 0 < low <= high, got {low}, {high}")
+    first = math.ceil(round(math.log10(low) * per_decade, 6))
+    last = math.floor(round(math.log10(high) * per_decade, 6))
+    return [round_lr(10 ** (k / per_decade)) for k in range(first, last + 1)]
+
+
+def default_lrs(method: str) -> list[float]:
+    return log_grid(*DEFAULT_LR_RANGES[method])
+
+
+def format_lr(lr: float, digits: int = 6) -> str:
+    """The results-file key of a learning rate: `1e-4`, `1.78e-4`, `3e-5` (float() reads it back exactly
+    for up to `digits` significant digits; fewer digits for display)."""
+    mantissa, exponent = f"{lr:.{digits - 1}e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def alpha_for(policy: str, alpha: float, rank: int, reference_rank: int) -> float:
+    """The α a rank-`rank` run gets under `policy` (see the module docstring)."""
+    if policy == "ratio":
+        return alpha * rank / reference_rank
+    return float(alpha)
+
+
+def adapter_scale(policy: str, alpha: float, rank: int) -> float:
+    """The multiplier of B·A: α/r, or α/√r for rsLoRA."""
+    return alpha / math.sqrt(rank) if policy == "rslora" else alpha / rank
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep and its expansion
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class LRSweep:
+    """One LR-ratio study. `method` is the adapter swept over `ranks` × `alpha_policies` (or `full`);
+    `include_full` adds full fine-tuning on `full_lrs` as the reference. `lrs`/`full_lrs` default to the
+    method's grid. `overrides` are any other RunConfig fields (task, model, epochs, subset sizes, ...)."""
+
+    method: str = "lora"
+    ranks: list[int] = field(default_factory=lambda: [16])
+    alpha: float = 32.0
+    reference_rank: int | None = None  # the `ratio` policy's REF; default: the middle of `ranks`
+    alpha_policies: list[str] = field(default_factory=lambda: ["constant"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    lrs: list[float] | None = None
+    include_full: bool = False
+    full_lrs: list[float] | None = None
+    tie_head_lr: bool = True  # head LR = swept LR (unless overrides set cls_learning_rate)
+    output_dir: str = "runs/lr_sweep"
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ref_rank(self) -> int:
+        if self.reference_rank is not None:
+            return self.reference_rank
+        ranks = sorted(self.ranks)
+        return ranks[len(ranks) // 2]
+
+
+def _check_sweep(sweep: LRSweep) -> None:
+    methods = (*ADAPTER_METHODS, "full")
+    if sweep.method not in methods:
+        raise ConfigError("method", f"unknown value `{sweep.method}`", f"Choose one of: {', '.join(methods)}")
+    for policy in sweep.alpha_policies:
+        if policy not in ALPHA_POLICIES:
+            raise ConfigError("alpha_policy", f"unknown value `{policy}`",
+                              f"Choose from: {', '.join(ALPHA_POLICIES)} (constant α, constant α/r, rsLoRA)")
+    for name, values in (("lrs", sweep.lrs), ("full_lrs", sweep.full_lrs)):
+        if values is None:
+            continue
+        if not values:
+            raise ConfigError(name, "is empty", "Give at least one learning rate, or omit it for the default grid")
+        bad = [v for v in values if not (math.isfinite(v) and v > 0)]
+        if bad:
+            raise ConfigError(name, f"learning rates must be positive and finite, got {bad[0]}")
+    if sweep.method != "full":
+        if not sweep.ranks:
+            raise ConfigError("ranks", "is empty", "Give at least one rank, e.g. --ranks 4 16 64")
+        bad = [r for r in sweep.ranks if r < 1]
+        if bad:
+            raise ConfigError("ranks", f"ranks must be positive integers, got {bad[0]}")
+        if sweep.reference_rank is not None and sweep.reference_rank < 1:
+            raise ConfigError("rank", f"must be a positive integer, got {sweep.reference_rank}")
+        if not (math.isfinite(sweep.alpha) and sweep.alpha > 0):
+            raise ConfigError("alpha", f"must be positive and finite, got {sweep.alpha}")
+    if not sweep.seeds:
+        raise ConfigError("seeds", "is empty", "Give at least one seed, e.g. --seeds 0 1")
+    for name in SWEPT_FIELDS:
+        if name in sweep.overrides:
+            raise ConfigError(name, "is set by the LR sweep itself", "Use the lr-sweep flags for it")
+    allocation = sweep.overrides.get("allocation", "uniform")
+    if allocation != "uniform":
+        raise ConfigError("allocation", f"`{allocation}`: an LR sweep compares uniform ranks",
+                          "Drop --allocation (each rank of --ranks is used for every matrix)")
+
+
+def _point(sweep: LRSweep, method: str, lr: float, seed: int, rank: int | None = None,
+           alpha: float | None = None, policy: str | None = None) -> RunConfig:
+    values: dict[str, Any] = {"save_model": False, **sweep.overrides, "method": method, "learning_rate": lr,
+                              "seed": seed}
+    if method != "full":
+        values.update(rank=rank, lora_alpha=alpha, alpha_policy=policy)
+    if sweep.tie_head_lr and values.get("cls_learning_rate") is None:
+        values["cls_learning_rate"] = lr
+    cfg = prepare(config_from_dict(values, source="lr-sweep arguments"))
+    cfg.output_dir = str(Path(sweep.output_dir) / run_name(cfg))
+    return cfg
+
+
+def expand_lr_sweep(sweep: LRSweep) -> list[RunConfig]:
+    """One validated RunConfig per point, in run order: for each seed, the adapter curves (rank × alpha
+    policy) then full fine-tuning, each over its learning rates. Raises ConfigError before any work."""
+    _check_sweep(sweep)
+    configs: list[RunConfig] = []
+    main_lrs = list(dict.fromkeys(sweep.lrs or default_lrs(sweep.method)))
+    full_lrs = list(dict.fromkeys(sweep.full_lrs or default_lrs("full")))
+    for seed in sweep.seeds:
+        if sweep.method == "full":
+            configs += [_point(sweep, "full", lr, seed) for lr in main_lrs]
+            continue
+        for policy in sweep.alpha_policies:
+            for rank in sweep.ranks:
+                alpha = alpha_for(policy, sweep.alpha, rank, sweep.ref_rank)
+                configs += [_point(sweep, sweep.method, lr, seed, rank, alpha, policy) for lr in main_lrs]
+        if sweep.include_full:
+            configs += [_point(sweep, "full", lr, seed) for lr in full_lrs]
+    unique: dict[str, RunConfig] = {}
+    for cfg in configs:  # rank 16 under `constant` and `ratio` can be the very same run
+        unique.setdefault(cfg.output_dir, cfg)
+    return list(unique.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# Results files in the reproduction's schema
+# ---------------------------------------------------------------------------------------------
+
+def head_lr_mode(cfg: RunConfig) -> str | float:
+    """`tied` when the head trains at the swept learning rate, else the fixed head learning rate."""
+    return "tied" if cfg.cls_learning_rate == cfg.learning_rate else cfg.cls_learning_rate
+
+
+def curve_identity(cfg: RunConfig) -> dict[str, Any]:
+    """What makes two runs points of the same LR curve: every result-changing setting except the
+    learning rate (and the head's learning rate when it is tied to it)."""
+    skip = set(_NOT_IDENTITY) | {"output_dir", "learning_rate", "cls_learning_rate", "label"}
+    if cfg.method == "full":
+        skip |= {"rank", "lora_alpha", "alpha_policy", "lora_dropout", "target_modules"}
+    identity = {name: value for name, value in cfg.to_dict().items()
+                if name not in skip and value != FIELDS[name].default}
+    identity["head_lr"] = head_lr_mode(cfg)
+    return identity
+
+
+def identity_id(identity: dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def results_basename(cfg: RunConfig) -> str:
+    """`results_lora_r16_alpha32_constant_seed0`, `results_full_seed0`."""
+    if cfg.method == "full":
+        return f"results_full_seed{cfg.seed}"
+    return f"results_{cfg.method}_r{cfg.rank}_alpha{cfg.lora_alpha:g}_{cfg.alpha_policy}_seed{cfg.seed}"
+
+
+def _epoch_means(train_records: list[dict], epochs: int) -> list[float]:
+    """Mean of the logged training losses of each epoch (each record averages `logging_steps` steps)."""
+    means = []
+    for epoch in range(1, epochs + 1):
+        values = [r["loss"] for r in train_records if epoch - 1 < r["epoch"] <= epoch and r.get("loss") is not None]
+        if values:
+            means.append(sum(values) / len(values))
+    return means
+
+
+def run_entry(cfg: RunConfig) -> dict | None:
+    """The results entry of one finished run (completed or diverged), or None if it has not finished.
+    A diverged run has `best_val_loss` and `test_acc` null (never NaN): it has no usable optimum."""
+    run_dir = Path(cfg.output_dir)
+    summary = read_summary(run_dir)
+    if not summary or summary.get("status") not in ("completed", "diverged"):
+        return None
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    evals = [r for r in records if r.get("type") == "eval"]
+    val_losses = [r.get("eval_loss") for r in evals]
+    completed = summary["status"] == "completed" and val_losses and all(v is not None for v in val_losses)
+    best_val_loss, test_acc, best_epoch = None, None, None
+    if completed:
+        best_index = min(range(len(val_losses)), key=val_losses.__getitem__)
+        best_val_loss, best_epoch = val_losses[best_index], evals[best_index]["epoch"]
+        test_acc = evals[best_index].get("eval_accuracy")
+    identity = curve_identity(cfg)
+    meta = {
+        "method": cfg.method, "task": cfg.task, "model": cfg.model, "seed": cfg.seed,
+        "learning_rate": cfg.learning_rate, "head_lr": head_lr_mode(cfg),
+        "rank": cfg.rank if cfg.method != "full" else None,
+        "alpha": cfg.lora_alpha if cfg.method != "full" else None,
+        "alpha_policy": cfg.alpha_policy if cfg.method != "full" else None,
+        "scale": adapter_scale(cfg.alpha_policy, cfg.lora_alpha, cfg.rank) if cfg.method != "full" else None,
+        "epochs": cfg.num_train_epochs, "batch_size": cfg.per_device_train_batch_size,
+        "status": summary["status"], "message": summary.get("message"), "best_epoch": best_epoch,
+        "run_dir": run_dir.name, "curve_id": identity_id(identity), "test_acc_is": TEST_ACC_NOTE,
+    }
+    return {"best_val_loss": best_val_loss, "test_acc": test_acc,
+            "train_losses": _epoch_means([r for r in records if r.get("type") == "train"], cfg.num_train_epochs),
+            "val_losses": val_losses, "meta": meta}
+
+
+def _file_curve_id(data: dict) -> str | None:
+    for entry in data.values():
+        if isinstance(entry, dict) and isinstance(entry.get("meta"), dict):
+            return entry["meta"].get("curve_id")
+    return None
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """An exclusive lock on the results files of `directory` (two sweeps into one folder may finish at once)."""
+    import fcntl
+
+    with open(directory / ".results.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def results_path(directory: Path, basename: str, curve_id: str) -> Path:
+    """`<basename>.json` unless it already holds a different curve (other task, epochs, ...); then the
+    first `<basename>_2.json`, `_3`, ... that holds this curve or is free. A file is never clobbered."""
+    for index in range(1, 1000):
+        path = directory / (f"{basename}.json" if index == 1 else f"{basename}_{index}.json")
+        if not path.exists():
+            return path
+        try:
+            existing = read_json(path)
+        except (OSError, json.JSONDecodeError):
+            continue  # unreadable: leave it alone
+        if isinstance(existing, dict) and (not existing or _file_curve_id(existing) == curve_id):
+            return path
+    raise RuntimeError(f"no free results file name for {basename} in {directory}")
+
+
+def write_results(configs: list[RunConfig], directory: str | Path) -> list[Path]:
+    """Merge the finished points of `configs` into their results files in `directory`; return the
+    files written. Entries for learning rates not in `configs` are kept; a point's entry is refreshed
+    from its run directory (the source of truth). Written atomically, under a lock."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    curves: dict[tuple[str, str], list[RunConfig]] = {}
+    for cfg in configs:
+        curves.setdefault((results_basename(cfg), identity_id(curve_identity(cfg))), []).append(cfg)
+    written = []
+    with _locked(directory):
+        for (basename, curve_id), points in curves.items():
+            entries = {format_lr(cfg.learning_rate): entry for cfg in points if (entry := run_entry(cfg))}
+            if not entries:
+                continue
+            path = results_path(directory, basename, curve_id)
+            merged = read_json(path) if path.exists() else {}
+            merged.update(entries)
+            merged = dict(sorted(merged.items(), key=lambda item: float(item[0])))
+            if not path.exists() or read_json(path) != json.loads(json.dumps(merged)):
+                write_json_atomic(path, merged)
+            written.append(path)
+    return written
+
+
+def describe(cfg: RunConfig) -> str:
+    """`LoRA r=16 α=32 (constant)`, `full fine-tuning`."""
+    if cfg.method == "full":
+        return "full fine-tuning"
+    name = {"lora": "LoRA", "loraxs": "LoRA-XS"}.get(cfg.method, cfg.method)
+    return f"{name} r={cfg.rank} α={cfg.lora_alpha:g} ({cfg.alpha_policy})"
+
