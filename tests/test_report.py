@@ -14,7 +14,7 @@ import pytest
 from conftest import run_cli
 from rankwise.config import RunConfig, resolve_defaults
 from rankwise.naming import run_name
-from rankwise.report import build_report
+from rankwise.report import build_report, resolve_baselines
 from rankwise.report import plots
 from rankwise.report.aggregate import group_runs, load_runs
 from rankwise.report.tables import ADAPTIVE_HEADER
@@ -256,3 +256,13 @@ def test_bad_report_options_stop_before_anything_is_written(study, tmp_path, cap
     assert not out.exists()
     assert run_cli("report", tmp_path / "missing", "--out", out) == 2
     assert "does not exist" in capsys.readouterr().err and not out.exists()
+
+
+def test_default_baselines_are_fixed_ranks_only_against_other_allocations():
+    groups = pd.DataFrame({"label": ["LoRA r4", "LoRA r16", "full", "learned 5–30"],
+                           "method": ["lora", "lora", "full", "lora"],
+                           "allocation": ["uniform", "uniform", "uniform", "learned"]})
+    assert resolve_baselines(groups, None) == ["LoRA r4", "LoRA r16"]
+    # an LR sweep (fixed ranks and full fine-tuning only): no adapter is another's baseline
+    assert resolve_baselines(groups.iloc[:3], None) == []
+    assert resolve_baselines(groups.iloc[:3], "full") == ["full"]

@@ -63,7 +63,7 @@ def register_section(section: Section) -> Section:
 def resolve_baselines(groups: pd.DataFrame, baseline: str | None) -> list[str]:
     """Labels of the baseline configurations: those whose label is `baseline`, else those matching it as a
     pandas query (e.g. "allocation == 'uniform' and rank == 25"); by default the fixed-rank (uniform)
-    configurations when the report also holds other configurations."""
+    configurations when the report also holds adapters with another allocation."""
     if groups.empty:
         return []
     if baseline:
@@ -78,8 +78,11 @@ def resolve_baselines(groups: pd.DataFrame, baseline: str | None) -> list[str]:
             raise ConfigError("baseline", f"`{baseline}` matches no configuration",
                               "Labels: " + "; ".join(f"`{l}`" for l in groups["label"]))
         return matched["label"].tolist()
-    uniform = groups[(groups.get("allocation") == "uniform") & (groups.get("method") != "full")]
-    return uniform["label"].tolist() if len(uniform) < len(groups) else []
+    adapters = groups[groups.get("method") != "full"]
+    uniform = adapters[adapters.get("allocation") == "uniform"]
+    # Fixed-rank runs are the baseline of other allocations; a report of fixed-rank and full fine-tuning runs
+    # only (e.g. an LR sweep) has nothing to hold them against.
+    return uniform["label"].tolist() if 0 < len(uniform) < len(adapters) else []
 
 
 def _task_name(task: str) -> str:

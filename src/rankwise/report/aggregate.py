@@ -27,6 +27,8 @@ CONFIG_FIELDS = list(FIELDS)
 # Config fields that never change results: not part of a configuration's identity.
 NOT_IDENTITY = {"output_dir", "overwrite_output_dir", "quiet", "report_to", "data_dir", "save_model", "logging_steps"}
 IDENTITY_FIELDS = [f for f in CONFIG_FIELDS if f not in NOT_IDENTITY and f != "seed"]
+# options that mean nothing for full fine-tuning (left out of its labels)
+ADAPTER_ONLY = {"target_modules", "lora_alpha", "alpha_policy", "lora_dropout", "match_budget", "budget"}
 METHOD_NAMES = {"loraxs": "LoRA-XS", "lora": "LoRA", "full": "Full FT"}
 SCHEDULER_NAMES = {"constant_schedule": "constant LR", "linear_schedule_with_warmup": "linear warm-up LR",
                    "cosine": "cosine LR"}
@@ -224,6 +226,10 @@ def _describe(row, varying: list[str]) -> tuple[str, list[str]]:
         value = row.get(field)
         if field in shown or not applies(field, row.get("allocation"), row.get("method")):
             continue
+        if row.get("method") == "full" and field in ADAPTER_ONLY:
+            continue
+        if field == "cls_learning_rate" and value == row.get("learning_rate"):
+            continue  # the head trains at the adapter's rate: `lr` says it
         if field == "lr_scheduler":
             parts.append(SCHEDULER_NAMES.get(value, str(value)))
         elif field == "rank_allocation_lr":
