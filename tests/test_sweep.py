@@ -81,7 +81,7 @@ def test_flat_form_and_seed_lists(tmp_path):
     ({"base": {"task": "cola"}, "rank": 8}, "`rank` is a run option: put it under `base:`"),
     ({"base": {"task": "cola"}, "grid": {"rank": []}}, "grid `rank` is an empty list"),
     ({"base": {"task": "cola"}, "grid": {"rank": [4, 4]}}, "grid `rank` repeats a value"),
-    ({"base": {"task": "cola"}, "variants": [{"label": "a"}, {"label": "a"}]}, "two variants share the label `a`"),
+    ({"base": {"task": "cola"}, "variants": [{"label": "a"}, {"label": "a"}]}, "variants 1 and 2 are identical"),
     ({"base": {"task": "cola", "seed": 1}, "seeds": [0]}, "seeds are given twice"),
     ({"base": {"task": "cola"}, "seeds": [0, "x"]}, "`seeds` must be a list of integers"),
     ({"base": {"task": "cola", "rank": "big"}}, "--rank: bad value"),

@@ -130,7 +130,7 @@ def parse_sweep(data: dict, source: str = "sweep") -> dict:
     _check_values(base, f"{source} (base)")
     _check_values(grid, f"{source} (grid)")
 
-    labels = []
+    seen = []
     for i, variant in enumerate(variants):
         where = f"{source} (variant {i + 1})"
         if any(isinstance(v, list) for v in variant.values()):
@@ -140,11 +140,13 @@ def parse_sweep(data: dict, source: str = "sweep") -> dict:
             raise ConfigError(_where(source), f"variant {i + 1} sets `seed` or `output_dir`",
                               "Give seeds with top-level `seeds:` and the directory with top-level `output_dir:`")
         _check_values(variant, where)
-        labels.append(variant.get("label"))
-    named = [label for label in labels if label is not None]
-    if len(set(named)) != len(named):
-        dup = next(label for label in named if named.count(label) > 1)
-        raise ConfigError(_where(source), f"two variants share the label `{dup}`", "Give each variant its own label")
+        # A label may name several variants (one arm of a study at several learning rates, say), but two
+        # identical variants are a copy-paste slip.
+        key = sorted((k, str(v)) for k, v in variant.items())
+        if key in seen:
+            raise ConfigError(_where(source), f"variants {seen.index(key) + 1} and {i + 1} are identical",
+                              "Remove one, or change what should differ")
+        seen.append(key)
 
     seeds = data.get("seeds")
     if "seed" in grid or "seed" in base:

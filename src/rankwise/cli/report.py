@@ -29,6 +29,13 @@ def add_study_arguments(p: argparse.ArgumentParser) -> None:
                    help="add the LR-ratio analysis (`rankwise lr-sweep` runs): optimal learning rate per method, "
                         "rank and alpha policy from a quadratic fit in log10(lr), its ratio to full fine-tuning's, "
                         "loss-vs-LR and ratio-vs-rank figures")
+    p.add_argument("--study", action="store_true",
+                   help="add the learned-vs-uniform study section (configs/study/): per task and method the best "
+                        "learning rate, a method × task table, seed-paired tests against the baseline (bootstrap CI, "
+                        "t-test with Holm's correction, Wilcoxon), per-seed score and learned-rank figures")
+    p.add_argument("--study_baseline", metavar="METHOD",
+                   help="the study's baseline method, as the section names it (default: the fixed-rank method "
+                        "closest in adapter size to the learned methods' budget)")
 
 
 def register(sub) -> None:

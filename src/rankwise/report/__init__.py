@@ -46,11 +46,12 @@ EXTRA_SECTIONS: list[Section] = []
 
 
 def study_sections() -> list[Section]:
-    """The built-in study sections: layer-wise placement (alpaca runs, automatic) and the LR-ratio analysis
-    (with `--lr_ratio`). Imported here, not at the top, because they import this package."""
-    from . import lr_ratio, placement
+    """The built-in study sections: layer-wise placement (alpaca runs, automatic), the LR-ratio analysis
+    (with `--lr_ratio`) and learned vs uniform at the same budget (with `--study`). Imported here, not at the
+    top, because they import this package."""
+    from . import lr_ratio, placement, study
 
-    return [placement.section, lr_ratio.section]
+    return [placement.section, lr_ratio.section, study.section]
 
 
 def register_section(section: Section) -> Section:

@@ -143,6 +143,7 @@ def load_runs(run_dirs: list[str | Path], warn=None) -> pd.DataFrame:
     df = df[columns + extra]
     if not df.empty:
         df = df.sort_values(["task", "config_id", "seed"], kind="stable").reset_index(drop=True)
+        df["config_label"] = df["label"]  # as configured (a sweep variant's label), before naming
         df["label"] = config_labels(df)
     return df
 

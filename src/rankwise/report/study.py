@@ -1,0 +1,458 @@
+"""The headline study: does learned allocation beat uniform rank at the same budget? (`report --study`)
+
+Runs are grouped into *arms* (a configuration without its learning rate: the sweep variant's `label`, else
+the method and ranks), each run at a few learning rates over the same seeds. Per task and arm the learning
+rate with the best median over seeds is kept. Each arm is then compared with the uniform baseline (by
+default the fixed-rank arm whose adapter size is closest to the learned arms' budget) seed by seed: the
+mean paired difference, its 95% bootstrap interval, a paired t-test and an exact Wilcoxon signed-rank
+test, with Holm's correction over every comparison in the report.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ..errors import ConfigError
+from .aggregate import _describe, _g, varying_fields
+from .tables import DASH, markdown_table, median_std
+
+TASK_NAMES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "qnli": "QNLI", "rte": "RTE", "stsb": "STS-B",
+              "qqp": "QQP", "mnli": "MNLI", "wnli": "WNLI", "alpaca": "Alpaca"}
+LR_FIELDS = ("learning_rate", "cls_learning_rate")
+ALPHA = 0.05
+BOOTSTRAP = 10_000
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def arm_names(runs: pd.DataFrame) -> pd.Series:
+    """Each run's arm: its `label`, else its configuration described without the learning rates."""
+    varying = [f for f in varying_fields(runs) if f not in LR_FIELDS and f != "task"]
+
+    def name(row) -> str:
+        if isinstance(row.get("config_label"), str) and row["config_label"]:
+            return row["config_label"]
+        head, parts = _describe(row.to_dict(), varying)
+        return head + (f" ({', '.join(parts)})" if parts else "")
+
+    return runs.apply(name, axis=1) if len(runs) else pd.Series(dtype=object)
+
+
+def adapter_params(runs: pd.DataFrame) -> pd.Series:
+    """Adapter parameters at the final ranks (what a learned or pruned adapter keeps)."""
+    hard = runs.get("params_adapter_at_hard_ranks")
+    return hard.fillna(runs["params_adapter"]) if hard is not None else runs["params_adapter"]
+
+
+def select_learning_rates(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (task, arm, learning rate): median, std (ddof=1) and n over completed seeds, and `chosen`
+    marking the learning rate with the best median of its (task, arm) (ties: the smaller learning rate)."""
+    ok = runs[(runs["status"] == "completed") & runs["score"].notna()]
+    rows = []
+    for (task, arm, lr), g in ok.groupby(["task", "arm", "learning_rate"], sort=True):
+        scores = g["score"].to_numpy(float)
+        rows.append({"task": task, "arm": arm, "learning_rate": lr, "n": len(scores),
+                     "median": float(np.median(scores)), "std": float(np.std(scores, ddof=1)) if len(scores) > 1
+                     else math.nan, "greater_is_better": bool(g["greater_is_better"].iloc[0])})
+    table = pd.DataFrame(rows, columns=["task", "arm", "learning_rate", "n", "median", "std", "greater_is_better"])
+    table["chosen"] = False
+    for _, g in table.groupby(["task", "arm"]):
+        sign = 1 if g["greater_is_better"].iloc[0] else -1
+        best = (sign * g["median"]).max()
+        table.loc[g[sign * g["median"] == best].sort_values("learning_rate").index[0], "chosen"] = True
+    return table
+
+
+def paired_comparison(arm: dict, baseline: dict, greater_is_better: bool = True, seed: int = 0) -> dict:
+    """Seed-paired comparison of two arms (`{seed: score}`) on the seeds both completed.
+
+    Returns n, the mean difference (arm − baseline; positive = arm better when greater is better), its 95%
+    percentile bootstrap interval, the paired t-test p-value (nan when every difference is equal) and the
+    exact two-sided Wilcoxon signed-rank p-value (nan when every difference is 0)."""
+    seeds = sorted(set(arm) & set(baseline))
+    diff = np.array([arm[s] - baseline[s] for s in seeds], dtype=float)
+    out = {"n": len(seeds), "mean_diff": math.nan, "ci_low": math.nan, "ci_high": math.nan,
+           "p_t": math.nan, "p_wilcoxon": math.nan}
+    if len(diff) == 0:
+        return out
+    out["mean_diff"] = float(diff.mean())
+    if len(diff) < 2:
+        return out
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(BOOTSTRAP, len(diff)))].mean(axis=1)
+    out["ci_low"], out["ci_high"] = (float(v) for v in np.percentile(means, [2.5, 97.5]))
+    if diff.std(ddof=1) > 0:
+        out["p_t"] = float(stats.ttest_1samp(diff, 0.0).pvalue)
+    if np.any(diff != 0):
+        out["p_wilcoxon"] = float(stats.wilcoxon(diff, method="exact").pvalue)
+    return out
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values (nan stays nan and does not count as a test)."""
+    order = [i for i in np.argsort(pvalues) if not _missing(pvalues[i])]
+    m, adjusted, running = len(order), [math.nan] * len(pvalues), 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (m - k) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def verdict(comparison: dict, greater_is_better: bool) -> str:
+    """`better` / `worse` when the Holm-adjusted t-test is significant and the bootstrap interval excludes 0,
+    else `no significant difference`."""
+    p, lo, hi = comparison.get("p_holm", math.nan), comparison["ci_low"], comparison["ci_high"]
+    if _missing(p) or p >= ALPHA or _missing(lo) or lo <= 0 <= hi:
+        return "no significant difference"
+    better = (comparison["mean_diff"] > 0) == greater_is_better
+    return "better" if better else "worse"
+
+
+def default_baseline(runs: pd.DataFrame) -> str | None:
+    """The fixed-rank adapter arm whose adapter size is closest to the learned arms' (median) budget."""
+    learned = runs[runs["allocation"] == "learned"]
+    uniform = runs[(runs["allocation"] == "uniform") & (runs["method"] != "full")]
+    if uniform.empty:
+        return None
+    sizes = uniform.groupby("arm")["params"].median()
+    if learned.empty:
+        return str(sizes.idxmin())
+    target = float(learned["params"].median())
+    return str((sizes - target).abs().sort_values(kind="stable").index[0])
+
+
+def compare_arms(runs: pd.DataFrame, chosen: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """One row per (task, arm ≠ baseline) at the chosen learning rates: the paired comparison, Holm-adjusted
+    over all rows, and the verdict."""
+    ok = runs[(runs["status"] == "completed") & runs["score"].notna()]
+    picked = chosen[chosen["chosen"]]
+    rows = []
+    for task, per_task in picked.groupby("task", sort=False):
+        base = per_task[per_task["arm"] == baseline]
+        if base.empty:
+            continue
+        gib = bool(base["greater_is_better"].iloc[0])
+
+        def scores(arm, lr):
+            g = ok[(ok["task"] == task) & (ok["arm"] == arm) & (ok["learning_rate"] == lr)]
+            return dict(zip(g["seed"].astype(int), g["score"].astype(float)))
+
+        base_scores = scores(baseline, base["learning_rate"].iloc[0])
+        for _, row in per_task[per_task["arm"] != baseline].iterrows():
+            rows.append({"task": task, "arm": row["arm"], "greater_is_better": gib,
+                         **paired_comparison(scores(row["arm"], row["learning_rate"]), base_scores, gib)})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table["p_holm"] = holm(table["p_t"].tolist())
+    table["verdict"] = [verdict(r, r["greater_is_better"]) for r in table.to_dict("records")]
+    return table
+
+
+def _p(value) -> str:
+    if _missing(value):
+        return DASH
+    return f"{value:.3f}" if value >= 0.001 else "<0.001"
+
+
+def _signed(value) -> str:
+    return DASH if _missing(value) else f"{value:+.2f}"
+
+
+def _task_order(runs: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(runs["task"]))
+
+
+def _arm_order(chosen: pd.DataFrame, runs: pd.DataFrame, baseline: str | None) -> list[str]:
+    """Baseline first, then the other arms by adapter size."""
+    sizes = runs.groupby("arm")["params"].median().sort_values(kind="stable")
+    arms = [a for a in sizes.index if a in set(chosen["arm"])]
+    return ([baseline] if baseline in arms else []) + [a for a in arms if a != baseline]
+
+
+def summary_table(runs: pd.DataFrame, chosen: pd.DataFrame, arms: list[str], tasks: list[str]) -> str:
+    """Method × task: median ± std over seeds at each (task, arm)'s chosen learning rate, and adapter size."""
+    picked = chosen[chosen["chosen"]].set_index(["task", "arm"])
+    rows = []
+    for arm in arms:
+        cells = []
+        for task in tasks:
+            if (task, arm) in picked.index:
+                r = picked.loc[(task, arm)]
+                cells.append(f"{median_std(r['median'], r['std'])} (n={int(r['n'])})")
+            else:
+                cells.append(DASH)
+        params = runs.loc[runs["arm"] == arm, "params"].median()
+        rows.append([arm, DASH if _missing(params) else f"{int(round(params)):,}", *cells])
+    return markdown_table(["Method", "Adapter params", *[TASK_NAMES.get(t, t) for t in tasks]], rows,
+                          ["l", "r", *["l"] * len(tasks)])
+
+
+def seed_table(runs: pd.DataFrame, chosen: pd.DataFrame, comparisons: pd.DataFrame, task: str, arms: list[str],
+               baseline: str | None) -> str:
+    """One task: every arm × learning rate with its per-seed scores; the chosen learning rate in bold with
+    its comparison to the baseline."""
+    ok = runs[(runs["task"] == task) & (runs["status"] == "completed")]
+    seeds = sorted(ok["seed"].astype(int).unique())
+    part = chosen[chosen["task"] == task]
+    rows = []
+    for arm in arms:
+        for _, r in part[part["arm"] == arm].sort_values("learning_rate").iterrows():
+            g = ok[(ok["arm"] == arm) & (ok["learning_rate"] == r["learning_rate"])]
+            by_seed = dict(zip(g["seed"].astype(int), g["score"]))
+            cells = [DASH if s not in by_seed else f"{by_seed[s]:.2f}" for s in seeds]
+            stat = median_std(r["median"], r["std"])
+            delta = ci = p = verdict_cell = ""
+            if r["chosen"]:
+                stat = f"**{stat}**"
+                c = comparisons[(comparisons["task"] == task) & (comparisons["arm"] == arm)] \
+                    if not comparisons.empty else comparisons
+                if arm == baseline:
+                    verdict_cell = "baseline"
+                elif not c.empty:
+                    c = c.iloc[0]
+                    delta = _signed(c["mean_diff"])
+                    ci = DASH if _missing(c["ci_low"]) else f"[{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]"
+                    p = f"{_p(c['p_t'])} / {_p(c['p_holm'])} / {_p(c['p_wilcoxon'])}"
+                    verdict_cell = c["verdict"]
+            rows.append([arm, _g(float(r["learning_rate"])), *cells, stat, delta, ci, p, verdict_cell])
+    header = ["Method", "LR", *[f"seed {s}" for s in seeds], "Median ± Std", "Δ mean", "95% CI",
+              "p (t / Holm / Wilcoxon)", "vs baseline"]
+    return markdown_table(header, rows, ["l", "r", *["r"] * len(seeds), "l", "r", "l", "l", "l"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+
+
+def _matrix_kind(name: str) -> str:
+    """The module's role inside its layer: `query`, `value`, `attention.output.dense`, ... (the name after
+    the layer index)."""
+    parts = name.split(".")
+    for i, p in enumerate(parts):
+        if p.isdigit():
+            return ".".join(parts[i + 1:])
+    return name
+
+
+def learned_rank_grid(run_dirs: list[Path]) -> pd.DataFrame | None:
+    """Mean final hard rank over `run_dirs` as a layer × matrix-kind table (from each run's ranks.json)."""
+    import json
+
+    frames = []
+    for d in run_dirs:
+        path = Path(d) / "ranks.json"
+        if not path.is_file():
+            continue
+        matrices = json.loads(path.read_text()).get("matrices", [])
+        frames.append(pd.DataFrame([{"layer": m["layer"], "kind": _matrix_kind(m["name"]), "rank": m["rank"]}
+                                    for m in matrices]))
+    if not frames:
+        return None
+    ranks = pd.concat(frames)
+    kinds = list(dict.fromkeys(ranks["kind"]))
+    return ranks.groupby(["layer", "kind"])["rank"].mean().unstack("kind")[kinds]
+
+
+def rank_movement(run_dirs: list[Path]) -> tuple[float, float] | None:
+    """(mean, max) over runs and matrices of |final − initial| continuous rank, from allocation.jsonl: how
+    far training moved the allocation from its initialisation."""
+    import json
+
+    moves = []
+    for d in run_dirs:
+        path = Path(d) / "allocation.jsonl"
+        if not path.is_file():
+            continue
+        lines = path.read_text().splitlines()
+        if len(lines) < 2:
+            continue
+        first, last = json.loads(lines[0])["continuous"], json.loads(lines[-1])["continuous"]
+        moves += [abs(last[k] - first[k]) for k in first if k in last]
+    return (float(np.mean(moves)), float(np.max(moves))) if moves else None
+
+
+def draw_learned_ranks(grids: dict[str, pd.DataFrame], rank_range: tuple[float, float] | None = None):
+    """One heatmap per task: layers (rows) × matrix kinds (columns), mean final rank over seeds."""
+    import matplotlib.pyplot as plt
+
+    tasks = list(grids)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.4 * len(tasks) + 1.2, 3.9), squeeze=False)
+    lo = min(float(np.nanmin(g.to_numpy())) for g in grids.values())
+    hi = max(float(np.nanmax(g.to_numpy())) for g in grids.values())
+    if rank_range:
+        lo, hi = rank_range
+    image = None
+    for ax, task in zip(axes[0], tasks):
+        grid = grids[task]
+        image = ax.imshow(grid.to_numpy(float), cmap="viridis", vmin=lo, vmax=hi, aspect="auto")
+        ax.set_title(TASK_NAMES.get(task, task))
+        ax.set_xticks(range(grid.shape[1]), [k.replace("attention.self.", "").replace("attention.output.dense",
+                                                                                       "attn out")
+                                             .replace("output.dense", "ffn out").replace("intermediate.dense",
+                                                                                         "ffn in")
+                                             for k in grid.columns], rotation=35, ha="right")
+        ax.set_yticks(range(grid.shape[0]), [f"layer {i}" for i in grid.index])
+        for (i, j), v in np.ndenumerate(grid.to_numpy(float)):
+            if not math.isnan(v):
+                ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=8,
+                        color="white" if v < lo + 0.6 * (hi - lo) else "black")
+    fig.colorbar(image, ax=axes[0].tolist(), label="final rank (mean over seeds)", shrink=0.9)
+    fig.suptitle("Learned allocation: where the rank goes", y=1.02)
+    return fig
+
+
+def draw_scores(runs: pd.DataFrame, chosen: pd.DataFrame, arms: list[str], tasks: list[str], baseline: str | None):
+    """One panel per task: each arm's per-seed scores at its chosen learning rate (dots), median (bar) and
+    the baseline's median (dashed)."""
+    import matplotlib.pyplot as plt
+
+    picked = chosen[chosen["chosen"]].set_index(["task", "arm"])
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks) + 1.5, 0.45 * len(arms) + 1.8),
+                             squeeze=False, sharey=True)
+    colours = plt.get_cmap("tab10")
+    for ax, task in zip(axes[0], tasks):
+        metric = runs.loc[runs["task"] == task, "metric"].dropna()
+        for k, arm in enumerate(arms):
+            if (task, arm) not in picked.index:
+                continue
+            lr = picked.loc[(task, arm), "learning_rate"]
+            g = runs[(runs["task"] == task) & (runs["arm"] == arm) & (runs["learning_rate"] == lr)
+                     & (runs["status"] == "completed")]
+            y = len(arms) - 1 - k
+            jitter = np.linspace(-0.15, 0.15, len(g)) if len(g) > 1 else np.zeros(len(g))
+            ax.scatter(g["score"], y + jitter, s=18, color=colours(k % 10), alpha=0.8, zorder=3)
+            ax.plot([g["score"].median()] * 2, [y - 0.3, y + 0.3], color=colours(k % 10), lw=2.5, zorder=4)
+            if arm == baseline:
+                ax.axvline(g["score"].median(), color="0.4", ls="--", lw=1, zorder=1)
+        ax.set_title(TASK_NAMES.get(task, task))
+        name = metric.iloc[0].replace("eval_", "").replace("_", " ") if len(metric) else "score"
+        ax.set_xlabel(f"best {name} × 100")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(range(len(arms)), list(reversed(arms)))
+    fig.suptitle("Per-seed scores at each method's chosen learning rate (bar: median; dashed: baseline median)",
+                 y=1.02)
+    fig.tight_layout()
+    return fig
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# The section
+
+
+def _setup(runs: pd.DataFrame) -> str:
+    def values(field):
+        v = runs[field].dropna().unique() if field in runs else []
+        return ", ".join(_g(float(x)) if isinstance(x, (int, float, np.number)) else str(x) for x in sorted(v))
+
+    seeds = sorted(runs["seed"].astype(int).unique())
+    return (f"Model `{values('model')}`; training examples per task: {values('max_train_samples') or 'all'}; "
+            f"epochs: {values('num_train_epochs')}; seeds: {', '.join(map(str, seeds))}.")
+
+
+def study_markdown(runs: pd.DataFrame, out: Path, baseline: str | None = None,
+                   heading: str = "## Learned vs uniform rank at the same budget") -> tuple[str, list[Path]]:
+    """The section's markdown and the figures it wrote into `out`."""
+    runs = runs[runs["method"].notna()].copy()
+    runs["arm"] = arm_names(runs)
+    runs["params"] = adapter_params(runs)
+    if baseline is None:
+        baseline = default_baseline(runs)
+    elif baseline not in set(runs["arm"]):
+        raise ConfigError("study_baseline", f"`{baseline}` is not a method of these runs",
+                          "Methods: " + "; ".join(f"`{a}`" for a in sorted(set(runs["arm"]))))
+    chosen = select_learning_rates(runs)
+    if chosen.empty:
+        return f"{heading}\n\nNo completed runs.\n", []
+    comparisons = compare_arms(runs, chosen, baseline) if baseline else pd.DataFrame()
+    tasks = [t for t in _task_order(runs) if t in set(chosen["task"])]
+    arms = _arm_order(chosen, runs, baseline)
+    n_tests = int(comparisons["p_t"].notna().sum()) if not comparisons.empty else 0
+    n_seeds = int(comparisons["n"].max()) if not comparisons.empty else 0
+
+    out_lines = [heading, "", _setup(runs), "",
+                 f"Each method ran at {'/'.join(sorted({str(n) for n in chosen.groupby(['task', 'arm']).size()}))} "
+                 "learning rate(s) per task; the one with the best median over seeds is used (bold below), for "
+                 "every method alike, on the same dev set the scores come from, so all numbers are optimistic "
+                 "by the same selection. Scores: the best dev-set value over epochs × 100 (the adaptive LoRA-XS "
+                 "study's convention); adapter parameters at the final ranks.",
+                 "", f"**Baseline**: `{baseline}`" + (" (the fixed-rank arm closest in size to the learned "
+                                                     "arms' budget)" if baseline else ""),
+                 "", "### Summary: median ± std over seeds", "", summary_table(runs, chosen, arms, tasks), ""]
+    if not comparisons.empty:
+        out_lines += [f"Comparisons are paired by seed: Δ = method − baseline (mean over seeds), 95% percentile "
+                      f"bootstrap interval of that mean ({BOOTSTRAP:,} resamples), two-sided paired t-test, the "
+                      f"same p-value after Holm's correction over the {n_tests} comparisons of this report, and "
+                      f"the exact Wilcoxon signed-rank test (with {n_seeds} paired seeds its smallest possible p is "
+                      f"{2 / 2 ** n_seeds:.3g}; it is a check on the t-test's normality assumption). A "
+                      f"difference is called significant when the Holm-adjusted p < {ALPHA} and the interval "
+                      "excludes 0.", ""]
+        answer = []
+        for task in tasks:
+            c = comparisons[comparisons["task"] == task]
+            learned = c[c["arm"].isin(runs.loc[runs["allocation"] == "learned", "arm"])]
+            for _, r in learned.iterrows():
+                answer.append(f"- **{TASK_NAMES.get(task, task)}**: `{r['arm']}` − `{baseline}` = "
+                              f"{_signed(r['mean_diff'])} (95% CI {_signed(r['ci_low'])} to {_signed(r['ci_high'])}, "
+                              f"Holm p {_p(r['p_holm'])}, n={r['n']}): **{r['verdict']}**.")
+        if answer:
+            out_lines += ["### The answer, per task", "", *answer, ""]
+    for task in tasks:
+        out_lines += [f"### {TASK_NAMES.get(task, task)}", "",
+                      seed_table(runs, chosen, comparisons, task, arms, baseline), ""]
+
+    figures = []
+    out = Path(out)
+    figures.append(_save(draw_scores(runs, chosen, arms, tasks, baseline), out / "study_scores.png"))
+    out_lines += ["![Per-seed scores per method and task](study_scores.png)", ""]
+    grids, moved = {}, {}
+    for task in tasks:
+        picked = chosen[(chosen["task"] == task) & chosen["chosen"]]
+        dirs = []
+        for _, r in picked.iterrows():
+            g = runs[(runs["task"] == task) & (runs["arm"] == r["arm"]) & (runs["allocation"] == "learned")
+                     & (runs["learning_rate"] == r["learning_rate"]) & (runs["status"] == "completed")]
+            dirs += [Path(d) for d in g["run_dir"]]
+        grid = learned_rank_grid(dirs)
+        if grid is not None:
+            grids[task] = grid
+            moved[task] = rank_movement(dirs)
+    if grids:
+        figures.append(_save(draw_learned_ranks(grids), out / "study_learned_ranks.png"))
+        out_lines += ["Final ranks of the learned runs (mean over seeds at the chosen learning rate), by layer and "
+                      "matrix:", "", "![Learned ranks by layer and matrix](study_learned_ranks.png)", ""]
+        moves = [f"{TASK_NAMES.get(t, t)} {m[0]:.1f} (max {m[1]:.1f})" for t, m in moved.items() if m]
+        if moves:
+            out_lines += ["How far training moved each matrix's continuous rank from its initialisation "
+                          "(|final − initial|, mean over matrices and seeds; allocation.jsonl): "
+                          + "; ".join(moves) + ". Small values mean the figure mostly shows the initialisation.",
+                          ""]
+    return "\n".join(out_lines), figures
+
+
+def section(ctx) -> str | None:
+    """`rankwise report --study` section hook."""
+    if not ctx.options.get("study"):
+        return None
+    text, figures = study_markdown(ctx.runs, ctx.out, ctx.options.get("study_baseline"))
+    ctx.figures += figures
+    return text
+
+
+__all__ = ["arm_names", "select_learning_rates", "paired_comparison", "holm", "verdict", "default_baseline",
+           "compare_arms", "learned_rank_grid", "study_markdown", "section"]

@@ -1,0 +1,110 @@
+"""`rankwise report --study`: learning-rate selection, seed-paired tests, Holm's correction, the section."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.image
+import numpy as np
+import pytest
+from scipy import stats
+
+from rankwise.report import build_report
+from rankwise.report.aggregate import load_runs
+from rankwise.report.study import (arm_names, default_baseline, holm, paired_comparison, select_learning_rates,
+                                   verdict)
+from test_report import fake_run
+
+
+def test_paired_comparison_matches_the_textbook_formulas():
+    base = {s: v for s, v in enumerate([50.0, 52.0, 49.0, 51.0, 50.5])}
+    diffs = np.array([3.0, 1.5, 4.0, 2.0, 2.5])
+    arm = {s: base[s] + d for s, d in enumerate(diffs)}
+    arm[7] = 99.0  # a seed the baseline lacks is not paired
+    c = paired_comparison(arm, base)
+    assert c["n"] == 5
+    assert c["mean_diff"] == pytest.approx(diffs.mean(), abs=1e-12)
+    t = diffs.mean() / (diffs.std(ddof=1) / math.sqrt(5))
+    assert c["p_t"] == pytest.approx(2 * stats.t.sf(abs(t), df=4), rel=1e-9)
+    assert c["p_wilcoxon"] == pytest.approx(2 / 2 ** 5)  # all 5 differences positive: the exact minimum
+    assert diffs.min() <= c["ci_low"] < diffs.mean() < c["ci_high"] <= diffs.max()
+    assert paired_comparison(arm, base) == c  # the bootstrap is seeded
+
+
+def test_paired_comparison_degenerate_cases():
+    same = paired_comparison({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0})
+    assert same["mean_diff"] == 0 and math.isnan(same["p_t"]) and math.isnan(same["p_wilcoxon"])
+    constant = paired_comparison({0: 2.0, 1: 3.0, 2: 4.0}, {0: 1.0, 1: 2.0, 2: 3.0})
+    assert constant["mean_diff"] == pytest.approx(1.0) and math.isnan(constant["p_t"])
+    one = paired_comparison({0: 2.0}, {0: 1.0})
+    assert one["n"] == 1 and one["mean_diff"] == 1.0 and math.isnan(one["ci_low"])
+
+
+def test_holm_by_hand():
+    adjusted = holm([0.01, 0.04, 0.03, math.nan])
+    # sorted 0.01, 0.03, 0.04 → 3·0.01 = 0.03, 2·0.03 = 0.06, max(0.06, 1·0.04) = 0.06
+    assert adjusted[:3] == pytest.approx([0.03, 0.06, 0.06]) and math.isnan(adjusted[3])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_verdict_needs_holm_significance_and_an_interval_excluding_zero():
+    c = {"mean_diff": 2.0, "ci_low": 0.5, "ci_high": 3.0, "p_holm": 0.01}
+    assert verdict(c, True) == "better" and verdict(c, False) == "worse"
+    assert verdict({**c, "p_holm": 0.2}, True) == "no significant difference"
+    assert verdict({**c, "ci_low": -0.1}, True) == "no significant difference"
+
+
+@pytest.fixture(scope="module")
+def study_runs(tmp_path_factory):
+    """Uniform r20 (the budget match) and r25 and learned avg20 at two learning rates each, 5 seeds.
+    Learned at its better LR beats r20 by 1–3 points on every seed; r25 is r20 plus ±0.5 noise."""
+    root = tmp_path_factory.mktemp("study") / "runs"
+    rng = np.random.default_rng(3)
+    base = rng.uniform(0.30, 0.40, 5)
+    for seed in range(5):
+        for lr, shift in ((0.005, 0.0), (0.01, -0.03)):
+            fake_run(root, [base[seed] + shift - 0.05, base[seed] + shift], seed=seed, rank=20, learning_rate=lr,
+                     label="U20")
+            fake_run(root, [base[seed] + shift + rng.uniform(-0.005, 0.005)], seed=seed, rank=25, learning_rate=lr,
+                     label="U25")
+        for lr, gain in ((0.005, 0.0), (0.01, rng.uniform(0.04, 0.06))):
+            fake_run(root, [base[seed] - 0.03 + gain], seed=seed, allocation="learned", rank_average=20,
+                     rank_min=5, rank_max=30, learning_rate=lr, label="L20")
+    return root
+
+
+def test_learning_rate_selection_and_default_baseline(study_runs):
+    runs = load_runs([study_runs])
+    runs["arm"] = arm_names(runs)
+    assert set(runs["arm"]) == {"U20", "U25", "L20"}
+    table = select_learning_rates(runs)
+    chosen = table[table["chosen"]].set_index("arm")["learning_rate"].to_dict()
+    assert chosen == {"U20": 0.005, "U25": 0.005, "L20": 0.01}
+    u20 = table[(table["arm"] == "U20") & (table["learning_rate"] == 0.005)].iloc[0]
+    scores = runs[(runs["arm"] == "U20") & (runs["learning_rate"] == 0.005)]["score"]
+    assert u20["median"] == pytest.approx(np.median(scores)) and u20["std"] == pytest.approx(np.std(scores, ddof=1))
+    runs["params"] = runs["params_adapter_at_hard_ranks"]
+    assert default_baseline(runs) == "U20"  # 12·20² = 4,800 is the closest to the learned budget
+
+
+def test_study_section_answers_per_task_with_figures(study_runs, tmp_path):
+    out = tmp_path / "report"
+    build_report([study_runs], out, options={"study": True})
+    text = (out / "report.md").read_text()
+    section = text[text.index("## Learned vs uniform rank at the same budget"):]
+    assert "**Baseline**: `U20`" in section
+    answer = next(line for line in section.splitlines() if line.startswith("- **CoLA**"))
+    assert "`L20` − `U20`" in answer and answer.endswith("**better**.")
+    u25 = next(line for line in section.splitlines() if line.startswith("| U25 | 0.005 |"))
+    assert u25.endswith("| no significant difference |")
+    assert "| Method | Adapter params | CoLA |" in section
+    for name in ("study_scores.png", "study_learned_ranks.png"):
+        image = matplotlib.image.imread(out / name)
+        assert image.shape[0] > 200 and image[..., :3].std() > 0.05
+
+
+def test_unknown_study_baseline_is_a_clear_error(study_runs, tmp_path):
+    from rankwise.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="is not a method of these runs"):
+        build_report([study_runs], tmp_path / "r", options={"study": True, "study_baseline": "nope"})
