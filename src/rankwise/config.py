@@ -25,7 +25,8 @@ import yaml
 
 from .errors import ConfigError
 
-METHODS = ("loraxs", "lora", "full")
+METHODS = ("loraxs", "lora", "full", "adalora")
+INITS = ("default", "eva")
 ALLOCATIONS = ("uniform", "linear_decay", "attention_heavy", "empirical", "custom", "learned")
 ALPHA_POLICIES = ("constant", "ratio", "rslora")
 LR_SCHEDULERS = ("linear_schedule_with_warmup", "constant_schedule", "cosine")
@@ -40,9 +41,9 @@ BUDGET_MODES = ("capped", "softmax")
 ROUNDINGS = ("budget", "study")
 
 # Method-dependent defaults, filled in by `resolve_defaults` so config.json shows the values used.
-DEFAULT_RANK = {"loraxs": 25, "lora": 8, "full": 0}
+DEFAULT_RANK = {"loraxs": 25, "lora": 8, "full": 0, "adalora": 8}
 # LoRA-XS trains only r×r per matrix; on MiniLM/CoLA 1e-3 barely moves it in a few epochs, 5e-3 does (README).
-DEFAULT_LR = {"loraxs": 5e-3, "lora": 5e-4, "full": 5e-5}
+DEFAULT_LR = {"loraxs": 5e-3, "lora": 5e-4, "full": 5e-5, "adalora": 5e-4}
 DEFAULT_CLS_LR = 5e-3
 
 
@@ -69,6 +70,26 @@ class RunConfig:
                            "`ratio` (alpha_i = lora_alpha * r_i / rank, so alpha/r is the same everywhere), "
                            "`rslora` (scale alpha/sqrt(r)).", "model", ALPHA_POLICIES)
     lora_dropout: float = _f(0.0, "Dropout on the adapter input (LoRA only).", "model")
+    init: str = _f("default", "LoRA initialisation: `default` (PEFT's: A random, B zero) or `eva` (PEFT EVA: A from "
+                   "the SVD of each matrix's input activations on training batches, ranks redistributed by explained "
+                   "variance before training; the rank sum stays the same).", "model", INITS)
+    eva_rho: float = _f(2.0, "`--init eva`: a matrix may get up to eva_rho × its rank (1 = no redistribution).", "model")
+
+    # --- AdaLoRA (--method adalora, through PEFT) -----------------------------------------------
+    adalora_init_r: Optional[int] = _f(None, "AdaLoRA: rank every matrix starts at. Default ceil(1.5 × the final "
+                                       "average rank).", "adalora")
+    adalora_target_r: Optional[int] = _f(None, "AdaLoRA: final average rank (PEFT's target_r: target_r × n rank "
+                                         "triplets in all). Default: from --rank_average (or --rank), matched to LoRA's "
+                                         "parameter count at that rank.", "adalora")
+    adalora_tinit: float = _f(0.1, "AdaLoRA: fraction of the optimiser steps trained before pruning starts "
+                              "(PEFT's tinit, in steps).", "adalora")
+    adalora_tfinal: float = _f(0.3, "AdaLoRA: fraction of the optimiser steps trained at the final ranks "
+                               "(PEFT's tfinal, in steps; at least 1 step).", "adalora")
+    adalora_deltaT: int = _f(10, "AdaLoRA: optimiser steps between two rank allocations.", "adalora")
+    adalora_beta1: float = _f(0.85, "AdaLoRA: EMA coefficient of the sensitivity.", "adalora")
+    adalora_beta2: float = _f(0.85, "AdaLoRA: EMA coefficient of the uncertainty.", "adalora")
+    adalora_orth_reg_weight: float = _f(0.5, "AdaLoRA: weight of the orthogonality regulariser of A and B, added to "
+                                        "the training loss (not to evaluation losses).", "adalora")
 
     # --- rank allocation ---------------------------------------------------------------------
     allocation: str = _f("uniform", "How each matrix gets its rank.", "allocation", ALLOCATIONS)
@@ -88,7 +109,9 @@ class RunConfig:
                                  "allocation")
     rank_average: Optional[float] = _f(None, "`learned`: budget as an average rank (budget = sum of each "
                                        "matrix's cost at this rank; n*avg^2 for loraxs). Default: middle of "
-                                       "[rank_min, rank_max] unless --memory_start is given.", "allocation")
+                                       "[rank_min, rank_max] unless --memory_start is given. `adalora`: the final "
+                                       "adapter gets LoRA's parameter count at this rank (default --rank).",
+                                       "allocation")
     memory_start: Optional[float] = _f(None, "`learned`: budget (adapter parameters) at the start.", "allocation")
     memory_end: Optional[float] = _f(None, "`learned`: budget at the end (default: memory_start).", "allocation")
     epochs_memory_start: int = _f(0, "`learned`: epochs the budget stays at memory_start.", "allocation")
@@ -201,6 +224,11 @@ def resolve_defaults(cfg: RunConfig) -> RunConfig:
             c.epochs_rank_discrete = 1 if c.num_train_epochs >= 2 else 0
     elif c.epochs_rank_discrete is None:
         c.epochs_rank_discrete = 0
+    if c.method == "adalora":
+        if c.rank_average is None and c.adalora_target_r is None:
+            c.rank_average = float(c.rank)
+        if c.adalora_init_r is None:
+            c.adalora_init_r = math.ceil(1.5 * (c.adalora_target_r or c.rank_average))
     return c
 
 
@@ -253,12 +281,53 @@ def validate(cfg: RunConfig) -> None:
     if cfg.train_file is not None:
         _require(Path(cfg.train_file).is_file(), "train_file", f"file `{cfg.train_file}` does not exist")
 
+    _require(cfg.init == "default" or cfg.method == "lora", "init",
+             f"`{cfg.init}` initialises LoRA adapters, but --method is `{cfg.method}`", "Use --method lora")
+    if cfg.init == "eva":
+        _require(cfg.allocation != "learned", "init", "`eva` sets the ranks itself and cannot be combined with "
+                 "--allocation learned", "Use a static --allocation (e.g. uniform) with --init eva")
+        _require(cfg.eva_rho >= 1, "eva_rho", f"must be >= 1, got {cfg.eva_rho:g}", "1 keeps the ranks as given")
+    if cfg.method == "adalora":
+        _validate_adalora(cfg)
     if cfg.method == "full":
         _require(cfg.allocation == "uniform", "allocation",
                  f"`{cfg.allocation}` needs an adapter, but --method is `full`",
                  "Use --method loraxs or --method lora, or drop --allocation")
         return
     _validate_allocation(cfg)
+
+
+def _validate_adalora(cfg: RunConfig) -> None:
+    _require(cfg.allocation == "uniform" and not cfg.match_budget, "allocation",
+             f"AdaLoRA allocates the ranks itself; --allocation `{cfg.allocation}`"
+             + (" with --match_budget" if cfg.match_budget else "") + " does not apply",
+             "Drop --allocation/--match_budget and set the budget with --rank_average (or --adalora_target_r)")
+    _require(cfg.alpha_policy == "constant", "alpha_policy",
+             f"`{cfg.alpha_policy}` does not apply to AdaLoRA (one scale lora_alpha/init_r for every matrix)",
+             "Drop --alpha_policy")
+    _require(cfg.rank_average is None or cfg.adalora_target_r is None, "adalora_target_r",
+             "and --rank_average both set AdaLoRA's budget", "Give one of them")
+    _require(cfg.rank_average is None or cfg.rank_average > 0, "rank_average",
+             f"must be positive, got {cfg.rank_average}")
+    for name in ("adalora_init_r", "adalora_target_r", "adalora_deltaT"):
+        value = getattr(cfg, name)
+        _require(value is None or value >= 1, name, f"must be a positive integer, got {value}")
+    target = cfg.adalora_target_r if cfg.adalora_target_r is not None else cfg.rank_average
+    _require(cfg.adalora_init_r > target, "adalora_init_r",
+             f"({cfg.adalora_init_r}) must exceed the final average rank ({target:g}): AdaLoRA prunes from init_r "
+             "down to it", f"Use --adalora_init_r {math.ceil(1.5 * target)} or more")
+    _require(0 <= cfg.adalora_tinit < 1, "adalora_tinit", f"must be a fraction of the steps in [0, 1), got "
+             f"{cfg.adalora_tinit:g}")
+    _require(0 < cfg.adalora_tfinal < 1, "adalora_tfinal", f"must be a fraction of the steps in (0, 1), got "
+             f"{cfg.adalora_tfinal:g}")
+    _require(cfg.adalora_tinit + cfg.adalora_tfinal < 1, "adalora_tfinal",
+             f"adalora_tinit ({cfg.adalora_tinit:g}) + adalora_tfinal ({cfg.adalora_tfinal:g}) leave no steps to "
+             "prune in", "Make their sum less than 1, e.g. 0.1 and 0.3")
+    for name in ("adalora_beta1", "adalora_beta2"):
+        value = getattr(cfg, name)
+        _require(0 < value < 1, name, f"must be in (0, 1), got {value:g}")
+    _require(cfg.adalora_orth_reg_weight >= 0, "adalora_orth_reg_weight",
+             f"must be >= 0, got {cfg.adalora_orth_reg_weight:g}")
 
 
 def _positive_rank(cfg: RunConfig, name: str, strategy: str) -> None:

@@ -114,10 +114,14 @@ def check_format(run: FinishedRun, fmt: str) -> None:
     if run.method == "full" and fmt != "merged":
         raise ConfigError("format", f"`{fmt}` exports an adapter, but `{run.path}` is a full fine-tuning run "
                           "(no adapter)", "Use --format merged")
-    if fmt == "peft" and run.method != "lora":
-        raise ConfigError("format", f"`peft` needs a `lora` run, but `{run.path}` is a `{run.method}` run and PEFT "
-                          "has no LoRA-XS layer", "Use --format compact (loads with rankwise.load_adapter) or "
+    if fmt == "peft" and run.method not in ("lora", "adalora"):
+        raise ConfigError("format", f"`peft` needs a `lora` run (or an `adalora` one), but `{run.path}` is a "
+                          f"`{run.method}` run and PEFT has no LoRA-XS layer", "Use --format compact (loads with rankwise.load_adapter) or "
                           "--format merged (loads with plain transformers)")
+    if fmt == "compact" and run.method == "adalora":
+        raise ConfigError("format", f"`compact` is for loraxs and lora runs; `{run.path}` is an AdaLoRA run, whose "
+                          "adapter is already pruned to its final ranks", "Use --format peft (PEFT's AdaLoRA files, "
+                          "loads with PeftModel.from_pretrained) or --format merged")
 
 
 def check_out(out: str | Path, overwrite: bool, run: FinishedRun | None = None) -> Path:
@@ -252,6 +256,8 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, overwrite: bool =
     tokenizer = load_tokenizer(run.base_model if run.method != "full" else str(run.weights))
     if run.method == "full":
         return _export_full(run, out, tokenizer, verify, log)
+    if run.method == "adalora":
+        return _export_adalora(run, fmt, out, tokenizer, verify, log)
 
     trained = load_adapter(load_base(run.base_model, run.task), run.weights)
     meta = read_adapter_metadata(run.weights)
@@ -366,16 +372,70 @@ def _export_full(run: FinishedRun, out: Path, tokenizer, verify: bool, log) -> d
     return record
 
 
+def _export_adalora(run: FinishedRun, fmt: str, out: Path, tokenizer, verify: bool, log) -> dict:
+    """An AdaLoRA run's adapter/ is PEFT's AdaLoRA adapter, already pruned (rank_pattern + kept triplets only):
+    `peft` copies it, `merged` adds ΔW = B·diag(E)·A·α/init_r into the base weights."""
+    from .adapters.peft_baselines import adalora_ranks, triplet_cost
+
+    trained = load_adapter(load_base(run.base_model, run.task), run.weights)
+    meta = read_adapter_metadata(run.weights)
+    targets = trained.targets
+    hard_ranks = adalora_ranks(trained)
+    probe = probe_batch(trained.model)
+    reference = logits_of(trained.model, probe)
+    with atomic_directory(out) as tmp:
+        if fmt == "peft":
+            for path in run.weights.iterdir():
+                if path.is_file():
+                    shutil.copy2(path, tmp / path.name)
+        else:
+            merged = trained.model.merge_and_unload()
+            _label_names(merged, run.task)
+            with _quiet_transformers():
+                merged.save_pretrained(str(tmp))
+                tokenizer.save_pretrained(str(tmp))
+        before = sum(r * triplet_cost(t) for t, r in zip(targets, meta["ranks"]))
+        after = sum(r * triplet_cost(t) for t, r in zip(targets, hard_ranks))
+        names = [t.name for t in targets]
+        record = {
+            "format": fmt, "source_run": str(run.path.resolve()), "out": str(out), "task": run.task,
+            "method": run.method, "allocation": "adalora", "base_model": run.base_model,
+            "rankwise_version": __version__,
+            "adapter_parameters": {"before": before, "after": after, "saved": before - after,
+                                   "percent_saved": 100.0 * (before - after) / before if before else 0.0,
+                                   "counted_as": "r*(in+out+1) per matrix (AdaLoRA triplets)"},
+            "stored_adapter_values": {"before": before, "after": after},
+            "head_parameters": run.summary.get("trainable_parameters", {}).get("head"),
+            "hard_ranks": dict(zip(names, hard_ranks)), "allocated_ranks": dict(zip(names, meta["ranks"])),
+            "final_metrics": run.summary.get("final"), "main_metric": run.summary.get("main_metric"),
+            "run_config": run.config,
+            "files": sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file()) + [EXPORT_FILE],
+        }
+        if verify:
+            reloaded = load_source(adapter=str(tmp)) if fmt != "merged" else load_source(model=str(tmp))
+            difference = float((logits_of(reloaded.load(run.task)[0], probe) - reference).abs().max())
+            record["verified_max_abs_logit_difference"] = difference
+            if not difference <= VERIFY_TOLERANCE:
+                raise RuntimeError(f"export check failed: the reloaded {fmt} export's logits differ from the trained "
+                                   f"model's by up to {difference:.3g} (tolerance {VERIFY_TOLERANCE:g}); nothing was "
+                                   f"written to {out}")
+        record["export_bytes"] = _bytes(tmp)
+        write_json_atomic(tmp / EXPORT_FILE, record)
+    _print_record(record, log)
+    return record
+
+
 def _print_record(record: dict, log) -> None:
     log(f"exported {record['source_run']} ({record['method']}, {record['allocation'] or 'full fine-tuning'}) "
         f"as {record['format']} → {record['out']}")
     params = record.get("adapter_parameters")
     if params:
-        formula = "Σ r²" if record["method"] == "loraxs" else "Σ r·(in+out)"
+        formula = {"loraxs": "Σ r²", "adalora": "Σ r·(in+out+1)"}.get(record["method"], "Σ r·(in+out)")
         log(f"  adapter parameters ({formula}): {params['before']:,} as trained → {params['after']:,} at the hard "
             f"ranks ({params['percent_saved']:.1f}% fewer); head {record['head_parameters']:,}")
         stored = record["stored_adapter_values"]
-        log(f"  stored adapter values (A, B{', R' if record['method'] == 'loraxs' else ''}): {stored['before']:,} → "
+        log(f"  stored adapter values (A, B{', R' if record['method'] == 'loraxs' else ''}"
+            f"{', E' if record['method'] == 'adalora' else ''}): {stored['before']:,} → "
             f"{stored['after']:,}")
         ranks = sorted(record["hard_ranks"].values())
         log(f"  hard ranks over {len(ranks)} matrices: min {ranks[0]}, median {ranks[len(ranks) // 2]}, "

@@ -40,7 +40,16 @@ def readable_parts(cfg: RunConfig) -> tuple[list[str], set[str]]:
         if label_slug(cfg.label) == cfg.label:  # otherwise the label also goes into the hash
             used.add("label")
     parts.append(cfg.method)
-    if cfg.method != "full":
+    if cfg.method == "adalora":  # ranks are AdaLoRA's own: name its budget and starting rank
+        used |= {"allocation", "adalora_init_r"}
+        if cfg.adalora_target_r is not None:
+            parts.append(f"target{cfg.adalora_target_r}")
+            used.add("adalora_target_r")
+        else:
+            parts.append(f"avg{_g(cfg.rank_average)}")
+            used.add("rank_average")
+        parts.append(f"init{cfg.adalora_init_r}")
+    elif cfg.method != "full":
         parts.append(cfg.allocation)
         used.add("allocation")
         a = cfg.allocation
@@ -65,6 +74,9 @@ def readable_parts(cfg: RunConfig) -> tuple[list[str], set[str]]:
         elif a != "custom" and cfg.rank is not None:
             parts.append(f"r{cfg.rank}")
             used.add("rank")
+        if cfg.init == "eva":
+            parts.append(f"eva{_g(cfg.eva_rho)}")
+            used |= {"init", "eva_rho"}
     if cfg.learning_rate is not None and not (cfg.allocation == "learned" and cfg.method != "full"):
         parts.append(f"lr{_g(cfg.learning_rate)}")
         used.add("learning_rate")

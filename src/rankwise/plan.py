@@ -42,7 +42,9 @@ class Plan:
     allocated_ranks: list[int]  # adapter size per matrix (rank_max for learned)
     model_parameters: int  # base model, without adapters
     head_parameters: int
-    budget: dict | None = None  # learned: start/end budget and its bounds
+    budget: dict | None = None  # learned: start/end budget and its bounds; adalora: its triplet budget
+    init: str = "default"  # `eva`: ranks are redistributed by EVA before training (`eva_done` once they are)
+    eva_done: bool = False
 
     @property
     def adapter_parameters(self) -> int:
@@ -61,8 +63,16 @@ class Plan:
                 "trainable_percent": 100.0 * trainable / self.model_parameters}
 
     def to_dict(self) -> dict:
-        return {"method": self.method, "allocation": self.allocation, "totals": self.totals(), "budget": self.budget,
-                "matrices": [asdict(r) for r in self.rows]}
+        return {"method": self.method, "allocation": self.allocation, "init": self.init, "totals": self.totals(),
+                "budget": self.budget, "matrices": [asdict(r) for r in self.rows]}
+
+    def with_ranks(self, ranks: list[int], alphas: list[float]) -> "Plan":
+        """The plan at ranks set after building (EVA): rows, allocated ranks and parameters follow `ranks`."""
+        rows = [PlanRow(r.name, r.layer, r.kind, r.in_features, r.out_features, rank, alpha,
+                        matrix_parameters(self.method, t, rank))
+                for r, t, rank, alpha in zip(self.rows, self.targets, ranks, alphas)]
+        return Plan(self.method, self.allocation, rows, list(ranks), self.model_parameters, self.head_parameters,
+                    self.budget, self.init, eva_done=True)
 
     def to_csv(self) -> str:
         buffer = io.StringIO()
@@ -84,7 +94,19 @@ class Plan:
                      f"adapter {t['adapter_parameters']:,} parameters ({t['adapter_percent']:.4f}% of "
                      f"{t['model_parameters']:,}); head {t['head_parameters']:,}; trainable "
                      f"{t['trainable_parameters']:,} ({t['trainable_percent']:.4f}%)")
-        if self.budget:
+        if self.budget and self.method == "adalora":
+            b = self.budget
+            lora = (f" (LoRA at rank {b['rank_average']:g}: {b['lora_parameters']:,})"
+                    if b.get("lora_parameters") is not None else "")
+            lines.append(f"adalora: adapters allocated at init_r {b['init_r']} ({len(self.rows) * b['init_r']} rank "
+                         f"triplets); pruned during training to {b['target_triplets']} triplets ≈ "
+                         f"{b['expected_parameters']:,} parameters{lora}")
+        elif self.init == "eva":
+            lines.append(f"eva: ranks redistributed from activation SVDs on training batches (sum of ranks "
+                         f"{sum(self.allocated_ranks)}, at most eva_rho × the planned rank per matrix)"
+                         if self.eva_done else "eva: `rank` is the planned rank; training redistributes ranks over "
+                         "the matrices from activation SVDs on training batches (same sum of ranks) before it starts")
+        elif self.budget:
             b = self.budget
             lines.append(f"learned: adapters allocated at rank_max {max(self.allocated_ranks)}; budget "
                          f"{b['start']:,.0f} → {b['end']:,.0f} parameters (feasible range "
@@ -97,6 +119,8 @@ def matrix_parameters(method: str, target: TargetMatrix, rank: int) -> int:
         return rank * rank
     if method == "lora":
         return rank * (target.in_features + target.out_features)
+    if method == "adalora":  # a rank triplet: a row of A, an entry of E, a column of B
+        return rank * (target.in_features + target.out_features + 1)
     return target.in_features * target.out_features
 
 
@@ -121,6 +145,12 @@ def build_plan(cfg, model: nn.Module, head_modules: list[str], steps_per_epoch: 
         cost = RankCost.for_method(cfg.method, targets)
         start, end = budget_bounds(cfg, cost)
         budget = {"start": start, "end": end, "min": cost.total(cfg.rank_min), "max": cost.total(cfg.rank_max)}
+    elif cfg.method == "adalora":
+        from .adapters.peft_baselines import adalora_budget
+
+        ranks = [cfg.adalora_init_r] * len(targets)
+        shown = ranks
+        budget = {**adalora_budget(cfg, targets).to_dict(), "rank_average": cfg.rank_average}
     else:
         ranks = static_ranks(cfg, targets)
         shown = ranks
@@ -135,7 +165,7 @@ def build_plan(cfg, model: nn.Module, head_modules: list[str], steps_per_epoch: 
                     matrix_parameters(cfg.method, t, rank))
             for t, rank, shown_rank, alpha in zip(targets, ranks, shown, alphas)]
     return Plan(cfg.method, cfg.allocation if cfg.method != "full" else "none", rows, ranks, model_parameters,
-                head_parameters, budget), allocator
+                head_parameters, budget, init=getattr(cfg, "init", "default")), allocator
 
 
 def meta_model(cfg):

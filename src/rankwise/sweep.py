@@ -188,6 +188,8 @@ def override(spec: dict, values: dict[str, Any] | None = None, seeds: list[int] 
 
 def applies(field: str, allocation: str, method: str) -> bool:
     """Whether a config field means anything for a run with this allocation and method."""
+    if field.startswith("adalora_") or (field == "rank_average" and method == "adalora"):
+        return method == "adalora"  # AdaLoRA's budget is rank_average (issue 8)
     if field in LEARNED_ONLY:
         return allocation == "learned" and method != "full"
     if field in STATIC_ONLY:

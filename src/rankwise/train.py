@@ -9,6 +9,7 @@ rates. After every epoch the model is evaluated with hard ranks.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
@@ -75,8 +76,25 @@ def setup_run(cfg: RunConfig) -> Setup:
     plan, allocator = build_plan(cfg, task.model, task.head_modules, steps_per_epoch)
     adapter = build_adapter(task.model, cfg.method, plan.targets, plan.allocated_ranks, [r.alpha for r in plan.rows],
                             rslora=cfg.alpha_policy == "rslora", dropout=cfg.lora_dropout,
-                            head_modules=task.head_modules, task_type=task.peft_task_type, seed=cfg.seed)
+                            head_modules=task.head_modules, task_type=task.peft_task_type, seed=cfg.seed,
+                            init=cfg.init, run_config=cfg, total_steps=steps_per_epoch * cfg.num_train_epochs)
+    if cfg.init == "eva":
+        plan, adapter = _eva_init(cfg, task, plan, adapter)
     return Setup(cfg, task, plan, adapter, allocator, train_loader, eval_loaders, steps_per_epoch)
+
+
+def _eva_init(cfg: RunConfig, task: PreparedTask, plan: Plan, adapter: AdapterSet) -> tuple[Plan, AdapterSet]:
+    """PEFT EVA on training batches (before the run directory exists); the plan takes EVA's ranks and alphas."""
+    from .adapters.peft_baselines import apply_eva, eva_loader, eva_ranks
+
+    loader = eva_loader(task.train_features, task.collate, cfg.per_device_train_batch_size, cfg.seed)
+    adapter = apply_eva(adapter, loader, cfg.eva_rho, use_label_mask=cfg.is_instruct, show_progress=not cfg.quiet)
+    ranks = eva_ranks(adapter.model, plan.targets)
+    alpha_of = dict(zip([t.name for t in adapter.targets], adapter.alphas))
+    plan = plan.with_ranks(ranks, [alpha_of.get(r.name, r.alpha) for r in plan.rows])
+    if not cfg.quiet:
+        print(plan.to_table(), flush=True)
+    return plan, adapter
 
 
 def _git_revision() -> str | None:
@@ -170,6 +188,14 @@ def _save_weights(run: RunDir, setup: Setup, hard_ranks: list[int]) -> None:
             adapter.model.save_pretrained(tmp)
             setup.task.tokenizer.save_pretrained(tmp)
         return
+    if cfg.init == "eva":  # the adapter holds only matrices EVA gave a rank > 0
+        hard_ranks = list(adapter.ranks)
+    if cfg.method == "adalora":
+        from .adapters.peft_baselines import save_adalora
+
+        with run.atomic_subdir("adapter") as tmp:
+            save_adalora(adapter, tmp, cfg.model, setup.task.head_modules, hard_ranks)
+        return
     with run.atomic_subdir("adapter") as tmp:
         save_adapter(adapter, tmp, base_model=cfg.model, head_modules=setup.task.head_modules,
                      hard_ranks=hard_ranks)
@@ -202,6 +228,11 @@ def train(cfg: RunConfig, setup: Setup | None = None) -> dict:
     eval_loaders = dict(zip(setup.eval_loaders, eval_loaders))
     if allocator is not None:
         allocator.to(accelerator.device)
+    adalora = None
+    if cfg.method == "adalora":
+        from .adapters.peft_baselines import AdaLoraTracker
+
+        adalora = AdaLoraTracker(adapter)
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
     wandb = _Wandb(cfg, run.path, main and cfg.report_to == "wandb")
 
@@ -221,6 +252,15 @@ def train(cfg: RunConfig, setup: Setup | None = None) -> dict:
         if main and allocator is not None:
             run.append_jsonl("allocation.jsonl", {"epoch": round(step / setup.steps_per_epoch, 4),
                                                   **allocator.state(step)})
+        elif main and adalora is not None:
+            run.append_jsonl("allocation.jsonl", {"epoch": round(step / setup.steps_per_epoch, 4),
+                                                  **adalora.state(step)})
+        elif main and cfg.init == "eva" and step == 0:  # EVA's ranks, fixed from here on
+            ranks = dict(zip([t.name for t in plan.targets], plan.allocated_ranks))
+            run.append_jsonl("allocation.jsonl", {"epoch": 0.0, "step": 0, "budget": sum(ranks.values()),
+                                                  "budget_unit": "sum of ranks", "discrete": True,
+                                                  "budget_used": sum(ranks.values()), "source": "eva",
+                                                  "continuous": ranks, "hard": ranks})
 
     def set_eval_masks() -> None:
         if allocator is not None:
@@ -256,6 +296,8 @@ def train(cfg: RunConfig, setup: Setup | None = None) -> dict:
                 else:
                     consecutive_bad = 0
                     optimizer.step()
+                    if adalora is not None:  # PEFT scores rank triplets from the gradients: before zero_grad
+                        adalora.update_and_allocate(step)
                     optimizer.zero_grad(set_to_none=True)
                     log_loss, log_count = log_loss + window_loss / window_count, log_count + 1
                 scheduler.step()
@@ -286,7 +328,8 @@ def train(cfg: RunConfig, setup: Setup | None = None) -> dict:
             break
 
         set_eval_masks()
-        metrics = task.evaluate(model, eval_loaders, accelerator)
+        with adalora.without_orth_reg() if adalora is not None else contextlib.nullcontext():
+            metrics = task.evaluate(model, eval_loaders, accelerator)
         record = {"type": "eval", "step": step, "epoch": epoch + 1, **metrics, "skipped_steps": skipped}
         log(record)
         evaluations.append(record)
@@ -314,6 +357,9 @@ def train(cfg: RunConfig, setup: Setup | None = None) -> dict:
         hard_ranks = allocator.hard_ranks(budget)
         set_eval_masks()
         log_allocation()
+    elif adalora is not None:
+        hard_ranks = adalora.ranks()
+        log_allocation()
     summary = {
         "status": status, "message": message, "task": cfg.task, "method": cfg.method, "allocation": cfg.allocation,
         "seed": cfg.seed, "main_metric": task.main_metric, "greater_is_better": task.greater_is_better,
@@ -334,8 +380,11 @@ def train(cfg: RunConfig, setup: Setup | None = None) -> dict:
         at_hard = sum(matrix_parameters(cfg.method, t, r) for t, r in zip(plan.targets, hard_ranks))
         summary["trainable_parameters"]["adapter_at_hard_ranks"] = at_hard
         summary["hard_ranks"] = dict(zip([t.name for t in plan.targets], hard_ranks))
+    if adalora is not None:
+        summary["adalora"] = {**plan.budget, "initial_triplets": sum(plan.allocated_ranks),
+                              "final_triplets": sum(hard_ranks)}
     if main:
-        if allocator is not None:
+        if allocator is not None or adalora is not None:
             ranks = plan.to_dict()
             for row, rank in zip(ranks["matrices"], hard_ranks):
                 row["rank"] = rank

@@ -1,4 +1,5 @@
-"""Adapter methods behind one handle: `loraxs` (ours), `lora` (PEFT), `full` (no adapter).
+"""Adapter methods behind one handle: `loraxs` (ours), `lora` (PEFT), `adalora` (PEFT, see peft_baselines.py),
+`full` (no adapter).
 
 `build_adapter` adapts a model in place (LoRA returns a PEFT wrapper) and returns an `AdapterSet`:
 the model to train, the adapted modules in target order, their allocated ranks, and
@@ -59,12 +60,14 @@ class AdapterSet:
             return [m.scale for m in self.modules]
         if self.method == "lora":
             return [float(m.scaling["default"]) for m in self.modules]
+        if self.method == "adalora":  # PEFT's SVDLinear: α / (ranknum + 1e-5), ranknum = init_r
+            return [float(m.scaling["default"]) / (float(m.ranknum["default"]) + 1e-5) for m in self.modules]
         return []
 
     def adapter_parameters(self) -> list[nn.Parameter]:
         if self.method == "loraxs":
             return [m.lora_R for m in self.modules]
-        if self.method == "lora":
+        if self.method in ("lora", "adalora"):  # adalora: lora_A, lora_E, lora_B
             return [p for n, p in self.model.named_parameters() if "lora_" in n and p.requires_grad]
         return []
 
@@ -75,8 +78,11 @@ class AdapterSet:
 
 def build_adapter(model: nn.Module, method: str, targets: list[TargetMatrix], ranks: list[int],
                   alphas: list[float], rslora: bool = False, dropout: float = 0.0,
-                  head_modules: list[str] = (), task_type: str | None = None, seed: int = 0) -> AdapterSet:
-    """Adapt `model` in place. Base weights are frozen except for `full`; head modules stay trainable."""
+                  head_modules: list[str] = (), task_type: str | None = None, seed: int = 0, init: str = "default",
+                  run_config=None, total_steps: int = 0) -> AdapterSet:
+    """Adapt `model` in place. Base weights are frozen except for `full`; head modules stay trainable.
+    `init="eva"` builds LoRA for PEFT's EVA initialisation (run `peft_baselines.apply_eva` next, with data);
+    `adalora` takes its settings from `run_config` and needs the run's optimiser steps (`total_steps`)."""
     names = [t.name for t in targets]
     if method == "full":
         for p in model.parameters():
@@ -98,8 +104,14 @@ def build_adapter(model: nn.Module, method: str, targets: list[TargetMatrix], ra
         from transformers.pytorch_utils import Conv1D
 
         conv1d = any(isinstance(model.get_submodule(n), Conv1D) for n in names)  # GPT-2: W stored in×out
-        peft_model = apply_lora(model, lora_config(names, ranks, alphas, rslora, dropout, head_modules, task_type,
-                                                   fan_in_fan_out=conv1d))
+        config = lora_config(names, ranks, alphas, rslora, dropout, head_modules, task_type, fan_in_fan_out=conv1d)
+        if init == "eva":
+            config.init_lora_weights = "eva"
+        peft_model = apply_lora(model, config)
         layers = lora_layers(peft_model, names)
         return AdapterSet(method, peft_model, targets, ranks, alphas, layers, KeepHooks(layers))
+    if method == "adalora":
+        from .peft_baselines import build_adalora
+
+        return build_adalora(model, targets, run_config, total_steps, list(head_modules), task_type, seed=seed)
     raise ValueError(f"unknown method {method!r}")

@@ -297,6 +297,10 @@ def load_adapter(model: nn.Module, directory: str | Path) -> AdapterSet:
     the adapter does not fit the model (module names, shapes, head, or base weights)."""
     directory = Path(directory)
     meta = read_adapter_metadata(directory)
+    if meta["format"] == "rankwise-adalora":  # PEFT AdaLoRA, see peft_baselines.py
+        from .peft_baselines import load_adalora
+
+        return load_adalora(model, directory, meta, check_fits(model, meta, directory))
     if meta["format"] == LORA_FORMAT:
         targets = check_fits(model, meta, directory)
         from peft import PeftModel

@@ -80,7 +80,8 @@ def resolve_baselines(groups: pd.DataFrame, baseline: str | None) -> list[str]:
                               "Labels: " + "; ".join(f"`{l}`" for l in groups["label"]))
         return matched["label"].tolist()
     adapters = groups[groups.get("method") != "full"]
-    uniform = adapters[adapters.get("allocation") == "uniform"]
+    uniform = adapters[(adapters.get("allocation") == "uniform") & (adapters.get("method") != "adalora")
+                       & (adapters["init"].fillna("default") == "default" if "init" in adapters else True)]
     # Fixed-rank runs are the baseline of other allocations; a report of fixed-rank and full fine-tuning runs
     # only (e.g. an LR sweep) has nothing to hold them against.
     return uniform["label"].tolist() if 0 < len(uniform) < len(adapters) else []
@@ -217,21 +218,25 @@ def _task_sections(ctx: ReportContext, task: str, prefix: str, heading: str, gro
 
     best_learned = learned[learned["n"] > 0]
     focus = best_learned.iloc[0] if not best_learned.empty else None
-    if focus is None:  # no learned runs: show the ranks of the best non-uniform static configuration
+    if focus is None:  # no learned runs: AdaLoRA's or EVA's ranks, else the best non-uniform static configuration
+        adaptive = groups[(groups["n"] > 0) & ((groups["method"] == "adalora") | (
+            groups["init"].fillna("default") == "eva" if "init" in groups else False))]
         static = groups[(groups["n"] > 0) & ~groups["allocation"].isin(["uniform", "learned"])
                         & (groups["method"] != "full")]
-        focus = static.iloc[0] if not static.empty else None
+        focus = adaptive.iloc[0] if not adaptive.empty else static.iloc[0] if not static.empty else None
     if focus is not None:
         label = focus["label"]
         dirs = runs.loc[(runs["label"] == label) & (runs["status"] == "completed"), "run_dir"].tolist()
-        kind = "best learned configuration" if focus["allocation"] == "learned" else "best non-uniform configuration"
+        kind = ("best learned configuration" if focus["allocation"] == "learned" else
+                "best AdaLoRA / EVA configuration" if focus["method"] == "adalora" or focus.get("init") == "eva"
+                else "best non-uniform configuration")
         out.append(f"{heading} Ranks of the {kind}: {label}\n")
         figure = plots.final_ranks(dirs, ctx.out / f"final_ranks{prefix}.png",
                                    f"{task_title}final hard rank per target matrix — {label}")
         if figure:
             ctx.figures.append(figure)
             out.append(f"![Final ranks per matrix]({figure.name})\n")
-        if focus["allocation"] == "learned":
+        if focus["allocation"] == "learned" or focus["method"] == "adalora":
             run = _median_seed_run(runs, label)
             figure = plots.allocation_heatmap(run["run_dir"], ctx.out / f"allocation_heatmap{prefix}.png",
                                               f"{task_title}ranks over training — {label}, seed {run['seed']} "
@@ -241,7 +246,9 @@ def _task_sections(ctx: ReportContext, task: str, prefix: str, heading: str, gro
                 out.append(f"![Allocation over training]({figure.name})\n")
                 out.append(f"Rows: the adapted matrices in model order (L = layer); left: the continuous ranks the "
                            f"allocation weights give under the current budget; right: the hard ranks used at "
-                           f"evaluation. Run: `{run['run_name']}`.\n")
+                           f"evaluation. Run: `{run['run_name']}`.\n" if focus["method"] != "adalora" else
+                           f"Rows: the adapted matrices in model order (L = layer); both panels: the rank triplets "
+                           f"AdaLoRA's masks keep. Run: `{run['run_name']}`.\n")
 
     if not learned.empty:
         entries, seen = [], set()

@@ -29,7 +29,7 @@ NOT_IDENTITY = {"output_dir", "overwrite_output_dir", "quiet", "report_to", "dat
 IDENTITY_FIELDS = [f for f in CONFIG_FIELDS if f not in NOT_IDENTITY and f != "seed"]
 # options that mean nothing for full fine-tuning (left out of its labels)
 ADAPTER_ONLY = {"target_modules", "lora_alpha", "alpha_policy", "lora_dropout", "match_budget", "budget"}
-METHOD_NAMES = {"loraxs": "LoRA-XS", "lora": "LoRA", "full": "Full FT"}
+METHOD_NAMES = {"loraxs": "LoRA-XS", "lora": "LoRA", "full": "Full FT", "adalora": "AdaLoRA"}
 SCHEDULER_NAMES = {"constant_schedule": "constant LR", "linear_schedule_with_warmup": "linear warm-up LR",
                    "cosine": "cosine LR"}
 
@@ -178,6 +178,10 @@ def rank_text(row) -> str:
     allocation = row.get("allocation")
     if row.get("method") == "full":
         return "full"
+    if row.get("method") == "adalora":  # budget: LoRA's parameters at rank_average, or PEFT's target_r
+        target = row.get("adalora_target_r")
+        return f"target_r {_g(target)}" if target is not None and not _isnan(target) else \
+            f"avg {_g(row['rank_average'])}"
     if allocation == "learned":
         if row.get("memory_start") is not None and not _isnan(row.get("memory_start")):
             return (f"{_g(row['rank_min'])}–{_g(row['rank_max'])}, "
@@ -208,9 +212,13 @@ def _describe(row, varying: list[str]) -> tuple[str, list[str]]:
         head = method
     elif learned:
         head = f"{method} learned"
+    elif row.get("init") == "eva":
+        head = f"{method} EVA {rank_text(row)}"
     else:
         head = f"{method} {rank_text(row)}"
     parts = []
+    if row.get("init") == "eva" and "eva_rho" in varying:
+        parts.append(f"EVA ρ {_g(row['eva_rho'])}")
     if learned and ("alpha_min" in varying or "alpha_max" in varying):
         parts.append(f"α {_g(row['alpha_min'])}→{_g(row['alpha_max'])}")
     if learned and ("rank_min" in varying or "rank_max" in varying):
@@ -222,7 +230,7 @@ def _describe(row, varying: list[str]) -> tuple[str, list[str]]:
             parts.append(f"avg {_g(row['rank_average'])}")
     shown = {"method", "allocation", "rank", "rank_first", "rank_last", "rank_attention", "rank_mlp", "rank_file",
              "label", "task", "alpha_min", "alpha_max", "rank_min", "rank_max", "rank_average", "memory_start",
-             "memory_end"}
+             "memory_end", "init", "eva_rho", "adalora_target_r"}
     for field in varying:
         value = row.get(field)
         if field in shown or not applies(field, row.get("allocation"), row.get("method")):
