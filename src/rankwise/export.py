@@ -293,17 +293,24 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, overwrite: bool =
                     tokenizer.save_pretrained(str(tmp))
         record = _record(run, fmt, out, meta, compact_meta, tensors, allocated, hard_ranks, tmp)
         if verify:
-            reloaded = load_source(adapter=str(tmp)) if fmt != "merged" else load_source(model=str(tmp))
-            difference = float((logits_of(reloaded.load(run.task)[0], probe) - reference).abs().max())
-            record["verified_max_abs_logit_difference"] = difference
-            if not difference <= VERIFY_TOLERANCE:
-                raise RuntimeError(f"export check failed: the reloaded {fmt} export's logits differ from the trained "
-                                   f"model's by up to {difference:.3g} (tolerance {VERIFY_TOLERANCE:g}); nothing was "
-                                   f"written to {out}")
+            _verify(record, tmp, run.task, probe, reference)
         record["export_bytes"] = _bytes(tmp)  # everything but export.json
         write_json_atomic(tmp / EXPORT_FILE, record)
     _print_record(record, log)
     return record
+
+
+def _verify(record: dict, tmp: Path, task: str, probe: dict, reference: torch.Tensor) -> None:
+    """Reload the export being written in `tmp` and compare its logits on `probe` with the trained model's;
+    records the difference, raises (so nothing is kept) beyond VERIFY_TOLERANCE."""
+    fmt = record["format"]
+    reloaded = load_source(adapter=str(tmp)) if fmt != "merged" else load_source(model=str(tmp))
+    difference = float((logits_of(reloaded.load(task)[0], probe) - reference).abs().max())
+    record["verified_max_abs_logit_difference"] = difference
+    if not difference <= VERIFY_TOLERANCE:
+        raise RuntimeError(f"export check failed: the reloaded {fmt} export's logits differ from the trained "
+                           f"model's by up to {difference:.3g} (tolerance {VERIFY_TOLERANCE:g}); nothing was "
+                           f"written to {record['out']}")
 
 
 def _record(run: FinishedRun, fmt: str, out: Path, meta: dict, compact_meta: dict,
@@ -363,10 +370,7 @@ def _export_full(run: FinishedRun, out: Path, tokenizer, verify: bool, log) -> d
                   "run_config": run.config,
                   "files": sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file()) + [EXPORT_FILE]}
         if verify:
-            difference = float((logits_of(load_base(str(tmp), run.task), probe) - reference).abs().max())
-            record["verified_max_abs_logit_difference"] = difference
-            if not difference <= VERIFY_TOLERANCE:
-                raise RuntimeError(f"export check failed: reloaded logits differ by {difference:.3g}")
+            _verify(record, tmp, run.task, probe, reference)
         write_json_atomic(tmp / EXPORT_FILE, record)
     _print_record(record, log)
     return record
@@ -412,13 +416,7 @@ def _export_adalora(run: FinishedRun, fmt: str, out: Path, tokenizer, verify: bo
             "files": sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file()) + [EXPORT_FILE],
         }
         if verify:
-            reloaded = load_source(adapter=str(tmp)) if fmt != "merged" else load_source(model=str(tmp))
-            difference = float((logits_of(reloaded.load(run.task)[0], probe) - reference).abs().max())
-            record["verified_max_abs_logit_difference"] = difference
-            if not difference <= VERIFY_TOLERANCE:
-                raise RuntimeError(f"export check failed: the reloaded {fmt} export's logits differ from the trained "
-                                   f"model's by up to {difference:.3g} (tolerance {VERIFY_TOLERANCE:g}); nothing was "
-                                   f"written to {out}")
+            _verify(record, tmp, run.task, probe, reference)
         record["export_bytes"] = _bytes(tmp)
         write_json_atomic(tmp / EXPORT_FILE, record)
     _print_record(record, log)

@@ -17,6 +17,17 @@ EXIT_BAD_INPUT = 2
 COMMAND_MODULES = ("train", "sweep", "report", "lr_sweep", "export")
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got `{text}`")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 

@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from . import positive_int
+
 
 def _fields(text: str) -> list[str]:
     fields = [f.strip() for f in text.split(",") if f.strip()]
     if not fields:
         raise argparse.ArgumentTypeError("expected comma-separated field names, e.g. rank_allocation_weights_init")
     return fields
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got `{text}`") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got `{text}`")
-    return value
 
 
 def add_study_arguments(p: argparse.ArgumentParser) -> None:
@@ -53,7 +45,7 @@ def register(sub) -> None:
                    help="baseline configuration(s): a configuration label as shown in the report, or a pandas query "
                         "such as \"allocation == 'uniform' and rank == 25\" (default: the fixed-rank uniform "
                         "configurations, when there are others)")
-    p.add_argument("--top", type=_positive, default=6,
+    p.add_argument("--top", type=positive_int, default=6,
                    help="configurations drawn in the per-epoch figure besides the baselines (default 6)")
     add_study_arguments(p)
     p.set_defaults(func=cmd_report)

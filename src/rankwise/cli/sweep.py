@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import ConfigError
+from . import positive_int
 
 FORMAT = """\
 sweep file (YAML):
@@ -44,16 +45,6 @@ def _seeds(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got `{text}`") from None
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got `{text}`") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got `{text}`")
-    return value
-
-
 def register(sub) -> None:
     p = sub.add_parser("sweep", help="run a grid of configs × seeds (resumable; --jobs N, --backend ray)",
                        description="Run every configuration of a sweep file × its seeds. Everything is validated "
@@ -63,7 +54,7 @@ def register(sub) -> None:
     p.add_argument("config", help="sweep YAML file")
     p.add_argument("--output_dir", help="parent directory of the runs (overrides the file's output_dir; "
                                         "default runs/<file name>)")
-    p.add_argument("--jobs", type=_positive, default=1,
+    p.add_argument("--jobs", type=positive_int, default=1,
                    help="runs in parallel: local worker processes (or Ray tasks), each with max(1, cores // jobs) "
                         "torch threads (default 1: one run at a time in this process)")
     p.add_argument("--backend", choices=("local", "ray"), default="local",
