@@ -196,15 +196,22 @@ def draw_allocation_heatmap(run_dir: str | Path, title: str):
     soft = np.array([[r["continuous"][n] for r in records] for n in names])
     hard = np.array([[r["hard"][n] for r in records] for n in names])
     vmin, vmax = config.get("rank_min") or soft.min(), config.get("rank_max") or soft.max()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 1.6 + 0.2 * len(names)), sharey=True)
-    for ax, values, name in ((axes[0], soft, "continuous rank s"), (axes[1], hard, "hard rank (evaluation)")):
+    if config.get("method") == "adalora":  # one rank per matrix: the singular values AdaLoRA keeps
+        panels = [(hard, "AdaLoRA rank (kept singular values)", "final ranks fixed from here")]
+    else:
+        panels = [(soft, "continuous rank s", "hard ranks train from here"),
+                  (hard, "hard rank (evaluation)", "hard ranks train from here")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels) - 1, 1.6 + 0.2 * len(names)), sharey=True,
+                             squeeze=False)
+    axes = axes[0]
+    for ax, (values, name, dashed) in zip(axes, panels):
         mesh = ax.pcolormesh(epochs, np.arange(len(names)), values, shading="nearest", cmap="viridis",
                              vmin=vmin, vmax=vmax)
         discrete = [r["epoch"] for r in records if r.get("discrete")]
         if discrete:
             ax.axvline(discrete[0], color="white", ls="--", lw=1.2)
         ax.set_xlabel("epoch")
-        ax.set_title(name + ("; dashed: hard ranks train from here" if discrete else ""), fontsize=10)
+        ax.set_title(name + (f"; dashed: {dashed}" if discrete else ""), fontsize=10)
     axes[0].set_yticks(np.arange(len(names)))
     axes[0].set_yticklabels([short_matrix_name(n, layers.get(n)) for n in names], fontsize=7.5)
     axes[0].invert_yaxis()
