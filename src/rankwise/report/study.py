@@ -337,8 +337,8 @@ def draw_scores(runs: pd.DataFrame, chosen: pd.DataFrame, arms: list[str], tasks
         ax.set_xlabel(f"best {name} × 100")
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].set_yticks(range(len(arms)), list(reversed(arms)))
-    fig.suptitle("Per-seed scores at each method's chosen learning rate (bar: median; dashed: baseline median)",
-                 y=1.02)
+    fig.suptitle("Per-seed scores at each method's chosen learning rate\n(dots: seeds; bar: median; dashed: baseline "
+                 "median)", y=1.04)
     fig.tight_layout()
     return fig
 
