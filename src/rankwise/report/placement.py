@@ -361,14 +361,9 @@ def draw_efficiency_frontier(stats: pd.DataFrame):
 
 
 def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
+    from .plots import _save as save_figure
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 # ---------------------------------------------------------------------------------------------

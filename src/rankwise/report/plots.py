@@ -49,12 +49,16 @@ def _matrices(run_dir: Path) -> list[dict]:
     return read_json(path).get("matrices", []) if path.is_file() else []
 
 
-def _save(fig, path: Path) -> Path | None:
-    """Write a figure (None: nothing to draw) and close it."""
+def _save(fig, path: Path, dpi: int = DPI) -> Path | None:
+    """Write a figure (None: nothing to draw) atomically (a reader never sees half a PNG) and close it."""
     if fig is None:
         return None
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
+    tmp.replace(path)
     return path
 
 

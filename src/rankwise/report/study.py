@@ -19,17 +19,13 @@ from scipy import stats
 
 from ..errors import ConfigError
 from .aggregate import _describe, _g, varying_fields
-from .tables import DASH, markdown_table, median_std
+from . import TASK_NAMES
+from .plots import _save
+from .tables import DASH, _missing, markdown_table, median_std
 
-TASK_NAMES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "qnli": "QNLI", "rte": "RTE", "stsb": "STS-B",
-              "qqp": "QQP", "mnli": "MNLI", "wnli": "WNLI", "alpaca": "Alpaca"}
 LR_FIELDS = ("learning_rate", "cls_learning_rate")
 ALPHA = 0.05
 BOOTSTRAP = 10_000
-
-
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def arm_names(runs: pd.DataFrame) -> pd.Series:
@@ -341,14 +337,6 @@ def draw_scores(runs: pd.DataFrame, chosen: pd.DataFrame, arms: list[str], tasks
                  "median)", y=1.04)
     fig.tight_layout()
     return fig
-
-
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
-    return path
 
 
 # ---------------------------------------------------------------------------------------------
