@@ -313,6 +313,32 @@ def test_dry_run_lists_states_and_writes_nothing(tiny_bert_dir, tiny_glue_dir, t
     assert f"unfinished  {Path(configs[0].output_dir).name}" in capsys.readouterr().out
 
 
+def test_only_selects_a_subset_under_the_whole_sweeps_names(tmp_path, capsys):
+    from rankwise.cli.sweep import select
+
+    raw = {"base": {"task": "cola", "method": "loraxs"}, "grid": {"task": ["cola", "mrpc", "rte"]},
+           "variants": [{"label": "A", "rank": 20, "learning_rate": 5e-3},
+                        {"label": "A", "rank": 20, "learning_rate": 0.01},
+                        {"label": "B", "rank": 25, "learning_rate": 5e-3}],
+           "seeds": [0, 1], "output_dir": str(tmp_path / "runs")}
+    spec = parse_sweep(raw)
+    configs = expand(spec, str(tmp_path / "runs"), check_resources=False)
+    picked = select(configs, [("task", ["mrpc", "rte"]), ("label", ["A"]), ("learning_rate", ["0.005"])])
+    # naive definition: filter by hand
+    naive = [c for c in configs if c.task in ("mrpc", "rte") and c.label == "A" and c.learning_rate == 5e-3]
+    assert [c.output_dir for c in picked] == [c.output_dir for c in naive] and len(picked) == 4
+    with pytest.raises(ConfigError) as err:
+        select(configs, [("task", ["mrp"])])
+    assert err.value.field == "--only task" and "cola, mrpc, rte" in err.value.fix
+    with pytest.raises(ConfigError):
+        select(configs, [("no_such_option", ["1"])])
+    path = write_sweep(tmp_path / "s.yaml", raw)
+    assert run_cli("sweep", path, "--dry-run", "--only", "label=B") == 0
+    out = capsys.readouterr().out
+    assert "--only: 6 of the 18 runs" in out and "dry run: 6 new;" in out
+    assert run_cli("sweep", path, "--dry-run", "--only", "task=mrp") == 2
+
+
 def test_ray_backend_runs_the_same_runs_as_tasks(tiny_bert_dir, tiny_glue_dir, tmp_path):
     ray = pytest.importorskip("ray", reason="the Ray backend needs `pip install rankwise[ray]`")
     spec = parse_sweep({"base": tiny_base(tiny_bert_dir, tiny_glue_dir, num_train_epochs=1), "grid": {"rank": [2, 4]}})

@@ -22,7 +22,7 @@ def add_study_arguments(p: argparse.ArgumentParser) -> None:
                         "rank and alpha policy from a quadratic fit in log10(lr), its ratio to full fine-tuning's, "
                         "loss-vs-LR and ratio-vs-rank figures")
     p.add_argument("--study", action="store_true",
-                   help="add the learned-vs-uniform study section (configs/study/): per task and method the best "
+                   help="add the learned-vs-uniform study section (configs/study.yaml): per task and method the best "
                         "learning rate, a method × task table, seed-paired tests against the baseline (bootstrap CI, "
                         "t-test with Holm's correction, Wilcoxon), per-seed score and learned-rank figures")
     p.add_argument("--study_baseline", metavar="METHOD",

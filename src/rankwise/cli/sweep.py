@@ -45,6 +45,44 @@ def _seeds(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got `{text}`") from None
 
 
+def _selection(text: str) -> tuple[str, list[str]]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE[,VALUE...], got `{text}`")
+    key, values = text.split("=", 1)
+    return key.strip().lstrip("-"), [v.strip() for v in values.split(",") if v.strip()]
+
+
+def select(configs: list, selections: list[tuple[str, list[str]]]) -> list:
+    """The configs whose option FIELD is one of the given values, for every (FIELD, values) pair.
+
+    Values compare as text (`learning_rate=0.005` matches 5e-3). An unknown field, or a value no config has,
+    is a ConfigError naming the values that do exist, so a typo cannot silently select nothing.
+    """
+    for field, wanted in selections:
+        if not configs:
+            break
+        if not hasattr(configs[0], field):
+            raise ConfigError(f"--only {field}", "is not a run option", "Use an option of `rankwise train`, e.g. "
+                                                                       "--only task=mrpc or --only label='LoRA-XS r20'")
+        have = {_text(getattr(c, field)): None for c in configs}
+        missing = [v for v in wanted if _text(v) not in have]
+        if missing:
+            raise ConfigError(f"--only {field}", f"no run of the sweep has {field}={', '.join(missing)}",
+                              f"Use one of: {', '.join(have)}")
+        keep = {_text(v) for v in wanted}
+        configs = [c for c in configs if _text(getattr(c, field)) in keep]
+    return configs
+
+
+def _text(value) -> str:
+    if isinstance(value, str):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+    return repr(float(value)) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
 def register(sub) -> None:
     p = sub.add_parser("sweep", help="run a grid of configs × seeds (resumable; --jobs N, --backend ray)",
                        description="Run every configuration of a sweep file × its seeds. Everything is validated "
@@ -68,6 +106,11 @@ def register(sub) -> None:
     p.add_argument("--set", dest="overrides", type=_assignment, action="append", default=[], metavar="FIELD=VALUE",
                    help="force a run option for every run, e.g. --set num_train_epochs=1 (repeatable)")
     p.add_argument("--seeds", type=_seeds, help="comma-separated seeds, replacing the file's (e.g. 0,1)")
+    p.add_argument("--only", dest="selections", type=_selection, action="append", default=[],
+                   metavar="FIELD=V1[,V2]",
+                   help="run only the runs whose option FIELD is one of the values, e.g. --only task=mrpc,stsb "
+                        "--only label='LoRA-XS r20' (repeatable; all must hold). Run names stay those of the "
+                        "whole sweep, so the subsets of several calls (or SLURM array tasks) add up to it")
     p.add_argument("--quiet", action="store_true", help="no per-run progress bars")
     p.set_defaults(func=cmd_sweep)
 
@@ -92,6 +135,10 @@ def cmd_sweep(args) -> int:
     merged = (f" ({points - distinct} grid point × variant combinations were identical once options that do not "
               "apply to a variant were dropped)") if distinct != points else ""
     print(f"{args.config}: {distinct} configurations × {seeds} seeds = {len(configs)} runs under {root}{merged}")
+    if args.selections:
+        total = len(configs)
+        configs = select(configs, args.selections)
+        print(f"--only: {len(configs)} of the {total} runs")
     if args.dry_run:
         from ..sweep import check_configs  # model and data checks that need no network
 
