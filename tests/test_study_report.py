@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import matplotlib.image
 import numpy as np
@@ -108,3 +110,38 @@ def test_unknown_study_baseline_is_a_clear_error(study_runs, tmp_path):
 
     with pytest.raises(ConfigError, match="is not a method of these runs"):
         build_report([study_runs], tmp_path / "r", options={"study": True, "study_baseline": "nope"})
+
+
+def _write_allocation(run_dir: Path, first: dict, last: dict) -> Path:
+    run_dir.mkdir(parents=True)
+    lines = [{"step": 0, "continuous": first}, {"step": 5, "continuous": {k: (first[k] + last[k]) / 2 for k in first}},
+             {"step": 10, "continuous": last}]
+    (run_dir / "allocation.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return run_dir
+
+
+def test_allocation_diagnostics_match_their_definitions(tmp_path):
+    from rankwise.report.study import allocation_diagnostics
+
+    rng = np.random.default_rng(0)
+    names = [f"bert.encoder.layer.{i}.attention.self.{k}" for i in range(3) for k in ("query", "value")]
+    firsts = rng.uniform(5, 30, size=(4, len(names)))
+    lasts = firsts + rng.normal(0, 2, size=firsts.shape)
+    dirs = [_write_allocation(tmp_path / f"run{i}", dict(zip(names, f)), dict(zip(names, l)))
+            for i, (f, l) in enumerate(zip(firsts, lasts))]
+    d = allocation_diagnostics(dirs)
+    change = lasts - firsts
+    # naive definitions, written out with scipy
+    assert d["runs"] == 4
+    assert d["moved"] == pytest.approx(np.mean(np.abs(change)), abs=1e-12)
+    assert d["moved_max"] == pytest.approx(np.max(np.abs(change)), abs=1e-12)
+    assert d["init_corr"] == pytest.approx(np.mean([stats.pearsonr(f, l)[0] for f, l in zip(firsts, lasts)]), abs=1e-9)
+    pairs = [stats.pearsonr(change[i], change[j])[0] for i in range(4) for j in range(i + 1, 4)]
+    assert d["agreement"] == pytest.approx(np.mean(pairs), abs=1e-9)
+    assert d["by_kind"]["attention.self.query"] == pytest.approx(change[:, 0::2].mean(), abs=1e-12)
+    assert d["by_kind"]["attention.self.value"] == pytest.approx(change[:, 1::2].mean(), abs=1e-12)
+    assert list(d["by_kind"]) == sorted(d["by_kind"], key=d["by_kind"].get, reverse=True)
+    # a flat (uniform) initialisation has no correlation with the final ranks: NaN, not a number
+    flat = _write_allocation(tmp_path / "flat", dict.fromkeys(names, 20.0), dict(zip(names, lasts[0])))
+    assert math.isnan(allocation_diagnostics([flat])["init_corr"])
+    assert allocation_diagnostics([tmp_path / "missing"]) is None

@@ -257,22 +257,62 @@ def learned_rank_grid(run_dirs: list[Path]) -> pd.DataFrame | None:
     return ranks.groupby(["layer", "kind"])["rank"].mean().unstack("kind")[kinds]
 
 
-def rank_movement(run_dirs: list[Path]) -> tuple[float, float] | None:
-    """(mean, max) over runs and matrices of |final − initial| continuous rank, from allocation.jsonl: how
-    far training moved the allocation from its initialisation."""
+def _allocation_ends(run_dir: Path) -> tuple[dict, dict] | None:
+    """(first, last) continuous ranks of a learned run, from its allocation.jsonl."""
     import json
 
-    moves = []
-    for d in run_dirs:
-        path = Path(d) / "allocation.jsonl"
-        if not path.is_file():
-            continue
-        lines = path.read_text().splitlines()
-        if len(lines) < 2:
-            continue
-        first, last = json.loads(lines[0])["continuous"], json.loads(lines[-1])["continuous"]
-        moves += [abs(last[k] - first[k]) for k in first if k in last]
-    return (float(np.mean(moves)), float(np.max(moves))) if moves else None
+    path = Path(run_dir) / "allocation.jsonl"
+    if not path.is_file():
+        return None
+    lines = path.read_text().splitlines()
+    if len(lines) < 2:
+        return None
+    first, last = json.loads(lines[0])["continuous"], json.loads(lines[-1])["continuous"]
+    names = [k for k in first if k in last]
+    return {k: first[k] for k in names}, {k: last[k] for k in names}
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 3 or np.std(a) < 1e-9 or np.std(b) < 1e-9:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def allocation_diagnostics(run_dirs: list[Path]) -> dict | None:
+    """What training did to the allocation, from allocation.jsonl (continuous ranks at the first and last record):
+
+    - `moved`, `moved_max`: mean and max over runs and matrices of |final − initial|;
+    - `init_corr`: mean over runs of the correlation between final and initial ranks (near 1: the final
+      allocation is mostly the initialisation; NaN when the initialisation is flat, e.g. `uniform`);
+    - `agreement`: mean pairwise correlation, across runs (seeds), of the change final − initial (near 0:
+      the direction training moved the ranks is seed noise; clearly positive: a reproducible preference);
+    - `by_kind`: mean change per matrix kind (query, value, ...), largest gain first;
+    - `runs`: how many runs had an allocation log.
+    """
+    ends = [e for e in (_allocation_ends(d) for d in run_dirs) if e]
+    if not ends:
+        return None
+    names = list(ends[0][0])
+    ends = [(f, l) for f, l in ends if list(f) == names]
+    firsts = np.array([[f[k] for k in names] for f, _ in ends])
+    lasts = np.array([[l[k] for k in names] for _, l in ends])
+    change = lasts - firsts
+    pairs = [_pearson(change[i], change[j]) for i in range(len(ends)) for j in range(i + 1, len(ends))]
+    kinds = pd.Series(change.mean(axis=0), index=[_matrix_kind(k) for k in names]).groupby(level=0).mean()
+    return {"moved": float(np.abs(change).mean()), "moved_max": float(np.abs(change).max()),
+            "init_corr": float(np.nanmean([_pearson(f, l) for f, l in zip(firsts, lasts)]))
+            if any(np.std(f) > 1e-9 for f in firsts) else float("nan"),
+            "agreement": float(np.nanmean(pairs)) if pairs and not all(math.isnan(p) for p in pairs) else float("nan"),
+            "by_kind": kinds.sort_values(ascending=False).to_dict(), "runs": len(ends)}
+
+
+def _short_kind(kind: str) -> str:
+    return (kind.replace("attention.self.", "").replace("attention.output.dense", "attn out")
+            .replace("output.dense", "ffn out").replace("intermediate.dense", "ffn in"))
+
+
+def _nan(value: float) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:.2f}"
 
 
 def draw_learned_ranks(grids: dict[str, pd.DataFrame], rank_range: tuple[float, float] | None = None):
@@ -290,11 +330,7 @@ def draw_learned_ranks(grids: dict[str, pd.DataFrame], rank_range: tuple[float, 
         grid = grids[task]
         image = ax.imshow(grid.to_numpy(float), cmap="viridis", vmin=lo, vmax=hi, aspect="auto")
         ax.set_title(TASK_NAMES.get(task, task))
-        ax.set_xticks(range(grid.shape[1]), [k.replace("attention.self.", "").replace("attention.output.dense",
-                                                                                       "attn out")
-                                             .replace("output.dense", "ffn out").replace("intermediate.dense",
-                                                                                         "ffn in")
-                                             for k in grid.columns], rotation=35, ha="right")
+        ax.set_xticks(range(grid.shape[1]), [_short_kind(k) for k in grid.columns], rotation=35, ha="right")
         ax.set_yticks(range(grid.shape[0]), [f"layer {i}" for i in grid.index])
         for (i, j), v in np.ndenumerate(grid.to_numpy(float)):
             if not math.isnan(v):
@@ -408,28 +444,42 @@ def study_markdown(runs: pd.DataFrame, out: Path, baseline: str | None = None,
     out = Path(out)
     figures.append(_save(draw_scores(runs, chosen, arms, tasks, baseline), out / "study_scores.png"))
     out_lines += ["![Per-seed scores per method and task](study_scores.png)", ""]
-    grids, moved = {}, {}
+    grids, diagnostics = {}, []
+    learned_arms = set(runs.loc[runs["allocation"] == "learned", "arm"])
     for task in tasks:
-        picked = chosen[(chosen["task"] == task) & chosen["chosen"]]
-        dirs = []
+        picked = chosen[(chosen["task"] == task) & chosen["chosen"] & chosen["arm"].isin(learned_arms)]
         for _, r in picked.iterrows():
-            g = runs[(runs["task"] == task) & (runs["arm"] == r["arm"]) & (runs["allocation"] == "learned")
-                     & (runs["learning_rate"] == r["learning_rate"]) & (runs["status"] == "completed")]
-            dirs += [Path(d) for d in g["run_dir"]]
-        grid = learned_rank_grid(dirs)
-        if grid is not None:
-            grids[task] = grid
-            moved[task] = rank_movement(dirs)
+            g = runs[(runs["task"] == task) & (runs["arm"] == r["arm"]) & (runs["learning_rate"] == r["learning_rate"])
+                     & (runs["status"] == "completed")]
+            dirs = [Path(d) for d in g["run_dir"]]
+            grid = learned_rank_grid(dirs)
+            if grid is None:
+                continue
+            title = TASK_NAMES.get(task, task) + (f"\n{r['arm']}" if len(picked) > 1 else "")
+            grids[title] = grid
+            diag = allocation_diagnostics(dirs)
+            if diag:
+                diagnostics.append({"task": task, "arm": r["arm"], "lr": r["learning_rate"], **diag})
     if grids:
         figures.append(_save(draw_learned_ranks(grids), out / "study_learned_ranks.png"))
         out_lines += ["Final ranks of the learned runs (mean over seeds at the chosen learning rate), by layer and "
                       "matrix:", "", "![Learned ranks by layer and matrix](study_learned_ranks.png)", ""]
-        moves = [f"{TASK_NAMES.get(t, t)} {m[0]:.1f} (max {m[1]:.1f})" for t, m in moved.items() if m]
-        if moves:
-            out_lines += ["How far training moved each matrix's continuous rank from its initialisation "
-                          "(|final − initial|, mean over matrices and seeds; allocation.jsonl): "
-                          + "; ".join(moves) + ". Small values mean the figure mostly shows the initialisation.",
-                          ""]
+    if diagnostics:
+        out_lines += ["What training did to the allocation (allocation.jsonl, continuous ranks at the first and last "
+                      "step): **moved** = |final − initial| per matrix (mean / max over matrices and seeds); "
+                      "**corr(final, init)** near 1 means the final allocation is mostly its (random) "
+                      "initialisation (– for a flat initialisation); **seed agreement** = mean correlation, over "
+                      "pairs of seeds, of the change final − initial (near 0: the direction is seed noise; "
+                      "clearly above 0: a reproducible preference); the last column is the mean change per "
+                      "matrix kind.", "",
+                      "| Task | Learned method | LR | Seeds | Moved (mean / max) | corr(final, init) | Seed agreement "
+                      "| Change by matrix kind |", "|:---|:---|---:|---:|:---|---:|---:|:---|"]
+        for d in diagnostics:
+            kinds = ", ".join(f"{_short_kind(k)} {_signed(v)}" for k, v in d["by_kind"].items())
+            out_lines.append(f"| {TASK_NAMES.get(d['task'], d['task'])} | {d['arm']} | {_g(d['lr'])} | {d['runs']} | "
+                             f"{d['moved']:.2f} / {d['moved_max']:.2f} | {_nan(d['init_corr'])} | "
+                             f"{_nan(d['agreement'])} | {kinds} |")
+        out_lines.append("")
     return "\n".join(out_lines), figures
 
 
@@ -443,4 +493,4 @@ def section(ctx) -> str | None:
 
 
 __all__ = ["arm_names", "select_learning_rates", "paired_comparison", "holm", "verdict", "default_baseline",
-           "compare_arms", "learned_rank_grid", "study_markdown", "section"]
+           "compare_arms", "learned_rank_grid", "allocation_diagnostics", "study_markdown", "section"]
