@@ -266,3 +266,13 @@ def test_default_baselines_are_fixed_ranks_only_against_other_allocations():
     # an LR sweep (fixed ranks and full fine-tuning only): no adapter is another's baseline
     assert resolve_baselines(groups.iloc[:3], None) == []
     assert resolve_baselines(groups.iloc[:3], "full") == ["full"]
+
+
+def test_a_label_shared_across_tasks_is_not_numbered_but_within_a_task_it_is():
+    from rankwise.report.aggregate import config_labels
+
+    df = pd.DataFrame([{"config_id": "a", "label": "X", "task": "cola", "allocation": "uniform", "method": "loraxs", "rank": 20},
+                       {"config_id": "b", "label": "X", "task": "mrpc", "allocation": "uniform", "method": "loraxs", "rank": 20},
+                       {"config_id": "c", "label": "Y", "task": "cola", "allocation": "uniform", "method": "loraxs", "rank": 20},
+                       {"config_id": "d", "label": "Y", "task": "cola", "allocation": "uniform", "method": "loraxs", "rank": 20}])
+    assert list(config_labels(df)) == ["X", "X", "Y #1", "Y #2"]

@@ -276,10 +276,12 @@ def config_labels(df: pd.DataFrame) -> pd.Series:
         for cid, row in same.iterrows():
             _, parts = _describe(row.to_dict(), among)
             labels[cid] = f"{name} ({', '.join(parts)})" if parts else name
-    names = pd.Series(labels)
-    for name in names[names.duplicated(keep=False)].unique():  # differences no description shows
-        for k, cid in enumerate(names[names == name].index, 1):
-            labels[cid] = f"{name} #{k}"
+    # differences no description shows; the task is a column of every table, so it does not count
+    tasks = firsts["task"] if "task" in firsts else pd.Series("", index=firsts.index)
+    keys = pd.Series({cid: (labels[cid], tasks[cid]) for cid in labels})
+    for key in keys[keys.duplicated(keep=False)].unique():
+        for k, cid in enumerate(keys[keys == key].index, 1):
+            labels[cid] = f"{key[0]} #{k}"
     return df["config_id"].map(labels)
 
 
