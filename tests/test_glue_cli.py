@@ -87,3 +87,20 @@ def test_bad_study_flags_fail_before_work(tmp_path, capsys, flag, value, expecte
     assert run_cli(*args) == 2
     assert expected in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_glue_keeps_the_studys_random_initialisation_while_train_defaults_to_uniform():
+    import argparse
+
+    from rankwise.cli.train import GLUE_FLAGS, glue_configs
+    from rankwise.config import RunConfig, resolve_defaults
+
+    args = argparse.Namespace(**{field: None for field, _ in GLUE_FLAGS.values()}, seed=0, wandb_disabled=True,
+                              quiet=True, output_dir="runs/glue")
+    args.model = "minilm"
+    (cfg,) = glue_configs(args)
+    assert cfg.rank_allocation_weights_init == "random" and cfg.rank_allocation_lr == 0.01
+    train = resolve_defaults(RunConfig(task="cola", method="loraxs", allocation="learned"))
+    assert train.rank_allocation_weights_init == "uniform" and train.rank_allocation_lr == 0.01
+    assert (train.budget_mode, train.alpha_min, train.alpha_max, train.alpha_scheduler) == ("capped", 0.5, 3.0,
+                                                                                           "linear")

@@ -48,7 +48,7 @@ class RankAllocator(nn.Module):
     """Holds the allocation weights and turns them into masks for each training step."""
 
     def __init__(self, targets: list[TargetMatrix], method: str, rank_min: int, rank_max: int,
-                 schedule: AllocationSchedule, weights_init: str = "random", budget_mode: str = "capped",
+                 schedule: AllocationSchedule, weights_init: str = "uniform", budget_mode: str = "capped",
                  rounding: str = "budget", tau: float = 0.0, seed: int = 0):
         super().__init__()
         self.names = [t.name for t in targets]

@@ -116,7 +116,8 @@ GLUE_FLAGS = {
 }
 GLUE_DEFAULTS = {"task": "cola", "model": "roberta-large", "per_device_train_batch_size": 32, "num_train_epochs": 50,
                  "learning_rate": 1e-3, "cls_learning_rate": 5e-3, "alpha_min": 0.5, "alpha_max": 3.0,
-                 "rank_allocation_lr": 1e-2, "lr_scheduler": "linear_schedule_with_warmup", "method": "loraxs",
+                 "rank_allocation_lr": 1e-2, "rank_allocation_weights_init": "random",
+                 "lr_scheduler": "linear_schedule_with_warmup", "method": "loraxs",
                  "allocation": "learned", "logging_steps": 10}
 GLUE_SEEDS = (0, 1, 2, 3, 4)
 
