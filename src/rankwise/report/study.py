@@ -319,8 +319,12 @@ def draw_learned_ranks(grids: dict[str, pd.DataFrame], rank_range: tuple[float, 
     """One heatmap per task: layers (rows) × matrix kinds (columns), mean final rank over seeds."""
     import matplotlib.pyplot as plt
 
+    import textwrap
+
     tasks = list(grids)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.4 * len(tasks) + 1.2, 3.9), squeeze=False)
+    titles = {t: "\n".join(textwrap.fill(line, 26) for line in t.split("\n")) for t in tasks}
+    lines = max(title.count("\n") + 1 for title in titles.values())
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks) + 1.8, 3.6 + 0.25 * lines), squeeze=False)
     lo = min(float(np.nanmin(g.to_numpy())) for g in grids.values())
     hi = max(float(np.nanmax(g.to_numpy())) for g in grids.values())
     if rank_range:
@@ -329,15 +333,15 @@ def draw_learned_ranks(grids: dict[str, pd.DataFrame], rank_range: tuple[float, 
     for ax, task in zip(axes[0], tasks):
         grid = grids[task]
         image = ax.imshow(grid.to_numpy(float), cmap="viridis", vmin=lo, vmax=hi, aspect="auto")
-        ax.set_title(TASK_NAMES.get(task, task))
+        ax.set_title(titles[task], fontsize=10)
         ax.set_xticks(range(grid.shape[1]), [_short_kind(k) for k in grid.columns], rotation=35, ha="right")
-        ax.set_yticks(range(grid.shape[0]), [f"layer {i}" for i in grid.index])
+        ax.set_yticks(range(grid.shape[0]), [f"layer {i}" for i in grid.index] if ax is axes[0][0] else [])
         for (i, j), v in np.ndenumerate(grid.to_numpy(float)):
             if not math.isnan(v):
                 ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=8,
                         color="white" if v < lo + 0.6 * (hi - lo) else "black")
     fig.colorbar(image, ax=axes[0].tolist(), label="final rank (mean over seeds)", shrink=0.9)
-    fig.suptitle("Learned allocation: where the rank goes", y=1.02)
+    fig.suptitle("Learned allocation: where the rank goes", y=1.0 + 0.04 * lines)
     return fig
 
 
