@@ -62,7 +62,8 @@ class Trained:
         self.hard_ranks = list(self.summary.get("hard_ranks", {}).values())
 
 
-LEARNED = dict(allocation="learned", rank_min=2, rank_max=8, rank_average=5)
+LEARNED = dict(allocation="learned", rank_min=2, rank_max=8, rank_average=5,
+               rank_allocation_weights_init="random")  # ranks that differ per matrix from the first step
 
 
 @pytest.fixture(scope="module")

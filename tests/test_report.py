@@ -221,10 +221,10 @@ def test_baseline_and_group_by_choose_what_is_compared(study, tmp_path):
     # A field that does not apply to a run (a fixed-rank baseline has no allocation-weight initialisation)
     # puts it in a group of its own instead of the field's default.
     by_init = group_runs(runs, ["rank_allocation_weights_init"])
-    assert sorted(zip(by_init["label"], by_init["n"])) == [("rank_allocation_weights_init=random", 20),
+    assert sorted(zip(by_init["label"], by_init["n"])) == [("rank_allocation_weights_init=uniform", 20),
                                                             ("rank_allocation_weights_init=–", 5)]
     text = build_report([root], tmp_path / "c", group_by=["rank_allocation_weights_init"])["report"].read_text()
-    assert "| – (does not apply) | 1 | 5 |" in text and "| random | 4 | 20 |" in text
+    assert "| – (does not apply) | 1 | 5 |" in text and "| uniform | 4 | 20 |" in text
     query = build_report([root], tmp_path / "b", baseline="allocation == 'learned' and alpha_min == 0.1")
     assert query["report"].read_text().count("Δ vs LoRA-XS learned") == 2
 
