@@ -128,8 +128,15 @@ def test_a_malformed_alpaca_file_stops_the_sweep_before_any_run(tiny_llama_dir, 
 
 def test_names_are_readable_deterministic_and_hash_only_when_needed():
     study = dict(task="cola", method="loraxs", allocation="learned", rank_min=5, rank_max=30, alpha_min=0.5,
-                 alpha_max=3, rank_allocation_lr=0.002, rank_average=20)
+                 alpha_max=3, rank_allocation_lr=0.002, rank_average=20, rank_allocation_weights_init="random")
     assert run_name(RunConfig(**study)) == "cola_loraxs_learned_r5-30_a0.5-3_lr0.002_avg20_seed0"
+    # A changed default does not rename existing runs: `random` was the default when this name was made, so it
+    # keeps it; today's default (uniform) is a different config and gets a different name.
+    today = {k: v for k, v in study.items() if k != "rank_allocation_weights_init"}
+    assert RunConfig().rank_allocation_weights_init == "uniform"
+    assert run_name(RunConfig(**today)) == run_name(RunConfig(**today, rank_allocation_weights_init="uniform"))
+    assert run_name(RunConfig(**today)).startswith("cola_loraxs_learned_r5-30_a0.5-3_lr0.002_avg20_seed0_")
+    assert run_name(RunConfig(allocation="uniform", rank=8)) == "cola_loraxs_uniform_r8_lr0.005_seed0"  # n/a there
     # Defaults written out, resolved, or given with other types name the same run.
     assert run_name(resolve_defaults(RunConfig(**study))) == run_name(RunConfig(**study))
     assert run_name(config_from_dict({**study, "alpha_max": 3, "rank_average": "20", "learning_rate": 5e-3,

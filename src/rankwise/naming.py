@@ -5,6 +5,10 @@ the strategy's own knobs, then seed. Names are computed on the resolved config, 
 at its default and writing the default out give the same name. Every other setting that differs from
 what the readable part implies goes into a short hash suffix, so two different configs never share a
 directory and the same config always gets the same name (restarts find their finished runs).
+
+The hash covers what differs from the defaults *as they were when names were introduced*: when a default
+changes, its old value goes into NAME_DEFAULTS, so an existing run directory keeps meaning the config it was
+trained with (a run that relied on the old default keeps its name; the new default gets a new one).
 """
 
 from __future__ import annotations
@@ -20,6 +24,11 @@ _NOT_IDENTITY = {"output_dir", "overwrite_output_dir", "quiet", "report_to", "da
                  "logging_steps"}
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+# Defaults that changed since run names were introduced: field -> the value a name without it means.
+NAME_DEFAULTS = {
+    "rank_allocation_weights_init": "random",  # the default was `random` until the study's ablation (issue 9)
+}
 
 
 def _g(value) -> str:
@@ -93,6 +102,11 @@ def run_name(cfg: RunConfig) -> str:
             if not (isinstance(getattr(resolved, name), float) and float(_g(getattr(resolved, name))) != getattr(resolved, name))}
     # What the readable part implies for every other field: the defaults resolved from the shown fields.
     implied = resolve_defaults(RunConfig(**{name: getattr(resolved, name) for name in used})).to_dict()
+    from .sweep import applies
+
+    for field, value in NAME_DEFAULTS.items():
+        if applies(field, resolved.allocation, resolved.method):
+            implied[field] = value
     rest = {name: value for name, value in resolved.to_dict().items()
             if name not in used and name not in _NOT_IDENTITY and value != implied[name]}
     name = "_".join(str(p) for p in parts).replace("/", "-")
