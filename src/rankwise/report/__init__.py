@@ -326,18 +326,18 @@ def build_report(run_dirs: list[str | Path], out: str | Path, group_by: list[str
              f"`configurations.csv` every configuration.\n"]
     if warnings:
         lines.append("Skipped: " + "; ".join(warnings) + "\n")
+    # Study sections (LR-ratio study, instruction tuning, ...; registered with register_section()) answer the
+    # question the runs were made for, so they come first; the per-task tables of every configuration follow.
+    for section in (sections if sections is not None else [*study_sections(), *EXTRA_SECTIONS]):
+        text = section(ctx)
+        if text:
+            lines.append(text.rstrip() + "\n")
     for task in tasks:
         prefix = f"_{task}" if len(tasks) > 1 else ""
         heading = "###" if len(tasks) > 1 else "##"
         if len(tasks) > 1:
             lines.append(f"## {_task_name(task)}\n")
         lines += _task_sections(ctx, task, prefix, heading, group_by, baseline, top)
-
-    # Study sections (LR-ratio study, instruction tuning, ...): registered with register_section().
-    for section in (sections if sections is not None else [*study_sections(), *EXTRA_SECTIONS]):
-        text = section(ctx)
-        if text:
-            lines.append(text.rstrip() + "\n")
 
     report = out / "report.md"
     report.write_text("\n".join(lines).rstrip() + "\n")
