@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -285,6 +286,19 @@ def _score_text(runs: pd.DataFrame) -> str:
     return "; ".join(parts) or "the main metric"
 
 
+def _sources(run_dirs) -> str:
+    """`a`, `b` for a few paths; `N run directories under `parent`` for many (a shell glob of runs)."""
+    paths = [Path(p) for p in run_dirs]
+    if len(paths) <= 3:
+        return ", ".join(f"`{p}`" for p in paths)
+    parent = Path(os.path.commonpath([str(p.absolute()) for p in paths]))
+    try:
+        parent = parent.relative_to(Path.cwd())
+    except ValueError:
+        pass
+    return f"{len(paths)} paths under `{parent}` (listed in results.csv, `run_dir`)"
+
+
 def build_report(run_dirs: list[str | Path], out: str | Path, group_by: list[str] | None = None,
                  baseline: str | None = None, top: int = 6, options: dict | None = None,
                  sections: list[Section] | None = None, warn=None) -> dict:
@@ -317,8 +331,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path, group_by: list[str
     title = " · ".join(_task_name(t) for t in tasks)
     lines = [f"# rankwise report: {title} ({models})\n",
              f"{_plural(len(runs), 'run')} in {_plural(len(groups), 'configuration')} "
-             f"({', '.join(f'{n} {s}' for s, n in statuses.items())}), read from "
-             + ", ".join(f"`{p}`" for p in run_dirs) + ".\n",
+             f"({', '.join(f'{n} {s}' for s, n in statuses.items())}), read from " + _sources(run_dirs) + ".\n",
              f"**Median ± Std**: over the seeds of a configuration, of {_score_text(runs)} (the model is evaluated "
              f"after every epoch, with hard ranks). Std is the sample standard deviation (ddof=1, i.e. "
              f"`numpy.std(x, ddof=1)`); `–` for a single seed. Diverged and failed runs are listed separately and "
