@@ -130,7 +130,7 @@ class RunConfig:
                                            "every matrix at the same rank (the budget's average), so the "
                                            "allocation moves only where training pushes it; `random` (the "
                                            "adaptive LoRA-XS study's) starts from a random allocation and cost "
-                                           "0.7 accuracy points on SST-2 (docs/results/study_small).",
+                                           "0.7 accuracy points on SST-2 (docs/results/study_ablation).",
                                            "allocation", WEIGHT_INITS)
     budget_mode: str = _f("capped", "`learned`: `capped` keeps every rank in [rank_min, rank_max] and spends the "
                           "whole budget; `softmax` is the study's formula (may exceed rank_max).", "allocation",

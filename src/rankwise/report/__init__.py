@@ -287,7 +287,7 @@ def _score_text(runs: pd.DataFrame) -> str:
 
 
 def _sources(run_dirs) -> str:
-    """`a`, `b` for a few paths; `N run directories under `parent`` for many (a shell glob of runs)."""
+    """`a`, `b` for a few paths; `N paths under `parent`` for many (e.g. a shell glob of run directories)."""
     paths = [Path(p) for p in run_dirs]
     if len(paths) <= 3:
         return ", ".join(f"`{p}`" for p in paths)
