@@ -11,6 +11,7 @@ test, with Holm's correction over every comparison in the report.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,10 @@ import pandas as pd
 from scipy import stats
 
 from ..errors import ConfigError
+from ..rundir import read_jsonl
 from .aggregate import _describe, _g, varying_fields
 from . import TASK_NAMES
-from .plots import _save
+from .plots import _matrices, _save, short_matrix_name
 from .tables import DASH, _missing, markdown_table, median_std
 
 LR_FIELDS = ("learning_rate", "cls_learning_rate")
@@ -47,12 +49,21 @@ def adapter_params(runs: pd.DataFrame) -> pd.Series:
     return hard.fillna(runs["params_adapter"]) if hard is not None else runs["params_adapter"]
 
 
+def _completed(runs: pd.DataFrame) -> pd.DataFrame:
+    return runs[(runs["status"] == "completed") & runs["score"].notna()]
+
+
+def _runs_at(runs: pd.DataFrame, task: str, arm: str, lr: float) -> pd.DataFrame:
+    """The completed runs of one arm on one task at one learning rate (its seeds)."""
+    ok = _completed(runs)
+    return ok[(ok["task"] == task) & (ok["arm"] == arm) & (ok["learning_rate"] == lr)]
+
+
 def select_learning_rates(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per (task, arm, learning rate): median, std (ddof=1) and n over completed seeds, and `chosen`
     marking the learning rate with the best median of its (task, arm) (ties: the smaller learning rate)."""
-    ok = runs[(runs["status"] == "completed") & runs["score"].notna()]
     rows = []
-    for (task, arm, lr), g in ok.groupby(["task", "arm", "learning_rate"], sort=True):
+    for (task, arm, lr), g in _completed(runs).groupby(["task", "arm", "learning_rate"], sort=True):
         scores = g["score"].to_numpy(float)
         rows.append({"task": task, "arm": arm, "learning_rate": lr, "n": len(scores),
                      "median": float(np.median(scores)), "std": float(np.std(scores, ddof=1)) if len(scores) > 1
@@ -127,7 +138,6 @@ def default_baseline(runs: pd.DataFrame) -> str | None:
 def compare_arms(runs: pd.DataFrame, chosen: pd.DataFrame, baseline: str) -> pd.DataFrame:
     """One row per (task, arm ≠ baseline) at the chosen learning rates: the paired comparison, Holm-adjusted
     over all rows, and the verdict."""
-    ok = runs[(runs["status"] == "completed") & runs["score"].notna()]
     picked = chosen[chosen["chosen"]]
     rows = []
     for task, per_task in picked.groupby("task", sort=False):
@@ -137,7 +147,7 @@ def compare_arms(runs: pd.DataFrame, chosen: pd.DataFrame, baseline: str) -> pd.
         gib = bool(base["greater_is_better"].iloc[0])
 
         def scores(arm, lr):
-            g = ok[(ok["task"] == task) & (ok["arm"] == arm) & (ok["learning_rate"] == lr)]
+            g = _runs_at(runs, task, arm, lr)
             return dict(zip(g["seed"].astype(int), g["score"].astype(float)))
 
         base_scores = scores(baseline, base["learning_rate"].iloc[0])
@@ -195,13 +205,12 @@ def seed_table(runs: pd.DataFrame, chosen: pd.DataFrame, comparisons: pd.DataFra
                baseline: str | None) -> str:
     """One task: every arm × learning rate with its per-seed scores; the chosen learning rate in bold with
     its comparison to the baseline."""
-    ok = runs[(runs["task"] == task) & (runs["status"] == "completed")]
-    seeds = sorted(ok["seed"].astype(int).unique())
+    seeds = sorted(_completed(runs).loc[lambda d: d["task"] == task, "seed"].astype(int).unique())
     part = chosen[chosen["task"] == task]
     rows = []
     for arm in arms:
         for _, r in part[part["arm"] == arm].sort_values("learning_rate").iterrows():
-            g = ok[(ok["arm"] == arm) & (ok["learning_rate"] == r["learning_rate"])]
+            g = _runs_at(runs, task, arm, r["learning_rate"])
             by_seed = dict(zip(g["seed"].astype(int), g["score"]))
             cells = [DASH if s not in by_seed else f"{by_seed[s]:.2f}" for s in seeds]
             stat = median_std(r["median"], r["std"])
@@ -240,16 +249,8 @@ def _matrix_kind(name: str) -> str:
 
 def learned_rank_grid(run_dirs: list[Path]) -> pd.DataFrame | None:
     """Mean final hard rank over `run_dirs` as a layer × matrix-kind table (from each run's ranks.json)."""
-    import json
-
-    frames = []
-    for d in run_dirs:
-        path = Path(d) / "ranks.json"
-        if not path.is_file():
-            continue
-        matrices = json.loads(path.read_text()).get("matrices", [])
-        frames.append(pd.DataFrame([{"layer": m["layer"], "kind": _matrix_kind(m["name"]), "rank": m["rank"]}
-                                    for m in matrices]))
+    frames = [pd.DataFrame([{"layer": m["layer"], "kind": _matrix_kind(m["name"]), "rank": m["rank"]}
+                            for m in matrices]) for matrices in map(_matrices, run_dirs) if matrices]
     if not frames:
         return None
     ranks = pd.concat(frames)
@@ -259,15 +260,10 @@ def learned_rank_grid(run_dirs: list[Path]) -> pd.DataFrame | None:
 
 def _allocation_ends(run_dir: Path) -> tuple[dict, dict] | None:
     """(first, last) continuous ranks of a learned run, from its allocation.jsonl."""
-    import json
-
-    path = Path(run_dir) / "allocation.jsonl"
-    if not path.is_file():
+    records = read_jsonl(Path(run_dir) / "allocation.jsonl")
+    if len(records) < 2:
         return None
-    lines = path.read_text().splitlines()
-    if len(lines) < 2:
-        return None
-    first, last = json.loads(lines[0])["continuous"], json.loads(lines[-1])["continuous"]
+    first, last = records[0]["continuous"], records[-1]["continuous"]
     names = [k for k in first if k in last]
     return {k: first[k] for k in names}, {k: last[k] for k in names}
 
@@ -306,20 +302,13 @@ def allocation_diagnostics(run_dirs: list[Path]) -> dict | None:
             "by_kind": kinds.sort_values(ascending=False).to_dict(), "runs": len(ends)}
 
 
-def _short_kind(kind: str) -> str:
-    return (kind.replace("attention.self.", "").replace("attention.output.dense", "attn out")
-            .replace("output.dense", "ffn out").replace("intermediate.dense", "ffn in"))
-
-
-def _nan(value: float) -> str:
-    return "–" if value is None or math.isnan(value) else f"{value:.2f}"
+def _two(value) -> str:
+    return DASH if _missing(value) else f"{value:.2f}"
 
 
 def draw_learned_ranks(grids: dict[str, pd.DataFrame], rank_range: tuple[float, float] | None = None):
     """One heatmap per task: layers (rows) × matrix kinds (columns), mean final rank over seeds."""
     import matplotlib.pyplot as plt
-
-    import textwrap
 
     tasks = list(grids)
     titles = {t: "\n".join(textwrap.fill(line, 26) for line in t.split("\n")) for t in tasks}
@@ -334,7 +323,7 @@ def draw_learned_ranks(grids: dict[str, pd.DataFrame], rank_range: tuple[float, 
         grid = grids[task]
         image = ax.imshow(grid.to_numpy(float), cmap="viridis", vmin=lo, vmax=hi, aspect="auto")
         ax.set_title(titles[task], fontsize=10)
-        ax.set_xticks(range(grid.shape[1]), [_short_kind(k) for k in grid.columns], rotation=35, ha="right")
+        ax.set_xticks(range(grid.shape[1]), [short_matrix_name(k) for k in grid.columns], rotation=35, ha="right")
         ax.set_yticks(range(grid.shape[0]), [f"layer {i}" for i in grid.index] if ax is axes[0][0] else [])
         for (i, j), v in np.ndenumerate(grid.to_numpy(float)):
             if not math.isnan(v):
@@ -359,9 +348,7 @@ def draw_scores(runs: pd.DataFrame, chosen: pd.DataFrame, arms: list[str], tasks
         for k, arm in enumerate(arms):
             if (task, arm) not in picked.index:
                 continue
-            lr = picked.loc[(task, arm), "learning_rate"]
-            g = runs[(runs["task"] == task) & (runs["arm"] == arm) & (runs["learning_rate"] == lr)
-                     & (runs["status"] == "completed")]
+            g = _runs_at(runs, task, arm, picked.loc[(task, arm), "learning_rate"])
             y = len(arms) - 1 - k
             jitter = np.linspace(-0.15, 0.15, len(g)) if len(g) > 1 else np.zeros(len(g))
             ax.scatter(g["score"], y + jitter, s=18, color=colours(k % 10), alpha=0.8, zorder=3)
@@ -453,9 +440,7 @@ def study_markdown(runs: pd.DataFrame, out: Path, baseline: str | None = None,
     for task in tasks:
         picked = chosen[(chosen["task"] == task) & chosen["chosen"] & chosen["arm"].isin(learned_arms)]
         for _, r in picked.iterrows():
-            g = runs[(runs["task"] == task) & (runs["arm"] == r["arm"]) & (runs["learning_rate"] == r["learning_rate"])
-                     & (runs["status"] == "completed")]
-            dirs = [Path(d) for d in g["run_dir"]]
+            dirs = [Path(d) for d in _runs_at(runs, task, r["arm"], r["learning_rate"])["run_dir"]]
             grid = learned_rank_grid(dirs)
             if grid is None:
                 continue
@@ -476,14 +461,13 @@ def study_markdown(runs: pd.DataFrame, out: Path, baseline: str | None = None,
                       "pairs of seeds, of the change final − initial (near 0: the direction is seed noise; "
                       "clearly above 0: a reproducible preference); the last column is the mean change per "
                       "matrix kind.", "",
-                      "| Task | Learned method | LR | Seeds | Moved (mean / max) | corr(final, init) | Seed agreement "
-                      "| Change by matrix kind |", "|:---|:---|---:|---:|:---|---:|---:|:---|"]
-        for d in diagnostics:
-            kinds = ", ".join(f"{_short_kind(k)} {_signed(v)}" for k, v in d["by_kind"].items())
-            out_lines.append(f"| {TASK_NAMES.get(d['task'], d['task'])} | {d['arm']} | {_g(d['lr'])} | {d['runs']} | "
-                             f"{d['moved']:.2f} / {d['moved_max']:.2f} | {_nan(d['init_corr'])} | "
-                             f"{_nan(d['agreement'])} | {kinds} |")
-        out_lines.append("")
+                      markdown_table(["Task", "Learned method", "LR", "Seeds", "Moved (mean / max)",
+                                      "corr(final, init)", "Seed agreement", "Change by matrix kind"],
+                                     [[TASK_NAMES.get(d["task"], d["task"]), d["arm"], _g(d["lr"]), str(d["runs"]),
+                                       f"{d['moved']:.2f} / {d['moved_max']:.2f}", _two(d["init_corr"]),
+                                       _two(d["agreement"]),
+                                       ", ".join(f"{short_matrix_name(k)} {_signed(v)}" for k, v in d["by_kind"].items())]
+                                      for d in diagnostics], ["l", "l", "r", "r", "l", "r", "r", "l"]), ""]
     return "\n".join(out_lines), figures
 
 
