@@ -165,7 +165,7 @@ def build_plan(cfg, model: nn.Module, head_modules: list[str], steps_per_epoch: 
                     matrix_parameters(cfg.method, t, rank))
             for t, rank, shown_rank, alpha in zip(targets, ranks, shown, alphas)]
     return Plan(cfg.method, cfg.allocation if cfg.method != "full" else "none", rows, ranks, model_parameters,
-                head_parameters, budget, init=getattr(cfg, "init", "default")), allocator
+                head_parameters, budget, init=cfg.init), allocator
 
 
 def meta_model(cfg):
