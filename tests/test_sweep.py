@@ -210,6 +210,40 @@ def test_failed_run_is_recorded_the_sweep_goes_on_and_restart_redoes_only_it(tin
     assert records[0]["best"] == read_summary(configs[0].output_dir)["best"][records[0]["main_metric"]]
 
 
+def test_a_finished_run_of_another_config_is_kept_and_reported_not_skipped(tiny_bert_dir, tiny_glue_dir, tmp_path,
+                                                                          capsys):
+    """A run directory whose config.json says it was trained otherwise (e.g. a default changed under its name)
+    must neither count as this config's result nor be overwritten."""
+    raw = {"base": tiny_base(tiny_bert_dir, tiny_glue_dir, num_train_epochs=1), "seeds": [0],
+           "output_dir": str(tmp_path / "runs")}
+    path = write_sweep(tmp_path / "s.yaml", raw)
+    configs = expand(load_sweep(path))
+    assert [r["status"] for r in run_sweep(configs)] == ["completed"]
+    run_dir = Path(configs[0].output_dir)
+    stored = json.loads((run_dir / "config.json").read_text())
+    stored["config"]["lora_alpha"] = 2 * stored["config"]["lora_alpha"]  # changes results
+    stored["config"]["rank_allocation_weights_init"] = "random"  # means nothing for a uniform allocation
+    del stored["config"]["weight_decay"]  # a field an older rankwise did not write
+    (run_dir / "config.json").write_text(json.dumps(stored))
+    summary = (run_dir / "summary.json").read_bytes()
+
+    records = run_sweep(configs)
+    assert [r["status"] for r in records] == ["failed"]
+    message = records[0]["message"]
+    assert "lora_alpha: 32.0 there, 16.0 here" in message and "kept" in message
+    assert "rank_allocation_weights_init" not in message and "weight_decay" not in message
+    assert (run_dir / "summary.json").read_bytes() == summary
+    assert run_cli("sweep", path, "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert f"conflict    {run_dir.name}" in out and "dry run: 1 conflict;" in out
+    assert run_cli("sweep", path) == 1
+    assert "lora_alpha: 32.0 there" in capsys.readouterr().out
+
+    stored["config"]["lora_alpha"] /= 2  # the same config again: inapplicable and missing fields do not count
+    (run_dir / "config.json").write_text(json.dumps(stored))
+    assert [r["status"] for r in run_sweep(configs)] == ["skipped"]
+
+
 def test_a_run_locked_by_a_sweep_reads_as_running_and_is_not_started_twice(tmp_path):
     from rankwise.sweep import _run_lock
 

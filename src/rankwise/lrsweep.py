@@ -31,8 +31,9 @@ from typing import Any, Iterator
 
 from .config import FIELDS, RunConfig, config_from_dict, prepare
 from .errors import ConfigError
-from .naming import _NOT_IDENTITY, run_name
+from .naming import NOT_IDENTITY, run_name
 from .rundir import read_json, read_jsonl, read_summary, write_json_atomic
+from .sweep import config_conflicts
 
 ALPHA_POLICIES = ("constant", "ratio", "rslora")
 ADAPTER_METHODS = ("lora", "loraxs")
@@ -203,7 +204,7 @@ def head_lr_mode(cfg: RunConfig) -> str | float:
 def curve_identity(cfg: RunConfig) -> dict[str, Any]:
     """What makes two runs points of the same LR curve: every result-changing setting except the
     learning rate (and the head's learning rate when it is tied to it)."""
-    skip = set(_NOT_IDENTITY) | {"output_dir", "learning_rate", "cls_learning_rate", "label"}
+    skip = set(NOT_IDENTITY) | {"output_dir", "learning_rate", "cls_learning_rate", "label"}
     if cfg.method == "full":
         skip |= {"rank", "lora_alpha", "alpha_policy", "lora_dropout", "target_modules"}
     identity = {name: value for name, value in cfg.to_dict().items()
@@ -234,11 +235,12 @@ def _epoch_means(train_records: list[dict], epochs: int) -> list[float]:
 
 
 def run_entry(cfg: RunConfig) -> dict | None:
-    """The results entry of one finished run (completed or diverged), or None if it has not finished.
-    A diverged run has `best_val_loss` and `test_acc` null (never NaN): it has no usable optimum."""
+    """The results entry of one finished run (completed or diverged), or None if it has not finished or was
+    trained with another config (`sweep.config_conflicts`). A diverged run has `best_val_loss` and `test_acc`
+    null (never NaN): it has no usable optimum."""
     run_dir = Path(cfg.output_dir)
     summary = read_summary(run_dir)
-    if not summary or summary.get("status") not in ("completed", "diverged"):
+    if not summary or summary.get("status") not in ("completed", "diverged") or config_conflicts(cfg):
         return None
     records = read_jsonl(run_dir / "metrics.jsonl")
     evals = [r for r in records if r.get("type") == "eval"]

@@ -20,7 +20,7 @@ import re
 from .config import RunConfig, resolve_defaults
 
 # Settings that never change results, or that name the run itself.
-_NOT_IDENTITY = {"output_dir", "overwrite_output_dir", "quiet", "report_to", "data_dir", "save_model",
+NOT_IDENTITY = {"output_dir", "overwrite_output_dir", "quiet", "report_to", "data_dir", "save_model",
                  "logging_steps"}
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
@@ -108,7 +108,7 @@ def run_name(cfg: RunConfig) -> str:
         if applies(field, resolved.allocation, resolved.method):
             implied[field] = value
     rest = {name: value for name, value in resolved.to_dict().items()
-            if name not in used and name not in _NOT_IDENTITY and value != implied[name]}
+            if name not in used and name not in NOT_IDENTITY and value != implied[name]}
     name = "_".join(str(p) for p in parts).replace("/", "-")
     if rest:
         digest = hashlib.sha1(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:8]

@@ -21,7 +21,9 @@ it does not have.
 
 Each run's directory is `<output_dir>/<run_name(config)>`. A run whose summary.json says completed or
 diverged is finished and skipped; anything else (never started, killed half-way, failed) is run again
-from scratch. A per-run lock file (`<output_dir>/.locks/<name>.lock`, flock) keeps two sweeps over the
+from scratch. A finished run whose config.json differs from the requested config in a setting that changes
+results is neither skipped nor replaced: the sweep reports it as a conflict (a run name that came to mean
+another config, e.g. after a default changed without an entry in naming.NAME_DEFAULTS). A per-run lock file (`<output_dir>/.locks/<name>.lock`, flock) keeps two sweeps over the
 same directory from running the same config at once.
 """
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import itertools
+import json
 import os
 import sys
 import time
@@ -42,7 +45,7 @@ import yaml
 
 from .config import FIELDS, RunConfig, config_from_dict, prepare
 from .errors import ConfigError, RankwiseError
-from .naming import run_name
+from .naming import NOT_IDENTITY, run_name
 from .rundir import SUMMARY, is_finished, read_summary
 
 SPEC_KEYS = ("base", "grid", "variants", "seeds", "output_dir", "description")
@@ -314,6 +317,34 @@ def run_state(run_dir: str | Path) -> str:
     return "new"
 
 
+def config_conflicts(cfg: RunConfig, run_dir: str | Path | None = None) -> list[str]:
+    """`field: X there, Y here` for each setting that changes results (and applies to this allocation and
+    method) where the run in `run_dir` (default: cfg.output_dir) was trained with another value than `cfg`
+    asks for. Fields its config.json lacks (written by an older rankwise) are not compared."""
+    path = Path(run_dir or cfg.output_dir) / "config.json"
+    try:
+        stored = json.loads(path.read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    wanted = json.loads(json.dumps(cfg.to_dict(), default=str))  # tuples become lists, as in the file
+    return [f"{field}: {stored[field]!r} there, {value!r} here" for field, value in wanted.items()
+            if field not in NOT_IDENTITY and field in stored and stored[field] != value
+            and applies(field, cfg.allocation, cfg.method)]
+
+
+def _finished_record(cfg: RunConfig) -> dict | None:
+    """The record of a finished run that needs no running: skipped, or failed when the directory holds a
+    finished run of another config (kept as it is). None when the run must be run."""
+    if not is_finished(cfg.output_dir):
+        return None
+    conflicts = config_conflicts(cfg)
+    if conflicts:
+        return _record(cfg, "failed", f"`{cfg.output_dir}` holds a finished run of another config ("
+                       + "; ".join(conflicts) + "). It was kept as it is: move it away to run this config there, "
+                       "or give the sweep another --output_dir")
+    return _record(cfg, "skipped", "finished", read_summary(cfg.output_dir))
+
+
 def _lock_path(run_dir: Path) -> Path:
     return run_dir.parent / ".locks" / f"{run_dir.name}.lock"
 
@@ -401,8 +432,9 @@ def _run_one(cfg: RunConfig) -> dict:
     with _run_lock(run_dir) as locked:
         if not locked:
             return _record(cfg, "skipped", "another process is running this config right now")
-        if is_finished(run_dir):
-            return _record(cfg, "skipped", "finished", read_summary(run_dir))
+        done = _finished_record(cfg)
+        if done is not None:
+            return done
         cfg = dataclasses.replace(cfg, overwrite_output_dir=True)  # a failed run's summary is replaced
         try:
             summary = train.run_training(cfg)
@@ -525,14 +557,16 @@ def run_sweep(configs: list[RunConfig], jobs: int = 1, backend: str = "local", r
     records: list[dict | None] = [None] * len(configs)
     todo = []
     for i, cfg in enumerate(configs):
-        if is_finished(cfg.output_dir):
-            records[i] = _record(cfg, "skipped", "finished", read_summary(cfg.output_dir))
-        else:
+        records[i] = _finished_record(cfg)
+        if records[i] is None:
             todo.append(i)
-    finished = len(configs) - len(todo)
+    finished = sum(1 for r in records if r is not None and r["status"] == "skipped")
+    conflicts = len(configs) - len(todo) - finished
     if quiet or jobs > 1 or backend == "ray":  # parallel runs' bars would interleave
         configs = [dataclasses.replace(c, quiet=True) for c in configs]
-    print(f"sweep: {len(configs)} runs, {finished} already finished (skipped), {len(todo)} to run", flush=True)
+    print(f"sweep: {len(configs)} runs, {finished} already finished (skipped), {len(todo)} to run"
+          + (f", {conflicts} finished with another config (kept, not run; listed at the end)" if conflicts else ""),
+          flush=True)
     if todo:
         if backend == "ray":
             _run_ray(configs, todo, records, jobs, ray_address, gpus_per_run)
@@ -660,9 +694,16 @@ def _run_ray(configs, todo, records, jobs: int, address: str | None, gpus_per_ru
 
 
 def describe_runs(configs: list[RunConfig]) -> list[tuple[str, str]]:
-    """(name, state) for `--dry-run`: new, finished, running, unfinished (killed half-way) or failed (rerun)."""
-    return [(Path(c.output_dir).name, run_state(c.output_dir)) for c in configs]
+    """(name, state) for `--dry-run`: new, finished, running, unfinished (killed half-way), failed (rerun) or
+    conflict (finished with another config: kept, not run)."""
+    states = []
+    for c in configs:
+        state = run_state(c.output_dir)
+        if state == "finished" and config_conflicts(c):
+            state = "conflict"
+        states.append((Path(c.output_dir).name, state))
+    return states
 
 
 __all__ = ["load_sweep", "parse_sweep", "override", "expand", "applies", "check_configs", "run_sweep", "run_one", "run_state",
-           "threads_per_run", "describe_runs", "SUMMARY"]
+           "threads_per_run", "describe_runs", "config_conflicts", "SUMMARY"]

@@ -148,7 +148,8 @@ def cmd_sweep(args) -> int:
         width = max(len("unfinished"), max(len(s) for _, s in states))
         for name, state in states:
             print(f"  {state:<{width}}  {name}")
-        counts = {s: sum(1 for _, x in states if x == s) for s in ("new", "finished", "running", "unfinished", "failed")}
+        counts = {s: sum(1 for _, x in states if x == s) for s in ("new", "finished", "running", "unfinished", "failed",
+                                                                     "conflict")}
         print("dry run: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + "; nothing was run")
         return 0
     records = run_sweep(configs, jobs=args.jobs, backend=args.backend, ray_address=args.ray_address,
