@@ -393,3 +393,21 @@ def test_ray_backend_runs_the_same_runs_as_tasks(tiny_bert_dir, tiny_glue_dir, t
         assert summary["trainable_parameters"]["adapter"] == 12 * c.rank * c.rank
         assert r["best"] == summary["best"][summary["main_metric"]]
     assert [r["status"] for r in run_sweep(configs, backend="ray")] == ["skipped", "skipped"]
+
+
+def test_every_committed_sweep_file_expands_to_the_run_count_its_readme_states():
+    """configs/README.md promises that every file validates and states how many runs each makes."""
+    readme = (REPO / "configs" / "README.md").read_text()
+    stated, column = {}, None
+    for line in readme.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("|") else None
+        if cells is None:
+            column = None
+        elif "runs" in cells:
+            column = cells.index("runs")  # a table with a run-count column starts
+        elif column is not None and cells[0].startswith("`") and cells[column].replace(",", "").isdigit():
+            stated[cells[0].strip("`").split("/")[-1]] = int(cells[column].replace(",", ""))
+    files = sorted((REPO / "configs").rglob("*.yaml"))
+    counts = {f.name: len(expand(load_sweep(f), output_dir="/nonexistent", check_resources=False)) for f in files}
+    assert len(counts) == len(files) and {"study.yaml", "study_full.yaml", "study_lr_edge.yaml"} <= set(stated)
+    assert {name: counts[name] for name in stated} == stated
