@@ -145,3 +145,25 @@ def test_allocation_diagnostics_match_their_definitions(tmp_path):
     flat = _write_allocation(tmp_path / "flat", dict.fromkeys(names, 20.0), dict(zip(names, lasts[0])))
     assert math.isnan(allocation_diagnostics([flat])["init_corr"])
     assert allocation_diagnostics([tmp_path / "missing"]) is None
+
+
+def test_a_learning_rate_with_fewer_seeds_is_shown_but_never_chosen(study_runs, tmp_path):
+    """A half-finished grid point (here: L20 at 0.02 on 2 seeds, scoring far above everything) must not win
+    the learning-rate selection; the report says it was left out and that L20 had more learning rates."""
+    import shutil
+
+    root = tmp_path / "runs"
+    shutil.copytree(study_runs, root)
+    for seed in (0, 1):
+        fake_run(root, [0.9], seed=seed, allocation="learned", rank_average=20, rank_min=5, rank_max=30,
+                 learning_rate=0.02, label="L20")
+    runs = load_runs([root])
+    runs["arm"] = arm_names(runs)
+    table = select_learning_rates(runs)
+    l20 = table[table["arm"] == "L20"].set_index("learning_rate")
+    assert l20.loc[0.02, "n"] == 2 and l20.loc[0.02, "median"] == pytest.approx(90.0)
+    assert l20["chosen"].to_dict() == {0.005: False, 0.01: True, 0.02: False}
+    build_report([root], tmp_path / "report", options={"study": True})
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "Each method ran at 2 learning rates per task (3 for `L20` on CoLA)" in text
+    assert "`L20` on CoLA at 0.02 (n=2)" in text

@@ -61,7 +61,9 @@ def _runs_at(runs: pd.DataFrame, task: str, arm: str, lr: float) -> pd.DataFrame
 
 def select_learning_rates(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per (task, arm, learning rate): median, std (ddof=1) and n over completed seeds, and `chosen`
-    marking the learning rate with the best median of its (task, arm) (ties: the smaller learning rate)."""
+    marking the learning rate with the best median of its (task, arm) (ties: the smaller learning rate). Only
+    learning rates with as many seeds as the arm's best-covered one compete: a half-finished point's median
+    is not comparable, and choosing it would test the arm on fewer seeds."""
     rows = []
     for (task, arm, lr), g in _completed(runs).groupby(["task", "arm", "learning_rate"], sort=True):
         scores = g["score"].to_numpy(float)
@@ -71,10 +73,33 @@ def select_learning_rates(runs: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=["task", "arm", "learning_rate", "n", "median", "std", "greater_is_better"])
     table["chosen"] = False
     for _, g in table.groupby(["task", "arm"]):
+        g = g[g["n"] == g["n"].max()]
         sign = 1 if g["greater_is_better"].iloc[0] else -1
         best = (sign * g["median"]).max()
         table.loc[g[sign * g["median"] == best].sort_values("learning_rate").index[0], "chosen"] = True
     return table
+
+
+def _grid_sentence(table: pd.DataFrame) -> str:
+    """How many learning rates each method had, and how the one reported was chosen (`table`: from
+    `select_learning_rates`)."""
+    sizes = table.groupby(["task", "arm"], sort=False).size()
+    common = sizes.mode().iloc[0]
+    text = (f"Each method ran at {common} learning rate{'s' if common > 1 else ''} per task"
+            + ("" if (sizes == common).all() else " (" + "; ".join(
+                f"{n} for `{arm}` on {TASK_NAMES.get(task, task)}" for (task, arm), n in sizes.items() if n != common)
+               + ")")
+            + "; the one with the best median over seeds is used (bold below), on the same dev set the scores come "
+            "from, so every number is optimistic by that selection" + (", a little more so where a method had "
+                                                                       "more learning rates" if sizes.nunique() > 1
+                                                                       else ", equally for every method") + ".")
+    full = table.groupby(["task", "arm"])["n"].transform("max")
+    partial = table[table["n"] < full]
+    if not partial.empty:
+        text += (" Learning rates with fewer seeds than their method's others are shown but not chosen: "
+                 + "; ".join(f"`{r.arm}` on {TASK_NAMES.get(r.task, r.task)} at {r.learning_rate:g} (n={r.n})"
+                             for r in partial.itertuples()) + ".")
+    return text
 
 
 def paired_comparison(arm: dict, baseline: dict, greater_is_better: bool = True, seed: int = 0) -> dict:
@@ -401,11 +426,8 @@ def study_markdown(runs: pd.DataFrame, out: Path, baseline: str | None = None,
     n_seeds = int(comparisons["n"].max()) if not comparisons.empty else 0
 
     out_lines = [heading, "", _setup(runs), "",
-                 f"Each method ran at {'/'.join(sorted({str(n) for n in chosen.groupby(['task', 'arm']).size()}))} "
-                 "learning rate(s) per task; the one with the best median over seeds is used (bold below), for "
-                 "every method alike, on the same dev set the scores come from, so all numbers are optimistic "
-                 "by the same selection. Scores: the best dev-set value over epochs × 100 (the adaptive LoRA-XS "
-                 "study's convention); adapter parameters at the final ranks.",
+                 _grid_sentence(chosen) + " Scores: the best dev-set value over epochs × 100 (the adaptive "
+                 "LoRA-XS study's convention); adapter parameters at the final ranks.",
                  "", f"**Baseline**: `{baseline}`" + (" (the fixed-rank arm closest in size to the learned "
                                                      "arms' budget)" if baseline else ""),
                  "", "### Summary: median ± std over seeds", "", summary_table(runs, chosen, arms, tasks), ""]
