@@ -100,9 +100,30 @@ def test_study_section_answers_per_task_with_figures(study_runs, tmp_path):
     u25 = next(line for line in section.splitlines() if line.startswith("| U25 | 0.005 |"))
     assert u25.endswith("| no significant difference |")
     assert "| Method | Adapter params | CoLA |" in section
-    for name in ("study_scores.png", "study_learned_ranks.png"):
+    for name in ("study_scores.png", "study_learned_ranks.png", "study_learning_rates.png"):
         image = matplotlib.image.imread(out / name)
         assert image.shape[0] > 200 and image[..., :3].std() > 0.05
+    assert "![Score against learning rate](study_learning_rates.png)" in section
+
+
+def test_learning_rate_curves_plot_each_methods_medians_and_ring_the_chosen_one(study_runs):
+    from rankwise.report.study import draw_lr_curves
+
+    runs = load_runs([study_runs])
+    runs["arm"] = arm_names(runs)
+    table = select_learning_rates(runs)
+    fig = draw_lr_curves(table, ["U20", "U25", "L20"], ["cola"])
+    ax = fig.axes[0]
+    lines = {c.get_label(): c.lines[0] for c in ax.containers}  # errorbar containers: (data line, caps, bars)
+    for arm in ("U20", "U25", "L20"):
+        expected = table[table["arm"] == arm].sort_values("learning_rate")
+        x, y = lines[arm].get_data()
+        assert list(x) == list(expected["learning_rate"]) and np.allclose(y, expected["median"])
+    from matplotlib.collections import PathCollection  # scatter; the error bars are LineCollections
+
+    ringed = np.concatenate([c.get_offsets() for c in ax.collections if isinstance(c, PathCollection)])
+    picked = table[table["chosen"]]
+    assert sorted(map(tuple, ringed.tolist())) == sorted(zip(picked["learning_rate"], picked["median"]))
 
 
 def test_unknown_study_baseline_is_a_clear_error(study_runs, tmp_path):

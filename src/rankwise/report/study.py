@@ -391,6 +391,62 @@ def draw_scores(runs: pd.DataFrame, chosen: pd.DataFrame, arms: list[str], tasks
     return fig
 
 
+def draw_lr_curves(chosen: pd.DataFrame, arms: list[str], tasks: list[str], window: float = 10.0):
+    """One panel per task: each arm's median score (± std over seeds) against its learning rate, the chosen
+    one ringed. A chosen learning rate at the end of its arm's grid is where the grid may stop short. The y axis
+    spans at most `window` points from the task's best median on the worse side (a third of that on the better
+    side); a median outside (a collapsed run) is drawn as a triangle on the edge with its value."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks) + 2.5, 3.4), squeeze=False)
+    colours = plt.get_cmap("tab10")
+    for ax, task in zip(axes[0], tasks):
+        t = chosen[chosen["task"] == task]
+        sign = 1 if t["greater_is_better"].iloc[0] else -1
+        best = sign * (sign * t["median"]).max()
+        spread = t["std"].fillna(0)
+        below, above = (window, window / 3) if sign > 0 else (window / 3, window)  # room on the worse side
+        low = max(best - below, (t["median"] - spread).min()) - 0.3
+        high = min(best + above, (t["median"] + spread).max()) + 0.3
+        for k, arm in enumerate(arms):
+            g = t[t["arm"] == arm].sort_values("learning_rate")
+            if g.empty:
+                continue
+            colour = colours(k % 10)
+            ax.errorbar(g["learning_rate"], g["median"].clip(low, high), yerr=g["std"].fillna(0), color=colour,
+                        marker="o", ms=4, lw=1.5, capsize=2, label=arm)
+            for r in g[(g["median"] < low) | (g["median"] > high)].itertuples():
+                edge = low if r.median < low else high
+                ax.scatter([r.learning_rate], [edge], marker="v" if r.median < low else "^", s=50, color=colour,
+                           zorder=6, clip_on=False)
+                ax.annotate(f"{r.median:.1f}", (r.learning_rate, edge), textcoords="offset points",
+                            xytext=(4, 4 if r.median < low else -10), fontsize=7, color=colour)
+            picked = g[g["chosen"]]
+            ax.scatter(picked["learning_rate"], picked["median"], s=90, facecolors="none", edgecolors="black",
+                       linewidths=1.2, zorder=5)
+        ax.set_ylim(low, high)
+        ax.set_xscale("log")
+        rates = sorted(t["learning_rate"].unique())
+        ax.set_xticks(rates, [_g(r) for r in rates])
+        ax.minorticks_off()
+        ax.set_xlim(rates[0] / 1.3, rates[-1] * 1.3)
+        ax.set_title(TASK_NAMES.get(task, task))
+        ax.set_xlabel("adapter learning rate")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("median best score × 100 (± std)")
+    handles, labels = [], []
+    for ax in axes[0]:
+        for h, l in zip(*ax.get_legend_handles_labels()):
+            if l not in labels:
+                handles.append(h)
+                labels.append(l)
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8)
+    fig.suptitle(f"Score against learning rate (ringed: the one chosen per method and task; ▼: a median more "
+                 f"than {window:g} points from the best, value written)", y=1.02)
+    fig.tight_layout()
+    return fig
+
+
 # ---------------------------------------------------------------------------------------------
 # The section
 
@@ -457,6 +513,11 @@ def study_markdown(runs: pd.DataFrame, out: Path, baseline: str | None = None,
     out = Path(out)
     figures.append(_save(draw_scores(runs, chosen, arms, tasks, baseline), out / "study_scores.png"))
     out_lines += ["![Per-seed scores per method and task](study_scores.png)", ""]
+    if (chosen.groupby(["task", "arm"]).size() > 1).any():
+        figures.append(_save(draw_lr_curves(chosen, arms, tasks), out / "study_learning_rates.png"))
+        out_lines += ["Every learning rate of every method (a ringed point at the end of its line is a best learning "
+                      "rate at the edge of its grid):", "",
+                      "![Score against learning rate](study_learning_rates.png)", ""]
     grids, diagnostics = {}, []
     learned_arms = set(runs.loc[runs["allocation"] == "learned", "arm"])
     for task in tasks:
