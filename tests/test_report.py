@@ -14,7 +14,7 @@ import pytest
 from conftest import run_cli
 from rankwise.config import RunConfig, resolve_defaults
 from rankwise.naming import run_name
-from rankwise.report import build_report, resolve_baselines
+from rankwise.report import build_report, resolve_baselines, task_order
 from rankwise.report import plots
 from rankwise.report.aggregate import group_runs, load_runs
 from rankwise.report.tables import ADAPTIVE_HEADER
@@ -276,3 +276,8 @@ def test_a_label_shared_across_tasks_is_not_numbered_but_within_a_task_it_is():
                        {"config_id": "c", "label": "Y", "task": "cola", "allocation": "uniform", "method": "loraxs", "rank": 20},
                        {"config_id": "d", "label": "Y", "task": "cola", "allocation": "uniform", "method": "loraxs", "rank": 20}])
     assert list(config_labels(df)) == ["X", "X", "Y #1", "Y #2"]
+
+
+def test_tasks_are_reported_in_glue_order_then_unknown_ones_as_they_come():
+    assert task_order(["rte", "stsb", "zeta", "cola", "rte", "alpha", "mrpc", "sst2"]) == [
+        "cola", "sst2", "mrpc", "stsb", "rte", "zeta", "alpha"]

@@ -25,8 +25,17 @@ from ..errors import ConfigError, RunDirError
 from .aggregate import group_runs, load_runs, rank_text
 from .tables import adaptive_table, configurations_table, group_key, groups_table, median_std, not_completed_table
 
-TASK_NAMES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "qnli": "QNLI", "rte": "RTE", "stsb": "STS-B",
-              "qqp": "QQP", "mnli": "MNLI", "wnli": "WNLI", "alpaca": "Alpaca"}
+# In the GLUE paper's order, which is the order reports show tasks in.
+TASK_NAMES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP", "mnli": "MNLI",
+              "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI", "alpaca": "Alpaca"}
+
+
+def task_order(tasks) -> list[str]:
+    """The distinct tasks of `tasks` in GLUE's order (CoLA, SST-2, MRPC, STS-B, …, RTE); others after them, in
+    the order they first appear."""
+    known = list(TASK_NAMES)
+    distinct = list(dict.fromkeys(tasks))
+    return sorted(distinct, key=lambda t: (known.index(t) if t in known else len(known), distinct.index(t)))
 # Fields shown as columns of the adaptive table; other fields that vary between learned configurations
 # split it into one table per value combination (as the study's reports did, e.g. per LR scheduler).
 ADAPTIVE_COLUMNS = {"task", "rank_min", "rank_max", "alpha_min", "alpha_max", "rank_allocation_lr", "rank_average",
@@ -325,7 +334,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path, group_by: list[str
     out.mkdir(parents=True, exist_ok=True)
     ctx = ReportContext(runs, groups, out, dict(options or {}))
 
-    tasks = list(dict.fromkeys(runs["task"]))
+    tasks = task_order(runs["task"])
     models = ", ".join(dict.fromkeys(str(m) for m in runs["model"]))
     statuses = runs["status"].value_counts()
     title = " · ".join(_task_name(t) for t in tasks)

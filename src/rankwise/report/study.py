@@ -21,7 +21,7 @@ from scipy import stats
 from ..errors import ConfigError
 from ..rundir import read_jsonl
 from .aggregate import _describe, _g, varying_fields
-from . import TASK_NAMES
+from . import TASK_NAMES, task_order
 from .plots import _matrices, _save, short_matrix_name
 from .tables import DASH, _missing, markdown_table, median_std
 
@@ -195,10 +195,6 @@ def _p(value) -> str:
 
 def _signed(value) -> str:
     return DASH if _missing(value) else f"{value:+.2f}"
-
-
-def _task_order(runs: pd.DataFrame) -> list[str]:
-    return list(dict.fromkeys(runs["task"]))
 
 
 def _arm_order(chosen: pd.DataFrame, runs: pd.DataFrame, baseline: str | None) -> list[str]:
@@ -476,7 +472,7 @@ def study_markdown(runs: pd.DataFrame, out: Path, baseline: str | None = None,
     if chosen.empty:
         return f"{heading}\n\nNo completed runs.\n", []
     comparisons = compare_arms(runs, chosen, baseline) if baseline else pd.DataFrame()
-    tasks = [t for t in _task_order(runs) if t in set(chosen["task"])]
+    tasks = [t for t in task_order(runs["task"]) if t in set(chosen["task"])]
     arms = _arm_order(chosen, runs, baseline)
     n_tests = int(comparisons["p_t"].notna().sum()) if not comparisons.empty else 0
     n_seeds = int(comparisons["n"].max()) if not comparisons.empty else 0
