@@ -27,7 +27,8 @@ sweep file (YAML):
 
 Top-level options with list values (the flat form) work too. Each run is written to
 <output_dir>/<run name>; finished runs (summary.json completed or diverged) are skipped when the
-sweep is started again, and runs killed half-way are redone.
+sweep is started again, and runs killed half-way are redone. A finished run whose config.json holds other
+settings than the sweep asks for is kept as it is and reported as a conflict (the sweep exits 1).
 """
 
 
@@ -100,8 +101,8 @@ def register(sub) -> None:
     p.add_argument("--ray_address", help="Ray cluster address for ray.init (default: start a local Ray instance)")
     p.add_argument("--ray_gpus_per_run", type=float, default=0.0, help="GPUs per Ray task (default 0)")
     p.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
-                   help="list the runs (name and state: new, finished, running, unfinished = killed half-way, failed) "
-                        "and do nothing else")
+                   help="list the runs (name and state: new, finished, running, unfinished = killed half-way, failed, "
+                        "conflict = finished with other settings) and do nothing else")
     p.add_argument("--data_dir", help="GLUE data directory for every run (default: the file's, or $RANKWISE_DATA_DIR)")
     p.add_argument("--set", dest="overrides", type=_assignment, action="append", default=[], metavar="FIELD=VALUE",
                    help="force a run option for every run, e.g. --set num_train_epochs=1 (repeatable)")
