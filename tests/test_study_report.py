@@ -8,6 +8,7 @@ from pathlib import Path
 
 import matplotlib.image
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -188,3 +189,10 @@ def test_a_learning_rate_with_fewer_seeds_is_shown_but_never_chosen(study_runs, 
     text = (tmp_path / "report" / "report.md").read_text()
     assert "Each method ran at 2 learning rates per task (3 for `L20` on CoLA)" in text
     assert "`L20` on CoLA at 0.02 (n=2)" in text
+
+
+def test_one_learning_rate_per_method_claims_no_selection():
+    from rankwise.report.study import _grid_sentence
+
+    table = pd.DataFrame({"task": ["cola", "cola"], "arm": ["A", "B"], "learning_rate": [0.01, 0.01], "n": [5, 5]})
+    assert _grid_sentence(table) == "Each method ran at one learning rate per task, so no learning rate was selected."

@@ -84,6 +84,8 @@ def _grid_sentence(table: pd.DataFrame) -> str:
     """How many learning rates each method had, and how the one reported was chosen (`table`: from
     `select_learning_rates`)."""
     sizes = table.groupby(["task", "arm"], sort=False).size()
+    if (sizes == 1).all():
+        return "Each method ran at one learning rate per task, so no learning rate was selected."
     common = sizes.mode().iloc[0]
     text = (f"Each method ran at {common} learning rate{'s' if common > 1 else ''} per task"
             + ("" if (sizes == common).all() else " (" + "; ".join(
