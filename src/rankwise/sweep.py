@@ -23,8 +23,9 @@ Each run's directory is `<output_dir>/<run_name(config)>`. A run whose summary.j
 diverged is finished and skipped; anything else (never started, killed half-way, failed) is run again
 from scratch. A finished run whose config.json differs from the requested config in a setting that changes
 results is neither skipped nor replaced: the sweep reports it as a conflict (a run name that came to mean
-another config, e.g. after a default changed without an entry in naming.NAME_DEFAULTS). A per-run lock file (`<output_dir>/.locks/<name>.lock`, flock) keeps two sweeps over the
-same directory from running the same config at once.
+another config, e.g. after a default changed without an entry in naming.NAME_DEFAULTS). A per-run lock file
+(`<output_dir>/.locks/<name>.lock`, flock) keeps two sweeps over the same directory from running the same
+config at once.
 """
 
 from __future__ import annotations
