@@ -194,6 +194,27 @@ class RunConfig:
 
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 
+# Fields that only mean something for some allocations: sweeps drop them from base/grid where
+# they do not apply, names and reports ignore them there.
+LEARNED_ONLY = ("rank_min", "rank_max", "rank_average", "memory_start", "memory_end", "epochs_memory_start",
+                "epochs_memory_start_to_end", "epochs_rank_discrete", "alpha_min", "alpha_max", "alpha_scheduler",
+                "tau", "rank_allocation_lr", "rank_allocation_weights_init", "budget_mode", "rounding")
+STATIC_ONLY = {"rank_first": "linear_decay", "rank_last": "linear_decay", "rank_attention": "attention_heavy",
+               "rank_mlp": "attention_heavy", "rank_file": "custom"}
+
+
+def applies(field: str, allocation: str, method: str) -> bool:
+    """Whether a config field means anything for a run with this allocation and method."""
+    if field.startswith("adalora_") or (field == "rank_average" and method == "adalora"):
+        return method == "adalora"  # AdaLoRA's budget is rank_average (issue 8)
+    if field in LEARNED_ONLY:
+        return allocation == "learned" and method != "full"
+    if field in STATIC_ONLY:
+        return allocation == STATIC_ONLY[field] and method != "full"
+    if field == "rank":  # learned adapters are sized by rank_max
+        return allocation != "learned" and method != "full"
+    return True
+
 
 # ---------------------------------------------------------------------------------------------
 # Resolution and validation

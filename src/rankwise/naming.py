@@ -17,7 +17,7 @@ import hashlib
 import json
 import re
 
-from .config import RunConfig, resolve_defaults
+from .config import RunConfig, applies, resolve_defaults
 
 # Settings that never change results, or that name the run itself.
 NOT_IDENTITY = {"output_dir", "overwrite_output_dir", "quiet", "report_to", "data_dir", "save_model",
@@ -102,8 +102,6 @@ def run_name(cfg: RunConfig) -> str:
             if not (isinstance(getattr(resolved, name), float) and float(_g(getattr(resolved, name))) != getattr(resolved, name))}
     # What the readable part implies for every other field: the defaults resolved from the shown fields.
     implied = resolve_defaults(RunConfig(**{name: getattr(resolved, name) for name in used})).to_dict()
-    from .sweep import applies
-
     for field, value in NAME_DEFAULTS.items():
         if applies(field, resolved.allocation, resolved.method):
             implied[field] = value

@@ -44,20 +44,14 @@ from typing import Any
 
 import yaml
 
-from .config import FIELDS, RunConfig, config_from_dict, prepare
+from .config import FIELDS, RunConfig, applies, config_from_dict, prepare
 from .errors import ConfigError, RankwiseError
 from .naming import NOT_IDENTITY, run_name
 from .rundir import SUMMARY, is_finished, read_summary
 
 SPEC_KEYS = ("base", "grid", "variants", "seeds", "output_dir", "description")
 BACKENDS = ("local", "ray")
-
-# Fields that only mean something for some allocations: dropped from base/grid where they do not apply.
-LEARNED_ONLY = ("rank_min", "rank_max", "rank_average", "memory_start", "memory_end", "epochs_memory_start",
-                "epochs_memory_start_to_end", "epochs_rank_discrete", "alpha_min", "alpha_max", "alpha_scheduler",
-                "tau", "rank_allocation_lr", "rank_allocation_weights_init", "budget_mode", "rounding")
-STATIC_ONLY = {"rank_first": "linear_decay", "rank_last": "linear_decay", "rank_attention": "attention_heavy",
-               "rank_mlp": "attention_heavy", "rank_file": "custom"}
+RUN_STATES = ("new", "finished", "running", "unfinished", "failed", "conflict")  # run_state, describe_runs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,19 +183,6 @@ def override(spec: dict, values: dict[str, Any] | None = None, seeds: list[int] 
 # ---------------------------------------------------------------------------------------------
 # Spec → configs
 # ---------------------------------------------------------------------------------------------
-
-def applies(field: str, allocation: str, method: str) -> bool:
-    """Whether a config field means anything for a run with this allocation and method."""
-    if field.startswith("adalora_") or (field == "rank_average" and method == "adalora"):
-        return method == "adalora"  # AdaLoRA's budget is rank_average (issue 8)
-    if field in LEARNED_ONLY:
-        return allocation == "learned" and method != "full"
-    if field in STATIC_ONLY:
-        return allocation == STATIC_ONLY[field] and method != "full"
-    if field == "rank":  # learned adapters are sized by rank_max
-        return allocation != "learned" and method != "full"
-    return True
-
 
 def default_output_root(spec: dict) -> str:
     stem = Path(spec.get("source") or "sweep").stem
@@ -707,4 +688,4 @@ def describe_runs(configs: list[RunConfig]) -> list[tuple[str, str]]:
 
 
 __all__ = ["load_sweep", "parse_sweep", "override", "expand", "applies", "check_configs", "run_sweep", "run_one", "run_state",
-           "threads_per_run", "describe_runs", "config_conflicts", "SUMMARY"]
+           "threads_per_run", "describe_runs", "config_conflicts", "RUN_STATES", "SUMMARY"]

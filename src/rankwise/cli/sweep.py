@@ -117,7 +117,7 @@ def register(sub) -> None:
 
 
 def cmd_sweep(args) -> int:
-    from ..sweep import describe_runs, expand, load_sweep, override, point_values, run_sweep
+    from ..sweep import RUN_STATES, describe_runs, expand, load_sweep, override, point_values, run_sweep
 
     spec = load_sweep(args.config)
     forced = dict(args.overrides)
@@ -149,8 +149,7 @@ def cmd_sweep(args) -> int:
         width = max(len("unfinished"), max(len(s) for _, s in states))
         for name, state in states:
             print(f"  {state:<{width}}  {name}")
-        counts = {s: sum(1 for _, x in states if x == s) for s in ("new", "finished", "running", "unfinished", "failed",
-                                                                     "conflict")}
+        counts = {s: sum(1 for _, x in states if x == s) for s in RUN_STATES}
         print("dry run: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + "; nothing was run")
         return 0
     records = run_sweep(configs, jobs=args.jobs, backend=args.backend, ray_address=args.ray_address,

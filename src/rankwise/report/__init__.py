@@ -36,6 +36,8 @@ def task_order(tasks) -> list[str]:
     known = list(TASK_NAMES)
     distinct = list(dict.fromkeys(tasks))
     return sorted(distinct, key=lambda t: (known.index(t) if t in known else len(known), distinct.index(t)))
+
+
 # Fields shown as columns of the adaptive table; other fields that vary between learned configurations
 # split it into one table per value combination (as the study's reports did, e.g. per LR scheduler).
 ADAPTIVE_COLUMNS = {"task", "rank_min", "rank_max", "alpha_min", "alpha_max", "rank_allocation_lr", "rank_average",
@@ -97,7 +99,8 @@ def resolve_baselines(groups: pd.DataFrame, baseline: str | None) -> list[str]:
     return uniform["label"].tolist() if 0 < len(uniform) < len(adapters) else []
 
 
-def _task_name(task: str) -> str:
+def task_name(task: str) -> str:
+    """`cola` -> `CoLA`; an unknown task as it is."""
     return TASK_NAMES.get(task, task)
 
 
@@ -162,7 +165,7 @@ def _task_sections(ctx: ReportContext, task: str, prefix: str, heading: str, gro
     except ConfigError:  # matched configurations of another task only
         baseline_labels = []
     baselines = {label: float(groups.loc[groups["label"] == label, "median"].iloc[0]) for label in baseline_labels}
-    name = _task_name(task)
+    name = task_name(task)
     task_title = f"{name}: " if task else ""
 
     learned = groups[groups["allocation"] == "learned"]
@@ -337,7 +340,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path, group_by: list[str
     tasks = task_order(runs["task"])
     models = ", ".join(dict.fromkeys(str(m) for m in runs["model"]))
     statuses = runs["status"].value_counts()
-    title = " · ".join(_task_name(t) for t in tasks)
+    title = " · ".join(task_name(t) for t in tasks)
     lines = [f"# rankwise report: {title} ({models})\n",
              f"{_plural(len(runs), 'run')} in {_plural(len(groups), 'configuration')} "
              f"({', '.join(f'{n} {s}' for s, n in statuses.items())}), read from " + _sources(run_dirs) + ".\n",
@@ -358,7 +361,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path, group_by: list[str
         prefix = f"_{task}" if len(tasks) > 1 else ""
         heading = "###" if len(tasks) > 1 else "##"
         if len(tasks) > 1:
-            lines.append(f"## {_task_name(task)}\n")
+            lines.append(f"## {task_name(task)}\n")
         lines += _task_sections(ctx, task, prefix, heading, group_by, baseline, top)
 
     report = out / "report.md"

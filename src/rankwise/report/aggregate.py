@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import FIELDS
+from ..config import FIELDS, applies
 from ..errors import ConfigError, RunDirError
 from ..rundir import SUMMARY, read_json, read_jsonl, read_summary
 
@@ -155,8 +155,6 @@ def load_runs(run_dirs: list[str | Path], warn=None) -> pd.DataFrame:
 def varying_fields(df: pd.DataFrame) -> list[str]:
     """Identity fields whose value differs between the configurations in `df` it applies to (a learned-only
     knob is compared among learned configurations only)."""
-    from ..sweep import applies
-
     out = []
     for field in IDENTITY_FIELDS:
         if field not in df:
@@ -204,8 +202,6 @@ def _isnan(value) -> bool:
 
 def _describe(row, varying: list[str]) -> tuple[str, list[str]]:
     """(head, details): `LoRA-XS learned`, [`α 0.1→5`, `constant LR`] from the fields in `varying`."""
-    from ..sweep import applies
-
     method = METHOD_NAMES.get(row.get("method"), str(row.get("method")))
     learned = row.get("allocation") == "learned"
     if row.get("method") == "full":
@@ -301,8 +297,6 @@ def check_fields(df: pd.DataFrame, fields: list[str], option: str) -> None:
 def applicable(df: pd.DataFrame, field: str) -> pd.Series:
     """`df[field]` with None where the field does not apply to the run (e.g. the allocation-weight
     initialisation of a fixed-rank baseline), so such runs form their own group instead of joining a default."""
-    from ..sweep import applies
-
     if field not in IDENTITY_FIELDS:
         return df[field]
     mask = [applies(field, a, m) for a, m in zip(df["allocation"], df["method"])]

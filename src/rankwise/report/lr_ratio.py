@@ -402,13 +402,13 @@ def _in_curve_order(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _study_title(part: pd.DataFrame) -> str:
-    from . import TASK_NAMES
+    from . import task_name
 
     first = part.iloc[0]
     epochs = ", ".join(str(e) for e in sorted(part["epochs"].unique()))
     samples = part["train_samples"].dropna().unique()
     size = f"{int(samples[0]):,} training examples" if len(samples) == 1 else "all training examples"
-    return f"{TASK_NAMES.get(first['task'], first['task'])}, {first['model']}, {size}, {epochs} epochs"
+    return f"{task_name(first['task'])}, {first['model']}, {size}, {epochs} epochs"
 
 
 def lr_ratio_report(run_dirs: list[Path], out_dir: Path) -> str:

@@ -21,7 +21,7 @@ from scipy import stats
 from ..errors import ConfigError
 from ..rundir import read_jsonl
 from .aggregate import _describe, _g, varying_fields
-from . import TASK_NAMES, task_order
+from . import task_name, task_order
 from .plots import _matrices, _save, short_matrix_name
 from .tables import DASH, _missing, markdown_table, median_std
 
@@ -89,7 +89,7 @@ def _grid_sentence(table: pd.DataFrame) -> str:
     common = sizes.mode().iloc[0]
     text = (f"Each method ran at {common} learning rate{'s' if common > 1 else ''} per task"
             + ("" if (sizes == common).all() else " (" + "; ".join(
-                f"{n} for `{arm}` on {TASK_NAMES.get(task, task)}" for (task, arm), n in sizes.items() if n != common)
+                f"{n} for `{arm}` on {task_name(task)}" for (task, arm), n in sizes.items() if n != common)
                + ")")
             + "; the one with the best median over seeds is used (bold below), on the same dev set the scores come "
             "from, so every number is optimistic by that selection" + (", a little more so where a method had "
@@ -99,7 +99,7 @@ def _grid_sentence(table: pd.DataFrame) -> str:
     partial = table[table["n"] < full]
     if not partial.empty:
         text += (" Learning rates with fewer seeds than their method's others are shown but not chosen: "
-                 + "; ".join(f"`{r.arm}` on {TASK_NAMES.get(r.task, r.task)} at {r.learning_rate:g} (n={r.n})"
+                 + "; ".join(f"`{r.arm}` on {task_name(r.task)} at {r.learning_rate:g} (n={r.n})"
                              for r in partial.itertuples()) + ".")
     return text
 
@@ -220,7 +220,7 @@ def summary_table(runs: pd.DataFrame, chosen: pd.DataFrame, arms: list[str], tas
                 cells.append(DASH)
         params = runs.loc[runs["arm"] == arm, "params"].median()
         rows.append([arm, DASH if _missing(params) else f"{int(round(params)):,}", *cells])
-    return markdown_table(["Method", "Adapter params", *[TASK_NAMES.get(t, t) for t in tasks]], rows,
+    return markdown_table(["Method", "Adapter params", *[task_name(t) for t in tasks]], rows,
                           ["l", "r", *["l"] * len(tasks)])
 
 
@@ -378,7 +378,7 @@ def draw_scores(runs: pd.DataFrame, chosen: pd.DataFrame, arms: list[str], tasks
             ax.plot([g["score"].median()] * 2, [y - 0.3, y + 0.3], color=colours(k % 10), lw=2.5, zorder=4)
             if arm == baseline:
                 ax.axvline(g["score"].median(), color="0.4", ls="--", lw=1, zorder=1)
-        ax.set_title(TASK_NAMES.get(task, task))
+        ax.set_title(task_name(task))
         name = metric.iloc[0].replace("eval_", "").replace("_", " ") if len(metric) else "score"
         ax.set_xlabel(f"best {name} × 100")
         ax.grid(axis="x", alpha=0.3)
@@ -428,7 +428,7 @@ def draw_lr_curves(chosen: pd.DataFrame, arms: list[str], tasks: list[str], wind
         ax.set_xticks(rates, [_g(r) for r in rates])
         ax.minorticks_off()
         ax.set_xlim(rates[0] / 1.3, rates[-1] * 1.3)
-        ax.set_title(TASK_NAMES.get(task, task))
+        ax.set_title(task_name(task))
         ax.set_xlabel("adapter learning rate")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("median best score × 100 (± std)")
@@ -498,13 +498,13 @@ def study_markdown(runs: pd.DataFrame, out: Path, baseline: str | None = None,
             c = comparisons[comparisons["task"] == task]
             learned = c[c["arm"].isin(runs.loc[runs["allocation"] == "learned", "arm"])]
             for _, r in learned.iterrows():
-                answer.append(f"- **{TASK_NAMES.get(task, task)}**: `{r['arm']}` − `{baseline}` = "
+                answer.append(f"- **{task_name(task)}**: `{r['arm']}` − `{baseline}` = "
                               f"{_signed(r['mean_diff'])} (95% CI {_signed(r['ci_low'])} to {_signed(r['ci_high'])}, "
                               f"Holm p {_p(r['p_holm'])}, n={r['n']}): **{r['verdict']}**.")
         if answer:
             out_lines += ["### The answer, per task", "", *answer, ""]
     for task in tasks:
-        out_lines += [f"### {TASK_NAMES.get(task, task)}", "",
+        out_lines += [f"### {task_name(task)}", "",
                       seed_table(runs, chosen, comparisons, task, arms, baseline), ""]
 
     figures = []
@@ -525,7 +525,7 @@ def study_markdown(runs: pd.DataFrame, out: Path, baseline: str | None = None,
             grid = learned_rank_grid(dirs)
             if grid is None:
                 continue
-            title = TASK_NAMES.get(task, task) + (f"\n{r['arm']}" if len(picked) > 1 else "")
+            title = task_name(task) + (f"\n{r['arm']}" if len(picked) > 1 else "")
             grids[title] = grid
             diag = allocation_diagnostics(dirs)
             if diag:
@@ -544,7 +544,7 @@ def study_markdown(runs: pd.DataFrame, out: Path, baseline: str | None = None,
                       "matrix kind.", "",
                       markdown_table(["Task", "Learned method", "LR", "Seeds", "Moved (mean / max)",
                                       "corr(final, init)", "Seed agreement", "Change by matrix kind"],
-                                     [[TASK_NAMES.get(d["task"], d["task"]), d["arm"], _g(d["lr"]), str(d["runs"]),
+                                     [[task_name(d["task"]), d["arm"], _g(d["lr"]), str(d["runs"]),
                                        f"{d['moved']:.2f} / {d['moved_max']:.2f}", _two(d["init_corr"]),
                                        _two(d["agreement"]),
                                        ", ".join(f"{short_matrix_name(k)} {_signed(v)}" for k, v in d["by_kind"].items())]
