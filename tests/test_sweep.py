@@ -288,15 +288,21 @@ def _alive(pid: int) -> bool:
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc (Linux)")
 def test_sweep_killed_mid_run_restarts_without_duplicates_or_losses(tiny_bert_dir, tiny_glue_dir, tmp_path):
     """`rankwise sweep --jobs 2` in a real process, SIGKILLed while runs are in progress (its workers die with
-    it); the restart skips the finished runs untouched and redoes the killed ones from scratch."""
+    it); the restart skips the finished runs untouched and redoes the killed ones from scratch. The first two
+    runs are short and the last two long, so the kill lands mid-run even on a loaded machine."""
     root = tmp_path / "runs"
-    epochs = 4
-    base = tiny_base(tiny_bert_dir, tiny_glue_dir, num_train_epochs=epochs, per_device_train_batch_size=4)
-    spec = {"base": base, "grid": {"rank": [2, 3, 4]}, "seeds": [0, 1], "output_dir": str(root)}
+    short, long = 2, 24
+    base = tiny_base(tiny_bert_dir, tiny_glue_dir, per_device_train_batch_size=4)
+    spec = {"base": base, "grid": {"num_train_epochs": [short, long]}, "seeds": [0, 1], "output_dir": str(root)}
     path = write_sweep(tmp_path / "s.yaml", spec)
     configs = expand(load_sweep(path), check_resources=False)
+    assert [c.num_train_epochs for c in configs] == [short, short, long, long]
     log = tmp_path / "sweep.log"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+
+    def evals(c) -> list[int]:
+        return [r["epoch"] for r in read_jsonl(Path(c.output_dir) / "metrics.jsonl") if r["type"] == "eval"]
+
     with open(log, "w") as out:
         process = subprocess.Popen([sys.executable, "-m", "rankwise", "sweep", str(path), "--jobs", "2"],
                                    stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -304,9 +310,9 @@ def test_sweep_killed_mid_run_restarts_without_duplicates_or_losses(tiny_bert_di
         deadline = time.time() + 240
         while time.time() < deadline and process.poll() is None:
             finished = [c for c in configs if read_summary(c.output_dir)]
-            # Kill while a run has just started (no evaluation yet), so it cannot finish before the signal.
-            started = [c for c in configs if run_state(c.output_dir) == "running" and not any(
-                r["type"] == "eval" for r in read_jsonl(Path(c.output_dir) / "metrics.jsonl"))]
+            # Kill while a long run is in its first epochs, so it cannot finish before the signal.
+            started = [c for c in configs if run_state(c.output_dir) == "running" and len(evals(c)) < 3
+                       and c.num_train_epochs == long]
             if finished and started and "] completed" in log.read_text():
                 break
             time.sleep(0.05)
@@ -318,22 +324,23 @@ def test_sweep_killed_mid_run_restarts_without_duplicates_or_losses(tiny_bert_di
         if process.poll() is None:
             process.kill()
     assert workers, "the sweep had no worker processes:\n" + log.read_text()
-    deadline = time.time() + 20
-    while any(_alive(w) for w in workers) and time.time() < deadline:
+    deadline = time.time() + 20  # the kernel releases a dead worker's lock once its last thread has exited
+    while (any(_alive(w) for w in workers) or any(run_state(c.output_dir) == "running" for c in configs)) \
+            and time.time() < deadline:
         time.sleep(0.1)
     assert not any(_alive(w) for w in workers), "worker processes outlived the killed sweep"
 
     before = {c.output_dir: (Path(c.output_dir) / "summary.json").read_bytes() for c in configs
               if read_summary(c.output_dir)}
     killed = [c.output_dir for c in configs if run_state(c.output_dir) == "unfinished"]  # lock released
-    assert before and killed, log.read_text()
+    states = {Path(c.output_dir).name: run_state(c.output_dir) for c in configs}
+    assert before and killed and set(states.values()) <= {"finished", "unfinished", "new"}, f"{states}\n{log.read_text()}"
     records = run_sweep(configs)  # the restart
     assert {r["output_dir"] for r in records if r["status"] == "skipped"} == set(before)
     assert {r["output_dir"] for r in records if r["status"] == "completed"} == {c.output_dir for c in configs} - set(before)
     for c in configs:  # nothing lost, nothing duplicated, finished runs untouched
         assert read_summary(c.output_dir)["status"] == "completed"
-        evals = [r["epoch"] for r in read_jsonl(Path(c.output_dir) / "metrics.jsonl") if r["type"] == "eval"]
-        assert evals == list(range(1, epochs + 1)), c.output_dir
+        assert evals(c) == list(range(1, c.num_train_epochs + 1)), c.output_dir
     assert all((Path(d) / "summary.json").read_bytes() == b for d, b in before.items())
     assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == sorted(
         Path(c.output_dir).name for c in configs)
