@@ -330,10 +330,9 @@ def test_sweep_killed_mid_run_restarts_without_duplicates_or_losses(tiny_bert_di
         time.sleep(0.1)
     assert not any(_alive(w) for w in workers), "worker processes outlived the killed sweep"
 
-    before = {c.output_dir: (Path(c.output_dir) / "summary.json").read_bytes() for c in configs
-              if read_summary(c.output_dir)}
-    killed = [c.output_dir for c in configs if run_state(c.output_dir) == "unfinished"]  # lock released
-    states = {Path(c.output_dir).name: run_state(c.output_dir) for c in configs}
+    states = {c.output_dir: run_state(c.output_dir) for c in configs}
+    before = {d: (Path(d) / "summary.json").read_bytes() for d, s in states.items() if s == "finished"}
+    killed = [d for d, s in states.items() if s == "unfinished"]  # lock released
     assert before and killed and set(states.values()) <= {"finished", "unfinished", "new"}, f"{states}\n{log.read_text()}"
     records = run_sweep(configs)  # the restart
     assert {r["output_dir"] for r in records if r["status"] == "skipped"} == set(before)
