@@ -315,3 +315,35 @@ def test_run_names_and_report_labels(adalora_run, eva_run, tmp_path):
     assert "AdaLoRA avg 4" in text and "LoRA EVA r4" in text and (tmp_path / "report" / "final_ranks.png").is_file()
     assert run_cli("report", adalora_run.path, "--out", tmp_path / "ada") == 0
     assert (tmp_path / "ada" / "allocation_heatmap.png").is_file()  # AdaLoRA's ranks over training
+
+
+@pytest.mark.parametrize("method", ["lora", "adalora"])
+def test_building_and_reloading_peft_adapters_prints_no_library_deprecation(method, adalora_run, tiny_bert_dir,
+                                                                            tiny_glue_dir, tmp_path):
+    """PEFT calls a method transformers 5 deprecates; every sweep log used to carry that FutureWarning per run."""
+    import warnings
+
+    from rankwise.adapters.io import load_adapter
+
+    kw = ADALORA if method == "adalora" else dict(method="lora", rank=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        setup_run(tiny_cfg(tiny_bert_dir, tiny_glue_dir, tmp_path / method, **kw))
+        load_adapter(base_classifier(tiny_bert_dir), adalora_run.path / "adapter")
+    assert not [str(w.message) for w in caught if "checkpointing" in str(w.message)]
+
+
+def test_an_adalora_matrix_pruned_to_rank_0_saves_without_peft_calling_it_a_broken_shard(adalora_run, tmp_path):
+    """PEFT warns that 0-sized LoRA tensors mean DeepSpeed/FSDP shards were not gathered; in AdaLoRA they are a
+    matrix pruned to nothing, which the file stores as intended (reloading gives the same logits, above)."""
+    import warnings
+
+    from rankwise.adapters.peft_baselines import save_adalora
+
+    run = adalora_run
+    hard = list(run.summary["hard_ranks"].values())
+    assert 0 in hard  # the fixture's budget prunes one matrix away, so this exercises the 0-sized case
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        save_adalora(run.adapter, tmp_path / "adapter", str(run.cfg.model), [], hard)
+    assert not [str(w.message) for w in caught if "invalid shape" in str(w.message)]

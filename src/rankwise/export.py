@@ -475,8 +475,11 @@ class Source:
         if self.kind == "peft":
             from peft import PeftModel
 
+            from .adapters.lora import peft_quietly
+
             try:
-                return PeftModel.from_pretrained(model, str(self.path)).eval(), None
+                with peft_quietly():
+                    return PeftModel.from_pretrained(model, str(self.path)).eval(), None
             except Exception as exc:
                 raise RunDirError(f"PEFT adapter {self.path} does not load onto `{self.base_model}`: "
                                   f"{str(exc).strip().splitlines()[0][:300]}") from None

@@ -305,10 +305,11 @@ def load_adapter(model: nn.Module, directory: str | Path) -> AdapterSet:
         targets = check_fits(model, meta, directory)
         from peft import PeftModel
 
-        from .lora import KeepHooks, lora_layers
+        from .lora import KeepHooks, lora_layers, peft_quietly
 
         try:
-            peft_model = PeftModel.from_pretrained(model, str(directory))
+            with peft_quietly():
+                peft_model = PeftModel.from_pretrained(model, str(directory))
         except (RuntimeError, ValueError) as exc:  # e.g. a head of another size
             raise RunDirError(f"adapter {directory} does not load onto this model: "
                               f"{str(exc).strip().splitlines()[0][:300]}") from None

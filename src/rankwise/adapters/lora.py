@@ -4,11 +4,25 @@ adapter loads with `PeftModel.from_pretrained`. For learned allocation, a forwar
 
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
+
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
 ADAPTER_NAME = "default"
+# PeftModel.__init__ calls a transformers method that transformers 5 deprecates: a FutureWarning on every run
+# that a user can do nothing about.
+PEFT_DEPRECATION_NOISE = ".*is_gradient_checkpointing.*"
+
+
+@contextmanager
+def peft_quietly():
+    """Build or load a PeftModel without transformers' deprecation warning about PEFT's own code."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=PEFT_DEPRECATION_NOISE, category=FutureWarning)
+        yield
 
 
 def lora_config(names: list[str], ranks: list[int], alphas: list[float], rslora: bool, dropout: float,
@@ -34,7 +48,8 @@ def lora_config(names: list[str], ranks: list[int], alphas: list[float], rslora:
 
 
 def apply_lora(model: nn.Module, config: LoraConfig) -> PeftModel:
-    return get_peft_model(model, config)
+    with peft_quietly():
+        return get_peft_model(model, config)
 
 
 def lora_layers(peft_model: PeftModel, names: list[str]) -> list[nn.Module]:

@@ -101,6 +101,8 @@ def build_adalora(model: nn.Module, targets: list[TargetMatrix], cfg, total_step
     from peft import AdaLoraConfig, get_peft_model
     from transformers.pytorch_utils import Conv1D
 
+    from .lora import peft_quietly
+
     budget = adalora_budget(cfg, targets)
     tinit, tfinal = adalora_steps(cfg, total_steps)
     names = [t.name for t in targets]
@@ -111,7 +113,8 @@ def build_adalora(model: nn.Module, targets: list[TargetMatrix], cfg, total_step
         target_modules=list(names), modules_to_save=list(head_modules) or None, task_type=task_type,
         fan_in_fan_out=any(isinstance(model.get_submodule(n), Conv1D) for n in names))
     torch.manual_seed(seed)  # PEFT initialises A and B with the global generator
-    peft_model = get_peft_model(model, config)
+    with peft_quietly():
+        peft_model = get_peft_model(model, config)
     # PEFT's final budget is target_r · n triplets; B need not be a multiple of n, so set it exactly.
     peft_model.base_model.rankallocator.target_bgt = budget.target_triplets
     layers = [peft_model.base_model.model.get_submodule(n) for n in names]
@@ -199,7 +202,10 @@ def save_adalora(adapter: AdapterSet, directory: str | Path, base_model: str, he
     config = adapter.model.peft_config[ADAPTER_NAME]
     if config.rank_pattern is None:  # never pruned (too few steps): record that every triplet is kept
         config.rank_pattern = {f"{t.name}.lora_E": [True] * r for t, r in zip(adapter.targets, adapter.ranks)}
-    adapter.model.save_pretrained(str(directory))
+    with warnings.catch_warnings():  # a matrix pruned to rank 0 is stored as 0-sized tensors, which PEFT's
+        # check for un-gathered DeepSpeed/FSDP shards takes for a broken save
+        warnings.filterwarnings("ignore", message=".*tensor\\(s\\) have invalid shape")
+        adapter.model.save_pretrained(str(directory))
     meta = {**adapter_metadata(adapter, base_model, head_modules, hard_ranks), "format": ADALORA_FORMAT}
     (directory / META_FILE).write_text(json.dumps(meta, indent=2))
 
@@ -208,8 +214,10 @@ def load_adalora(model: nn.Module, directory: str | Path, meta: dict, targets: l
     """A saved (pruned) AdaLoRA adapter on a fresh base model, ready for inference."""
     from peft import PeftModel
 
+    from .lora import peft_quietly
+
     try:
-        with warnings.catch_warnings():  # AdaLoRA's rank_pattern holds masks, which LoRA's pattern check flags
+        with peft_quietly(), warnings.catch_warnings():  # AdaLoRA's rank_pattern holds masks, which LoRA's check flags
             warnings.filterwarnings("ignore", message="The following rank_pattern keys did not match")
             peft_model = PeftModel.from_pretrained(model, str(directory))
     except (RuntimeError, ValueError) as exc:

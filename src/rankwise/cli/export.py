@@ -41,7 +41,9 @@ def _quiet_library_warnings() -> None:
     """PEFT calls a transformers method that transformers 5 deprecates; the warning means nothing to a user."""
     import warnings
 
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    from ..adapters.lora import PEFT_DEPRECATION_NOISE
+
+    warnings.filterwarnings("ignore", message=PEFT_DEPRECATION_NOISE, category=FutureWarning)
 
 
 def _positive(args, *names: str) -> None:
