@@ -37,15 +37,6 @@ def _add_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", type=parse_bool, nargs="?", const=True, default=False, help="no progress bars")
 
 
-def _quiet_library_warnings() -> None:
-    """PEFT calls a transformers method that transformers 5 deprecates; the warning means nothing to a user."""
-    import warnings
-
-    from ..adapters.lora import PEFT_DEPRECATION_NOISE
-
-    warnings.filterwarnings("ignore", message=PEFT_DEPRECATION_NOISE, category=FutureWarning)
-
-
 def _positive(args, *names: str) -> None:
     from ..errors import ConfigError
 
@@ -82,7 +73,6 @@ def _add_export(sub) -> None:
 def cmd_export(args) -> int:
     from ..export import export_run
 
-    _quiet_library_warnings()
     export_run(args.run_dir, args.format, args.out, overwrite=args.overwrite, verify=args.verify)
     return 0
 
@@ -107,7 +97,6 @@ def cmd_evaluate(args) -> int:
     from ..export import check_source_fits_task, evaluate_source, load_source, resolve_task
     from ..rundir import write_json_atomic
 
-    _quiet_library_warnings()
     _positive(args, "max_seq_length", "batch_size", "max_eval_samples")
     if args.out and Path(args.out).suffix != ".json":
         raise ConfigError("out", f"`{args.out}` must end in .json")
@@ -150,7 +139,6 @@ def cmd_predict(args) -> int:
     from ..export import (check_prediction_out, check_source_fits_task, load_source, predict, read_inputs,
                           resolve_task, write_predictions)
 
-    _quiet_library_warnings()
     _positive(args, "max_seq_length", "batch_size")
     out = check_prediction_out(args.out)
     source = load_source(args.model, args.adapter, args.base_model)
