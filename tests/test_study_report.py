@@ -127,6 +127,26 @@ def test_learning_rate_curves_plot_each_methods_medians_and_ring_the_chosen_one(
     assert sorted(map(tuple, ringed.tolist())) == sorted(zip(picked["learning_rate"], picked["median"]))
 
 
+def test_learning_rate_ticks_drop_labels_that_would_print_over_each_other():
+    from rankwise.report.study import tick_labels
+
+    rates = [0.001, 0.003, 0.005, 0.01, 0.02, 0.03, 0.04]
+    assert tick_labels(rates) == ["0.001", "0.003", "0.005", "0.01", "0.02", "", "0.04"]
+    assert tick_labels([1e-4, 1e-3, 1e-2]) == ["0.0001", "0.001", "0.01"]
+
+
+def test_collapsed_medians_at_one_learning_rate_get_their_values_written_apart():
+    from rankwise.report.study import draw_lr_curves
+
+    rows = [("A", 0.01, 80.0, True), ("A", 0.001, 50.0, False), ("B", 0.01, 79.0, True), ("B", 0.001, 40.0, False)]
+    table = pd.DataFrame([{"task": "stsb", "greater_is_better": True, "arm": a, "learning_rate": lr, "median": m,
+                           "std": 0.5, "chosen": c} for a, lr, m, c in rows])
+    ax = draw_lr_curves(table, ["A", "B"], ["stsb"]).axes[0]
+    written = {t.get_text(): t.xyann for t in ax.texts}
+    assert set(written) == {"50.0", "40.0"}  # both below the 10-point window under the best median
+    assert written["50.0"] != written["40.0"]
+
+
 def test_unknown_study_baseline_is_a_clear_error(study_runs, tmp_path):
     from rankwise.errors import ConfigError
 

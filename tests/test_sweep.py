@@ -65,6 +65,20 @@ def test_grid_times_variants_times_seeds_with_inapplicable_fields_dropped(tmp_pa
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_variant_that_overrides_a_grid_field_runs_once_per_seed(tmp_path, capsys):
+    raw = {"base": {"method": "loraxs", "rank": 20}, "grid": {"task": ["cola", "stsb", "mrpc"]},
+           "variants": [{"learning_rate": 0.01}, {"learning_rate": 0.1, "task": "mrpc"}],
+           "seeds": [0, 1], "output_dir": str(tmp_path / "runs")}
+    configs = expand(parse_sweep(raw), check_resources=False)
+    got = sorted((c.task, c.learning_rate, c.seed) for c in configs)
+    naive = sorted([(t, 0.01, s) for t in ("cola", "stsb", "mrpc") for s in (0, 1)]
+                   + [("mrpc", 0.1, s) for s in (0, 1)])
+    assert got == naive
+    assert run_cli("sweep", write_sweep(tmp_path / "s.yaml", raw), "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "4 configurations × 2 seeds = 8 runs" in out and "2 grid point × variant combinations repeated" in out
+
+
 def test_flat_form_and_seed_lists(tmp_path):
     path = write_sweep(tmp_path / "flat.yaml", {"task": "cola", "allocation": "learned",
                                                "alpha_max": [3, 5], "seed": [0, 1], "output_dir": "x"})

@@ -133,8 +133,9 @@ def cmd_sweep(args) -> int:
     root = Path(configs[0].output_dir).parent
     points, seeds = len(point_values(spec)), len(spec["seeds"])
     distinct = len(configs) // seeds
-    merged = (f" ({points - distinct} grid point × variant combinations were identical once options that do not "
-              "apply to a variant were dropped)") if distinct != points else ""
+    merged = (f" ({points - distinct} grid point × variant combinations repeated another's options, from a variant "
+              "that overrides a grid field or from options that do not apply to a variant; each is run once)"
+              ) if distinct != points else ""
     print(f"{args.config}: {distinct} configurations × {seeds} seeds = {len(configs)} runs under {root}{merged}")
     if args.selections:
         total = len(configs)

@@ -389,6 +389,17 @@ def draw_scores(runs: pd.DataFrame, chosen: pd.DataFrame, arms: list[str], tasks
     return fig
 
 
+def tick_labels(rates: list[float], min_ratio: float = 1.6) -> list[str]:
+    """Labels for learning rates on a log axis: a rate less than `min_ratio` times the last labelled one keeps
+    its tick but no label, so 0.02, 0.03, 0.04 do not print over each other."""
+    labels, last = [], None
+    for rate in rates:
+        keep = last is None or rate >= last * min_ratio
+        labels.append(_g(rate) if keep else "")
+        last = rate if keep else last
+    return labels
+
+
 def draw_lr_curves(chosen: pd.DataFrame, arms: list[str], tasks: list[str], window: float = 10.0):
     """One panel per task: each arm's median score (± std over seeds) against its learning rate, the chosen
     one ringed. A chosen learning rate at the end of its arm's grid is where the grid may stop short. The y axis
@@ -406,6 +417,7 @@ def draw_lr_curves(chosen: pd.DataFrame, arms: list[str], tasks: list[str], wind
         below, above = (window, window / 3) if sign > 0 else (window / 3, window)  # room on the worse side
         low = max(best - below, (t["median"] - spread).min()) - 0.3
         high = min(best + above, (t["median"] + spread).max()) + 0.3
+        written: dict[tuple[float, bool], int] = {}  # values already written at an edge point: stack the next
         for k, arm in enumerate(arms):
             g = t[t["arm"] == arm].sort_values("learning_rate")
             if g.empty:
@@ -414,18 +426,21 @@ def draw_lr_curves(chosen: pd.DataFrame, arms: list[str], tasks: list[str], wind
             ax.errorbar(g["learning_rate"], g["median"].clip(low, high), yerr=g["std"].fillna(0), color=colour,
                         marker="o", ms=4, lw=1.5, capsize=2, label=arm)
             for r in g[(g["median"] < low) | (g["median"] > high)].itertuples():
-                edge = low if r.median < low else high
-                ax.scatter([r.learning_rate], [edge], marker="v" if r.median < low else "^", s=50, color=colour,
+                under = r.median < low
+                edge = low if under else high
+                ax.scatter([r.learning_rate], [edge], marker="v" if under else "^", s=50, color=colour,
                            zorder=6, clip_on=False)
+                n = written.get((r.learning_rate, under), 0)
+                written[(r.learning_rate, under)] = n + 1
                 ax.annotate(f"{r.median:.1f}", (r.learning_rate, edge), textcoords="offset points",
-                            xytext=(4, 4 if r.median < low else -10), fontsize=7, color=colour)
+                            xytext=(5, 4 + 9 * n if under else -10 - 9 * n), fontsize=7, color=colour)
             picked = g[g["chosen"]]
             ax.scatter(picked["learning_rate"], picked["median"], s=90, facecolors="none", edgecolors="black",
                        linewidths=1.2, zorder=5)
         ax.set_ylim(low, high)
         ax.set_xscale("log")
         rates = sorted(t["learning_rate"].unique())
-        ax.set_xticks(rates, [_g(r) for r in rates])
+        ax.set_xticks(rates, tick_labels(rates))
         ax.minorticks_off()
         ax.set_xlim(rates[0] / 1.3, rates[-1] * 1.3)
         ax.set_title(task_name(task))
