@@ -132,6 +132,8 @@ def test_learning_rate_ticks_drop_labels_that_would_print_over_each_other():
 
     rates = [0.001, 0.003, 0.005, 0.01, 0.02, 0.03, 0.04]
     assert tick_labels(rates) == ["0.001", "0.003", "0.005", "0.01", "0.02", "", "0.04"]
+    # a wider axis (two decades) needs more room per label: 0.005 goes too
+    assert tick_labels(rates + [0.1]) == ["0.001", "0.003", "", "0.01", "0.02", "", "0.04", "0.1"]
     assert tick_labels([1e-4, 1e-3, 1e-2]) == ["0.0001", "0.001", "0.01"]
 
 

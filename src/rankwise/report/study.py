@@ -389,9 +389,12 @@ def draw_scores(runs: pd.DataFrame, chosen: pd.DataFrame, arms: list[str], tasks
     return fig
 
 
-def tick_labels(rates: list[float], min_ratio: float = 1.6) -> list[str]:
-    """Labels for learning rates on a log axis: a rate less than `min_ratio` times the last labelled one keeps
-    its tick but no label, so 0.02, 0.03, 0.04 do not print over each other."""
+def tick_labels(rates: list[float], margin: float = 1.3) -> list[str]:
+    """Labels for learning rates on a log axis from rates[0] / margin to rates[-1] * margin: a rate closer than
+    an eighth of the axis (at least a factor 1.6) to the last labelled one keeps its tick but no label, so
+    0.003 and 0.005 or 0.02 and 0.03 do not print over each other."""
+    span = math.log10(rates[-1] / rates[0]) + 2 * math.log10(margin)
+    min_ratio = 10 ** max(0.2, 0.12 * span)
     labels, last = [], None
     for rate in rates:
         keep = last is None or rate >= last * min_ratio
@@ -440,7 +443,7 @@ def draw_lr_curves(chosen: pd.DataFrame, arms: list[str], tasks: list[str], wind
         ax.set_ylim(low, high)
         ax.set_xscale("log")
         rates = sorted(t["learning_rate"].unique())
-        ax.set_xticks(rates, tick_labels(rates))
+        ax.set_xticks(rates, tick_labels(rates, margin=1.3))
         ax.minorticks_off()
         ax.set_xlim(rates[0] / 1.3, rates[-1] * 1.3)
         ax.set_title(task_name(task))
