@@ -443,9 +443,10 @@ def draw_lr_curves(chosen: pd.DataFrame, arms: list[str], tasks: list[str], wind
         ax.set_ylim(low, high)
         ax.set_xscale("log")
         rates = sorted(t["learning_rate"].unique())
-        ax.set_xticks(rates, tick_labels(rates, margin=1.3))
+        margin = 1.3  # room beyond the first and last learning rate, as a factor
+        ax.set_xticks(rates, tick_labels(rates, margin))
         ax.minorticks_off()
-        ax.set_xlim(rates[0] / 1.3, rates[-1] * 1.3)
+        ax.set_xlim(rates[0] / margin, rates[-1] * margin)
         ax.set_title(task_name(task))
         ax.set_xlabel("adapter learning rate")
         ax.grid(alpha=0.3)
