@@ -281,3 +281,24 @@ def test_a_label_shared_across_tasks_is_not_numbered_but_within_a_task_it_is():
 def test_tasks_are_reported_in_glue_order_then_unknown_ones_as_they_come():
     assert task_order(["rte", "stsb", "zeta", "cola", "rte", "alpha", "mrpc", "sst2"]) == [
         "cola", "sst2", "mrpc", "stsb", "rte", "zeta", "alpha"]
+
+
+def test_unreadable_run_files_are_skipped_with_the_reason_and_out_must_be_a_folder(tmp_path, capsys):
+    good = fake_run(tmp_path / "runs", [0.3, 0.4], seed=0)
+    shapes = {"list_config": ("config.json", "[1, 2]"), "config_not_object": ("config.json", '{"config": 3}'),
+              "corrupt_summary": ("summary.json", "{oops"), "list_summary": ("summary.json", "[]")}
+    for name, (file, text) in shapes.items():
+        run = fake_run(tmp_path / "runs" / name, [0.3], seed=1)
+        (run / file).write_text(text)
+    warnings = []
+    runs = load_runs([tmp_path / "runs"], warn=warnings.append)
+    assert list(runs["run_dir"]) == [str(good)]
+    assert sum("config.json is not a rankwise config.json" in w for w in warnings) == 2
+    assert sum("summary.json cannot be read (JSONDecodeError" in w for w in warnings) == 1
+    assert sum("summary.json is not a rankwise summary.json" in w for w in warnings) == 1
+    (tmp_path / "afile").write_text("x")
+    for out, expected in ((tmp_path / "afile", "is a file; the report needs a folder"),
+                          (tmp_path / "afile" / "sub", "is a file, not a directory")):
+        assert run_cli("report", tmp_path / "runs", "--out", out) == 2
+        assert expected in capsys.readouterr().err
+    assert (tmp_path / "afile").read_text() == "x"

@@ -259,17 +259,32 @@ def test_a_finished_run_of_another_config_is_kept_and_reported_not_skipped(tiny_
 
 
 def test_a_run_locked_by_a_sweep_reads_as_running_and_is_not_started_twice(tmp_path):
-    from rankwise.sweep import _run_lock
+    import subprocess
+    import sys
+
+    from rankwise.runstate import lock_holder, run_lock
 
     run_dir = tmp_path / "runs" / "cola_x_seed0"
     run_dir.mkdir(parents=True)
-    (run_dir / "config.json").write_text("{}")
+    (run_dir / "config.json").write_text('{"config": {}, "environment": {"rankwise": "0.1.0"}}')
     assert run_state(run_dir) == "unfinished"
-    with _run_lock(run_dir) as first:
-        assert first is True and run_state(run_dir) == "running"
-        with _run_lock(run_dir) as second:
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from rankwise.runstate import run_lock\n"
+                               f"with run_lock({str(run_dir)!r}):\n    print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert run_state(run_dir) == "running"
+        with run_lock(run_dir) as second:
             assert second is False
+        assert f"process {holder.pid} " in lock_holder(run_dir)
+    finally:
+        holder.kill()
+        holder.wait()
     assert run_state(run_dir) == "unfinished"
+    with run_lock(run_dir) as first:  # re-entrant within one process: a sweep holds it around `train`
+        assert first is True and run_state(run_dir) == "running"
+        with run_lock(run_dir) as again:
+            assert again is True
 
 
 def _children(pid: int) -> list[int]:
@@ -326,7 +341,7 @@ def test_sweep_killed_mid_run_restarts_without_duplicates_or_losses(tiny_bert_di
             finished = [c for c in configs if read_summary(c.output_dir)]
             # Kill while a long run is in its first epochs, so it cannot finish before the signal.
             started = [c for c in configs if run_state(c.output_dir) == "running" and len(evals(c)) < 3
-                       and c.num_train_epochs == long]
+                       and (Path(c.output_dir) / "config.json").exists() and c.num_train_epochs == long]
             if finished and started and "] completed" in log.read_text():
                 break
             time.sleep(0.05)
@@ -369,7 +384,7 @@ def test_dry_run_lists_states_and_writes_nothing(tiny_bert_dir, tiny_glue_dir, t
     assert all(f"new         {Path(c.output_dir).name}" in out for c in configs) and "nothing was run" in out
     assert not root.exists()
     Path(configs[0].output_dir).mkdir(parents=True)
-    (Path(configs[0].output_dir) / "config.json").write_text("{}")
+    (Path(configs[0].output_dir) / "config.json").write_text('{"config": {}, "environment": {"rankwise": "0"}}')
     assert run_cli("sweep", path, "--dry_run", "--seeds", "0") == 0
     assert f"unfinished  {Path(configs[0].output_dir).name}" in capsys.readouterr().out
 

@@ -92,31 +92,28 @@ def is_finished(run_dir: str | Path) -> bool:
     return bool(summary) and summary.get("status") in ("completed", "diverged")
 
 
+def check_writable_path(path: str | Path, option: str) -> Path:
+    """Raise RunDirError unless `path` (a file or directory to be created) can be written: its nearest existing
+    ancestor is a writable directory. Creates nothing."""
+    path = Path(path)
+    ancestor = path
+    while not ancestor.exists():
+        if ancestor.parent == ancestor:
+            break
+        ancestor = ancestor.parent
+    if ancestor != path and not ancestor.is_dir():
+        raise RunDirError(f"{option}: `{path}` cannot be created: `{ancestor}` is a file, not a directory. "
+                          f"Choose a path in a directory")
+    writable_dir = ancestor if ancestor.is_dir() else ancestor.parent
+    if not os.access(writable_dir, os.W_OK | os.X_OK):
+        raise RunDirError(f"{option}: `{path}` cannot be written: no write permission in `{writable_dir}`. "
+                          f"Choose a directory you can write to")
+    return path
+
+
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-
-    @classmethod
-    def check_writable(cls, path: str | Path, overwrite: bool) -> None:
-        """Raise unless `path` may receive a new run: never replace a finished run without `overwrite`."""
-        path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise RunDirError(f"--output_dir `{path}` exists and is not a directory")
-        summary = read_summary(path)
-        if summary and not overwrite:
-            raise RunDirError(f"--output_dir `{path}` already holds a finished run (status {summary.get('status')}). "
-                              "Choose another --output_dir, or pass --overwrite_output_dir to replace it")
-
-    @classmethod
-    def create(cls, path: str | Path, overwrite: bool) -> "RunDir":
-        """Make a fresh run directory. An unfinished run's files (a killed run) are cleared."""
-        cls.check_writable(path, overwrite)
-        path = Path(path)
-        if path.exists():
-            for child in path.iterdir():
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
-        path.mkdir(parents=True, exist_ok=True)
-        return cls(path)
 
     def file(self, name: str) -> Path:
         return self.path / name

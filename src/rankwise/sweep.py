@@ -48,10 +48,11 @@ from .config import FIELDS, RunConfig, applies, config_from_dict, prepare
 from .errors import ConfigError, RankwiseError
 from .naming import NOT_IDENTITY, run_name
 from .rundir import SUMMARY, is_finished, read_summary
+from .runstate import check_output_dir, config_conflicts, inspect, run_lock, run_state
 
 SPEC_KEYS = ("base", "grid", "variants", "seeds", "output_dir", "description")
 BACKENDS = ("local", "ray")
-RUN_STATES = ("new", "finished", "running", "unfinished", "failed", "conflict")  # run_state, describe_runs
+RUN_STATES = ("new", "finished", "running", "unfinished", "failed", "corrupt", "foreign", "conflict")  # run_state, describe_runs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,6 +252,8 @@ def check_configs(configs: list[RunConfig], allow_network: bool = True) -> list[
     for cfg in configs:
         name = Path(cfg.output_dir).name
         try:
+            if inspect(cfg.output_dir).kind != "finished":  # finished: skipped, or reported as a conflict
+                check_output_dir(cfg)
             key = (cfg.model, cfg.task)
             if key not in models:
                 if allow_network or _is_local_model(cfg.model):
@@ -285,35 +288,6 @@ def check_configs(configs: list[RunConfig], allow_network: bool = True) -> list[
 # Running
 # ---------------------------------------------------------------------------------------------
 
-def run_state(run_dir: str | Path) -> str:
-    """`finished` (completed or diverged), `failed`, `running` (a sweep holds its lock), `unfinished`
-    (started, no summary: killed), or `new`."""
-    run_dir = Path(run_dir)
-    if is_finished(run_dir):
-        return "finished"
-    summary = read_summary(run_dir)
-    if summary is not None:
-        return "failed"
-    if run_dir.is_dir() and any(run_dir.iterdir()):
-        return "running" if _is_locked(run_dir) else "unfinished"
-    return "new"
-
-
-def config_conflicts(cfg: RunConfig, run_dir: str | Path | None = None) -> list[str]:
-    """`field: X there, Y here` for each setting that changes results (and applies to this allocation and
-    method) where the run in `run_dir` (default: cfg.output_dir) was trained with another value than `cfg`
-    asks for. Fields its config.json lacks (written by an older rankwise) are not compared."""
-    path = Path(run_dir or cfg.output_dir) / "config.json"
-    try:
-        stored = json.loads(path.read_text())["config"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
-    wanted = json.loads(json.dumps(cfg.to_dict(), default=str))  # tuples become lists, as in the file
-    return [f"{field}: {stored[field]!r} there, {value!r} here" for field, value in wanted.items()
-            if field not in NOT_IDENTITY and field in stored and stored[field] != value
-            and applies(field, cfg.allocation, cfg.method)]
-
-
 def _finished_record(cfg: RunConfig) -> dict | None:
     """The record of a finished run that needs no running: skipped, or failed when the directory holds a
     finished run of another config (kept as it is). None when the run must be run."""
@@ -325,27 +299,6 @@ def _finished_record(cfg: RunConfig) -> dict | None:
                        + "; ".join(conflicts) + "). It was kept as it is: move it away to run this config there, "
                        "or give the sweep another --output_dir")
     return _record(cfg, "skipped", "finished", read_summary(cfg.output_dir))
-
-
-def _lock_path(run_dir: Path) -> Path:
-    return run_dir.parent / ".locks" / f"{run_dir.name}.lock"
-
-
-def _is_locked(run_dir: Path) -> bool:
-    try:
-        import fcntl
-    except ImportError:
-        return False
-    path = _lock_path(run_dir)
-    if not path.exists():
-        return False
-    with open(path) as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return False
 
 
 def usable_cores() -> int:
@@ -370,33 +323,6 @@ def _record(cfg: RunConfig, status: str, message: str | None = None, summary: di
             "wall_time_s": summary.get("wall_time_s")}
 
 
-@contextmanager
-def _run_lock(run_dir: Path):
-    """Exclusive lock for one run directory (released by the kernel if the process dies). Yields False
-    when another process holds it."""
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): run without the cross-process guard
-        yield True
-        return
-    path = _lock_path(run_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        for attempt in range(5):  # a dry run may be probing the lock for an instant
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if attempt == 4:
-                    yield False
-                    return
-                time.sleep(0.2)
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def run_one(cfg: RunConfig) -> dict:
     """Run one config unless it is finished or running elsewhere; never raises for a failed run. The record
     also says how many torch threads the run had (`threads`)."""
@@ -411,13 +337,12 @@ def _run_one(cfg: RunConfig) -> dict:
     from . import train
 
     run_dir = Path(cfg.output_dir)
-    with _run_lock(run_dir) as locked:
+    with run_lock(run_dir) as locked:
         if not locked:
             return _record(cfg, "skipped", "another process is running this config right now")
         done = _finished_record(cfg)
         if done is not None:
             return done
-        cfg = dataclasses.replace(cfg, overwrite_output_dir=True)  # a failed run's summary is replaced
         try:
             summary = train.run_training(cfg)
         except RankwiseError as exc:

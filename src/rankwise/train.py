@@ -32,6 +32,7 @@ from .allocation import RankAllocator
 from .config import RunConfig, prepare
 from .plan import Plan, build_plan
 from .rundir import RunDir
+from .runstate import check_output_dir, claim_output_dir
 from .tasks import PreparedTask, prepare_task
 
 
@@ -59,7 +60,7 @@ def setup_run(cfg: RunConfig) -> Setup:
     cfg = prepare(cfg)
     if cfg.output_dir is None:
         cfg.output_dir = default_output_dir(cfg)
-    RunDir.check_writable(cfg.output_dir, cfg.overwrite_output_dir)
+    check_output_dir(cfg)  # before anything is loaded; checked again under the run's lock when training starts
     task = prepare_task(cfg)
     if not task.train_features:
         from .errors import DataError
@@ -205,14 +206,36 @@ def _save_weights(run: RunDir, setup: Setup, hard_ranks: list[int]) -> None:
 
 
 def train(cfg: RunConfig, setup: Setup | None = None) -> dict:
-    """Run one training job and return its summary (also written to <output_dir>/summary.json)."""
+    """Run one training job and return its summary (also written to <output_dir>/summary.json).
+
+    The main process holds the output directory's lock for the whole run. A crash is recorded as status
+    `failed`; with --overwrite_output_dir the run is written beside the old one and swapped in at the end,
+    so the old run stays intact until then (and for good if this one crashes)."""
     setup = setup or setup_run(cfg)
+    accelerator = Accelerator(gradient_accumulation_steps=setup.cfg.gradient_accumulation_steps)
+    if not accelerator.is_main_process:
+        return _train(setup, accelerator, RunDir(setup.cfg.output_dir))
+    with claim_output_dir(setup.cfg) as claim:
+        try:
+            summary = _train(setup, accelerator, claim.run)
+        except Exception as exc:
+            if claim.replacing:
+                claim.abandon()
+            elif not claim.run.file("summary.json").exists():
+                cfg = setup.cfg
+                claim.run.write_summary({"status": "failed", "message": f"{type(exc).__name__}: {exc}",
+                                         "task": cfg.task, "method": cfg.method, "allocation": cfg.allocation,
+                                         "seed": cfg.seed})
+            raise
+        claim.commit()
+    return summary
+
+
+def _train(setup: Setup, accelerator: Accelerator, run: RunDir) -> dict:
     cfg, task, plan, adapter, allocator = setup.cfg, setup.task, setup.plan, setup.adapter, setup.allocator
-    accelerator = Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps)
     main = accelerator.is_main_process
     show = main and not cfg.quiet
 
-    run = RunDir.create(cfg.output_dir, cfg.overwrite_output_dir) if main else RunDir(cfg.output_dir)
     accelerator.wait_for_everyone()
     if main:
         run.write_json("config.json", {"config": cfg.to_dict(), "environment": environment(), "data": task.info,
@@ -401,14 +424,6 @@ def train(cfg: RunConfig, setup: Setup | None = None) -> dict:
 
 
 def run_training(cfg: RunConfig) -> dict:
-    """Set up and train; a crash after the run directory exists is recorded as status `failed`."""
+    """Set up (every check, nothing written) and train."""
     setup = setup_run(cfg)
-    try:
-        return train(setup.cfg, setup)
-    except Exception as exc:
-        run_dir = Path(setup.cfg.output_dir)
-        if run_dir.is_dir() and not (run_dir / "summary.json").exists():
-            RunDir(run_dir).write_summary({"status": "failed", "message": f"{type(exc).__name__}: {exc}",
-                                           "task": setup.cfg.task, "method": setup.cfg.method,
-                                           "allocation": setup.cfg.allocation, "seed": setup.cfg.seed})
-        raise
+    return train(setup.cfg, setup)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..config import RunConfig, add_config_arguments, config_from_args, parse_bool, prepare
 from ..errors import RankwiseError
+from ..rundir import check_writable_path, write_json_atomic
 
 
 def print_summary(summary: dict, run_dir: str) -> None:
@@ -76,12 +77,14 @@ def cmd_plan(args) -> int:
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix not in (".json", ".csv"):
         raise RankwiseError(f"--out: `{out}` must end in .json or .csv")
+    if out is not None and out.is_dir():
+        raise RankwiseError(f"--out: `{out}` is a directory; give a file name ending in .json or .csv")
+    if out is not None:
+        check_writable_path(out, "--out")
     model, heads = meta_model(cfg)
     plan, _ = build_plan(cfg, model, heads)
     print(plan.to_table())
     if out is not None:
-        from ..rundir import write_json_atomic
-
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.suffix == ".json":
             write_json_atomic(out, json.loads(plan_json(plan)))

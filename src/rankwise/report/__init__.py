@@ -22,6 +22,7 @@ from typing import Callable
 import pandas as pd
 
 from ..errors import ConfigError, RunDirError
+from ..rundir import check_writable_path
 from .aggregate import group_runs, load_runs, rank_text
 from .tables import adaptive_table, configurations_table, group_key, groups_table, median_std, not_completed_table
 
@@ -324,6 +325,9 @@ def build_report(run_dirs: list[str | Path], out: str | Path, group_by: list[str
         if warn is not None:
             warn(text)
 
+    out = check_writable_path(out, "--out")
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"--out: `{out}` is a file; the report needs a folder. Choose a new or existing folder")
     runs = load_runs(run_dirs, warn=note)
     if runs.empty:
         raise RunDirError(f"no finished runs (run directories with summary.json) under {', '.join(map(str, run_dirs))}")

@@ -116,20 +116,39 @@ def _run_row(run_dir: Path, summary: dict) -> dict:
     return row
 
 
+def _unreadable(run_dir: Path) -> str | None:
+    """Why a run directory cannot be reported (None when it can): no summary yet, or a file that does not parse
+    or has the wrong shape."""
+    if not (run_dir / SUMMARY).is_file():
+        return f"no {SUMMARY} (the run is still going or was killed)"
+    for name, key in ((SUMMARY, None), ("config.json", "config")):
+        path = run_dir / name
+        if not path.is_file() and name == "config.json":
+            continue
+        try:
+            data = read_json(path)
+        except (OSError, ValueError) as exc:
+            return f"{name} cannot be read ({type(exc).__name__}: {exc})"
+        if not isinstance(data, dict) or (key is not None and not isinstance(data.get(key, {}), dict)):
+            return (f"{name} is not a rankwise {name} (expected a JSON object"
+                    + (f" with a `{key}` object" if key else "") + ")")
+    return None
+
+
 def load_runs(run_dirs: list[str | Path], warn=None) -> pd.DataFrame:
     """One row per run directory found under `run_dirs` (run directories, or folders holding them at any
     depth). Columns: every RunConfig field, status, message, metric, score / final_score (the reported
     numbers), best / final (raw metric), best_epoch, epochs_completed, wall_time_s, params_*, mean_hard_rank,
     run_name, run_dir, config_id, and `best:<eval key>` / `final:<eval key>` for every evaluation value.
-    Directories without summary.json (killed or running) are skipped with a warning."""
+    Directories without summary.json (killed or running) or with unreadable files are skipped with a warning."""
     warn = warn or (lambda text: print(f"warning: {text}", file=sys.stderr))
     rows = []
     for run_dir in find_run_dirs(run_dirs):
-        summary = read_summary(run_dir)
-        if summary is None:
-            warn(f"skipping {run_dir}: no summary.json (the run is still going or was killed)")
+        problem = _unreadable(run_dir)
+        if problem:
+            warn(f"skipping {run_dir}: {problem}")
             continue
-        rows.append(_run_row(run_dir, summary))
+        rows.append(_run_row(run_dir, read_summary(run_dir)))
     columns = CONFIG_FIELDS + ["status", "message", "metric", "greater_is_better", "score", "final_score", "best",
                                "final", "best_epoch", "final_epoch", "epochs_completed", "steps", "skipped_steps",
                                "wall_time_s", "steps_per_second", "params_adapter", "params_head",
