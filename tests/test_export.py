@@ -422,12 +422,19 @@ def test_export_refuses_peft_for_loraxs_and_existing_out(loraxs_run, tmp_path, c
     out = tmp_path / "taken"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
-    err = refused(capsys, "export", loraxs_run.path, "--format", "compact", "--out", out)
-    assert "not empty" in err and "--overwrite" in err
-    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    for flags in ((), ("--overwrite",)):  # files rankwise did not write are never replaced
+        err = refused(capsys, "export", loraxs_run.path, "--format", "compact", "--out", out, *flags)
+        assert "not a rankwise export" in err and "notes.txt" in err
+        assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
-    export(loraxs_run, "compact", out, "--overwrite")
-    assert not (out / "notes.txt").exists() and (out / "adapter_model.safetensors").is_file()
+    out = tmp_path / "exported"
+    export(loraxs_run, "compact", out)
+    first = (out / "export.json").read_text()
+    err = refused(capsys, "export", loraxs_run.path, "--format", "merged", "--out", out)
+    assert "already holds an export" in err and "--overwrite" in err and (out / "export.json").read_text() == first
+    export(loraxs_run, "merged", out, "--overwrite")
+    assert json.loads((out / "export.json").read_text())["format"] == "merged"
+    assert not (out / "adapter_model.safetensors").exists() and (out / "model.safetensors").is_file()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp dirs left
 
     for inside in (loraxs_run.path, loraxs_run.path / "adapter", loraxs_run.path / "adapter" / "x", tmp_path.parent):
@@ -491,3 +498,14 @@ def test_predict_refuses_bad_input_before_loading(loraxs_run, tmp_path, capsys):
     err = refused(capsys, "predict", "--model", loraxs_run.path / "adapter", "--input", bad, "--out",
                   tmp_path / "p.jsonl")
     assert "is an adapter" in err and "--adapter" in err
+
+    (tmp_path / "afile").write_text("x")
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps({"sentence": "the cat sat"}) + "\n")
+    err = refused(capsys, "predict", "--adapter", loraxs_run.path, "--input", good, "--out", tmp_path / "afile" / "p.jsonl")
+    assert "`" + str(tmp_path / "afile") + "` is a file" in err
+    err = refused(capsys, "evaluate", "--adapter", loraxs_run.path, "--out", tmp_path / "afile" / "m.json")
+    assert "`" + str(tmp_path / "afile") + "` is a file" in err
+    err = refused(capsys, "export", loraxs_run.path, "--format", "compact", "--out", tmp_path / "afile" / "e")
+    assert "`" + str(tmp_path / "afile") + "` is a file" in err
+    assert (tmp_path / "afile").read_text() == "x"

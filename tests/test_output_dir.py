@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, run_cli
-from rankwise import runstate
+from rankwise import rundir, runstate
 from rankwise.config import RunConfig
 from rankwise.rundir import read_summary
 from rankwise.train import run_training
@@ -166,8 +166,8 @@ def test_replace_dir_is_never_without_a_complete_directory(exchange, tmp_path, m
         path.mkdir()
         (path / "summary.json").write_text(text)
     if not exchange:
-        monkeypatch.setattr(runstate, "_exchange", lambda a, b: False)
-    runstate.replace_dir(new, final)
+        monkeypatch.setattr(rundir, "_exchange", lambda a, b: False)
+    rundir.replace_dir(new, final)
     assert (final / "summary.json").read_text() == "new" and sorted(os.listdir(tmp_path)) == ["run"]
     # killed between the fallback's two renames: only the hidden old copy exists
     os.replace(final, tmp_path / ".run.overwrite-old")

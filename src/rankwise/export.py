@@ -41,7 +41,7 @@ from .adapters.io import (LORA_FORMAT, META_FILE, WEIGHTS_FILE, attach_tensors, 
                           load_adapter, read_adapter_metadata, save_compact)
 from .errors import ConfigError, DataError, ModelError, RunDirError
 from .models import _quiet_transformers
-from .rundir import read_json, read_summary, write_json_atomic
+from .rundir import check_writable_path, read_json, read_summary, replace_dir, write_json_atomic
 from .targets import TargetMatrix
 
 FORMATS = ("peft", "compact", "merged")
@@ -135,11 +135,17 @@ def check_out(out: str | Path, overwrite: bool, run: FinishedRun | None = None) 
                                                                                              weights)):
             raise RunDirError(f"--out `{out}` would replace or sit inside `{run.weights}`, which the export reads. "
                               "Choose another directory (e.g. a new folder next to the run)")
+    check_writable_path(out, "--out")
     if out.exists() and not out.is_dir():
         raise RunDirError(f"--out `{out}` exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise RunDirError(f"--out `{out}` already exists and is not empty. Choose another directory, or pass "
-                          "--overwrite to replace it")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / EXPORT_FILE).is_file():  # never replace what rankwise did not write
+            raise RunDirError(f"--out `{out}` holds files that are not a rankwise export "
+                              f"({', '.join(sorted(p.name for p in out.iterdir())[:5])}); rankwise never deletes files "
+                              "it did not write. Choose a new or empty directory")
+        if not overwrite:
+            raise RunDirError(f"--out `{out}` already holds an export. Choose another directory, or pass "
+                              "--overwrite to replace it (the old export stays until the new one is written)")
     return out
 
 
@@ -156,13 +162,7 @@ def atomic_directory(out: Path) -> Iterator[Path]:
         raise
     for path in tmp.rglob("*"):  # safetensors writes 0600; exports are for sharing
         os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_umask())
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, out)
 
 
 def _umask() -> int:
@@ -245,8 +245,10 @@ def _label_names(model: nn.Module, task_name: str) -> None:
 
 
 def export_run(run_dir: str | Path, fmt: str, out: str | Path, overwrite: bool = False, verify: bool = True,
-               log=print) -> dict:
+               log=print, allow_base_model_mismatch: bool = False) -> dict:
     """Export a completed run (see the module docstring). All checks run before anything is loaded or written.
+    The run's base model must still be the one it was trained on (its fingerprint, see adapters/io.py), unless
+    `allow_base_model_mismatch`; the export records the fingerprint of the model the run was trained on.
     Returns the record written to `<out>/export.json`."""
     run = open_finished_run(run_dir)
     check_format(run, fmt)
@@ -257,9 +259,9 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, overwrite: bool =
     if run.method == "full":
         return _export_full(run, out, tokenizer, verify, log)
     if run.method == "adalora":
-        return _export_adalora(run, fmt, out, tokenizer, verify, log)
+        return _export_adalora(run, fmt, out, tokenizer, verify, log, allow_base_model_mismatch)
 
-    trained = load_adapter(load_base(run.base_model, run.task), run.weights)
+    trained = load_adapter(load_base(run.base_model, run.task), run.weights, allow_base_model_mismatch)
     meta = read_adapter_metadata(run.weights)
     hard_ranks, allocated = list(meta["hard_ranks"]), list(meta["ranks"])
     head = list(meta["head_modules"])
@@ -269,7 +271,8 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, overwrite: bool =
         task_type = getattr(task_type, "value", task_type)
     compact_meta = compact_metadata(trained, hard_ranks, run.base_model, head,
                                     rslora=run.config.get("alpha_policy") == "rslora", task_type=task_type,
-                                    dropout=float(run.config.get("lora_dropout") or 0.0))
+                                    dropout=float(run.config.get("lora_dropout") or 0.0),
+                                    fingerprint=meta.get("base_model_fingerprint"))
     tensors = compact_tensors(trained, hard_ranks, head)
     probe = probe_batch(trained.model)
     reference = logits_of(trained.model, probe)
@@ -278,7 +281,9 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, overwrite: bool =
         if fmt == "compact":
             save_compact(tmp, compact_meta, tensors)
         else:
-            exported = attach_tensors(load_base(run.base_model, run.task), compact_meta, tensors)
+            # The same base model as `trained`, checked above: no second fingerprint (nor a second warning).
+            unchecked = {**compact_meta, "base_model_fingerprint": None, "base_weight_norms": None}
+            exported = attach_tensors(load_base(run.base_model, run.task), unchecked, tensors)
             if fmt == "peft":
                 exported.hooks.remove()
                 with _quiet_transformers():
@@ -293,18 +298,20 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, overwrite: bool =
                     tokenizer.save_pretrained(str(tmp))
         record = _record(run, fmt, out, meta, compact_meta, tensors, allocated, hard_ranks, tmp)
         if verify:
-            _verify(record, tmp, run.task, probe, reference)
+            _verify(record, tmp, run.task, probe, reference, allow_base_model_mismatch)
         record["export_bytes"] = _bytes(tmp)  # everything but export.json
         write_json_atomic(tmp / EXPORT_FILE, record)
     _print_record(record, log)
     return record
 
 
-def _verify(record: dict, tmp: Path, task: str, probe: dict, reference: torch.Tensor) -> None:
+def _verify(record: dict, tmp: Path, task: str, probe: dict, reference: torch.Tensor,
+            allow_base_model_mismatch: bool = False) -> None:
     """Reload the export being written in `tmp` and compare its logits on `probe` with the trained model's;
     records the difference, raises (so nothing is kept) beyond VERIFY_TOLERANCE."""
     fmt = record["format"]
-    reloaded = load_source(adapter=str(tmp)) if fmt != "merged" else load_source(model=str(tmp))
+    reloaded = (load_source(adapter=str(tmp), allow_base_model_mismatch=allow_base_model_mismatch) if fmt != "merged"
+                else load_source(model=str(tmp)))
     difference = float((logits_of(reloaded.load(task)[0], probe) - reference).abs().max())
     record["verified_max_abs_logit_difference"] = difference
     if not difference <= VERIFY_TOLERANCE:
@@ -376,12 +383,13 @@ def _export_full(run: FinishedRun, out: Path, tokenizer, verify: bool, log) -> d
     return record
 
 
-def _export_adalora(run: FinishedRun, fmt: str, out: Path, tokenizer, verify: bool, log) -> dict:
+def _export_adalora(run: FinishedRun, fmt: str, out: Path, tokenizer, verify: bool, log,
+                    allow_base_model_mismatch: bool = False) -> dict:
     """An AdaLoRA run's adapter/ is PEFT's AdaLoRA adapter, already pruned (rank_pattern + kept triplets only):
     `peft` copies it, `merged` adds ΔW = B·diag(E)·A·α/init_r into the base weights."""
     from .adapters.peft_baselines import adalora_ranks, triplet_cost
 
-    trained = load_adapter(load_base(run.base_model, run.task), run.weights)
+    trained = load_adapter(load_base(run.base_model, run.task), run.weights, allow_base_model_mismatch)
     meta = read_adapter_metadata(run.weights)
     targets = trained.targets
     hard_ranks = adalora_ranks(trained)
@@ -416,7 +424,7 @@ def _export_adalora(run: FinishedRun, fmt: str, out: Path, tokenizer, verify: bo
             "files": sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file()) + [EXPORT_FILE],
         }
         if verify:
-            _verify(record, tmp, run.task, probe, reference)
+            _verify(record, tmp, run.task, probe, reference, allow_base_model_mismatch)
         record["export_bytes"] = _bytes(tmp)
         write_json_atomic(tmp / EXPORT_FILE, record)
     _print_record(record, log)
@@ -463,6 +471,7 @@ class Source:
     base_model: str | None = None  # for adapters
     meta: dict | None = None
     training: dict = field(default_factory=dict)  # the run's config when known (task, max_seq_length, ...)
+    allow_base_model_mismatch: bool = False  # a rankwise adapter on another base model: warn instead of refusing
 
     def model_name(self) -> str:
         return str(self.path) if self.kind == "model" else self.base_model
@@ -483,7 +492,7 @@ class Source:
             except Exception as exc:
                 raise RunDirError(f"PEFT adapter {self.path} does not load onto `{self.base_model}`: "
                                   f"{str(exc).strip().splitlines()[0][:300]}") from None
-        adapter = load_adapter(model, self.path)
+        adapter = load_adapter(model, self.path, self.allow_base_model_mismatch)
         return adapter.model.eval(), adapter
 
 
@@ -504,8 +513,11 @@ def _training_config(path: Path) -> dict:
     return _run_config(path.parent) if path.name == "adapter" else {}
 
 
-def load_source(model: str | None = None, adapter: str | None = None, base_model: str | None = None) -> Source:
-    """Resolve `--model` / `--adapter` (exactly one) to a Source. Raises RankwiseError with the fix."""
+def load_source(model: str | None = None, adapter: str | None = None, base_model: str | None = None,
+                allow_base_model_mismatch: bool = False) -> Source:
+    """Resolve `--model` / `--adapter` (exactly one) to a Source. Raises RankwiseError with the fix.
+    `allow_base_model_mismatch`: load a rankwise adapter onto a base model other than the one it was trained on
+    (its fingerprint differs) with a warning instead of refusing it."""
     if (model is None) == (adapter is None):
         raise ConfigError("model", "give exactly one of --model DIR (a merged export or any transformers model) "
                           "and --adapter DIR (an adapter export, a run's adapter/, or a run directory)")
@@ -538,7 +550,8 @@ def load_source(model: str | None = None, adapter: str | None = None, base_model
         raise RunDirError(f"--adapter `{given}` is not a directory")
     if is_rankwise:
         meta = read_adapter_metadata(path)
-        return Source("adapter", path, base_model or meta.get("base_model"), meta, _training_config(path))
+        return Source("adapter", path, base_model or meta.get("base_model"), meta, _training_config(path),
+                      allow_base_model_mismatch)
     if is_peft:
         config = json.loads((path / "adapter_config.json").read_text())
         base = base_model or config.get("base_model_name_or_path")
@@ -715,7 +728,7 @@ def check_prediction_out(out: str | Path) -> Path:
                           "submission layout: index, prediction)")
     if out.is_dir():
         raise ConfigError("out", f"`{out}` is a directory", "Give a file name ending in .jsonl or .tsv")
-    return out
+    return check_writable_path(out, "--out")
 
 
 @torch.no_grad()
@@ -727,11 +740,12 @@ def predict(source: Source, task_name: str, inputs: Inputs, max_seq_length: int 
     from transformers import DataCollatorWithPadding
 
     from .data import GLUE_TASKS
-    from .models import load_tokenizer
+    from .models import check_max_seq_length, load_tokenizer
 
     task = GLUE_TASKS[task_name]
     tokenizer = load_tokenizer(source.model_name())
     model, _ = source.load(task_name)
+    check_max_seq_length(max_seq_length, model, model_name=source.model_name())  # a chosen length must fit
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     model = model.to(device)
     collate = DataCollatorWithPadding(tokenizer)

@@ -14,6 +14,7 @@ so a killed run never leaves a directory that reads as complete.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import os
@@ -111,6 +112,37 @@ def check_writable_path(path: str | Path, option: str) -> Path:
     return path
 
 
+def sibling(path: Path, role: str) -> Path:
+    """A hidden sibling of `path` that rankwise owns: `.<name>.<role>`."""
+    return path.with_name(f".{path.name}.{role}")
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two directories (Linux renameat2 RENAME_EXCHANGE). False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def replace_dir(new: Path, final: Path) -> None:
+    """Put the directory `new` at `final`, replacing what is there, such that a kill at any moment leaves one
+    complete directory at `final` (or, on systems without an atomic exchange, one recoverable sibling)."""
+    if not final.exists():
+        os.replace(new, final)
+        return
+    if _exchange(new, final):
+        shutil.rmtree(new)  # now the old run
+        return
+    old = sibling(final, "overwrite-old")
+    os.replace(final, old)
+    os.replace(new, final)
+    shutil.rmtree(old)
+
+
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -153,5 +185,4 @@ class _AtomicDir:
         for path in self.tmp.rglob("*"):
             if path.is_file():
                 os.chmod(path, mode)
-        shutil.rmtree(self.final, ignore_errors=True)
-        os.replace(self.tmp, self.final)
+        replace_dir(self.tmp, self.final)

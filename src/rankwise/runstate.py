@@ -13,7 +13,6 @@ for `train`, `glue` and `sweep`; it records its holder (pid, host, command) so a
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
@@ -28,7 +27,7 @@ from typing import Iterator
 from .config import RunConfig, applies
 from .errors import RunDirError
 from .naming import NOT_IDENTITY
-from .rundir import SUMMARY, RunDir, check_writable_path, read_json
+from .rundir import SUMMARY, RunDir, check_writable_path, read_json, replace_dir, sibling
 
 # Every entry rankwise writes in a run directory (DESIGN.md → Outputs; generations.jsonl for instruction
 # tasks, wandb/ when --report_to wandb), plus its hidden temporary files (`.<name>.<random>.tmp`, `.adapter.tmp`).
@@ -257,45 +256,15 @@ def run_lock(run_dir: str | Path, tries: int = 5) -> Iterator[bool]:
 # Claiming a directory for a run
 # ---------------------------------------------------------------------------------------------
 
-def _sibling(path: Path, role: str) -> Path:
-    return path.with_name(f".{path.name}.{role}")
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two directories (Linux renameat2 RENAME_EXCHANGE). False where unsupported."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
-
-
-def replace_dir(new: Path, final: Path) -> None:
-    """Put the directory `new` at `final`, replacing what is there, such that a kill at any moment leaves one
-    complete directory at `final` (or, on systems without an atomic exchange, one recoverable sibling)."""
-    if not final.exists():
-        os.replace(new, final)
-        return
-    if _exchange(new, final):
-        shutil.rmtree(new)  # now the old run
-        return
-    old = _sibling(final, "overwrite-old")
-    os.replace(final, old)
-    os.replace(new, final)
-    shutil.rmtree(old)
-
-
 def _recover(final: Path) -> None:
     """Under the lock: finish what a killed overwrite left (rankwise's own hidden siblings only)."""
-    old = _sibling(final, "overwrite-old")
+    old = sibling(final, "overwrite-old")
     if old.is_dir():
         if final.exists():
             shutil.rmtree(old)
         else:
             os.replace(old, final)  # killed between the two renames: the old run goes back
-    shutil.rmtree(_sibling(final, "overwrite-new"), ignore_errors=True)
+    shutil.rmtree(sibling(final, "overwrite-new"), ignore_errors=True)
 
 
 class Claim:
@@ -333,7 +302,7 @@ def claim_output_dir(cfg: RunConfig) -> Iterator[Claim]:
         _recover(final)
         state = check_output_dir(cfg)
         if state.kind != "new" and (cfg.overwrite_output_dir or state.kind not in ("unfinished", "failed")):
-            write_to = _sibling(final, "overwrite-new")
+            write_to = sibling(final, "overwrite-new")
         else:
             write_to = final
             for child in (final.iterdir() if final.is_dir() else []):

@@ -11,14 +11,21 @@ head modules, base model), so `load_adapter(model, directory)` can refuse a base
 
 Run adapters of learned allocation are allocated at rank_max; their metadata records `hard_ranks`, which
 loading applies as masks, so the model gives the same outputs as at the end of training.
+
+Every format also records `base_model_fingerprint` (see `base_model_fingerprint`): a digest of the whole base model
+(every tensor but the head's), which loading recomputes on the model it is given and compares, so an adapter is
+refused on any other base model, not only on one whose adapted matrices have other norms. Adapters written before
+the fingerprint existed keep the older check (`base_weight_norms`: the norms of the adapted matrices' base weights).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -40,6 +47,9 @@ WEIGHTS_FILE = "adapter_model.safetensors"
 PEFT_ADAPTER_NAME = "default"
 # Relative difference of a base weight's norm beyond which the model is not the one the adapter was trained on.
 BASE_NORM_TOLERANCE = 1e-3
+FINGERPRINT_ALGORITHM = "rankwise-sampled-sha256-v1"
+FINGERPRINT_SAMPLES = 1024  # values read per tensor: the cost is per tensor, not per parameter
+OVERRIDE_HINT = "--allow_base_model_mismatch (Python: allow_base_model_mismatch=True)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,6 +82,87 @@ def base_weight_norms(model: nn.Module, targets: list[TargetMatrix]) -> list[flo
     return [float(base_layer(root.get_submodule(t.name)).weight.detach().float().norm()) for t in targets]
 
 
+# ---------------------------------------------------------------------------------------------
+# Base-model fingerprint
+# ---------------------------------------------------------------------------------------------
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    """The base module behind an adapter wrapper: LoRA-XS's `base`, a PEFT layer's `base_layer`, or the original
+    of a PEFT `modules_to_save` copy. Anything else is returned as it is."""
+    while True:
+        if isinstance(module, LoraXSLinear):
+            module = module.base
+        elif isinstance(getattr(module, "base_layer", None), nn.Module):
+            module = module.base_layer
+        elif isinstance(getattr(module, "original_module", None), nn.Module):
+            module = module.original_module
+        else:
+            return module
+
+
+def base_model_tensors(model: nn.Module, head_modules: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) for every parameter and persistent buffer of the base model, in module order. Adapter wrappers
+    are seen through (a wrapped layer counts as its frozen base layer, under its own name), so a model yields the
+    same names and tensors before and after adapters are attached. `head_modules` and everything under them are
+    left out: the head is trained and saved with the adapter. Non-persistent buffers (position ids, rotary
+    frequencies) are left out too: they are derived from the config, not part of the checkpoint."""
+    skip = set(head_modules)
+
+    def walk(module: nn.Module, prefix: str) -> Iterator[tuple[str, torch.Tensor]]:
+        if prefix in skip:
+            return
+        module = _unwrap(module)
+        dot = f"{prefix}." if prefix else ""
+        for name, tensor in module._parameters.items():
+            if tensor is not None:
+                yield dot + name, tensor
+        for name, tensor in module._buffers.items():
+            if tensor is not None and name not in module._non_persistent_buffers_set:
+                yield dot + name, tensor
+        for name, child in module._modules.items():
+            if child is not None:
+                yield from walk(child, dot + name)
+
+    yield from walk(inner_model(model), "")
+
+
+def _sample_positions(numel: int) -> torch.Tensor:
+    """Flat positions read from a tensor of `numel` elements: all of them up to FINGERPRINT_SAMPLES, else that many
+    spread over the whole tensor by the golden-ratio sequence ⌊frac(i·φ)·numel⌋. Fixed for a given size; unlike a
+    stride numel/k, it does not fall on the same column of every k-th row of a matrix."""
+    if numel <= FINGERPRINT_SAMPLES:
+        return torch.arange(numel)
+    steps = torch.arange(FINGERPRINT_SAMPLES, dtype=torch.float64) * ((math.sqrt(5.0) - 1.0) / 2.0)
+    return (torch.frac(steps) * numel).long().clamp_(max=numel - 1)
+
+
+def base_model_fingerprint(model: nn.Module, head_modules: list[str]) -> dict:
+    """A digest of the base model under `model` (see `base_model_tensors`): SHA-256 over every tensor's name, shape
+    and a fixed sample of up to FINGERPRINT_SAMPLES of its values, read as float32 (integers as int64).
+
+    Values are compared, not storage types: the same weights held in float32, bfloat16 or float16 give the same
+    digest (a bf16 checkpoint loaded in float32 is the same model), while a lossy cast (float32 weights rounded to
+    bf16) changes the values and so the digest. A sign flip, a re-initialised or otherwise replaced tensor, or a
+    change of name or shape changes it; a change confined to elements that are not sampled (e.g. one edited
+    entry) can go unnoticed. Cost: one gather of ≤ 1024 values per tensor, independent of the tensor's size.
+    Returns {"algorithm", "digest", "tensors", "dtypes"} as recorded in adapter metadata."""
+    digest = hashlib.sha256()
+    count, dtypes = 0, set()
+    with torch.no_grad():
+        for name, tensor in base_model_tensors(model, head_modules):
+            values = tensor.detach().reshape(-1)[_sample_positions(tensor.numel()).to(tensor.device)]
+            if tensor.is_floating_point():
+                dtypes.add(str(tensor.dtype).removeprefix("torch."))
+                kind, data = "float", values.float().cpu().numpy().astype("<f4")
+            else:
+                kind, data = "int", values.long().cpu().numpy().astype("<i8")
+            digest.update(f"{name}|{tuple(tensor.shape)}|{kind}|".encode())
+            digest.update(data.tobytes())
+            count += 1
+    return {"algorithm": FINGERPRINT_ALGORITHM, "digest": digest.hexdigest(), "tensors": count,
+            "dtypes": sorted(dtypes)}
+
+
 def head_shapes(model: nn.Module, head_modules: list[str]) -> dict[str, dict[str, list[int]]]:
     return {h: {k: list(v.shape) for k, v in head_module(model, h).state_dict().items()} for h in head_modules}
 
@@ -98,7 +189,8 @@ def adapter_metadata(adapter: AdapterSet, base_model: str, head_modules: list[st
         "scales": [m.scale for m in adapter.modules] if adapter.method == "loraxs" else None,
         "head_modules": list(head_modules),
         "head_shapes": head_shapes(adapter.model, head_modules),
-        "base_weight_norms": base_weight_norms(adapter.model, adapter.targets),
+        "base_weight_norms": base_weight_norms(adapter.model, adapter.targets),  # what older rankwise checks
+        "base_model_fingerprint": base_model_fingerprint(adapter.model, head_modules),
     }
 
 
@@ -155,7 +247,10 @@ def compact_tensors(adapter: AdapterSet, hard_ranks: list[int], head_modules: li
 
 
 def compact_metadata(adapter: AdapterSet, hard_ranks: list[int], base_model: str, head_modules: list[str],
-                     rslora: bool = False, task_type: str | None = None, dropout: float = 0.0) -> dict:
+                     rslora: bool = False, task_type: str | None = None, dropout: float = 0.0,
+                     fingerprint: dict | None = None) -> dict:
+    """`fingerprint`: the base-model fingerprint to record, when known (an export keeps the one of the model the
+    run was trained on); computed from `adapter.model` otherwise."""
     scales = trained_scales(adapter)
     return {
         "format": COMPACT_FORMAT,
@@ -173,6 +268,7 @@ def compact_metadata(adapter: AdapterSet, hard_ranks: list[int], base_model: str
         "peft_task_type": task_type,
         "lora_dropout": dropout,
         "base_weight_norms": base_weight_norms(adapter.model, adapter.targets),
+        "base_model_fingerprint": fingerprint or base_model_fingerprint(adapter.model, head_modules),
     }
 
 
@@ -201,9 +297,11 @@ def read_adapter_metadata(directory: str | Path) -> dict:
     raise RunDirError(f"{directory} is not a rankwise adapter (no {META_FILE} or rankwise {CONFIG_FILE})")
 
 
-def check_fits(model: nn.Module, meta: dict, directory: str | Path) -> list[TargetMatrix]:
+def check_fits(model: nn.Module, meta: dict, directory: str | Path,
+               allow_base_model_mismatch: bool = False) -> list[TargetMatrix]:
     """Raise RunDirError unless `model` is a base model this adapter was trained on: every target module
-    exists with the same shape, the head has the same shapes, and (when recorded) the base weights match."""
+    exists with the same shape, the head has the same shapes, and the base model is the same (see
+    `check_base_model`; with `allow_base_model_mismatch`, a different one only prints a warning)."""
     saved = [TargetMatrix(**t) for t in meta["targets"]]
     trained_on = meta.get("base_model")
     present = {t.name for t in find_targets(model, "all-linear")}
@@ -226,15 +324,47 @@ def check_fits(model: nn.Module, meta: dict, directory: str | Path) -> list[Targ
         if saved_head and saved_head != own:
             raise RunDirError(f"adapter {directory}: head `{head}` has shapes {saved_head} but this model's has "
                               f"{own}. The adapter was trained for a task with a different number of labels")
-    norms = meta.get("base_weight_norms")
-    if norms:
-        here = base_weight_norms(model, saved)
-        for t, want, got in zip(saved, norms, here):
-            if abs(got - want) > BASE_NORM_TOLERANCE * max(abs(want), 1e-12):
-                raise RunDirError(f"adapter {directory}: the base weight of `{t.name}` differs from the one the "
-                                  f"adapter was trained on (norm {got:.6g} vs {want:.6g}); it was trained on "
-                                  f"`{trained_on}`. Load it onto that model")
+    check_base_model(model, meta, directory, allow_base_model_mismatch, saved)
     return saved
+
+
+def check_base_model(model: nn.Module, meta: dict, directory: str | Path, allow_base_model_mismatch: bool = False,
+                     targets: list[TargetMatrix] | None = None) -> None:
+    """Raise RunDirError unless `model` (before or after adapters are attached) is the base model the adapter's
+    metadata was written on: same base-model fingerprint, or, for metadata without one (older rankwise), the same
+    norms of the adapted matrices' base weights. With `allow_base_model_mismatch`, print a one-line warning to
+    stderr instead."""
+    trained_on = meta.get("base_model")
+    recorded = meta.get("base_model_fingerprint")
+    if isinstance(recorded, dict) and recorded.get("algorithm") == FINGERPRINT_ALGORITHM:
+        here = base_model_fingerprint(model, meta.get("head_modules") or [])
+        if here["digest"] == recorded["digest"]:
+            return
+        detail = f"base-model fingerprint {here['digest'][:12]} here, {str(recorded.get('digest'))[:12]} recorded"
+        if here["tensors"] != recorded.get("tensors"):
+            detail += f"; {here['tensors']} tensors here, {recorded.get('tensors')} recorded"
+        if recorded.get("dtypes") and here["dtypes"] != recorded["dtypes"]:
+            trained_dtype = "/".join(recorded["dtypes"])
+            detail += (f"; weights in {'/'.join(here['dtypes'])} here, {trained_dtype} when trained: a cast that "
+                       f"rounds the weights changes the model, load it in {trained_dtype}")
+    else:  # written before the fingerprint (or by a rankwise with another algorithm): the adapted matrices only
+        norms = meta.get("base_weight_norms")
+        if not norms:
+            return
+        targets = targets if targets is not None else [TargetMatrix(**t) for t in meta["targets"]]
+        for t, want, got in zip(targets, norms, base_weight_norms(model, targets)):
+            if abs(got - want) > BASE_NORM_TOLERANCE * max(abs(want), 1e-12):
+                detail = f"the base weight of `{t.name}` has norm {got:.6g}, {want:.6g} when trained"
+                break
+        else:
+            return
+    if allow_base_model_mismatch:
+        print(f"rankwise: warning: adapter {directory} was trained on another base model (`{trained_on}`; {detail}); "
+              "using it anyway, as allowed by --allow_base_model_mismatch", file=sys.stderr)
+        return
+    raise RunDirError(f"adapter {directory} was trained on another base model: this model differs from the one the "
+                      f"adapter was trained on, `{trained_on}` ({detail}). Load it onto `{trained_on}` (pass that "
+                      f"model as --base_model if it has moved), or pass {OVERRIDE_HINT} to use it anyway")
 
 
 def _load_head(model: nn.Module, tensors: dict[str, torch.Tensor], head_modules: list[str], directory) -> None:
@@ -291,18 +421,19 @@ def _attach_compact_lora(model: nn.Module, targets: list[TargetMatrix], tensors:
     return AdapterSet("lora", peft_model, targets, ranks, alphas, layers, KeepHooks(layers))
 
 
-def load_adapter(model: nn.Module, directory: str | Path) -> AdapterSet:
+def load_adapter(model: nn.Module, directory: str | Path, allow_base_model_mismatch: bool = False) -> AdapterSet:
     """Attach a saved rankwise adapter (a run's `adapter/` or an export) and its head to a freshly loaded base
     `model`. Hard ranks are applied as masks where the adapter is allocated larger. Raises RunDirError when
-    the adapter does not fit the model (module names, shapes, head, or base weights)."""
+    the adapter does not fit the model (module names, shapes, head, or base weights); with
+    `allow_base_model_mismatch`, other base weights only print a warning."""
     directory = Path(directory)
     meta = read_adapter_metadata(directory)
     if meta["format"] == "rankwise-adalora":  # PEFT AdaLoRA, see peft_baselines.py
         from .peft_baselines import load_adalora
 
-        return load_adalora(model, directory, meta, check_fits(model, meta, directory))
+        return load_adalora(model, directory, meta, check_fits(model, meta, directory, allow_base_model_mismatch))
     if meta["format"] == LORA_FORMAT:
-        targets = check_fits(model, meta, directory)
+        targets = check_fits(model, meta, directory, allow_base_model_mismatch)
         from peft import PeftModel
 
         from .lora import KeepHooks, lora_layers, peft_quietly
@@ -321,14 +452,14 @@ def load_adapter(model: nn.Module, directory: str | Path) -> AdapterSet:
     path = directory / WEIGHTS_FILE
     if not path.is_file():
         raise RunDirError(f"adapter {directory}: {WEIGHTS_FILE} is missing")
-    return attach_tensors(model, meta, load_file(str(path)), directory)
+    return attach_tensors(model, meta, load_file(str(path)), directory, allow_base_model_mismatch)
 
 
 def attach_tensors(model: nn.Module, meta: dict, tensors: dict[str, torch.Tensor],
-                   directory: str | Path = "(in memory)") -> AdapterSet:
+                   directory: str | Path = "(in memory)", allow_base_model_mismatch: bool = False) -> AdapterSet:
     """Attach a `rankwise-loraxs` or `rankwise-compact` adapter given as metadata and tensors (see
-    `compact_metadata` / `compact_tensors`), after checking that it fits `model`."""
-    targets = check_fits(model, meta, directory)
+    `compact_metadata` / `compact_tensors`), after checking that it fits `model` (see `check_fits`)."""
+    targets = check_fits(model, meta, directory, allow_base_model_mismatch)
     parts = ("lora_A", "lora_B", "lora_R") if meta["method"] == "loraxs" else ("lora_A", "lora_B")
     missing = [f"{t.name}.{part}" for t in targets for part in parts if f"{t.name}.{part}" not in tensors]
     if missing:
@@ -345,6 +476,7 @@ def attach_tensors(model: nn.Module, meta: dict, tensors: dict[str, torch.Tensor
     return adapter
 
 
-__all__ = ["save_adapter", "load_adapter", "attach_tensors", "read_adapter_metadata", "check_fits", "compact_tensors",
-           "compact_metadata", "save_compact", "compact_alphas", "trained_scales", "base_weight_norms",
+__all__ = ["save_adapter", "load_adapter", "attach_tensors", "read_adapter_metadata", "check_fits", "check_base_model",
+           "compact_tensors", "compact_metadata", "save_compact", "compact_alphas", "trained_scales",
+           "base_weight_norms", "base_model_fingerprint", "base_model_tensors", "FINGERPRINT_ALGORITHM",
            "head_module", "inner_model", "head_shapes"]

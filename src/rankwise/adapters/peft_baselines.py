@@ -194,7 +194,7 @@ class AdaLoraTracker:
 def save_adalora(adapter: AdapterSet, directory: str | Path, base_model: str, head_modules: list[str],
                  hard_ranks: list[int]) -> None:
     """PEFT's own AdaLoRA files, pruned to the current masks (PEFT saves `rank_pattern` and only the kept
-    triplets), plus rankwise.json."""
+    triplets), plus rankwise.json (metadata, including the base-model fingerprint that loading checks)."""
     from .io import META_FILE, adapter_metadata
 
     directory = Path(directory)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..config import parse_bool
+from ..rundir import check_writable_path, write_json_atomic
 
 SOURCE_HELP = ("--adapter DIR: a compact or peft export, a run's adapter/ folder, or a run directory (its base model "
                "comes from the adapter's metadata; override with --base_model). --model DIR: a merged export or any "
@@ -26,6 +27,12 @@ INPUT_HELP = """\
 """
 
 
+def _add_allow_mismatch(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow_base_model_mismatch", type=parse_bool, nargs="?", const=True, default=False,
+                   help="use an adapter on a base model other than the one it was trained on (its recorded "
+                        "base-model fingerprint differs): print a warning instead of refusing")
+
+
 def _add_source(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--model", help="a merged export, a full run, or any transformers model directory")
@@ -35,6 +42,7 @@ def _add_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max_seq_length", type=int, help="longest input in tokens (default: as in training, else 128)")
     p.add_argument("--batch_size", type=int, help="examples per forward pass (default: as in training, else 64)")
     p.add_argument("--quiet", type=parse_bool, nargs="?", const=True, default=False, help="no progress bars")
+    _add_allow_mismatch(p)
 
 
 def _positive(args, *names: str) -> None:
@@ -67,13 +75,15 @@ def _add_export(sub) -> None:
                    help="replace an existing --out directory")
     p.add_argument("--verify", type=parse_bool, nargs="?", const=True, default=True,
                    help="reload the export and compare its logits with the trained model's (default true)")
+    _add_allow_mismatch(p)
     p.set_defaults(func=cmd_export)
 
 
 def cmd_export(args) -> int:
     from ..export import export_run
 
-    export_run(args.run_dir, args.format, args.out, overwrite=args.overwrite, verify=args.verify)
+    export_run(args.run_dir, args.format, args.out, overwrite=args.overwrite, verify=args.verify,
+               allow_base_model_mismatch=args.allow_base_model_mismatch)
     return 0
 
 
@@ -95,12 +105,13 @@ def _add_evaluate(sub) -> None:
 def cmd_evaluate(args) -> int:
     from ..errors import ConfigError
     from ..export import check_source_fits_task, evaluate_source, load_source, resolve_task
-    from ..rundir import write_json_atomic
 
     _positive(args, "max_seq_length", "batch_size", "max_eval_samples")
     if args.out and Path(args.out).suffix != ".json":
         raise ConfigError("out", f"`{args.out}` must end in .json")
-    source = load_source(args.model, args.adapter, args.base_model)
+    if args.out:
+        check_writable_path(args.out, "--out")
+    source = load_source(args.model, args.adapter, args.base_model, args.allow_base_model_mismatch)
     task = resolve_task(source, args.task)
     check_source_fits_task(source, task)
     result = evaluate_source(source, task, data_dir=args.data_dir, max_eval_samples=args.max_eval_samples,
@@ -141,7 +152,7 @@ def cmd_predict(args) -> int:
 
     _positive(args, "max_seq_length", "batch_size")
     out = check_prediction_out(args.out)
-    source = load_source(args.model, args.adapter, args.base_model)
+    source = load_source(args.model, args.adapter, args.base_model, args.allow_base_model_mismatch)
     task = resolve_task(source, args.task)
     check_source_fits_task(source, task)
     inputs = read_inputs(args.input, task)  # every input checked before the model is loaded
