@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import decimal
 import difflib
 import json
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -103,7 +105,8 @@ class RunConfig:
                                   "`module_ranks: {regex: rank}`.", "allocation")
     match_budget: bool = _f(False, "Rescale a static strategy's ranks so its adapter has the same number of "
                             "parameters as uniform `--rank` (or `--budget`).", "allocation")
-    budget: Optional[int] = _f(None, "Explicit parameter budget for `--match_budget`.", "allocation")
+    budget: Optional[int] = _f(None, "Explicit parameter budget for `--match_budget` (static allocations only; "
+                               "`learned` takes its budget from --rank_average or --memory_start).", "allocation")
     rank_min: Optional[int] = _f(None, "`learned`: smallest rank a matrix can get. Default 5.", "allocation")
     rank_max: Optional[int] = _f(None, "`learned`: largest rank (adapters are built at this size). Default 30.",
                                  "allocation")
@@ -144,7 +147,8 @@ class RunConfig:
     data_dir: Optional[str] = _f(None, "Directory with GLUE task folders in the original TSV layout and/or "
                                  "alpaca/alpaca_data.json "
                                  "(default: $RANKWISE_DATA_DIR; else the Hugging Face hub).", "data")
-    train_file: Optional[str] = _f(None, "Alpaca-format JSON/JSONL for instruction tuning.", "data")
+    train_file: Optional[str] = _f(None, "alpaca: Alpaca-format JSON/JSONL for instruction tuning (GLUE tasks read "
+                                   "--data_dir).", "data")
     max_seq_length: Optional[int] = _f(None, "Longest input in tokens (default 128 for GLUE, 512 for alpaca).",
                                        "data")
     max_train_samples: Optional[int] = _f(None, "Use only the first N training examples.", "data")
@@ -175,7 +179,9 @@ class RunConfig:
     warmup_ratio: float = _f(0.06, "Warm-up fraction for linear_schedule_with_warmup and cosine.", "training")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 disables clipping; the norm is still checked).",
                               "training")
-    seed: int = _f(0, "Random seed (same config + seed on CPU gives the same metrics).", "training")
+    seed: int = _f(0, "Random seed, 0 to 2^64-1. The same config and seed on CPU give the same metrics at the same "
+                   "torch thread count (a sweep worker with 1 thread and a run with 2 can differ in the last digits).",
+                   "training")
     logging_steps: int = _f(10, "Write a metrics/allocation line every N optimiser steps.", "training")
     max_bad_steps: int = _f(10, "Consecutive non-finite steps before the run ends as `diverged`.", "training")
     save_model: bool = _f(True, "Save adapter (or full model) weights in the run directory.", "training")
@@ -201,24 +207,42 @@ LEARNED_ONLY = ("rank_min", "rank_max", "rank_average", "memory_start", "memory_
                 "tau", "rank_allocation_lr", "rank_allocation_weights_init", "budget_mode", "rounding")
 STATIC_ONLY = {"rank_first": "linear_decay", "rank_last": "linear_decay", "rank_attention": "attention_heavy",
                "rank_mlp": "attention_heavy", "rank_file": "custom"}
+BUDGET_MATCHING = ("budget", "match_budget")  # rescale a static strategy (LoRA-XS or LoRA adapters) to a budget
+# LoRA-XS has no dropout. (`full` ignores every adapter option: lora_dropout, like lora_alpha and alpha_policy,
+# is left applying there, as an LR sweep passes its shared options to its full fine-tuning reference runs.)
+LORA_ONLY = ("lora_dropout",)
+# Data options read only by instruction tuning (`alpaca`); GLUE tasks read --data_dir (or the hub).
+INSTRUCT_ONLY = ("train_file", "eval_size", "num_generations")
 
 
-def applies(field: str, allocation: str, method: str) -> bool:
-    """Whether a config field means anything for a run with this allocation and method."""
+def applies(field: str, allocation: str, method: str, task: str | None = None) -> bool:
+    """Whether a config field means anything for a run with this allocation and method (and task, when
+    given: without it, task-dependent data options count as applying)."""
     if field.startswith("adalora_") or (field == "rank_average" and method == "adalora"):
         return method == "adalora"  # AdaLoRA's budget is rank_average (issue 8)
     if field in LEARNED_ONLY:
         return allocation == "learned" and method != "full"
     if field in STATIC_ONLY:
         return allocation == STATIC_ONLY[field] and method != "full"
+    if field in BUDGET_MATCHING:
+        return allocation != "learned" and method in ("loraxs", "lora")
+    if field in LORA_ONLY:
+        return method != "loraxs"
     if field == "rank":  # learned adapters are sized by rank_max
         return allocation != "learned" and method != "full"
+    if field in INSTRUCT_ONLY and task is not None:
+        return task == "alpaca"
     return True
 
 
 # ---------------------------------------------------------------------------------------------
 # Resolution and validation
 # ---------------------------------------------------------------------------------------------
+
+def default_max_seq_length(task: str) -> int:
+    """--max_seq_length when none is given (a model with fewer positions caps it: `models.check_max_seq_length`)."""
+    return 512 if task == "alpaca" else 128
+
 
 def resolve_defaults(cfg: RunConfig) -> RunConfig:
     """Fill method- and task-dependent defaults, returning a new config (the one written to config.json)."""
@@ -233,7 +257,7 @@ def resolve_defaults(cfg: RunConfig) -> RunConfig:
     if c.cls_learning_rate is None:
         c.cls_learning_rate = c.learning_rate if c.method == "full" else DEFAULT_CLS_LR
     if c.max_seq_length is None:
-        c.max_seq_length = 512 if c.is_instruct else 128
+        c.max_seq_length = default_max_seq_length(c.task)
     if c.data_dir is None and os.environ.get("RANKWISE_DATA_DIR"):
         c.data_dir = os.environ["RANKWISE_DATA_DIR"]
     if c.allocation == "learned":
@@ -262,6 +286,72 @@ def _require(ok: bool, name: str, problem: str, fix: str = "") -> None:
         raise ConfigError(name, problem, fix)
 
 
+SEED_LIMIT = 2**64  # torch seeds are unsigned 64-bit; it maps a negative seed s to 2^64 + s
+
+
+def require_file(name: str, path: str | Path, fix: str = "") -> Path:
+    """`path` as a Path if it is a file; else ConfigError naming option `name` and saying what is there instead."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(name, f"`{path}` is a directory, not a file", fix or "Give the path of the file itself")
+    if not p.is_file():
+        raise ConfigError(name, f"file `{path}` does not exist", fix)
+    return p
+
+
+def user_set(cfg: RunConfig, name: str) -> bool:
+    """Whether field `name` holds a value someone chose: neither the field's default nor the value
+    `resolve_defaults` fills in for it. So a config resolved twice, or read back from config.json, passes the
+    same checks as the one first given."""
+    value, default = getattr(cfg, name), FIELDS[name].default
+    if value == default:
+        return False
+    return value != getattr(resolve_defaults(dataclasses.replace(cfg, **{name: default})), name)
+
+
+def _not_applicable(cfg: RunConfig, name: str) -> tuple[str, str]:
+    """(problem, fix) for an option given to a run it does not apply to (see `applies`)."""
+    a, m = cfg.allocation, cfg.method
+    if name == "train_file":
+        return (f"is not read by GLUE task `{cfg.task}`: it is the Alpaca-format data of --task alpaca (training a "
+                "GLUE task on your own files is not supported yet)",
+                f"Drop --train_file; {cfg.task} reads --data_dir DIR/<Task>/train.tsv and dev.tsv (or the Hugging "
+                "Face hub)")
+    if name in INSTRUCT_ONLY:
+        return f"only applies to --task alpaca, not to GLUE task `{cfg.task}`", f"Drop --{name}"
+    if name.startswith("adalora_"):
+        return f"only applies to --method adalora, but --method is `{m}`", f"Drop --{name}, or use --method adalora"
+    if name in LORA_ONLY:
+        return f"applies to LoRA layers (--method lora or adalora), but --method is `{m}`", f"Drop --{name}"
+    if m == "full":
+        return ("does not apply to --method full (full fine-tuning trains every weight: there are no adapter ranks "
+                "or budgets)", f"Drop --{name}, or use --method loraxs or --method lora")
+    if m == "adalora":
+        return ("does not apply to --method adalora (AdaLoRA allocates the ranks itself)",
+                f"Drop --{name}; set AdaLoRA's budget with --rank_average or --adalora_target_r")
+    if name in BUDGET_MATCHING:
+        return ("is not used by --allocation learned (it rescales a static allocation to a budget)",
+                "Set the learned budget with --rank_average (an average rank) or --memory_start (parameters)")
+    if name == "rank":
+        return ("does not apply to --allocation learned: its adapters are sized by --rank_max and its budget is "
+                "--rank_average or --memory_start", "Drop --rank; use --rank_min/--rank_max and --rank_average")
+    if name in STATIC_ONLY:
+        wanted = STATIC_ONLY[name]
+        return (f"only applies to --allocation {wanted}, but --allocation is `{a}`",
+                f"Drop --{name}, or use --allocation {wanted}")
+    extra = " (or --method adalora)" if name == "rank_average" else ""
+    return (f"only applies to --allocation learned{extra}, but --allocation is `{a}`",
+            f"Drop --{name}, or use --allocation learned")
+
+
+def check_applicable(cfg: RunConfig) -> None:
+    """Refuse an option set for a run that would ignore it (another experiment would run than the one asked
+    for). Sweeps drop such base/grid options per run before this (`sweep.point_values`)."""
+    for name in FIELDS:
+        if not applies(name, cfg.allocation, cfg.method, cfg.task) and user_set(cfg, name):
+            raise ConfigError(name, *_not_applicable(cfg, name))
+
+
 def validate(cfg: RunConfig) -> None:
     """Raise `ConfigError` for the first problem found. Call on a resolved config."""
     for name, value in cfg.to_dict().items():
@@ -280,7 +370,10 @@ def validate(cfg: RunConfig) -> None:
         close = difflib.get_close_matches(cfg.task, tasks, n=1)
         hint = f"Did you mean `{close[0]}`? " if close else ""
         raise ConfigError("task", f"unknown task `{cfg.task}`", f"{hint}Choose one of: {', '.join(tasks)}")
+    check_applicable(cfg)
 
+    _require(0 <= cfg.seed < SEED_LIMIT, "seed", f"must be in [0, 2^64-1], got {cfg.seed}",
+             "Use a non-negative integer below 2^64 = 18446744073709551616 (torch's seed range)")
     _require(cfg.num_train_epochs >= 1, "num_train_epochs", f"must be at least 1, got {cfg.num_train_epochs}")
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
                  "logging_steps", "max_bad_steps", "max_seq_length"):
@@ -301,10 +394,12 @@ def validate(cfg: RunConfig) -> None:
         _require(cfg.eval_size >= 1, "eval_size", f"must be a positive integer, got {cfg.eval_size}")
         _require(cfg.num_generations >= 0, "num_generations", f"must be >= 0, got {cfg.num_generations}")
     if cfg.data_dir is not None:
-        _require(Path(cfg.data_dir).is_dir(), "data_dir", f"directory `{cfg.data_dir}` does not exist",
-                 "Point it at a folder holding GLUE task folders (CoLA/, SST-2/, ...) or alpaca/alpaca_data.json")
+        data_fix = "Point it at a folder holding GLUE task folders (CoLA/, SST-2/, ...) or alpaca/alpaca_data.json"
+        _require(not Path(cfg.data_dir).is_file(), "data_dir", f"`{cfg.data_dir}` is a file, not a directory",
+                 data_fix)
+        _require(Path(cfg.data_dir).is_dir(), "data_dir", f"directory `{cfg.data_dir}` does not exist", data_fix)
     if cfg.train_file is not None:
-        _require(Path(cfg.train_file).is_file(), "train_file", f"file `{cfg.train_file}` does not exist")
+        require_file("train_file", cfg.train_file, "Give an Alpaca-format .json or .jsonl file")
 
     _require(cfg.init == "default" or cfg.method == "lora", "init",
              f"`{cfg.init}` initialises LoRA adapters, but --method is `{cfg.method}`", "Use --method lora")
@@ -373,14 +468,11 @@ def _validate_allocation(cfg: RunConfig) -> None:
     elif a == "custom":
         _require(cfg.rank_file is not None, "rank_file", "is required by --allocation custom",
                  "Give a JSON/YAML file with `layer_ranks` or `module_ranks`")
-        _require(Path(cfg.rank_file).is_file(), "rank_file", f"file `{cfg.rank_file}` does not exist")
-    if cfg.budget is not None:
+        require_file("rank_file", cfg.rank_file, "Give a JSON/YAML file with `layer_ranks` or `module_ranks`")
+    if cfg.budget is not None:  # static allocations only (check_applicable)
         _require(cfg.budget >= 1, "budget", f"must be a positive integer, got {cfg.budget}")
-        _require(cfg.match_budget or a == "learned", "budget", "is only used with --match_budget",
-                 "Add --match_budget, or use --rank_average / --memory_start for --allocation learned")
-    if cfg.match_budget:
-        _require(a != "learned", "match_budget", "does not apply to --allocation learned",
-                 "Set the learned budget with --rank_average or --memory_start")
+        _require(cfg.match_budget, "budget", "is only used with --match_budget",
+                 "Add --match_budget to rescale the ranks to this budget")
     if a != "learned":
         return
 
@@ -396,6 +488,11 @@ def _validate_allocation(cfg: RunConfig) -> None:
     for name in ("memory_start", "memory_end"):
         value = getattr(cfg, name)
         _require(value is None or value > 0, name, f"must be positive, got {value}")
+    if cfg.memory_start is None:  # the budget is rank_average's, held for the whole run
+        for name in ("memory_end", "epochs_memory_start", "epochs_memory_start_to_end"):
+            _require(not user_set(cfg, name), name, "is part of the budget schedule from --memory_start to "
+                     "--memory_end, but no --memory_start is given: the budget is --rank_average's, constant",
+                     f"Give --memory_start (and --memory_end), or drop --{name}")
     for name in ("epochs_memory_start", "epochs_memory_start_to_end", "epochs_rank_discrete"):
         value = getattr(cfg, name)
         _require(value >= 0, name, f"must be >= 0, got {value}")
@@ -455,13 +552,20 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got `{text}`") from None
 
 
-def _int(text: str) -> int:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got `{text}`") from None
-    if not value.is_integer():
+def _int(text: str | int | float) -> int:
+    """An exact integer from `12`, `1e3` or `2.0` (never through a float: `18446744073709551617` stays itself)."""
+    if isinstance(text, bool):
         raise argparse.ArgumentTypeError(f"expected an integer, got `{text}`")
+    if isinstance(text, int):
+        return text
+    try:
+        value = decimal.Decimal(str(text).strip())
+    except decimal.InvalidOperation:
+        raise argparse.ArgumentTypeError(f"expected an integer, got `{text}`") from None
+    if not value.is_finite() or value != value.to_integral_value():
+        raise argparse.ArgumentTypeError(f"expected an integer, got `{text}`")
+    if value.adjusted() > 100:
+        raise argparse.ArgumentTypeError(f"`{text}` is too large")
     return int(value)
 
 
@@ -488,24 +592,106 @@ def add_config_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ..
         group.add_argument(f"--{name}", *meta.get("aliases", ()), **kwargs)
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML or JSON mapping of RunConfig fields."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError("config", f"file `{path}` does not exist")
+def read_structured_file(path: str | Path, field: str) -> tuple[Any, str]:
+    """(data, "JSON"|"YAML") from the file given by option `field`: `.json` is read as JSON, `.yaml`/`.yml` as
+    YAML, any other suffix as JSON and then as YAML. Raises ConfigError naming the option, the file and what it
+    was read as (a directory, a missing file, bytes that are not UTF-8, a syntax error)."""
+    p = require_file(field, path)
     try:
-        data = yaml.safe_load(p.read_text()) if p.suffix in (".yaml", ".yml") else json.loads(p.read_text())
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise ConfigError("config", f"`{path}` is not valid {'YAML' if p.suffix != '.json' else 'JSON'}: {exc}")
+        text = p.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(field, f"`{path}` is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                          f"{exc.start})", "Save it as UTF-8 JSON or YAML") from None
+    except OSError as exc:
+        raise ConfigError(field, f"cannot read `{path}`: {exc.strerror or exc}") from None
+    suffix = p.suffix.lower()
+    kinds = ["JSON"] if suffix == ".json" else ["YAML"] if suffix in (".yaml", ".yml") else ["JSON", "YAML"]
+    errors = []
+    for kind in kinds:
+        try:
+            return (json.loads(text) if kind == "JSON" else yaml.safe_load(text)), kind
+        except json.JSONDecodeError as exc:
+            errors.append(f"{exc.msg} at line {exc.lineno}, column {exc.colno}")
+        except yaml.YAMLError as exc:
+            errors.append(" ".join(str(exc).split()))
+    if len(kinds) == 1:
+        raise ConfigError(field, f"`{path}` is not valid {kinds[0]} (read as {kinds[0]} because of its "
+                          f"`{p.suffix}` suffix): {errors[0]}")
+    raise ConfigError(field, f"`{path}` is neither valid JSON ({errors[0]}) nor valid YAML ({errors[1]}); both "
+                      f"were tried because its suffix `{p.suffix}` is not .json, .yaml or .yml",
+                      "Fix the syntax, and name the file .json or .yaml")
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON mapping of RunConfig fields (see `read_structured_file` for how it is parsed)."""
+    data, kind = read_structured_file(path, "config")
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError("config", f"`{path}` must hold a mapping of option names to values")
+        raise ConfigError("config", f"`{path}` (read as {kind}) holds a {type(data).__name__}, not a mapping of "
+                          "option names to values", "Write one `option: value` per line (YAML) or a JSON object")
     return data
 
 
-def config_from_dict(values: dict[str, Any], source: str = "config") -> RunConfig:
-    """Build a RunConfig from a mapping (file or sweep entry), converting and checking every key."""
+# Sources whose values come from the command line: text there is converted as argparse would. Every other
+# source (a config file, a sweep file) must give each value its exact type.
+COMMAND_LINE_SOURCES = ("arguments", "lr-sweep arguments")
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+# YAML 1.1 (PyYAML) reads `1e-3` as text: such text is still a number for a float option.
+_NUMBER_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _is_optional(name: str) -> bool:
+    return FIELDS[name].default is None
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _exact_value(name: str, value: Any, source: str) -> Any:
+    """`value` if it has field `name`'s type (an int also for a float field), else ConfigError naming the field,
+    the value and its type."""
+    kind = FIELD_TYPES[name]
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is bool and isinstance(value, bool) or kind is str and isinstance(value, str):
+        return value
+    if kind is int and is_number and isinstance(value, int):
+        return value
+    if kind is float and is_number:
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(name, f"bad value in {source}: {_shown(value)} is too large for a number") from None
+    if kind is float and isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
+        return float(value)
+    type_name = type(value).__name__
+    got = "" if value is None else f" ({'an' if type_name[0] in 'aeiou' else 'a'} {type_name})"
+    problem = f"bad value in {source}: got {_shown(value)}{got}, but it takes {_TYPE_WORDS[kind]}"
+    if kind is str and isinstance(value, (bool, int, float)):
+        fix = f'Quote it to mean the text: {name}: "{value}"'
+    elif kind is str and name == "target_modules" and isinstance(value, list):
+        fix = "Give the module names as one comma-separated string, e.g. target_modules: query,value"
+    elif kind is int and isinstance(value, float):
+        fix = f"Write a whole number such as {math.floor(value)}" if math.isfinite(value) else "Write a whole number"
+    elif isinstance(value, bool):
+        fix = f"Write {_TYPE_WORDS[kind]}: true/false is not one"
+    elif value is None:
+        fix = f"Give {_TYPE_WORDS[kind]}, or leave --{name} out for its default"
+    else:
+        fix = f"Write {_TYPE_WORDS[kind]}"
+    raise ConfigError(name, problem, fix)
+
+
+def config_from_dict(values: dict[str, Any], source: str = "arguments", exact_types: bool | None = None
+                     ) -> RunConfig:
+    """Build a RunConfig from a mapping, checking every key. `source` says where the values come from, in
+    messages. Values from a file or sweep (`exact_types`; by default, any `source` not in COMMAND_LINE_SOURCES)
+    must have the option's exact type: `rank: true` or `label: [a, b]` is an error, not rank 1 or the text
+    "['a', 'b']". Command-line values (and a Python caller's, by default) are converted from text as argparse
+    does; a list or mapping is never converted."""
+    exact = source not in COMMAND_LINE_SOURCES if exact_types is None else exact_types
     kwargs = {}
     for key, value in values.items():
         name = key.lstrip("-")
@@ -513,14 +699,17 @@ def config_from_dict(values: dict[str, Any], source: str = "config") -> RunConfi
             close = difflib.get_close_matches(name, FIELDS, n=1)
             hint = f"Did you mean `{close[0]}`?" if close else "See `rankwise train --help` for the options"
             raise ConfigError(name, f"unknown option in {source}", hint)
-        if value is None:
+        if value is None and _is_optional(name):
             kwargs[name] = None
             continue
         kind = FIELD_TYPES[name]
+        if exact or value is None or isinstance(value, (list, dict, tuple, set)):
+            kwargs[name] = _exact_value(name, value, source)
+            continue
         try:
             kwargs[name] = value if isinstance(value, kind) and not (kind is int and isinstance(value, bool)) \
                 else _CONVERTERS[kind](value)
-        except (argparse.ArgumentTypeError, TypeError) as exc:
+        except (argparse.ArgumentTypeError, TypeError, ValueError, OverflowError) as exc:
             raise ConfigError(name, f"bad value in {source}: {exc}") from None
     return RunConfig(**kwargs)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import ModelError
+from .errors import ConfigError, ModelError
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,40 @@ def load_causal_lm(name: str) -> nn.Module:
             return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **hub_kwargs(path))
     except Exception as exc:
         raise _load_error(name, exc) from None
+
+
+# Architectures whose position ids start after the padding index (padding_idx + 1), so
+# max_position_embeddings - padding_idx - 1 positions are usable (RoBERTa: 514 - 2 = 512).
+PADDING_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "roberta-prelayernorm", "data2vec-text", "xmod")
+
+
+def position_limit(model_or_config) -> int | None:
+    """The longest input (tokens) a model's position embeddings can encode, from its config
+    (`max_position_embeddings`, GPT-2's `n_positions`), or None if the config sets no limit."""
+    config = getattr(model_or_config, "config", model_or_config)
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        limit = getattr(config, name, None)
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+            if getattr(config, "model_type", None) in PADDING_OFFSET_POSITIONS:
+                limit -= (getattr(config, "pad_token_id", None) or 0) + 1
+            return limit
+    return None
+
+
+def check_max_seq_length(max_seq_length: int | None, model_or_config, default: int | None = None,
+                         model_name: str | None = None) -> int | None:
+    """The input length to use with this model: `max_seq_length` if the model's positions hold it. A value above
+    the limit is a ConfigError naming it, unless it is `default` (the task's default, not chosen by anyone),
+    which is capped to the limit instead."""
+    limit = position_limit(model_or_config)
+    if max_seq_length is None or limit is None or max_seq_length <= limit:
+        return max_seq_length
+    if max_seq_length == default:
+        return limit
+    config = getattr(model_or_config, "config", model_or_config)
+    what = f"model `{model_name}`" if model_name else f"this {getattr(config, 'model_type', None) or 'model'} model"
+    raise ConfigError("max_seq_length", f"({max_seq_length}) is more than the {limit} positions {what} can encode "
+                      "(max_position_embeddings in its config)", f"Use --max_seq_length {limit} or less")
 
 
 def head_modules(model: nn.Module) -> list[str]:

@@ -126,7 +126,12 @@ def matrix_parameters(method: str, target: TargetMatrix, rank: int) -> int:
 
 def build_plan(cfg, model: nn.Module, head_modules: list[str], steps_per_epoch: int = 1) -> tuple[Plan, RankAllocator | None]:
     """The plan for a resolved config on `model` (real or on the meta device), and the rank allocator
-    for learned allocation. Raises ConfigError for strategy problems (custom file, budget)."""
+    for learned allocation. Raises ConfigError for strategy problems (custom file, budget, ranks larger than
+    their matrices) and for a --max_seq_length the model's positions cannot hold."""
+    from .config import default_max_seq_length
+    from .models import check_max_seq_length
+
+    check_max_seq_length(cfg.max_seq_length, model, default_max_seq_length(cfg.task), cfg.model)
     model_parameters = sum(p.numel() for p in model.parameters())
     head_parameters = sum(p.numel() for h in head_modules for p in model.get_submodule(h).parameters())
     targets = find_targets(model, cfg.target_modules)
@@ -148,17 +153,18 @@ def build_plan(cfg, model: nn.Module, head_modules: list[str], steps_per_epoch: 
     elif cfg.method == "adalora":
         from .adapters.peft_baselines import adalora_budget
 
+        rank_limit = min(min(t.in_features, t.out_features) for t in targets)
+        if cfg.adalora_init_r > rank_limit:
+            raise ConfigError("adalora_init_r", f"({cfg.adalora_init_r}; unless given, 1.5 × the final average rank "
+                              f"from --rank_average or --adalora_target_r) exceeds the smallest target matrix "
+                              f"dimension ({rank_limit})", f"Use --adalora_init_r {rank_limit} or less, or a smaller "
+                              "final average rank")
         ranks = [cfg.adalora_init_r] * len(targets)
         shown = ranks
         budget = {**adalora_budget(cfg, targets).to_dict(), "rank_average": cfg.rank_average}
     else:
-        ranks = static_ranks(cfg, targets)
+        ranks = static_ranks(cfg, targets)  # checks every rank fits its matrix, naming the option that set it
         shown = ranks
-        too_big = [(t.name, r) for t, r in zip(targets, ranks) if r > min(t.in_features, t.out_features)]
-        if too_big:
-            name, r = too_big[0]
-            raise ConfigError("rank", f"rank {r} of `{name}` exceeds that matrix's smaller dimension",
-                              "Lower the ranks")
     reference = cfg.rank if cfg.allocation != "learned" else cfg.rank_max
     alphas = alphas_for(ranks, cfg.lora_alpha, cfg.alpha_policy, reference)
     rows = [PlanRow(t.name, t.layer, t.kind, t.in_features, t.out_features, shown_rank, alpha,

@@ -15,8 +15,9 @@ import torch
 from torch import nn
 from transformers import DataCollatorWithPadding
 
+from .config import default_max_seq_length
 from .data import GLUE_TASKS, compute_metrics, encode_classification, load_glue
-from .models import head_modules, load_classifier, load_tokenizer
+from .models import check_max_seq_length, head_modules, load_classifier, load_tokenizer
 
 
 @dataclass
@@ -41,17 +42,24 @@ def _truncate(items: list, limit: int | None) -> list:
     return items if limit is None else items[:limit]
 
 
+def max_seq_length_for(cfg, model) -> int:
+    """cfg.max_seq_length checked against the model's positions (ConfigError if a chosen length does not fit;
+    the task's default is capped to the model's limit)."""
+    return check_max_seq_length(cfg.max_seq_length, model, default_max_seq_length(cfg.task), cfg.model)
+
+
 def prepare_classification(cfg) -> PreparedTask:
     task = GLUE_TASKS[cfg.task]
     data = load_glue(cfg.task, cfg.data_dir)
     tokenizer = load_tokenizer(cfg.model)
-    train = encode_classification(_truncate(data.train, cfg.max_train_samples), tokenizer, cfg.max_seq_length,
-                                  task.is_regression)
-    evals = {split: encode_classification(_truncate(examples, cfg.max_eval_samples), tokenizer, cfg.max_seq_length,
-                                          task.is_regression)
-             for split, examples in data.evals.items()}
     torch.manual_seed(cfg.seed)  # the new head's initialisation
     model = load_classifier(cfg.model, task.num_labels, task.is_regression)
+    max_length = max_seq_length_for(cfg, model)
+    train = encode_classification(_truncate(data.train, cfg.max_train_samples), tokenizer, max_length,
+                                  task.is_regression)
+    evals = {split: encode_classification(_truncate(examples, cfg.max_eval_samples), tokenizer, max_length,
+                                          task.is_regression)
+             for split, examples in data.evals.items()}
 
     @torch.no_grad()
     def evaluate(model: nn.Module, loaders: dict, accelerator) -> dict[str, float]:
@@ -82,7 +90,7 @@ def prepare_classification(cfg) -> PreparedTask:
         main_metric=f"eval_{task.main_metric}", greater_is_better=True,
         head_modules=head_modules(model), peft_task_type="SEQ_CLS",
         info={"data_source": data.source, "train_examples": len(train),
-              "eval_examples": {k: len(v) for k, v in evals.items()}})
+              "eval_examples": {k: len(v) for k, v in evals.items()}, "max_seq_length": max_length})
 
 
 def prepare_task(cfg) -> PreparedTask:

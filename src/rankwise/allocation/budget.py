@@ -51,13 +51,18 @@ class RankCost:
 
 
 def check_feasible(cost: RankCost, budget: float, rank_min: int, rank_max: int, field: str) -> None:
-    """Raise ConfigError unless Σc(rank_min) ≤ budget ≤ Σc(rank_max)."""
+    """Raise ConfigError unless Σc(rank_min) ≤ budget ≤ Σc(rank_max). `field` is the option the budget came
+    from (`memory_start`, `memory_end` or `rank_average`), named in the message with its own fix."""
     low, high = cost.total(rank_min), cost.total(rank_max)
     if not (low - 1e-6 <= budget <= high + 1e-6):
         n = len(cost)
+        if field == "rank_average":
+            fix = "Choose an average rank between --rank_min and --rank_max, or change --rank_min/--rank_max"
+        else:
+            fix = (f"Give --{field} between {low:,.0f} and {high:,.0f} (or set the budget with --rank_average), or "
+                   "change --rank_min/--rank_max")
         raise ConfigError(field, f"budget {budget:,.0f} is outside what {n} target matrices can hold with ranks in "
-                          f"[{rank_min}, {rank_max}]: [{low:,.0f}, {high:,.0f}] parameters",
-                          "Choose a budget in that range (or use --rank_average), or change --rank_min/--rank_max")
+                          f"[{rank_min}, {rank_max}]: [{low:,.0f}, {high:,.0f}] parameters", fix)
 
 
 def softmax_ranks(weights: torch.Tensor, cost: RankCost, budget: float, rank_min: int) -> torch.Tensor:

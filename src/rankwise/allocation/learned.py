@@ -49,16 +49,17 @@ class RankAllocator(nn.Module):
 
     def __init__(self, targets: list[TargetMatrix], method: str, rank_min: int, rank_max: int,
                  schedule: AllocationSchedule, weights_init: str = "uniform", budget_mode: str = "capped",
-                 rounding: str = "budget", tau: float = 0.0, seed: int = 0):
+                 rounding: str = "budget", tau: float = 0.0, seed: int = 0,
+                 budget_fields: tuple[str, str] = ("memory_start", "memory_end")):
+        """`budget_fields`: the options the start and end budgets came from, named if one is infeasible."""
         super().__init__()
         self.names = [t.name for t in targets]
         self.cost = RankCost.for_method(method, targets)
         self.rank_min, self.rank_max = rank_min, rank_max
         self.schedule = schedule
         self.budget_mode, self.rounding, self.tau = budget_mode, rounding, tau
-        check_feasible(self.cost, schedule.memory_start, rank_min, rank_max,
-                       "memory_start" if schedule.memory_start != schedule.memory_end else "rank_average")
-        check_feasible(self.cost, schedule.memory_end, rank_min, rank_max, "memory_end")
+        check_feasible(self.cost, schedule.memory_start, rank_min, rank_max, budget_fields[0])
+        check_feasible(self.cost, schedule.memory_end, rank_min, rank_max, budget_fields[1])
         self.generator = torch.Generator().manual_seed(seed)
         self.weights = nn.Parameter(initial_weights(len(targets), weights_init, self.generator))
 
@@ -72,8 +73,9 @@ class RankAllocator(nn.Module):
             memory_start=memory_start, memory_end=memory_end,
             epochs_memory_start=cfg.epochs_memory_start, epochs_memory_start_to_end=cfg.epochs_memory_start_to_end,
             epochs_rank_discrete=cfg.epochs_rank_discrete)
+        budget_fields = ("memory_start", "memory_end") if cfg.memory_start is not None else ("rank_average",) * 2
         return cls(targets, cfg.method, cfg.rank_min, cfg.rank_max, schedule, cfg.rank_allocation_weights_init,
-                   cfg.budget_mode, cfg.rounding, cfg.tau, seed=cfg.seed)
+                   cfg.budget_mode, cfg.rounding, cfg.tau, seed=cfg.seed, budget_fields=budget_fields)
 
     def continuous_ranks(self, budget: float) -> torch.Tensor:
         """s (n,), float64, differentiable in the weights."""

@@ -10,13 +10,12 @@ Any of them can be rescaled to a parameter budget (`--match_budget`) for fair co
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import torch
-import yaml
 
+from ..config import read_structured_file
 from ..errors import ConfigError
 from ..targets import TargetMatrix, num_layers
 from .budget import RankCost, round_to_budget
@@ -47,11 +46,8 @@ def empirical(targets: list[TargetMatrix], rank: int) -> list[int]:
 
 
 def load_rank_file(path: str | Path) -> dict:
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text()) if p.suffix in (".yaml", ".yml") else json.loads(p.read_text())
-    except (OSError, yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise ConfigError("rank_file", f"cannot read `{path}`: {exc}") from None
+    """The spec in a JSON/YAML rank file (`.json` read as JSON, `.yaml`/`.yml` as YAML, others as either)."""
+    data, _ = read_structured_file(path, "rank_file")
     if not isinstance(data, dict) or not ({"layer_ranks", "module_ranks"} & set(data)):
         raise ConfigError("rank_file", f"`{path}` must be a mapping with `layer_ranks` (a list, one rank per layer) "
                           "or `module_ranks` (regex -> rank)")
@@ -100,13 +96,16 @@ def custom(targets: list[TargetMatrix], spec: dict, default_rank: int, path: str
     return ranks
 
 
-def rescale_to_budget(ranks: list[int], cost: RankCost, budget: float) -> list[int]:
+def rescale_to_budget(ranks: list[int], cost: RankCost, budget: float, field: str = "budget") -> list[int]:
     """Scale all ranks by one factor γ so Σ c_i(γ·r_i) = budget, then round within the budget.
-    Keeps the strategy's shape while matching a reference parameter count."""
+    Keeps the strategy's shape while matching a reference parameter count. `field` is the option that set
+    the budget (`budget`, or `rank` for uniform rank's parameter count), named in errors."""
     base = torch.tensor(ranks, dtype=torch.float64)
     if cost.total(base / base.min()) > budget:
-        raise ConfigError("budget", f"{budget:,.0f} parameters cannot give every matrix rank ≥ 1 with this "
-                          "strategy's proportions", "Raise the budget or --rank")
+        what = (f"({budget:,.0f} parameters)" if field == "budget" else
+                f"sets the --match_budget budget to {budget:,.0f} parameters (uniform rank's), which")
+        raise ConfigError(field, f"{what} cannot give every matrix rank ≥ 1 with this strategy's proportions "
+                          f"(at least {cost.total(base / base.min()):,.0f} parameters needed)", f"Raise --{field}")
     low, high = 0.0, 64.0
     for _ in range(200):  # bisection on γ; cost is increasing in γ
         mid = (low + high) / 2
@@ -115,23 +114,60 @@ def rescale_to_budget(ranks: list[int], cost: RankCost, budget: float) -> list[i
     return round_to_budget(scaled, cost, budget, 1, int(torch.ceil(scaled.max()).item()) + 1)
 
 
+def _custom_sources(targets: list[TargetMatrix], spec: dict) -> list[str]:
+    """Per matrix, the option that set its rank in `custom`: the rank file, or --rank for a matrix the file
+    leaves to the default (no `default`, not in `layer_ranks`, no `module_ranks` pattern matches)."""
+    if "default" in spec or "layer_ranks" in spec:
+        return ["rank_file"] * len(targets)
+    patterns = [re.compile(p) for p in (spec.get("module_ranks") or {})]
+    return ["rank_file" if any(p.search(t.name) for p in patterns) else "rank" for t in targets]
+
+
 def static_ranks(cfg, targets: list[TargetMatrix]) -> list[int]:
-    """Ranks of a static strategy from a resolved RunConfig, rescaled when `match_budget` is set."""
+    """Ranks of a static strategy from a resolved RunConfig, rescaled when `match_budget` is set. Raises
+    ConfigError, naming the option that caused it, when a rank exceeds its matrix's smaller dimension."""
     a = cfg.allocation
     if a == "uniform":
-        ranks = uniform(targets, cfg.rank)
+        ranks, sources = uniform(targets, cfg.rank), ["rank"] * len(targets)
     elif a == "linear_decay":
         ranks = linear_decay(targets, cfg.rank_first, cfg.rank_last)
+        sources = ["rank_first" if cfg.rank_first >= cfg.rank_last else "rank_last"] * len(targets)
     elif a == "attention_heavy":
         ranks = attention_heavy(targets, cfg.rank_attention, cfg.rank_mlp)
+        sources = ["rank_attention" if t.kind == "attention" else "rank_mlp" for t in targets]
     elif a == "empirical":
-        ranks = empirical(targets, cfg.rank)
+        ranks, sources = empirical(targets, cfg.rank), ["rank"] * len(targets)
     elif a == "custom":
-        ranks = custom(targets, load_rank_file(cfg.rank_file), cfg.rank, path=f"`{cfg.rank_file}`")
+        spec = load_rank_file(cfg.rank_file)
+        ranks = custom(targets, spec, cfg.rank, path=f"`{cfg.rank_file}`")
+        sources = _custom_sources(targets, spec)
     else:
         raise ValueError(f"{a!r} is not a static strategy")
     if cfg.match_budget:
         cost = RankCost.for_method(cfg.method, targets)
         budget = cfg.budget if cfg.budget is not None else cost.total(cfg.rank)
-        ranks = rescale_to_budget(ranks, cost, budget)
+        ranks = rescale_to_budget(ranks, cost, budget, "budget" if cfg.budget is not None else "rank")
+        sources = ["budget" if cfg.budget is not None else "rank"] * len(targets)
+    check_ranks_fit(cfg, targets, ranks, sources)
     return ranks
+
+
+def check_ranks_fit(cfg, targets: list[TargetMatrix], ranks: list[int], sources: list[str]) -> None:
+    """ConfigError for the first rank above its matrix's smaller dimension, naming the option that set it."""
+    for t, rank, source in zip(targets, ranks, sources):
+        limit = min(t.in_features, t.out_features)
+        if rank <= limit:
+            continue
+        if cfg.match_budget:
+            budget = f"{cfg.budget:,} parameters" if source == "budget" else f"uniform rank {cfg.rank}'s parameters"
+            what = f"({getattr(cfg, source)}) with --match_budget rescales the ranks to {budget}, which gives"
+        elif source == "rank_file":
+            what = f"`{cfg.rank_file}` gives"
+        elif cfg.allocation == "custom":  # --rank: the default of matrices the file does not set
+            what = f"({cfg.rank}), the rank of matrices `{cfg.rank_file}` does not set, gives"
+        else:
+            what = f"({getattr(cfg, source)}) gives"
+        fix = "Lower it" if source == "rank_file" else f"Lower --{source}"
+        raise ConfigError(source, f"{what} `{t.name}` rank {rank}, more than that matrix's smaller dimension "
+                          f"({t.out_features}×{t.in_features}: at most rank {limit})",
+                          f"{fix} so every matrix's rank is at most its smaller dimension")

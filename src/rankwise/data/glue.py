@@ -7,6 +7,7 @@ split on tabs with no quote handling (RTE sentences start with `"`), and a UTF-8
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,7 @@ class GlueTask:
     eval_files: dict[str, str] = field(default_factory=lambda: {"eval": "dev.tsv"})
     hub_text_columns: tuple[str, ...] = ()
     hub_eval_splits: dict[str, str] = field(default_factory=lambda: {"eval": "validation"})
+    score_range: tuple[float, float] | None = None  # regression: the range every gold score must lie in
 
     @property
     def is_regression(self) -> bool:
@@ -54,7 +56,7 @@ TASKS: dict[str, GlueTask] = {
     "rte": GlueTask("rte", "RTE", ("sentence1", "sentence2"), "label", ("entailment", "not_entailment"),
                     ("accuracy",), "accuracy", hub_text_columns=("sentence1", "sentence2")),
     "stsb": GlueTask("stsb", "STS-B", ("sentence1", "sentence2"), "score", None, ("pearson", "spearmanr"),
-                     "pearson", hub_text_columns=("sentence1", "sentence2")),
+                     "pearson", hub_text_columns=("sentence1", "sentence2"), score_range=(0.0, 5.0)),
     "qqp": GlueTask("qqp", "QQP", ("question1", "question2"), "is_duplicate", ("0", "1"), ("accuracy", "f1"),
                     "accuracy", hub_text_columns=("question1", "question2")),
     "mnli": GlueTask("mnli", "MNLI", ("sentence1", "sentence2"), "gold_label",
@@ -85,7 +87,10 @@ class TaskData:
 # ---------------------------------------------------------------------------------------------
 
 def read_tsv(path: Path, task: GlueTask) -> list[Example]:
-    """Examples from one GLUE TSV file. Raises DataError naming the file and line on any problem."""
+    """Examples from one GLUE TSV file. Raises DataError naming the file and line on any problem (including a
+    file with no examples, and STS-B scores that are not finite numbers in [0, 5])."""
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, not a GLUE TSV file")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -124,17 +129,28 @@ def read_tsv(path: Path, task: GlueTask) -> list[Example]:
                 label: float | int = float(raw)
             except ValueError:
                 raise DataError(f"{path}, line {number}: score `{raw}` is not a number") from None
+            low, high = task.score_range or (-math.inf, math.inf)
+            if not (math.isfinite(label) and low <= label <= high):
+                where = f"in [{low:g}, {high:g}]" if task.score_range else "finite"
+                raise DataError(f"{path}, line {number}: score `{raw}` is not a number {where}, as {task.name} "
+                                "scores must be")
         else:
             if raw not in task.labels:
                 raise DataError(f"{path}, line {number}: label `{raw}` is not one of {list(task.labels)}")
             label = task.labels.index(raw)
         examples.append(Example(tuple(cells[i] for i in text_idx), label))
+    if not examples:
+        raise DataError(f"{path} has a header but no examples. Give a {task.name} file with at least one row")
     return examples
 
 
 def load_local(task: GlueTask, data_dir: Path) -> TaskData:
     folder = data_dir / task.folder
     files = {"train": "train.tsv", **task.eval_files}
+    directories = [str(folder / name) for name in files.values() if (folder / name).is_dir()]
+    if directories:
+        raise DataError(f"task {task.name}: {', '.join(directories)} is a directory, not a GLUE TSV file. Put the "
+                        f"{task.name} files train.tsv and {', '.join(task.eval_files.values())} under {folder}/")
     missing = [name for name in files.values() if not (folder / name).is_file()]
     if missing:
         present = sorted(p.name for p in data_dir.iterdir() if p.is_dir())

@@ -100,6 +100,8 @@ def load_alpaca(path: str | Path) -> list[InstructExample]:
     """All records of an Alpaca-format JSON (a list) or JSONL file, checked. Raises DataError naming the file
     and the record (index for JSON, line number for JSONL) of the first problem."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"Alpaca file {path} is a directory, not a file. Give an Alpaca-format .json or .jsonl file")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -155,6 +157,9 @@ def alpaca_path(cfg) -> Path:
         return Path(cfg.train_file)
     if cfg.data_dir:
         path = Path(cfg.data_dir) / ALPACA_FILE
+        if path.is_dir():
+            raise DataError(f"task alpaca: {path} is a directory, not the Alpaca JSON file. Put the file there, or "
+                            "give --train_file PATH (any Alpaca-format JSON/JSONL)")
         if not path.is_file():
             raise DataError(f"task alpaca: {path} does not exist. Put the Alpaca JSON there, or give "
                             "--train_file PATH (any Alpaca-format JSON/JSONL)")
@@ -298,7 +303,7 @@ def prepare_instruct(cfg):
     """A PreparedTask for instruction tuning: data read and checked, tokenized, model loaded. Raises
     ConfigError/DataError/ModelError on bad input before anything is written."""
     from ..models import load_causal_lm, load_tokenizer
-    from ..tasks import PreparedTask
+    from ..tasks import PreparedTask, max_seq_length_for
 
     path = alpaca_path(cfg)
     examples = load_alpaca(path)
@@ -306,13 +311,15 @@ def prepare_instruct(cfg):
     if cfg.max_eval_samples is not None:
         eval_examples = eval_examples[:cfg.max_eval_samples]
     tokenizer = load_tokenizer(cfg.model)
-    train, train_dropped = encode_instruct(train_examples, tokenizer, cfg.max_seq_length)
-    evals, eval_dropped = encode_instruct(eval_examples, tokenizer, cfg.max_seq_length)
-    if not evals:
-        raise DataError(f"task alpaca: no eval example of {path} keeps a response token within --max_seq_length "
-                        f"{cfg.max_seq_length}. Raise --max_seq_length")
     torch.manual_seed(cfg.seed)
     model = load_causal_lm(cfg.model)
+    max_length = max_seq_length_for(cfg, model)
+    train, train_dropped = encode_instruct(train_examples, tokenizer, max_length)
+    evals, eval_dropped = encode_instruct(eval_examples, tokenizer, max_length)
+    for split, features in (("training", train), ("eval", evals)):
+        if not features:
+            raise DataError(f"task alpaca: no {split} example of {path} keeps a response token within "
+                            f"--max_seq_length {max_length}. Raise --max_seq_length")
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -330,7 +337,7 @@ def prepare_instruct(cfg):
             "train_examples": len(train), "eval_examples": {"eval": len(evals)},
             "dropped_by_truncation": {"train": train_dropped, "eval": eval_dropped},
             "response_tokens": {"train": response_tokens(train), "eval": response_tokens(evals)},
-            "eval_record_indices": [e.index for e in eval_examples]}
+            "eval_record_indices": [e.index for e in eval_examples], "max_seq_length": max_length}
     return PreparedTask(
         model=model, tokenizer=tokenizer, train_features=train, eval_sets={"eval": evals},
         collate=CausalCollator(pad_id), evaluate=evaluate_causal, main_metric="eval_loss", greater_is_better=False,
