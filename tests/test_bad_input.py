@@ -401,3 +401,22 @@ def test_too_large_ranks_name_the_option_that_set_them(command, args, expected, 
     field = expected.split(":")[0]
     assert f"{'Lower it' if field == '--rank_file' else ('Raise ' if 'cannot give' in expected else 'Lower ') + field}" \
         in err
+
+
+def test_sweep_file_that_is_a_directory_or_not_utf8(tmp_path, capsys):
+    from conftest import run_cli
+
+    (tmp_path / "dir.yaml").mkdir()
+    assert run_cli("sweep", tmp_path / "dir.yaml", "--dry-run") == 2
+    assert "is a directory, not a file" in capsys.readouterr().err
+    (tmp_path / "latin1.yaml").write_bytes("base: {label: caf\xe9}\n".encode("latin-1"))
+    assert run_cli("sweep", tmp_path / "latin1.yaml", "--dry-run") == 2
+    assert "is not UTF-8 text" in capsys.readouterr().err
+
+
+def test_a_sweep_drops_alpaca_only_options_for_its_glue_runs(tmp_path):
+    from rankwise.sweep import parse_sweep, point_values
+
+    spec = parse_sweep({"base": {"eval_size": 50}, "grid": {"task": ["cola", "alpaca"]}})
+    points = point_values(spec)
+    assert [p.get("eval_size") for p in points] == [None, 50]

@@ -626,8 +626,8 @@ def evaluate_source(source: Source, task_name: str, data_dir: str | None = None,
         max_eval_samples=max_eval_samples if max_eval_samples is not None else trained.get("max_eval_samples"),
         max_seq_length=max_seq_length or trained.get("max_seq_length"),
         per_device_eval_batch_size=batch_size or trained.get("per_device_eval_batch_size") or 64,
-        train_file=trained.get("train_file") if trained.get("task") == task_name else None,
-        eval_size=trained.get("eval_size", 200), quiet=quiet))
+        quiet=quiet, **({"train_file": trained.get("train_file"), "eval_size": trained.get("eval_size", 200)}
+                        if task_name == trained.get("task") == "alpaca" else {})))
     task = prepare_task(cfg)  # reads the data and loads the base (or full) model
     model, _ = source.load(task_name, model=task.model.eval())
     accelerator = Accelerator()
@@ -666,6 +666,8 @@ def read_inputs(path: str | Path, task_name: str) -> Inputs:
     if task_name not in GLUE_TASKS:
         raise ConfigError("task", f"predict works on GLUE tasks; `{task_name}` is not one",
                           f"Choose one of: {', '.join(GLUE_TASKS)}")
+    if path.is_dir():
+        raise DataError(f"--input `{path}` is a directory. Give the path of a .tsv or .jsonl file")
     if not path.is_file():
         raise DataError(f"--input `{path}` does not exist")
     task = GLUE_TASKS[task_name]

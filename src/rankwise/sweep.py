@@ -42,9 +42,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from .config import FIELDS, RunConfig, applies, config_from_dict, prepare
+from .config import FIELDS, RunConfig, applies, config_from_dict, prepare, read_structured_file
 from .errors import ConfigError, RankwiseError
 from .naming import NOT_IDENTITY, run_name
 from .rundir import SUMMARY, is_finished, read_summary
@@ -73,13 +72,7 @@ def _check_values(values: dict, source: str) -> None:
 def load_sweep(path: str | Path) -> dict:
     """Read and check a sweep file. Returns {"base", "grid", "variants", "seeds", "output_dir",
     "description", "source"}; raises ConfigError naming the key and the fix."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(_where(path), "file does not exist", "Give the path of a sweep YAML file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(_where(path), f"is not valid YAML: {exc}") from None
+    data, _ = read_structured_file(path, f"sweep {path}")
     if not isinstance(data, dict) or not data:
         raise ConfigError(_where(path), "must hold a mapping (base:, grid:, seeds:, ...)",
                           "See `rankwise sweep --help` for the format")
@@ -201,7 +194,8 @@ def point_values(spec: dict) -> list[dict]:
             shared = {**spec["base"], **point}
             allocation = variant.get("allocation", shared.get("allocation", FIELDS["allocation"].default))
             method = variant.get("method", shared.get("method", FIELDS["method"].default))
-            shared = {k: v for k, v in shared.items() if applies(k, allocation, method)}
+            task = variant.get("task", shared.get("task", FIELDS["task"].default))
+            shared = {k: v for k, v in shared.items() if applies(k, allocation, method, task)}
             out.append({**shared, **variant})
     return out
 
