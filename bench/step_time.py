@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, get_peft_model
 
-from rankwise.adapters import build_adapter
+from rankwise.methods import build_adapter, get_method
 from rankwise.allocation import AllocationSchedule, RankAllocator
 from rankwise.models import load_classifier
 from rankwise.targets import find_targets
@@ -85,7 +85,7 @@ def build_variants() -> list[Variant]:
     schedule = AllocationSchedule(steps_per_epoch=1000, num_epochs=10, alpha_min=0.5, alpha_max=3.0,
                                   alpha_scheduler="linear", memory_start=len(targets) * 15.0**2,
                                   memory_end=len(targets) * 15.0**2, epochs_rank_discrete=1)
-    allocator = RankAllocator(targets, "loraxs", 5, 25, schedule)
+    allocator = RankAllocator(targets, get_method("loraxs").rank_cost(targets), 5, 25, schedule)
     variants.append(Variant("rankwise_loraxs_learned", adapter.model,
                             [p for p in adapter.model.parameters() if p.requires_grad], allocator, adapter))
     return variants

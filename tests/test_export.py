@@ -107,12 +107,12 @@ def test_learned_runs_have_ranks_that_differ_per_matrix(loraxs_run, lora_run):
 
 
 def adapter_scales(adapter):
-    return [m.scale if adapter.method == "loraxs" else m.scaling["default"] for m in adapter.modules]
+    return [m.scale if adapter.method.name == "loraxs" else m.scaling["default"] for m in adapter.modules]
 
 
 def set_adapter_scales(adapter, scales):
     for module, scale in zip(adapter.modules, scales):
-        if adapter.method == "loraxs":
+        if adapter.method.name == "loraxs":
             module.scale = scale
         else:
             module.scaling["default"] = scale
@@ -263,8 +263,9 @@ def test_gpt2_conv1d_adapters_truncate_and_merge_to_the_same_logits(method):
     from transformers import GPT2ForSequenceClassification
     from transformers.pytorch_utils import Conv1D
 
-    from rankwise.adapters import build_adapter, hard_keep
-    from rankwise.adapters.io import attach_tensors, compact_metadata, compact_tensors
+    from rankwise.adapters import hard_keep
+    from rankwise.adapters.io import compact_metadata, compact_tensors
+    from rankwise.methods import attach_tensors, build_adapter
     from rankwise.export import merge_adapter
     from rankwise.targets import find_targets
 

@@ -14,11 +14,12 @@ import torch
 from transformers import BertForSequenceClassification, BertModel
 
 from conftest import run_cli, tiny_bert_config
-from rankwise.adapters import build_adapter, hard_keep
+from rankwise.adapters import hard_keep
 from rankwise.adapters.io import (CONFIG_FILE, FINGERPRINT_SAMPLES, META_FILE, _sample_positions,
                                   base_model_fingerprint, base_weight_norms, compact_metadata, compact_tensors,
-                                  load_adapter, read_adapter_metadata, save_adapter, save_compact)
-from rankwise.adapters.peft_baselines import save_adalora
+                                  read_adapter_metadata, save_compact)
+from rankwise.methods import build_adapter, load_adapter, save_adapter
+from rankwise.methods import save_adapter as save_adalora
 from rankwise.config import RunConfig
 from rankwise.errors import RunDirError
 from rankwise.train import setup_run, train

@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from rankwise.allocation import RankAllocator, initial_weights
+from rankwise.methods import get_method
 from rankwise.allocation.budget import RankCost
 from rankwise.allocation.schedules import AllocationSchedule
 from rankwise.adapters import hard_keep
@@ -45,7 +46,7 @@ def test_learned_run_moves_ranks_within_budget_and_evaluates_hard(method, tiny_b
     assert moved > 0.01, "the allocation weights should have moved the continuous ranks"
     targets = [TargetMatrix(**{k: row[k] for k in ("name", "layer", "kind", "in_features", "out_features")})
                for row in json.loads((out / "ranks.json").read_text())["matrices"]]
-    cost = RankCost.for_method(method, targets)
+    cost = get_method(method).rank_cost(targets)
     budget = cost.total(5.0)
     for record in records:
         assert record["budget"] == pytest.approx(budget)
@@ -77,7 +78,7 @@ def _allocator(epochs_rank_discrete=1, init="random"):
     schedule = AllocationSchedule(steps_per_epoch=5, num_epochs=4, alpha_min=0.5, alpha_max=3.0,
                                   alpha_scheduler="linear", memory_start=6 * 36.0, memory_end=6 * 36.0,
                                   epochs_rank_discrete=epochs_rank_discrete)
-    return RankAllocator(targets, "loraxs", 2, 10, schedule, weights_init=init, seed=0)
+    return RankAllocator(targets, get_method("loraxs").rank_cost(targets), 2, 10, schedule, weights_init=init, seed=0)
 
 
 def test_keep_is_soft_while_training_and_hard_for_evaluation_and_discrete_phase():

@@ -2,7 +2,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from conftest import tiny_bert_config, tiny_gpt2_config
-from rankwise.adapters import build_adapter, hard_keep
+from rankwise.adapters import hard_keep
+from rankwise.methods import build_adapter
 from rankwise.adapters.loraxs import LoraXSLinear, svd_factors
 from rankwise.targets import find_targets
 

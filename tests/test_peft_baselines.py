@@ -99,7 +99,7 @@ def test_adalora_parameter_counts(adalora_run):
 
 def test_rank_average_matches_lora_parameter_count(tiny_bert_dir):
     """B = round(M / mean triplet cost) with M = LoRA's parameters at rank ρ; equal shapes make it exact to c/2."""
-    from rankwise.adapters.peft_baselines import adalora_budget
+    from rankwise.methods.adalora import adalora_budget
 
     for targets_option, rho in (("query,value", 4), ("query,value", 5.5), (None, 8)):
         cfg = prepare(RunConfig(model=str(tiny_bert_dir), method="adalora", rank_average=rho,
@@ -135,7 +135,7 @@ def test_adalora_final_count_on_equal_shapes(tiny_bert_dir, tiny_glue_dir, tmp_p
 
 
 def test_orthogonal_regulariser_once_in_training_never_in_evaluation(adalora_run):
-    from rankwise.adapters.peft_baselines import AdaLoraTracker
+    from rankwise.methods.adalora import AdaLoraHooks
 
     run = adalora_run
     model = run.adapter.model
@@ -154,7 +154,7 @@ def test_orthogonal_regulariser_once_in_training_never_in_evaluation(adalora_run
         weight = run.cfg.adalora_orth_reg_weight
         assert reg > 0.01
         assert total == pytest.approx(task + weight * reg, rel=1e-5)  # added once, by PEFT's forward
-        with AdaLoraTracker(run.adapter).without_orth_reg():
+        with AdaLoraHooks(run.adapter).evaluating():
             assert float(model(**batch).loss) == pytest.approx(task, rel=1e-6)
         assert model.peft_config["default"].orth_reg_weight == weight  # restored
     evals = [r for r in read_jsonl(run.path / "metrics.jsonl") if r["type"] == "eval"]
@@ -323,7 +323,7 @@ def test_building_and_reloading_peft_adapters_prints_no_library_deprecation(meth
     """PEFT calls a method transformers 5 deprecates; every sweep log used to carry that FutureWarning per run."""
     import warnings
 
-    from rankwise.adapters.io import load_adapter
+    from rankwise.methods import load_adapter
 
     kw = ADALORA if method == "adalora" else dict(method="lora", rank=2)
     with warnings.catch_warnings(record=True) as caught:
@@ -338,7 +338,7 @@ def test_an_adalora_matrix_pruned_to_rank_0_saves_without_peft_calling_it_a_brok
     matrix pruned to nothing, which the file stores as intended (reloading gives the same logits, above)."""
     import warnings
 
-    from rankwise.adapters.peft_baselines import save_adalora
+    from rankwise.methods import save_adapter as save_adalora
 
     run = adalora_run
     hard = list(run.summary["hard_ranks"].values())

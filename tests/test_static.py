@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from rankwise.allocation import static
+from rankwise.methods import get_method
 from rankwise.allocation.budget import RankCost
 from rankwise.config import RunConfig, resolve_defaults
 from rankwise.errors import ConfigError
@@ -67,8 +68,8 @@ def test_match_budget_keeps_shape_and_meets_uniform_budget(method):
          for l in range(6) for i in range(3)]
     cfg = resolve_defaults(RunConfig(method=method, allocation="linear_decay", rank_first=16, rank_last=4, rank=8,
                                      match_budget=True))
-    ranks = static.static_ranks(cfg, t)
-    cost = RankCost.for_method(method, t)
+    cost = get_method(method).rank_cost(t)
+    ranks = static.static_ranks(cfg, t, cost)
     budget = cost.total(8)
     used = cost.total(torch.tensor(ranks, dtype=torch.float64))
     assert used <= budget

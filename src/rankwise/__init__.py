@@ -4,10 +4,10 @@ __version__ = "0.1.0"
 
 
 def load_adapter(model, directory, allow_base_model_mismatch: bool = False):
-    """Attach a rankwise adapter directory (run `adapter/` or an export) to a base model; see adapters/io.py.
+    """Attach a rankwise adapter directory (run `adapter/` or an export) to a base model; see methods/__init__.py.
     Refused (RunDirError) on another base model than the one it was trained on, unless
     `allow_base_model_mismatch`."""
-    from .adapters.io import load_adapter as _load
+    from .methods import load_adapter as _load
 
     return _load(model, directory, allow_base_model_mismatch=allow_base_model_mismatch)
 

@@ -26,8 +26,8 @@ from typing import Any, Optional
 import yaml
 
 from .errors import ConfigError
+from .methods import METHODS, get_method
 
-METHODS = ("loraxs", "lora", "full", "adalora")
 INITS = ("default", "eva")
 ALLOCATIONS = ("uniform", "linear_decay", "attention_heavy", "empirical", "custom", "learned")
 ALPHA_POLICIES = ("constant", "ratio", "rslora")
@@ -42,10 +42,6 @@ WEIGHT_INITS = ("random", "uniform", "quadratic", "left_skewed")
 BUDGET_MODES = ("capped", "softmax")
 ROUNDINGS = ("budget", "study")
 
-# Method-dependent defaults, filled in by `resolve_defaults` so config.json shows the values used.
-DEFAULT_RANK = {"loraxs": 25, "lora": 8, "full": 0, "adalora": 8}
-# LoRA-XS trains only r×r per matrix; on MiniLM/CoLA 1e-3 barely moves it in a few epochs, 5e-3 does (README).
-DEFAULT_LR = {"loraxs": 5e-3, "lora": 5e-4, "full": 5e-5, "adalora": 5e-4}
 DEFAULT_CLS_LR = 5e-3
 
 
@@ -208,28 +204,37 @@ LEARNED_ONLY = ("rank_min", "rank_max", "rank_average", "memory_start", "memory_
 STATIC_ONLY = {"rank_first": "linear_decay", "rank_last": "linear_decay", "rank_attention": "attention_heavy",
                "rank_mlp": "attention_heavy", "rank_file": "custom"}
 BUDGET_MATCHING = ("budget", "match_budget")  # rescale a static strategy (LoRA-XS or LoRA adapters) to a budget
-# LoRA-XS has no dropout. (`full` ignores every adapter option: lora_dropout, like lora_alpha and alpha_policy,
-# is left applying there, as an LR sweep passes its shared options to its full fine-tuning reference runs.)
-LORA_ONLY = ("lora_dropout",)
+LEARNED_ONLY_SET = set(LEARNED_ONLY)
+# Which methods read --lora_dropout is the methods' to say (LoRA-XS has none). `full` ignores every adapter option:
+# lora_dropout, like lora_alpha and alpha_policy, is left applying there, as an LR sweep passes its shared
+# options to its full fine-tuning reference runs.
 # Data options read only by instruction tuning (`alpaca`); GLUE tasks read --data_dir (or the hub).
 INSTRUCT_ONLY = ("train_file", "eval_size", "num_generations")
+
+
+def _method_fields() -> set[str]:
+    """Config fields that some method claims as its own (AdaLoRA's knobs)."""
+    return {name for m in METHODS for name in get_method(m).own_fields}
 
 
 def applies(field: str, allocation: str, method: str, task: str | None = None) -> bool:
     """Whether a config field means anything for a run with this allocation and method (and task, when
     given: without it, task-dependent data options count as applying)."""
-    if field.startswith("adalora_") or (field == "rank_average" and method == "adalora"):
-        return method == "adalora"  # AdaLoRA's budget is rank_average (issue 8)
+    m = _known_method(method)
+    said = m.reads(field) if m else None
+    if said is not None:
+        return said  # the method's own knobs (AdaLoRA's budget is rank_average, issue 8), dropout
+    if field in _method_fields() - LEARNED_ONLY_SET:
+        return False  # another method's knob
+    adapters = m is None or (m.trains_adapter and not m.allocates_ranks)  # ranks set by an allocation
     if field in LEARNED_ONLY:
-        return allocation == "learned" and method != "full"
+        return allocation == "learned" and adapters
     if field in STATIC_ONLY:
-        return allocation == STATIC_ONLY[field] and method != "full"
+        return allocation == STATIC_ONLY[field] and adapters
     if field in BUDGET_MATCHING:
-        return allocation != "learned" and method in ("loraxs", "lora")
-    if field in LORA_ONLY:
-        return method != "loraxs"
+        return allocation != "learned" and adapters
     if field == "rank":  # learned adapters are sized by rank_max
-        return allocation != "learned" and method != "full"
+        return allocation != "learned" and (m is None or m.trains_adapter)
     if field in INSTRUCT_ONLY and task is not None:
         return task == "alpaca"
     return True
@@ -250,12 +255,13 @@ def resolve_defaults(cfg: RunConfig) -> RunConfig:
     c.lr_scheduler = LR_SCHEDULER_ALIASES.get(c.lr_scheduler, c.lr_scheduler)
     if c.model is None:
         c.model = "smollm2-135m" if c.is_instruct else "minilm"
+    method = _known_method(c.method)  # an unknown one is reported by `validate`, with the choices
     if c.rank is None:
-        c.rank = DEFAULT_RANK.get(c.method, 8)
+        c.rank = method.default_rank if method else 8
     if c.learning_rate is None:
-        c.learning_rate = DEFAULT_LR.get(c.method, 1e-3)
-    if c.cls_learning_rate is None:
-        c.cls_learning_rate = c.learning_rate if c.method == "full" else DEFAULT_CLS_LR
+        c.learning_rate = method.default_learning_rate if method else 1e-3
+    if c.cls_learning_rate is None:  # full fine-tuning: the head trains at the model's rate
+        c.cls_learning_rate = c.learning_rate if method and not method.trains_adapter else DEFAULT_CLS_LR
     if c.max_seq_length is None:
         c.max_seq_length = default_max_seq_length(c.task)
     if c.data_dir is None and os.environ.get("RANKWISE_DATA_DIR"):
@@ -273,12 +279,13 @@ def resolve_defaults(cfg: RunConfig) -> RunConfig:
             c.epochs_rank_discrete = 1 if c.num_train_epochs >= 2 else 0
     elif c.epochs_rank_discrete is None:
         c.epochs_rank_discrete = 0
-    if c.method == "adalora":
-        if c.rank_average is None and c.adalora_target_r is None:
-            c.rank_average = float(c.rank)
-        if c.adalora_init_r is None:
-            c.adalora_init_r = math.ceil(1.5 * (c.adalora_target_r or c.rank_average))
+    if method:
+        method.resolve(c)
     return c
+
+
+def _known_method(name: str):
+    return get_method(name) if name in METHODS else None
 
 
 def _require(ok: bool, name: str, problem: str, fix: str = "") -> None:
@@ -319,16 +326,21 @@ def _not_applicable(cfg: RunConfig, name: str) -> tuple[str, str]:
                 "Face hub)")
     if name in INSTRUCT_ONLY:
         return f"only applies to --task alpaca, not to GLUE task `{cfg.task}`", f"Drop --{name}"
-    if name.startswith("adalora_"):
-        return f"only applies to --method adalora, but --method is `{m}`", f"Drop --{name}, or use --method adalora"
-    if name in LORA_ONLY:
-        return f"applies to LoRA layers (--method lora or adalora), but --method is `{m}`", f"Drop --{name}"
-    if m == "full":
-        return ("does not apply to --method full (full fine-tuning trains every weight: there are no adapter ranks "
-                "or budgets)", f"Drop --{name}, or use --method loraxs or --method lora")
-    if m == "adalora":
-        return ("does not apply to --method adalora (AdaLoRA allocates the ranks itself)",
-                f"Drop --{name}; set AdaLoRA's budget with --rank_average or --adalora_target_r")
+    method = get_method(m)
+    owners = [x for x in METHODS if name in get_method(x).own_fields]
+    if owners and name not in LEARNED_ONLY_SET:
+        methods = " or ".join(f"--method {x}" for x in owners)
+        return f"only applies to {methods}, but --method is `{m}`", f"Drop --{name}, or use {methods}"
+    if name == "lora_dropout":
+        readers = ", ".join(x for x in METHODS if get_method(x).has_dropout and get_method(x).trains_adapter)
+        return f"applies to LoRA layers (--method {readers}), but --method is `{m}`", f"Drop --{name}"
+    if not method.trains_adapter:
+        adapters = " or ".join(f"--method {x}" for x in METHODS if get_method(x).supports_learned)
+        return (f"does not apply to --method {m} ({method.title} trains every weight: there are no adapter ranks "
+                "or budgets)", f"Drop --{name}, or use {adapters}")
+    if method.allocates_ranks:
+        return (f"does not apply to --method {m} ({method.title} allocates the ranks itself)",
+                f"Drop --{name}; {method.budget_hint}")
     if name in BUDGET_MATCHING:
         return ("is not used by --allocation learned (it rescales a static allocation to a budget)",
                 "Set the learned budget with --rank_average (an average rank) or --memory_start (parameters)")
@@ -339,7 +351,7 @@ def _not_applicable(cfg: RunConfig, name: str) -> tuple[str, str]:
         wanted = STATIC_ONLY[name]
         return (f"only applies to --allocation {wanted}, but --allocation is `{a}`",
                 f"Drop --{name}, or use --allocation {wanted}")
-    extra = " (or --method adalora)" if name == "rank_average" else ""
+    extra = "".join(f" (or --method {x})" for x in METHODS if name in get_method(x).own_fields)
     return (f"only applies to --allocation learned{extra}, but --allocation is `{a}`",
             f"Drop --{name}, or use --allocation learned")
 
@@ -401,53 +413,10 @@ def validate(cfg: RunConfig) -> None:
     if cfg.train_file is not None:
         require_file("train_file", cfg.train_file, "Give an Alpaca-format .json or .jsonl file")
 
-    _require(cfg.init == "default" or cfg.method == "lora", "init",
-             f"`{cfg.init}` initialises LoRA adapters, but --method is `{cfg.method}`", "Use --method lora")
-    if cfg.init == "eva":
-        _require(cfg.allocation != "learned", "init", "`eva` sets the ranks itself and cannot be combined with "
-                 "--allocation learned", "Use a static --allocation (e.g. uniform) with --init eva")
-        _require(cfg.eva_rho >= 1, "eva_rho", f"must be >= 1, got {cfg.eva_rho:g}", "1 keeps the ranks as given")
-    if cfg.method == "adalora":
-        _validate_adalora(cfg)
-    if cfg.method == "full":
-        _require(cfg.allocation == "uniform", "allocation",
-                 f"`{cfg.allocation}` needs an adapter, but --method is `full`",
-                 "Use --method loraxs or --method lora, or drop --allocation")
-        return
-    _validate_allocation(cfg)
-
-
-def _validate_adalora(cfg: RunConfig) -> None:
-    _require(cfg.allocation == "uniform" and not cfg.match_budget, "allocation",
-             f"AdaLoRA allocates the ranks itself; --allocation `{cfg.allocation}`"
-             + (" with --match_budget" if cfg.match_budget else "") + " does not apply",
-             "Drop --allocation/--match_budget and set the budget with --rank_average (or --adalora_target_r)")
-    _require(cfg.alpha_policy == "constant", "alpha_policy",
-             f"`{cfg.alpha_policy}` does not apply to AdaLoRA (one scale lora_alpha/init_r for every matrix)",
-             "Drop --alpha_policy")
-    _require(cfg.rank_average is None or cfg.adalora_target_r is None, "adalora_target_r",
-             "and --rank_average both set AdaLoRA's budget", "Give one of them")
-    _require(cfg.rank_average is None or cfg.rank_average > 0, "rank_average",
-             f"must be positive, got {cfg.rank_average}")
-    for name in ("adalora_init_r", "adalora_target_r", "adalora_deltaT"):
-        value = getattr(cfg, name)
-        _require(value is None or value >= 1, name, f"must be a positive integer, got {value}")
-    target = cfg.adalora_target_r if cfg.adalora_target_r is not None else cfg.rank_average
-    _require(cfg.adalora_init_r > target, "adalora_init_r",
-             f"({cfg.adalora_init_r}) must exceed the final average rank ({target:g}): AdaLoRA prunes from init_r "
-             "down to it", f"Use --adalora_init_r {math.ceil(1.5 * target)} or more")
-    _require(0 <= cfg.adalora_tinit < 1, "adalora_tinit", f"must be a fraction of the steps in [0, 1), got "
-             f"{cfg.adalora_tinit:g}")
-    _require(0 < cfg.adalora_tfinal < 1, "adalora_tfinal", f"must be a fraction of the steps in (0, 1), got "
-             f"{cfg.adalora_tfinal:g}")
-    _require(cfg.adalora_tinit + cfg.adalora_tfinal < 1, "adalora_tfinal",
-             f"adalora_tinit ({cfg.adalora_tinit:g}) + adalora_tfinal ({cfg.adalora_tfinal:g}) leave no steps to "
-             "prune in", "Make their sum less than 1, e.g. 0.1 and 0.3")
-    for name in ("adalora_beta1", "adalora_beta2"):
-        value = getattr(cfg, name)
-        _require(0 < value < 1, name, f"must be in (0, 1), got {value:g}")
-    _require(cfg.adalora_orth_reg_weight >= 0, "adalora_orth_reg_weight",
-             f"must be >= 0, got {cfg.adalora_orth_reg_weight:g}")
+    method = get_method(cfg.method)
+    method.validate(cfg)  # its init, allocation and own options
+    if method.trains_adapter:
+        _validate_allocation(cfg)
 
 
 def _positive_rank(cfg: RunConfig, name: str, strategy: str) -> None:

@@ -36,10 +36,9 @@ import torch
 from torch import nn
 
 from . import __version__
-from .adapters import AdapterSet
-from .adapters.io import (LORA_FORMAT, META_FILE, WEIGHTS_FILE, attach_tensors, compact_metadata, compact_tensors,
-                          load_adapter, read_adapter_metadata, save_compact)
+from .adapters.io import META_FILE, WEIGHTS_FILE, compact_metadata, compact_tensors, read_adapter_metadata, save_compact
 from .errors import ConfigError, DataError, ModelError, RunDirError
+from .methods import METHODS, AdapterMethod, AdapterSet, attach_tensors, get_method, load_adapter
 from .models import _quiet_transformers
 from .rundir import check_writable_path, read_json, read_summary, replace_dir, write_json_atomic
 from .targets import TargetMatrix
@@ -63,8 +62,8 @@ class FinishedRun:
     summary: dict
 
     @property
-    def method(self) -> str:
-        return self.config["method"]
+    def method(self) -> AdapterMethod:
+        return get_method(self.config["method"])
 
     @property
     def task(self) -> str:
@@ -76,7 +75,7 @@ class FinishedRun:
 
     @property
     def weights(self) -> Path:
-        return self.path / ("model" if self.method == "full" else "adapter")
+        return self.path / self.method.weights_dir
 
 
 def open_finished_run(run_dir: str | Path) -> FinishedRun:
@@ -111,17 +110,22 @@ def open_finished_run(run_dir: str | Path) -> FinishedRun:
 def check_format(run: FinishedRun, fmt: str) -> None:
     if fmt not in FORMATS:
         raise ConfigError("format", f"unknown format `{fmt}`", f"Choose one of: {', '.join(FORMATS)}")
-    if run.method == "full" and fmt != "merged":
-        raise ConfigError("format", f"`{fmt}` exports an adapter, but `{run.path}` is a full fine-tuning run "
-                          "(no adapter)", "Use --format merged")
-    if fmt == "peft" and run.method not in ("lora", "adalora"):
-        raise ConfigError("format", f"`peft` needs a `lora` run (or an `adalora` one), but `{run.path}` is a "
-                          f"`{run.method}` run and PEFT has no LoRA-XS layer", "Use --format compact (loads with rankwise.load_adapter) or "
-                          "--format merged (loads with plain transformers)")
-    if fmt == "compact" and run.method == "adalora":
-        raise ConfigError("format", f"`compact` is for loraxs and lora runs; `{run.path}` is an AdaLoRA run, whose "
-                          "adapter is already pruned to its final ranks", "Use --format peft (PEFT's AdaLoRA files, "
-                          "loads with PeftModel.from_pretrained) or --format merged")
+    method = run.method
+    if fmt in method.export_formats:
+        return
+    fix = f"Use --format {' or --format '.join(method.export_formats)}" + FORMAT_HINTS.get(method.export_formats[0], "")
+    if not method.trains_adapter:
+        raise ConfigError("format", f"`{fmt}` exports an adapter, but `{run.path}` is a {method.title} run (no "
+                          "adapter)", fix)
+    others = [f"`{m}`" for m in METHODS if fmt in get_method(m).export_formats]
+    more = f" (or {' or '.join(others[1:])} one)" if len(others) > 1 else ""
+    raise ConfigError("format", f"`{fmt}` needs a {others[0]} run{more}, but `{run.path}` is a `{method.name}` run",
+                      fix)
+
+
+FORMAT_HINTS = {"compact": " (compact loads with rankwise.load_adapter; merged with plain transformers)",
+                "peft": " (peft loads with PeftModel.from_pretrained; merged with plain transformers)",
+                "merged": " (a plain transformers model)"}
 
 
 def check_out(out: str | Path, overwrite: bool, run: FinishedRun | None = None) -> Path:
@@ -191,16 +195,7 @@ def load_base(model_name: str, task_name: str) -> nn.Module:
 
 def merge_adapter(adapter: AdapterSet) -> nn.Module:
     """The plain transformers model with each matrix's ΔW (at its current ranks and masks) added to its weight."""
-    if adapter.method == "loraxs":
-        model = adapter.model
-        for target, module in zip(adapter.targets, adapter.modules):
-            module.merge()
-            model.set_submodule(target.name, module.base)
-        return model
-    if any(keep is not None for keep in adapter.hooks.keep):  # PEFT's merge would ignore the masks
-        raise ValueError("merge a LoRA adapter at its hard ranks (no masks): build it with attach_tensors")
-    adapter.hooks.remove()
-    return adapter.model.merge_and_unload()
+    return adapter.method.merge(adapter)
 
 
 def probe_batch(model: nn.Module, batch_size: int = 4, length: int = 16) -> dict[str, torch.Tensor]:
@@ -224,12 +219,6 @@ def logits_of(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 # Export
 # ---------------------------------------------------------------------------------------------
 
-def _parameters(method: str, targets: list[TargetMatrix], ranks: list[int]) -> int:
-    from .plan import matrix_parameters
-
-    return sum(matrix_parameters(method, t, r) for t, r in zip(targets, ranks))
-
-
 def _bytes(directory: Path) -> int:
     return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
 
@@ -246,31 +235,31 @@ def _label_names(model: nn.Module, task_name: str) -> None:
 
 def export_run(run_dir: str | Path, fmt: str, out: str | Path, overwrite: bool = False, verify: bool = True,
                log=print, allow_base_model_mismatch: bool = False) -> dict:
-    """Export a completed run (see the module docstring). All checks run before anything is loaded or written.
-    The run's base model must still be the one it was trained on (its fingerprint, see adapters/io.py), unless
-    `allow_base_model_mismatch`; the export records the fingerprint of the model the run was trained on.
-    Returns the record written to `<out>/export.json`."""
+    """Export a completed run (see the module docstring) as its method does it (`AdapterMethod.export`). All
+    checks run before anything is loaded or written. The run's base model must still be the one it was trained on
+    (its fingerprint, see adapters/io.py), unless `allow_base_model_mismatch`; the export records the fingerprint
+    of the model the run was trained on. Returns the record written to `<out>/export.json`."""
     run = open_finished_run(run_dir)
     check_format(run, fmt)
     out = check_out(out, overwrite, run)
     from .models import load_tokenizer
 
-    tokenizer = load_tokenizer(run.base_model if run.method != "full" else str(run.weights))
-    if run.method == "full":
-        return _export_full(run, out, tokenizer, verify, log)
-    if run.method == "adalora":
-        return _export_adalora(run, fmt, out, tokenizer, verify, log, allow_base_model_mismatch)
+    tokenizer = load_tokenizer(run.base_model if run.method.trains_adapter else str(run.weights))
+    return run.method.export(run, fmt, out, tokenizer=tokenizer, verify=verify, log=log,
+                             allow_base_model_mismatch=allow_base_model_mismatch)
 
+
+def export_adapter_run(run: FinishedRun, fmt: str, out: Path, *, tokenizer, verify: bool, log,
+                       allow_base_model_mismatch: bool = False) -> dict:
+    """An adapter truncated to its hard ranks (LoRA-XS, LoRA): `compact` tensors, or built from them at the hard
+    ranks and saved as a `peft` adapter or `merged` into the base weights."""
     trained = load_adapter(load_base(run.base_model, run.task), run.weights, allow_base_model_mismatch)
     meta = read_adapter_metadata(run.weights)
     hard_ranks, allocated = list(meta["hard_ranks"]), list(meta["ranks"])
     head = list(meta["head_modules"])
-    task_type = None
-    if run.method == "lora":
-        task_type = trained.model.peft_config["default"].task_type
-        task_type = getattr(task_type, "value", task_type)
     compact_meta = compact_metadata(trained, hard_ranks, run.base_model, head,
-                                    rslora=run.config.get("alpha_policy") == "rslora", task_type=task_type,
+                                    rslora=run.config.get("alpha_policy") == "rslora",
+                                    task_type=trained.method.peft_task_type(trained),
                                     dropout=float(run.config.get("lora_dropout") or 0.0),
                                     fingerprint=meta.get("base_model_fingerprint"))
     tensors = compact_tensors(trained, hard_ranks, head)
@@ -285,24 +274,72 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, overwrite: bool =
             unchecked = {**compact_meta, "base_model_fingerprint": None, "base_weight_norms": None}
             exported = attach_tensors(load_base(run.base_model, run.task), unchecked, tensors)
             if fmt == "peft":
-                exported.hooks.remove()
-                with _quiet_transformers():
-                    exported.model.save_pretrained(str(tmp))
-                lora_meta = {**compact_meta, "format": LORA_FORMAT}
-                (tmp / META_FILE).write_text(json.dumps(lora_meta, indent=2))
+                exported.method.save_peft_export(exported, tmp, compact_meta)
             else:
-                merged = merge_adapter(exported)
-                _label_names(merged, run.task)
-                with _quiet_transformers():
-                    merged.save_pretrained(str(tmp))
-                    tokenizer.save_pretrained(str(tmp))
-        record = _record(run, fmt, out, meta, compact_meta, tensors, allocated, hard_ranks, tmp)
+                _save_merged(merge_adapter(exported), tokenizer, run.task, tmp)
+        record = _record(run, fmt, out, meta, tensors, allocated, hard_ranks, tmp)
+        record["scales"] = dict(zip(record["hard_ranks"], compact_meta["scales"]))
         if verify:
             _verify(record, tmp, run.task, probe, reference, allow_base_model_mismatch)
         record["export_bytes"] = _bytes(tmp)  # everything but export.json
         write_json_atomic(tmp / EXPORT_FILE, record)
     _print_record(record, log)
     return record
+
+
+def export_trained_adapter(run: FinishedRun, fmt: str, out: Path, *, tokenizer, verify: bool, log,
+                           allow_base_model_mismatch: bool = False, final_ranks=None) -> dict:
+    """An adapter that is already at its final ranks in PEFT's format (AdaLoRA: pruned while training; DoRA:
+    static ranks): `peft` copies the run's files, `merged` adds ΔW into the base weights. `final_ranks(adapter)`:
+    the ranks it holds (default: as allocated)."""
+    trained = load_adapter(load_base(run.base_model, run.task), run.weights, allow_base_model_mismatch)
+    meta = read_adapter_metadata(run.weights)
+    hard_ranks = final_ranks(trained) if final_ranks else list(meta["ranks"])
+    probe = probe_batch(trained.model)
+    reference = logits_of(trained.model, probe)
+    with atomic_directory(out) as tmp:
+        if fmt == "peft":
+            for path in run.weights.iterdir():
+                if path.is_file():
+                    shutil.copy2(path, tmp / path.name)
+        else:
+            _save_merged(trained.method.merge(trained), tokenizer, run.task, tmp)
+        record = _record(run, fmt, out, meta, None, list(meta["ranks"]), hard_ranks, tmp)
+        record["head_parameters"] = run.summary.get("trainable_parameters", {}).get("head")
+        if verify:
+            _verify(record, tmp, run.task, probe, reference, allow_base_model_mismatch)
+        record["export_bytes"] = _bytes(tmp)
+        write_json_atomic(tmp / EXPORT_FILE, record)
+    _print_record(record, log)
+    return record
+
+
+def export_full_model(run: FinishedRun, out: Path, *, tokenizer, verify: bool, log) -> dict:
+    """A full fine-tuning run is already a plain model: re-save it (with label names) as the merged export."""
+    model = load_base(str(run.weights), run.task)
+    probe = probe_batch(model)
+    reference = logits_of(model, probe)
+    with atomic_directory(out) as tmp:
+        _save_merged(model, tokenizer, run.task, tmp)
+        record = {"format": "merged", "source_run": str(run.path.resolve()), "out": str(out), "task": run.task,
+                  "method": run.method.name, "allocation": None, "base_model": run.base_model,
+                  "rankwise_version": __version__, "adapter_parameters": None,
+                  "model_parameters": sum(p.numel() for p in model.parameters()),
+                  "final_metrics": run.summary.get("final"), "main_metric": run.summary.get("main_metric"),
+                  "run_config": run.config,
+                  "files": sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file()) + [EXPORT_FILE]}
+        if verify:
+            _verify(record, tmp, run.task, probe, reference)
+        write_json_atomic(tmp / EXPORT_FILE, record)
+    _print_record(record, log)
+    return record
+
+
+def _save_merged(model: nn.Module, tokenizer, task: str, directory: Path) -> None:
+    _label_names(model, task)
+    with _quiet_transformers():
+        model.save_pretrained(str(directory))
+        tokenizer.save_pretrained(str(directory))
 
 
 def _verify(record: dict, tmp: Path, task: str, probe: dict, reference: torch.Tensor,
@@ -320,22 +357,27 @@ def _verify(record: dict, tmp: Path, task: str, probe: dict, reference: torch.Te
                            f"written to {record['out']}")
 
 
-def _record(run: FinishedRun, fmt: str, out: Path, meta: dict, compact_meta: dict,
-            tensors: dict[str, torch.Tensor], allocated: list[int], hard_ranks: list[int], written: Path) -> dict:
+def _record(run: FinishedRun, fmt: str, out: Path, meta: dict, tensors: dict[str, torch.Tensor] | None,
+            allocated: list[int], hard_ranks: list[int], written: Path) -> dict:
+    """export.json. `tensors`: the compact tensors when the export was made from them (their values are counted)."""
+    method = run.method
     targets = [TargetMatrix(**t) for t in meta["targets"]]
-    before, after = _parameters(run.method, targets, allocated), _parameters(run.method, targets, hard_ranks)
-    head = sum(v.numel() for k, v in tensors.items() if k.startswith("head."))
-    stored_after = sum(v.numel() for k, v in tensors.items() if not k.startswith("head."))
-    stored_before = sum(t.in_features * r + t.out_features * r + (r * r if run.method == "loraxs" else 0)
-                        for t, r in zip(targets, allocated))
+    before, after = method.parameters(targets, allocated), method.parameters(targets, hard_ranks)
+    if tensors is not None:
+        head = sum(v.numel() for k, v in tensors.items() if k.startswith("head."))
+        stored_after = sum(v.numel() for k, v in tensors.items() if not k.startswith("head."))
+        stored_before = sum(t.in_features * r + t.out_features * r + (r * r if "lora_R" in method.tensor_parts else 0)
+                            for t, r in zip(targets, allocated))
+    else:
+        head, stored_before, stored_after = None, before, after
     names = [t.name for t in targets]
     return {
         "format": fmt,
         "source_run": str(run.path.resolve()),
         "out": str(out),
         "task": run.task,
-        "method": run.method,
-        "allocation": run.config.get("allocation"),
+        "method": method.name,
+        "allocation": run.config.get("allocation") if not method.allocates_ranks else method.name,
         "base_model": run.base_model,
         "rankwise_version": __version__,
         "adapter_parameters": {
@@ -343,7 +385,7 @@ def _record(run: FinishedRun, fmt: str, out: Path, meta: dict, compact_meta: dic
             "after": after,  # at the hard ranks (Σ r_i² for LoRA-XS, Σ r_i·(in+out) for LoRA)
             "saved": before - after,
             "percent_saved": 100.0 * (before - after) / before if before else 0.0,
-            "counted_as": "r^2 per matrix" if run.method == "loraxs" else "r*(in+out) per matrix",
+            "counted_as": method.cost_formula,
         },
         "stored_adapter_values": {"before": stored_before, "after": stored_after},  # LoRA-XS: A, B and R
         "head_parameters": head,
@@ -351,7 +393,6 @@ def _record(run: FinishedRun, fmt: str, out: Path, meta: dict, compact_meta: dic
         if (run.weights / WEIGHTS_FILE).is_file() else None,
         "hard_ranks": dict(zip(names, hard_ranks)),
         "allocated_ranks": dict(zip(names, allocated)),
-        "scales": dict(zip(names, compact_meta["scales"])),
         "final_metrics": run.summary.get("final"),
         "main_metric": run.summary.get("main_metric"),
         "run_config": run.config,
@@ -359,90 +400,17 @@ def _record(run: FinishedRun, fmt: str, out: Path, meta: dict, compact_meta: dic
     }
 
 
-def _export_full(run: FinishedRun, out: Path, tokenizer, verify: bool, log) -> dict:
-    """A full fine-tuning run is already a plain model: re-save it (with label names) as the merged export."""
-    model = load_base(str(run.weights), run.task)
-    probe = probe_batch(model)
-    reference = logits_of(model, probe)
-    with atomic_directory(out) as tmp:
-        _label_names(model, run.task)
-        with _quiet_transformers():
-            model.save_pretrained(str(tmp))
-            tokenizer.save_pretrained(str(tmp))
-        record = {"format": "merged", "source_run": str(run.path.resolve()), "out": str(out), "task": run.task,
-                  "method": "full", "allocation": None, "base_model": run.base_model,
-                  "rankwise_version": __version__, "adapter_parameters": None,
-                  "model_parameters": sum(p.numel() for p in model.parameters()),
-                  "final_metrics": run.summary.get("final"), "main_metric": run.summary.get("main_metric"),
-                  "run_config": run.config,
-                  "files": sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file()) + [EXPORT_FILE]}
-        if verify:
-            _verify(record, tmp, run.task, probe, reference)
-        write_json_atomic(tmp / EXPORT_FILE, record)
-    _print_record(record, log)
-    return record
-
-
-def _export_adalora(run: FinishedRun, fmt: str, out: Path, tokenizer, verify: bool, log,
-                    allow_base_model_mismatch: bool = False) -> dict:
-    """An AdaLoRA run's adapter/ is PEFT's AdaLoRA adapter, already pruned (rank_pattern + kept triplets only):
-    `peft` copies it, `merged` adds ΔW = B·diag(E)·A·α/init_r into the base weights."""
-    from .adapters.peft_baselines import adalora_ranks, triplet_cost
-
-    trained = load_adapter(load_base(run.base_model, run.task), run.weights, allow_base_model_mismatch)
-    meta = read_adapter_metadata(run.weights)
-    targets = trained.targets
-    hard_ranks = adalora_ranks(trained)
-    probe = probe_batch(trained.model)
-    reference = logits_of(trained.model, probe)
-    with atomic_directory(out) as tmp:
-        if fmt == "peft":
-            for path in run.weights.iterdir():
-                if path.is_file():
-                    shutil.copy2(path, tmp / path.name)
-        else:
-            merged = trained.model.merge_and_unload()
-            _label_names(merged, run.task)
-            with _quiet_transformers():
-                merged.save_pretrained(str(tmp))
-                tokenizer.save_pretrained(str(tmp))
-        before = sum(r * triplet_cost(t) for t, r in zip(targets, meta["ranks"]))
-        after = sum(r * triplet_cost(t) for t, r in zip(targets, hard_ranks))
-        names = [t.name for t in targets]
-        record = {
-            "format": fmt, "source_run": str(run.path.resolve()), "out": str(out), "task": run.task,
-            "method": run.method, "allocation": "adalora", "base_model": run.base_model,
-            "rankwise_version": __version__,
-            "adapter_parameters": {"before": before, "after": after, "saved": before - after,
-                                   "percent_saved": 100.0 * (before - after) / before if before else 0.0,
-                                   "counted_as": "r*(in+out+1) per matrix (AdaLoRA triplets)"},
-            "stored_adapter_values": {"before": before, "after": after},
-            "head_parameters": run.summary.get("trainable_parameters", {}).get("head"),
-            "hard_ranks": dict(zip(names, hard_ranks)), "allocated_ranks": dict(zip(names, meta["ranks"])),
-            "final_metrics": run.summary.get("final"), "main_metric": run.summary.get("main_metric"),
-            "run_config": run.config,
-            "files": sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file()) + [EXPORT_FILE],
-        }
-        if verify:
-            _verify(record, tmp, run.task, probe, reference, allow_base_model_mismatch)
-        record["export_bytes"] = _bytes(tmp)
-        write_json_atomic(tmp / EXPORT_FILE, record)
-    _print_record(record, log)
-    return record
-
-
 def _print_record(record: dict, log) -> None:
     log(f"exported {record['source_run']} ({record['method']}, {record['allocation'] or 'full fine-tuning'}) "
         f"as {record['format']} → {record['out']}")
     params = record.get("adapter_parameters")
     if params:
-        formula = {"loraxs": "Σ r²", "adalora": "Σ r·(in+out+1)"}.get(record["method"], "Σ r·(in+out)")
-        log(f"  adapter parameters ({formula}): {params['before']:,} as trained → {params['after']:,} at the hard "
-            f"ranks ({params['percent_saved']:.1f}% fewer); head {record['head_parameters']:,}")
+        method = get_method(record["method"])
+        head = record["head_parameters"]
+        log(f"  adapter parameters ({method.cost_symbol}): {params['before']:,} as trained → {params['after']:,} at "
+            f"the hard ranks ({params['percent_saved']:.1f}% fewer)" + (f"; head {head:,}" if head is not None else ""))
         stored = record["stored_adapter_values"]
-        log(f"  stored adapter values (A, B{', R' if record['method'] == 'loraxs' else ''}"
-            f"{', E' if record['method'] == 'adalora' else ''}): {stored['before']:,} → "
-            f"{stored['after']:,}")
+        log(f"  stored adapter values ({method.stored_parts}): {stored['before']:,} → {stored['after']:,}")
         ranks = sorted(record["hard_ranks"].values())
         log(f"  hard ranks over {len(ranks)} matrices: min {ranks[0]}, median {ranks[len(ranks) // 2]}, "
             f"max {ranks[-1]}")
@@ -531,7 +499,7 @@ def load_source(model: str | None = None, adapter: str | None = None, base_model
             status = run.summary.get("status", "unfinished (no summary.json)")
             raise RunDirError(f"{flag} `{path}`: the run has no {run.weights.name}/ (status {status}); only a "
                               "completed run with saved weights can be used")
-        if run.method == "full":
+        if not run.method.trains_adapter:  # full fine-tuning: the run's model/ is a plain model
             return Source("model", run.weights, training=run.config)
         path = run.weights
         flag = "--adapter"

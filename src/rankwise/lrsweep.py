@@ -33,15 +33,17 @@ from .config import FIELDS, RunConfig, config_from_dict, prepare
 from .errors import ConfigError
 from .naming import NOT_IDENTITY, run_name
 from .rundir import read_json, read_jsonl, read_summary, write_json_atomic
-from .sweep import config_conflicts
+from .methods import FULL_FINETUNING, METHODS, get_method
+from .runstate import config_conflicts
 
 ALPHA_POLICIES = ("constant", "ratio", "rslora")
-ADAPTER_METHODS = ("lora", "loraxs")
+# Methods an LR sweep compares with full fine-tuning: the ones with a default grid.
+ADAPTER_METHODS = tuple(m for m in METHODS if get_method(m).lr_range and get_method(m).trains_adapter)
 
 # Default grids: 4 log-spaced points per decade (7 per decade and a half). Full fine-tuning and LoRA get
 # separate grids, a decade apart, so that both optima are interior when the ratio is ~10x.
 POINTS_PER_DECADE = 4
-DEFAULT_LR_RANGES = {"full": (1e-5, 1e-3), "lora": (1e-4, 1e-2), "loraxs": (3.16e-4, 3.16e-2)}
+DEFAULT_LR_RANGES = {m: get_method(m).lr_range for m in METHODS if get_method(m).lr_range}
 
 TEST_ACC_NOTE = ("test_acc is accuracy on the GLUE dev set at the epoch of best_val_loss (GLUE test labels are "
                  "hidden, so the dev set serves as validation and test)")
@@ -120,7 +122,7 @@ class LRSweep:
 
 
 def _check_sweep(sweep: LRSweep) -> None:
-    methods = (*ADAPTER_METHODS, "full")
+    methods = (*ADAPTER_METHODS, FULL_FINETUNING)
     if sweep.method not in methods:
         raise ConfigError("method", f"unknown value `{sweep.method}`", f"Choose one of: {', '.join(methods)}")
     for policy in sweep.alpha_policies:
@@ -135,7 +137,7 @@ def _check_sweep(sweep: LRSweep) -> None:
         bad = [v for v in values if not (math.isfinite(v) and v > 0)]
         if bad:
             raise ConfigError(name, f"learning rates must be positive and finite, got {bad[0]}")
-    if sweep.method != "full":
+    if get_method(sweep.method).trains_adapter:
         if not sweep.ranks:
             raise ConfigError("ranks", "is empty", "Give at least one rank, e.g. --ranks 4 16 64")
         bad = [r for r in sweep.ranks if r < 1]
@@ -160,7 +162,7 @@ def _point(sweep: LRSweep, method: str, lr: float, seed: int, rank: int | None =
            alpha: float | None = None, policy: str | None = None) -> RunConfig:
     values: dict[str, Any] = {"save_model": False, **sweep.overrides, "method": method, "learning_rate": lr,
                               "seed": seed}
-    if method != "full":
+    if get_method(method).trains_adapter:
         values.update(rank=rank, lora_alpha=alpha, alpha_policy=policy)
     if sweep.tie_head_lr and values.get("cls_learning_rate") is None:
         values["cls_learning_rate"] = lr
@@ -175,17 +177,17 @@ def expand_lr_sweep(sweep: LRSweep) -> list[RunConfig]:
     _check_sweep(sweep)
     configs: list[RunConfig] = []
     main_lrs = list(dict.fromkeys(sweep.lrs or default_lrs(sweep.method)))
-    full_lrs = list(dict.fromkeys(sweep.full_lrs or default_lrs("full")))
+    full_lrs = list(dict.fromkeys(sweep.full_lrs or default_lrs(FULL_FINETUNING)))
     for seed in sweep.seeds:
-        if sweep.method == "full":
-            configs += [_point(sweep, "full", lr, seed) for lr in main_lrs]
+        if not get_method(sweep.method).trains_adapter:
+            configs += [_point(sweep, sweep.method, lr, seed) for lr in main_lrs]
             continue
         for policy in sweep.alpha_policies:
             for rank in sweep.ranks:
                 alpha = alpha_for(policy, sweep.alpha, rank, sweep.ref_rank)
                 configs += [_point(sweep, sweep.method, lr, seed, rank, alpha, policy) for lr in main_lrs]
         if sweep.include_full:
-            configs += [_point(sweep, "full", lr, seed) for lr in full_lrs]
+            configs += [_point(sweep, FULL_FINETUNING, lr, seed) for lr in full_lrs]
     unique: dict[str, RunConfig] = {}
     for cfg in configs:  # rank 16 under `constant` and `ratio` can be the very same run
         unique.setdefault(cfg.output_dir, cfg)
@@ -205,7 +207,7 @@ def curve_identity(cfg: RunConfig) -> dict[str, Any]:
     """What makes two runs points of the same LR curve: every result-changing setting except the
     learning rate (and the head's learning rate when it is tied to it)."""
     skip = set(NOT_IDENTITY) | {"output_dir", "learning_rate", "cls_learning_rate", "label"}
-    if cfg.method == "full":
+    if not get_method(cfg.method).trains_adapter:
         skip |= {"rank", "lora_alpha", "alpha_policy", "lora_dropout", "target_modules"}
     identity = {name: value for name, value in cfg.to_dict().items()
                 if name not in skip and value != FIELDS[name].default}
@@ -219,8 +221,8 @@ def identity_id(identity: dict[str, Any]) -> str:
 
 def results_basename(cfg: RunConfig) -> str:
     """`results_lora_r16_alpha32_constant_seed0`, `results_full_seed0`."""
-    if cfg.method == "full":
-        return f"results_full_seed{cfg.seed}"
+    if not get_method(cfg.method).trains_adapter:
+        return f"results_{cfg.method}_seed{cfg.seed}"
     return f"results_{cfg.method}_r{cfg.rank}_alpha{cfg.lora_alpha:g}_{cfg.alpha_policy}_seed{cfg.seed}"
 
 
@@ -252,13 +254,14 @@ def run_entry(cfg: RunConfig) -> dict | None:
         best_val_loss, best_epoch = val_losses[best_index], evals[best_index]["epoch"]
         test_acc = evals[best_index].get("eval_accuracy")
     identity = curve_identity(cfg)
+    adapters = get_method(cfg.method).trains_adapter
     meta = {
         "method": cfg.method, "task": cfg.task, "model": cfg.model, "seed": cfg.seed,
         "learning_rate": cfg.learning_rate, "head_lr": head_lr_mode(cfg),
-        "rank": cfg.rank if cfg.method != "full" else None,
-        "alpha": cfg.lora_alpha if cfg.method != "full" else None,
-        "alpha_policy": cfg.alpha_policy if cfg.method != "full" else None,
-        "scale": adapter_scale(cfg.alpha_policy, cfg.lora_alpha, cfg.rank) if cfg.method != "full" else None,
+        "rank": cfg.rank if adapters else None,
+        "alpha": cfg.lora_alpha if adapters else None,
+        "alpha_policy": cfg.alpha_policy if adapters else None,
+        "scale": adapter_scale(cfg.alpha_policy, cfg.lora_alpha, cfg.rank) if adapters else None,
         "epochs": cfg.num_train_epochs, "batch_size": cfg.per_device_train_batch_size,
         "status": summary["status"], "message": summary.get("message"), "best_epoch": best_epoch,
         "run_dir": run_dir.name, "curve_id": identity_id(identity), "test_acc_is": TEST_ACC_NOTE,
@@ -331,8 +334,8 @@ def write_results(configs: list[RunConfig], directory: str | Path) -> list[Path]
 
 def describe(cfg: RunConfig) -> str:
     """`LoRA r=16 α=32 (constant)`, `full fine-tuning`."""
-    if cfg.method == "full":
-        return "full fine-tuning"
-    name = {"lora": "LoRA", "loraxs": "LoRA-XS"}.get(cfg.method, cfg.method)
-    return f"{name} r={cfg.rank} α={cfg.lora_alpha:g} ({cfg.alpha_policy})"
+    method = get_method(cfg.method)
+    if not method.trains_adapter:
+        return method.title
+    return f"{method.title} r={cfg.rank} α={cfg.lora_alpha:g} ({cfg.alpha_policy})"
 

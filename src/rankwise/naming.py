@@ -18,6 +18,7 @@ import json
 import re
 
 from .config import RunConfig, applies, resolve_defaults
+from .methods import get_method
 
 # Settings that never change results, or that name the run itself.
 NOT_IDENTITY = {"output_dir", "overwrite_output_dir", "quiet", "report_to", "data_dir", "save_model",
@@ -49,16 +50,12 @@ def readable_parts(cfg: RunConfig) -> tuple[list[str], set[str]]:
         if label_slug(cfg.label) == cfg.label:  # otherwise the label also goes into the hash
             used.add("label")
     parts.append(cfg.method)
-    if cfg.method == "adalora":  # ranks are AdaLoRA's own: name its budget and starting rank
-        used |= {"allocation", "adalora_init_r"}
-        if cfg.adalora_target_r is not None:
-            parts.append(f"target{cfg.adalora_target_r}")
-            used.add("adalora_target_r")
-        else:
-            parts.append(f"avg{_g(cfg.rank_average)}")
-            used.add("rank_average")
-        parts.append(f"init{cfg.adalora_init_r}")
-    elif cfg.method != "full":
+    method = get_method(cfg.method)
+    own = method.name_parts(cfg)  # AdaLoRA names its own budget and starting rank
+    if own is not None:
+        parts += own[0]
+        used |= own[1]
+    elif method.trains_adapter:
         parts.append(cfg.allocation)
         used.add("allocation")
         a = cfg.allocation
@@ -86,7 +83,7 @@ def readable_parts(cfg: RunConfig) -> tuple[list[str], set[str]]:
         if cfg.init == "eva":
             parts.append(f"eva{_g(cfg.eva_rho)}")
             used |= {"init", "eva_rho"}
-    if cfg.learning_rate is not None and not (cfg.allocation == "learned" and cfg.method != "full"):
+    if cfg.learning_rate is not None and not (cfg.allocation == "learned" and method.trains_adapter):
         parts.append(f"lr{_g(cfg.learning_rate)}")
         used.add("learning_rate")
     parts.append(f"seed{cfg.seed}")

@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 from .adapters import alphas_for
-from .allocation import RankAllocator, RankCost, static_ranks
+from .allocation import RankAllocator, static_ranks
 from .allocation.learned import budget_bounds
 from .errors import ConfigError
+from .methods import get_method
 from .targets import TargetMatrix, find_targets
 
 
@@ -68,8 +69,9 @@ class Plan:
 
     def with_ranks(self, ranks: list[int], alphas: list[float]) -> "Plan":
         """The plan at ranks set after building (EVA): rows, allocated ranks and parameters follow `ranks`."""
+        method = get_method(self.method)
         rows = [PlanRow(r.name, r.layer, r.kind, r.in_features, r.out_features, rank, alpha,
-                        matrix_parameters(self.method, t, rank))
+                        method.matrix_parameters(t, rank))
                 for r, t, rank, alpha in zip(self.rows, self.targets, ranks, alphas)]
         return Plan(self.method, self.allocation, rows, list(ranks), self.model_parameters, self.head_parameters,
                     self.budget, self.init, eva_done=True)
@@ -94,13 +96,9 @@ class Plan:
                      f"adapter {t['adapter_parameters']:,} parameters ({t['adapter_percent']:.4f}% of "
                      f"{t['model_parameters']:,}); head {t['head_parameters']:,}; trainable "
                      f"{t['trainable_parameters']:,} ({t['trainable_percent']:.4f}%)")
-        if self.budget and self.method == "adalora":
-            b = self.budget
-            lora = (f" (LoRA at rank {b['rank_average']:g}: {b['lora_parameters']:,})"
-                    if b.get("lora_parameters") is not None else "")
-            lines.append(f"adalora: adapters allocated at init_r {b['init_r']} ({len(self.rows) * b['init_r']} rank "
-                         f"triplets); pruned during training to {b['target_triplets']} triplets ≈ "
-                         f"{b['expected_parameters']:,} parameters{lora}")
+        method_line = get_method(self.method).budget_line(self)
+        if method_line:
+            lines.append(method_line)
         elif self.init == "eva":
             lines.append(f"eva: ranks redistributed from activation SVDs on training batches (sum of ranks "
                          f"{sum(self.allocated_ranks)}, at most eva_rho × the planned rank per matrix)"
@@ -114,16 +112,6 @@ class Plan:
         return "\n".join(lines)
 
 
-def matrix_parameters(method: str, target: TargetMatrix, rank: int) -> int:
-    if method == "loraxs":
-        return rank * rank
-    if method == "lora":
-        return rank * (target.in_features + target.out_features)
-    if method == "adalora":  # a rank triplet: a row of A, an entry of E, a column of B
-        return rank * (target.in_features + target.out_features + 1)
-    return target.in_features * target.out_features
-
-
 def build_plan(cfg, model: nn.Module, head_modules: list[str], steps_per_epoch: int = 1) -> tuple[Plan, RankAllocator | None]:
     """The plan for a resolved config on `model` (real or on the meta device), and the rank allocator
     for learned allocation. Raises ConfigError for strategy problems (custom file, budget, ranks larger than
@@ -135,8 +123,9 @@ def build_plan(cfg, model: nn.Module, head_modules: list[str], steps_per_epoch: 
     model_parameters = sum(p.numel() for p in model.parameters())
     head_parameters = sum(p.numel() for h in head_modules for p in model.get_submodule(h).parameters())
     targets = find_targets(model, cfg.target_modules)
+    method = get_method(cfg.method)
     allocator, budget = None, None
-    if cfg.method == "full":
+    if not method.trains_adapter:  # every weight trains: each matrix at its full rank
         ranks = [min(t.in_features, t.out_features) for t in targets]
         shown = ranks
     elif cfg.allocation == "learned":
@@ -144,33 +133,24 @@ def build_plan(cfg, model: nn.Module, head_modules: list[str], steps_per_epoch: 
         if cfg.rank_max > rank_limit:
             raise ConfigError("rank_max", f"({cfg.rank_max}) exceeds the smallest target matrix dimension "
                               f"({rank_limit})", f"Use --rank_max {rank_limit} or less")
-        allocator = RankAllocator.from_config(cfg, targets, steps_per_epoch)
+        cost = method.rank_cost(targets)
+        allocator = RankAllocator.from_config(cfg, targets, steps_per_epoch, cost)
         ranks = [cfg.rank_max] * len(targets)
         shown = allocator.hard_ranks(allocator.schedule.memory(0))
-        cost = RankCost.for_method(cfg.method, targets)
         start, end = budget_bounds(cfg, cost)
         budget = {"start": start, "end": end, "min": cost.total(cfg.rank_min), "max": cost.total(cfg.rank_max)}
-    elif cfg.method == "adalora":
-        from .adapters.peft_baselines import adalora_budget
-
-        rank_limit = min(min(t.in_features, t.out_features) for t in targets)
-        if cfg.adalora_init_r > rank_limit:
-            raise ConfigError("adalora_init_r", f"({cfg.adalora_init_r}; unless given, 1.5 × the final average rank "
-                              f"from --rank_average or --adalora_target_r) exceeds the smallest target matrix "
-                              f"dimension ({rank_limit})", f"Use --adalora_init_r {rank_limit} or less, or a smaller "
-                              "final average rank")
-        ranks = [cfg.adalora_init_r] * len(targets)
+    elif method.allocates_ranks:
+        ranks, budget = method.initial_ranks(cfg, targets)
         shown = ranks
-        budget = {**adalora_budget(cfg, targets).to_dict(), "rank_average": cfg.rank_average}
     else:
-        ranks = static_ranks(cfg, targets)  # checks every rank fits its matrix, naming the option that set it
+        ranks = static_ranks(cfg, targets, method.rank_cost(targets))  # checks every rank fits its matrix
         shown = ranks
     reference = cfg.rank if cfg.allocation != "learned" else cfg.rank_max
     alphas = alphas_for(ranks, cfg.lora_alpha, cfg.alpha_policy, reference)
     rows = [PlanRow(t.name, t.layer, t.kind, t.in_features, t.out_features, shown_rank, alpha,
-                    matrix_parameters(cfg.method, t, rank))
+                    method.matrix_parameters(t, rank))
             for t, rank, shown_rank, alpha in zip(targets, ranks, shown, alphas)]
-    return Plan(cfg.method, cfg.allocation if cfg.method != "full" else "none", rows, ranks, model_parameters,
+    return Plan(cfg.method, cfg.allocation if method.trains_adapter else "none", rows, ranks, model_parameters,
                 head_parameters, budget, init=cfg.init), allocator
 
 

@@ -9,7 +9,6 @@ rates. After every epoch the model is evaluated with hard ranks.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import platform
@@ -27,10 +26,10 @@ from tqdm.auto import tqdm
 from transformers import get_constant_schedule, get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
 from . import __version__
-from .adapters import AdapterSet, build_adapter
 from .allocation import RankAllocator
 from .config import RunConfig, prepare
 from .plan import Plan, build_plan
+from .methods import AdapterSet, build_adapter, get_method
 from .rundir import RunDir
 from .runstate import check_output_dir, claim_output_dir
 from .tasks import PreparedTask, prepare_task
@@ -79,23 +78,8 @@ def setup_run(cfg: RunConfig) -> Setup:
                             rslora=cfg.alpha_policy == "rslora", dropout=cfg.lora_dropout,
                             head_modules=task.head_modules, task_type=task.peft_task_type, seed=cfg.seed,
                             init=cfg.init, run_config=cfg, total_steps=steps_per_epoch * cfg.num_train_epochs)
-    if cfg.init == "eva":
-        plan, adapter = _eva_init(cfg, task, plan, adapter)
+    plan, adapter = adapter.method.initialise(cfg, task, plan, adapter)  # EVA: ranks from data
     return Setup(cfg, task, plan, adapter, allocator, train_loader, eval_loaders, steps_per_epoch)
-
-
-def _eva_init(cfg: RunConfig, task: PreparedTask, plan: Plan, adapter: AdapterSet) -> tuple[Plan, AdapterSet]:
-    """PEFT EVA on training batches (before the run directory exists); the plan takes EVA's ranks and alphas."""
-    from .adapters.peft_baselines import apply_eva, eva_loader, eva_ranks
-
-    loader = eva_loader(task.train_features, task.collate, cfg.per_device_train_batch_size, cfg.seed)
-    adapter = apply_eva(adapter, loader, cfg.eva_rho, use_label_mask=cfg.is_instruct, show_progress=not cfg.quiet)
-    ranks = eva_ranks(adapter.model, plan.targets)
-    alpha_of = dict(zip([t.name for t in adapter.targets], adapter.alphas))
-    plan = plan.with_ranks(ranks, [alpha_of.get(r.name, r.alpha) for r in plan.rows])
-    if not cfg.quiet:
-        print(plan.to_table(), flush=True)
-    return plan, adapter
 
 
 def _git_revision() -> str | None:
@@ -180,26 +164,12 @@ def _count(params) -> int:
 
 
 def _save_weights(run: RunDir, setup: Setup, hard_ranks: list[int]) -> None:
-    """Adapter weights (or the full model) in the run directory, written atomically."""
-    from .adapters.io import save_adapter
-
+    """The method's weights (an adapter, or the whole model) in the run directory, written atomically; learned
+    runs add their allocation weights."""
     cfg, adapter = setup.cfg, setup.adapter
-    if cfg.method == "full":
-        with run.atomic_subdir("model") as tmp:
-            adapter.model.save_pretrained(tmp)
-            setup.task.tokenizer.save_pretrained(tmp)
-        return
-    if cfg.init == "eva":  # the adapter holds only matrices EVA gave a rank > 0
-        hard_ranks = list(adapter.ranks)
-    if cfg.method == "adalora":
-        from .adapters.peft_baselines import save_adalora
-
-        with run.atomic_subdir("adapter") as tmp:
-            save_adalora(adapter, tmp, cfg.model, setup.task.head_modules, hard_ranks)
-        return
-    with run.atomic_subdir("adapter") as tmp:
-        save_adapter(adapter, tmp, base_model=cfg.model, head_modules=setup.task.head_modules,
-                     hard_ranks=hard_ranks)
+    with run.atomic_subdir(adapter.method.weights_dir) as tmp:
+        adapter.method.save(adapter, tmp, base_model=cfg.model, head_modules=setup.task.head_modules,
+                            hard_ranks=hard_ranks, tokenizer=setup.task.tokenizer)
         if setup.allocator is not None:
             save_file({"weights": setup.allocator.weights.detach().cpu().contiguous()},
                       str(tmp / "allocation_weights.safetensors"))
@@ -251,11 +221,7 @@ def _train(setup: Setup, accelerator: Accelerator, run: RunDir) -> dict:
     eval_loaders = dict(zip(setup.eval_loaders, eval_loaders))
     if allocator is not None:
         allocator.to(accelerator.device)
-    adalora = None
-    if cfg.method == "adalora":
-        from .adapters.peft_baselines import AdaLoraTracker
-
-        adalora = AdaLoraTracker(adapter)
+    hooks = adapter.method.training_hooks(adapter, cfg)  # AdaLoRA: its own rank allocation per step
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
     wandb = _Wandb(cfg, run.path, main and cfg.report_to == "wandb")
 
@@ -271,18 +237,19 @@ def _train(setup: Setup, accelerator: Accelerator, run: RunDir) -> dict:
             run.append_jsonl("metrics.jsonl", record)
             wandb.log(record)
 
+    source = adapter.method.allocation_source(cfg)  # EVA: ranks fixed from data before training
+
     def log_allocation() -> None:
-        if main and allocator is not None:
-            run.append_jsonl("allocation.jsonl", {"epoch": round(step / setup.steps_per_epoch, 4),
-                                                  **allocator.state(step)})
-        elif main and adalora is not None:
-            run.append_jsonl("allocation.jsonl", {"epoch": round(step / setup.steps_per_epoch, 4),
-                                                  **adalora.state(step)})
-        elif main and cfg.init == "eva" and step == 0:  # EVA's ranks, fixed from here on
+        if not main:
+            return
+        record = allocator.state(step) if allocator is not None else hooks.allocation_record(step)
+        if record is not None:
+            run.append_jsonl("allocation.jsonl", {"epoch": round(step / setup.steps_per_epoch, 4), **record})
+        elif source is not None and step == 0:
             ranks = dict(zip([t.name for t in plan.targets], plan.allocated_ranks))
             run.append_jsonl("allocation.jsonl", {"epoch": 0.0, "step": 0, "budget": sum(ranks.values()),
                                                   "budget_unit": "sum of ranks", "discrete": True,
-                                                  "budget_used": sum(ranks.values()), "source": "eva",
+                                                  "budget_used": sum(ranks.values()), "source": source,
                                                   "continuous": ranks, "hard": ranks})
 
     def set_eval_masks() -> None:
@@ -319,8 +286,7 @@ def _train(setup: Setup, accelerator: Accelerator, run: RunDir) -> dict:
                 else:
                     consecutive_bad = 0
                     optimizer.step()
-                    if adalora is not None:  # PEFT scores rank triplets from the gradients: before zero_grad
-                        adalora.update_and_allocate(step)
+                    hooks.after_optimizer_step(step)  # AdaLoRA scores rank triplets from the gradients
                     optimizer.zero_grad(set_to_none=True)
                     log_loss, log_count = log_loss + window_loss / window_count, log_count + 1
                 scheduler.step()
@@ -351,7 +317,7 @@ def _train(setup: Setup, accelerator: Accelerator, run: RunDir) -> dict:
             break
 
         set_eval_masks()
-        with adalora.without_orth_reg() if adalora is not None else contextlib.nullcontext():
+        with hooks.evaluating():
             metrics = task.evaluate(model, eval_loaders, accelerator)
         record = {"type": "eval", "step": step, "epoch": epoch + 1, **metrics, "skipped_steps": skipped}
         log(record)
@@ -374,14 +340,16 @@ def _train(setup: Setup, accelerator: Accelerator, run: RunDir) -> dict:
     wall = time.time() - started
     unwrapped = accelerator.unwrap_model(model)
     adapter.model = unwrapped
+    method = adapter.method
     hard_ranks = plan.allocated_ranks
+    method_ranks = hooks.final_ranks()  # AdaLoRA: the ranks it pruned to
     if allocator is not None:
         budget = allocator.schedule.memory(step)
         hard_ranks = allocator.hard_ranks(budget)
         set_eval_masks()
         log_allocation()
-    elif adalora is not None:
-        hard_ranks = adalora.ranks()
+    elif method_ranks is not None:
+        hard_ranks = method_ranks
         log_allocation()
     summary = {
         "status": status, "message": message, "task": cfg.task, "method": cfg.method, "allocation": cfg.allocation,
@@ -390,24 +358,20 @@ def _train(setup: Setup, accelerator: Accelerator, run: RunDir) -> dict:
         "steps": step, "skipped_steps": skipped, "wall_time_s": round(wall, 2),
         "steps_per_second": round(step / wall, 4) if wall > 0 else None,
         "trainable_parameters": {
-            "adapter": adapter.num_adapter_parameters() if cfg.method != "full" else
+            "adapter": adapter.num_adapter_parameters() if method.trains_adapter else
             _count(p for g in optimizer.param_groups if g.get("name") == "adapter" for p in g["params"]),
             "head": plan.head_parameters,
             "allocation": allocator.weights.numel() if allocator is not None else 0,
         },
         "model_parameters": plan.model_parameters,
     }
-    if cfg.method != "full":
-        from .plan import matrix_parameters
-
-        at_hard = sum(matrix_parameters(cfg.method, t, r) for t, r in zip(plan.targets, hard_ranks))
+    if method.trains_adapter:
+        at_hard = method.parameters(plan.targets, hard_ranks)
         summary["trainable_parameters"]["adapter_at_hard_ranks"] = at_hard
         summary["hard_ranks"] = dict(zip([t.name for t in plan.targets], hard_ranks))
-    if adalora is not None:
-        summary["adalora"] = {**plan.budget, "initial_triplets": sum(plan.allocated_ranks),
-                              "final_triplets": sum(hard_ranks)}
+    summary.update(method.summary_fields(plan, hard_ranks))
     if main:
-        if allocator is not None or adalora is not None:
+        if allocator is not None or method_ranks is not None:
             ranks = plan.to_dict()
             for row, rank in zip(ranks["matrices"], hard_ranks):
                 row["rank"] = rank

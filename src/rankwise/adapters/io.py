@@ -1,11 +1,13 @@
-"""Saving and loading adapters. Every format carries rankwise metadata (targets with shapes, ranks, scales,
-head modules, base model), so `load_adapter(model, directory)` can refuse a base model it does not fit.
+"""What every saved adapter carries, whatever its method: rankwise metadata (targets with shapes, ranks, scales,
+head modules, base model), so `rankwise.methods.load_adapter(model, directory)` can refuse a base model it does not
+fit; the head's tensors; and the compact format. Each method writes and reads its own files (rankwise/methods/):
 
 - `rankwise-lora` (a `lora` run's `adapter/`, and `rankwise export --format peft`): PEFT's own files
   (adapter_config.json with rank_pattern/alpha_pattern, adapter_model.safetensors, head in modules_to_save),
   loadable with `PeftModel.from_pretrained`, plus `rankwise.json`.
 - `rankwise-loraxs` (a `loraxs` run's `adapter/`): `adapter_config.json` and `adapter_model.safetensors` with
   `<module>.lora_A` (r, in), `.lora_B` (out, r), `.lora_R` (r, r) and `head.<module>.<param>` tensors.
+- `rankwise-adalora`, and DoRA's `rankwise-lora` with `use_dora`: PEFT's files plus `rankwise.json`.
 - `rankwise-compact` (`rankwise export --format compact`, for `loraxs` and `lora`): the same tensor names
   (no `lora_R` for `lora`) truncated to the hard ranks, and each matrix's trained scale, so ΔW is unchanged.
 
@@ -25,21 +27,20 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
-from transformers.pytorch_utils import Conv1D
 
 from .. import __version__
 from ..errors import RunDirError
 from ..targets import TargetMatrix, find_targets, linear_shape
-from . import AdapterSet, hard_keep
 from .loraxs import LoraXSLinear
 
-LORA_FORMAT = "rankwise-lora"
-LORAXS_FORMAT = "rankwise-loraxs"
+if TYPE_CHECKING:
+    from ..methods import AdapterSet
+
 COMPACT_FORMAT = "rankwise-compact"
 META_FILE = "rankwise.json"
 CONFIG_FILE = "adapter_config.json"
@@ -167,7 +168,7 @@ def head_shapes(model: nn.Module, head_modules: list[str]) -> dict[str, dict[str
     return {h: {k: list(v.shape) for k, v in head_module(model, h).state_dict().items()} for h in head_modules}
 
 
-def _head_state(model: nn.Module, head_modules: list[str]) -> dict[str, torch.Tensor]:
+def head_state(model: nn.Module, head_modules: list[str]) -> dict[str, torch.Tensor]:
     return {f"head.{h}.{k}": v.detach().cpu().contiguous()
             for h in head_modules for k, v in head_module(model, h).state_dict().items()}
 
@@ -177,48 +178,21 @@ def _head_state(model: nn.Module, head_modules: list[str]) -> dict[str, torch.Te
 # ---------------------------------------------------------------------------------------------
 
 def adapter_metadata(adapter: AdapterSet, base_model: str, head_modules: list[str], hard_ranks: list[int]) -> dict:
+    """The metadata of a run's adapter as allocated (rank_max for learned runs); its method adds `format`."""
     return {
-        "format": LORAXS_FORMAT if adapter.method == "loraxs" else LORA_FORMAT,
-        "method": adapter.method,
+        "method": adapter.method.name,
         "base_model": base_model,
         "rankwise_version": __version__,
         "targets": [t.to_dict() for t in adapter.targets],
         "ranks": list(adapter.ranks),
         "hard_ranks": list(hard_ranks),
         "alphas": list(adapter.alphas),
-        "scales": [m.scale for m in adapter.modules] if adapter.method == "loraxs" else None,
+        "scales": adapter.scales(),
         "head_modules": list(head_modules),
         "head_shapes": head_shapes(adapter.model, head_modules),
         "base_weight_norms": base_weight_norms(adapter.model, adapter.targets),  # what older rankwise checks
         "base_model_fingerprint": base_model_fingerprint(adapter.model, head_modules),
     }
-
-
-def save_adapter(adapter: AdapterSet, directory: str | Path, base_model: str, head_modules: list[str],
-                 hard_ranks: list[int]) -> None:
-    """A run's adapter as allocated (rank_max for learned runs), with its hard ranks in the metadata."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    meta = adapter_metadata(adapter, base_model, head_modules, hard_ranks)
-    if adapter.method == "lora":
-        adapter.model.save_pretrained(str(directory))
-        (directory / META_FILE).write_text(json.dumps(meta, indent=2))
-        return
-    tensors = {}
-    for target, module in zip(adapter.targets, adapter.modules):
-        tensors[f"{target.name}.lora_A"] = module.lora_A.detach().cpu().contiguous()
-        tensors[f"{target.name}.lora_B"] = module.lora_B.detach().cpu().contiguous()
-        tensors[f"{target.name}.lora_R"] = module.lora_R.detach().cpu().contiguous()
-    tensors.update(_head_state(adapter.model, head_modules))
-    save_file(tensors, str(directory / WEIGHTS_FILE))
-    (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
-
-
-def trained_scales(adapter: AdapterSet) -> list[float]:
-    """Each matrix's ΔW scale as trained: α/r or α/√r at the allocated rank (PEFT's `scaling` for LoRA)."""
-    if adapter.method == "loraxs":
-        return [float(m.scale) for m in adapter.modules]
-    return [float(layer.scaling[PEFT_ADAPTER_NAME]) for layer in adapter.modules]
 
 
 def compact_alphas(scales: list[float], ranks: list[int], rslora: bool) -> list[float]:
@@ -233,16 +207,10 @@ def compact_tensors(adapter: AdapterSet, hard_ranks: list[int], head_modules: li
     Rank components are ordered (LoRA-XS: by singular value; learned LoRA: the mask keeps the first r), so the
     hard-rank mask of training equals keeping the leading r rows of A, columns of B and block of R."""
     tensors = {}
-    for target, module, r in zip(adapter.targets, adapter.modules, hard_ranks):
-        if adapter.method == "loraxs":
-            a, b, rr = module.lora_A, module.lora_B, module.lora_R
-            tensors[f"{target.name}.lora_R"] = rr[:r, :r]
-        else:
-            a = module.lora_A[PEFT_ADAPTER_NAME].weight
-            b = module.lora_B[PEFT_ADAPTER_NAME].weight
-        tensors[f"{target.name}.lora_A"] = a[:r]
-        tensors[f"{target.name}.lora_B"] = b[:, :r]
-    tensors.update(_head_state(adapter.model, head_modules))
+    for index, (target, r) in enumerate(zip(adapter.targets, hard_ranks)):
+        for part, tensor in adapter.method.compact_factors(adapter, index, r).items():
+            tensors[f"{target.name}.{part}"] = tensor
+    tensors.update(head_state(adapter.model, head_modules))
     return {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
 
 
@@ -251,10 +219,10 @@ def compact_metadata(adapter: AdapterSet, hard_ranks: list[int], base_model: str
                      fingerprint: dict | None = None) -> dict:
     """`fingerprint`: the base-model fingerprint to record, when known (an export keeps the one of the model the
     run was trained on); computed from `adapter.model` otherwise."""
-    scales = trained_scales(adapter)
+    scales = adapter.scales()
     return {
         "format": COMPACT_FORMAT,
-        "method": adapter.method,
+        "method": adapter.method.name,
         "base_model": base_model,
         "rankwise_version": __version__,
         "targets": [t.to_dict() for t in adapter.targets],
@@ -367,7 +335,7 @@ def check_base_model(model: nn.Module, meta: dict, directory: str | Path, allow_
                       f"model as --base_model if it has moved), or pass {OVERRIDE_HINT} to use it anyway")
 
 
-def _load_head(model: nn.Module, tensors: dict[str, torch.Tensor], head_modules: list[str], directory) -> None:
+def load_head(model: nn.Module, tensors: dict[str, torch.Tensor], head_modules: list[str], directory) -> None:
     for head in head_modules:
         prefix = f"head.{head}."
         state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -380,103 +348,7 @@ def _load_head(model: nn.Module, tensors: dict[str, torch.Tensor], head_modules:
         module.load_state_dict(state)
 
 
-def _attach_loraxs(model: nn.Module, targets: list[TargetMatrix], tensors: dict[str, torch.Tensor],
-                   scales: list[float], head_modules: list[str], alphas: list[float], directory) -> AdapterSet:
-    """Wrap each target in a LoraXSLinear with the saved factors (no SVD); freeze all but the head."""
-    _load_head(model, tensors, head_modules, directory)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    modules = []
-    for target, scale in zip(targets, scales):
-        base = model.get_submodule(target.name)
-        module = LoraXSLinear.from_factors(base, tensors[f"{target.name}.lora_A"], tensors[f"{target.name}.lora_B"],
-                                           tensors[f"{target.name}.lora_R"], scale)
-        model.set_submodule(target.name, module)
-        modules.append(module)
-    for head in head_modules:
-        for p in model.get_submodule(head).parameters():
-            p.requires_grad_(True)
-    ranks = [m.rank for m in modules]
-    return AdapterSet("loraxs", model, targets, ranks, list(alphas), modules)
-
-
-def _attach_compact_lora(model: nn.Module, targets: list[TargetMatrix], tensors: dict[str, torch.Tensor],
-                         meta: dict, directory) -> AdapterSet:
-    """A PEFT LoRA model at the compact ranks, with α chosen so each matrix keeps its trained scale."""
-    from .lora import KeepHooks, apply_lora, lora_config, lora_layers
-
-    names = [t.name for t in targets]
-    ranks = [int(tensors[f"{n}.lora_A"].shape[0]) for n in names]
-    alphas = compact_alphas(meta["scales"], ranks, bool(meta.get("rslora")))
-    conv1d = any(isinstance(model.get_submodule(n), Conv1D) for n in names)  # GPT-2: W stored in×out
-    config = lora_config(names, ranks, alphas, bool(meta.get("rslora")), float(meta.get("lora_dropout") or 0.0),
-                         meta["head_modules"], meta.get("peft_task_type"), fan_in_fan_out=conv1d)
-    peft_model = apply_lora(model, config)
-    layers = lora_layers(peft_model, names)
-    with torch.no_grad():
-        for name, layer in zip(names, layers):
-            layer.lora_A[PEFT_ADAPTER_NAME].weight.copy_(tensors[f"{name}.lora_A"])
-            layer.lora_B[PEFT_ADAPTER_NAME].weight.copy_(tensors[f"{name}.lora_B"])
-    _load_head(peft_model, tensors, meta["head_modules"], directory)
-    return AdapterSet("lora", peft_model, targets, ranks, alphas, layers, KeepHooks(layers))
-
-
-def load_adapter(model: nn.Module, directory: str | Path, allow_base_model_mismatch: bool = False) -> AdapterSet:
-    """Attach a saved rankwise adapter (a run's `adapter/` or an export) and its head to a freshly loaded base
-    `model`. Hard ranks are applied as masks where the adapter is allocated larger. Raises RunDirError when
-    the adapter does not fit the model (module names, shapes, head, or base weights); with
-    `allow_base_model_mismatch`, other base weights only print a warning."""
-    directory = Path(directory)
-    meta = read_adapter_metadata(directory)
-    if meta["format"] == "rankwise-adalora":  # PEFT AdaLoRA, see peft_baselines.py
-        from .peft_baselines import load_adalora
-
-        return load_adalora(model, directory, meta, check_fits(model, meta, directory, allow_base_model_mismatch))
-    if meta["format"] == LORA_FORMAT:
-        targets = check_fits(model, meta, directory, allow_base_model_mismatch)
-        from peft import PeftModel
-
-        from .lora import KeepHooks, lora_layers, peft_quietly
-
-        try:
-            with peft_quietly():
-                peft_model = PeftModel.from_pretrained(model, str(directory))
-        except (RuntimeError, ValueError) as exc:  # e.g. a head of another size
-            raise RunDirError(f"adapter {directory} does not load onto this model: "
-                              f"{str(exc).strip().splitlines()[0][:300]}") from None
-        layers = lora_layers(peft_model, [t.name for t in targets])
-        adapter = AdapterSet("lora", peft_model, targets, meta["ranks"], meta["alphas"], layers, KeepHooks(layers))
-        if list(meta["hard_ranks"]) != list(adapter.ranks):
-            adapter.set_keep(hard_keep(meta["hard_ranks"], max(adapter.ranks)))
-        return adapter
-    path = directory / WEIGHTS_FILE
-    if not path.is_file():
-        raise RunDirError(f"adapter {directory}: {WEIGHTS_FILE} is missing")
-    return attach_tensors(model, meta, load_file(str(path)), directory, allow_base_model_mismatch)
-
-
-def attach_tensors(model: nn.Module, meta: dict, tensors: dict[str, torch.Tensor],
-                   directory: str | Path = "(in memory)", allow_base_model_mismatch: bool = False) -> AdapterSet:
-    """Attach a `rankwise-loraxs` or `rankwise-compact` adapter given as metadata and tensors (see
-    `compact_metadata` / `compact_tensors`), after checking that it fits `model` (see `check_fits`)."""
-    targets = check_fits(model, meta, directory, allow_base_model_mismatch)
-    parts = ("lora_A", "lora_B", "lora_R") if meta["method"] == "loraxs" else ("lora_A", "lora_B")
-    missing = [f"{t.name}.{part}" for t in targets for part in parts if f"{t.name}.{part}" not in tensors]
-    if missing:
-        raise RunDirError(f"adapter {directory}: {WEIGHTS_FILE} lacks `{missing[0]}` ({len(missing)} tensors "
-                          "missing); the file is incomplete or belongs to another adapter")
-    if meta["method"] == "loraxs":
-        adapter = _attach_loraxs(model, targets, tensors, meta["scales"], meta["head_modules"],
-                                 meta.get("alphas") or [], directory)
-    else:
-        adapter = _attach_compact_lora(model, targets, tensors, meta, directory)
-    hard = meta["hard_ranks"]
-    if list(hard) != list(adapter.ranks):
-        adapter.set_keep(hard_keep(hard, max(adapter.ranks)))
-    return adapter
-
-
-__all__ = ["save_adapter", "load_adapter", "attach_tensors", "read_adapter_metadata", "check_fits", "check_base_model",
-           "compact_tensors", "compact_metadata", "save_compact", "compact_alphas", "trained_scales",
+__all__ = ["adapter_metadata", "read_adapter_metadata", "check_fits", "check_base_model", "head_state", "load_head",
+           "compact_tensors", "compact_metadata", "save_compact", "compact_alphas",
            "base_weight_norms", "base_model_fingerprint", "base_model_tensors", "FINGERPRINT_ALGORITHM",
            "head_module", "inner_model", "head_shapes"]

@@ -26,10 +26,11 @@ def peft_quietly():
 
 
 def lora_config(names: list[str], ranks: list[int], alphas: list[float], rslora: bool, dropout: float,
-                head_modules: list[str], task_type: str | None, fan_in_fan_out: bool = False) -> LoraConfig:
+                head_modules: list[str], task_type: str | None, fan_in_fan_out: bool = False,
+                use_dora: bool = False) -> LoraConfig:
     """A LoraConfig that targets exactly `names` (full module paths) with their own rank and alpha.
     Patterns are only written where a matrix differs from the most common rank/alpha.
-    `fan_in_fan_out`: the targets store W as in×out (GPT-2's `Conv1D`)."""
+    `fan_in_fan_out`: the targets store W as in×out (GPT-2's `Conv1D`). `use_dora`: PEFT's DoRA."""
     base_rank = max(set(ranks), key=ranks.count)
     base_alpha = max(set(alphas), key=alphas.count)
     return LoraConfig(
@@ -44,6 +45,7 @@ def lora_config(names: list[str], ranks: list[int], alphas: list[float], rslora:
         task_type=task_type,
         bias="none",
         fan_in_fan_out=fan_in_fan_out,
+        use_dora=use_dora,
     )
 
 

@@ -1,7 +1,7 @@
 """Parameter cost of ranks, ranks under a budget, and hard ranks that respect it.
 
-A matrix's cost at rank s is c(s) = quad·s² + lin·s: LoRA-XS spends s² (its r×r matrix R),
-LoRA spends s·(in+out) (A and B). A budget M is a total cost over all target matrices.
+A matrix's cost at rank s is c(s) = quad·s² + lin·s + const: LoRA-XS spends s² (its r×r matrix R),
+LoRA spends s·(in+out) (A and B), DoRA s·(in+out) + out (A, B and its magnitude vector). A budget M is a total cost over all target matrices.
 Allocation math runs in float64 so a budget is met to ~1e-9 relative.
 """
 
@@ -12,36 +12,38 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
-from ..targets import TargetMatrix
 
 
 @dataclass
 class RankCost:
-    """Per-matrix cost coefficients: c_i(s) = quad_i·s² + lin_i·s. Tensors of shape (n,), float64."""
+    """Per-matrix cost coefficients: c_i(s) = quad_i·s² + lin_i·s + const_i for s ≥ 1 (const: what a matrix spends
+    at any rank, e.g. DoRA's magnitude vector). Tensors of shape (n,), float64. Each adapter method gives its
+    coefficients (`rankwise.methods`: `get_method(name).rank_cost(targets)`)."""
 
     quad: torch.Tensor
     lin: torch.Tensor
+    const: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.const is None:
+            self.const = torch.zeros_like(self.quad)
 
     @classmethod
-    def for_method(cls, method: str, targets: list[TargetMatrix]) -> "RankCost":
-        n = len(targets)
-        if method == "loraxs":
-            return cls(torch.ones(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64))
-        if method == "lora":
-            lin = torch.tensor([t.in_features + t.out_features for t in targets], dtype=torch.float64)
-            return cls(torch.zeros(n, dtype=torch.float64), lin)
-        raise ValueError(f"no rank cost for method {method!r}")
+    def from_coefficients(cls, coefficients: list[tuple[float, float, float]]) -> "RankCost":
+        """From (quad, lin, const) per matrix."""
+        quad, lin, const = (torch.tensor([c[k] for c in coefficients], dtype=torch.float64) for k in range(3))
+        return cls(quad, lin, const)
 
     def __len__(self) -> int:
         return len(self.quad)
 
     def cost(self, ranks: torch.Tensor | float) -> torch.Tensor:
         s = torch.as_tensor(ranks, dtype=torch.float64)
-        return self.quad * s * s + self.lin * s
+        return self.quad * s * s + self.lin * s + self.const
 
     def rank_for_cost(self, cost: torch.Tensor) -> torch.Tensor:
-        """Inverse of `cost`, elementwise (cost ≥ 0)."""
-        cost = cost.to(torch.float64)
+        """Inverse of `cost`, elementwise (cost ≥ const)."""
+        cost = (cost.to(torch.float64) - self.const).clamp_min(0.0)
         quadratic = (-self.lin + torch.sqrt(self.lin**2 + 4 * self.quad * cost)) / (2 * self.quad.clamp_min(1e-300))
         linear = cost / self.lin.clamp_min(1e-300)
         return torch.where(self.quad > 0, quadratic, linear)

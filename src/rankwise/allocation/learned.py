@@ -47,14 +47,14 @@ def budget_bounds(cfg, cost: RankCost) -> tuple[float, float]:
 class RankAllocator(nn.Module):
     """Holds the allocation weights and turns them into masks for each training step."""
 
-    def __init__(self, targets: list[TargetMatrix], method: str, rank_min: int, rank_max: int,
+    def __init__(self, targets: list[TargetMatrix], cost: RankCost, rank_min: int, rank_max: int,
                  schedule: AllocationSchedule, weights_init: str = "uniform", budget_mode: str = "capped",
                  rounding: str = "budget", tau: float = 0.0, seed: int = 0,
                  budget_fields: tuple[str, str] = ("memory_start", "memory_end")):
         """`budget_fields`: the options the start and end budgets came from, named if one is infeasible."""
         super().__init__()
         self.names = [t.name for t in targets]
-        self.cost = RankCost.for_method(method, targets)
+        self.cost = cost
         self.rank_min, self.rank_max = rank_min, rank_max
         self.schedule = schedule
         self.budget_mode, self.rounding, self.tau = budget_mode, rounding, tau
@@ -64,8 +64,8 @@ class RankAllocator(nn.Module):
         self.weights = nn.Parameter(initial_weights(len(targets), weights_init, self.generator))
 
     @classmethod
-    def from_config(cls, cfg, targets: list[TargetMatrix], steps_per_epoch: int) -> "RankAllocator":
-        cost = RankCost.for_method(cfg.method, targets)
+    def from_config(cls, cfg, targets: list[TargetMatrix], steps_per_epoch: int, cost: RankCost) -> "RankAllocator":
+        """`cost`: the method's rank cost over `targets` (`get_method(cfg.method).rank_cost(targets)`)."""
         memory_start, memory_end = budget_bounds(cfg, cost)
         schedule = AllocationSchedule(
             steps_per_epoch=steps_per_epoch, num_epochs=cfg.num_train_epochs,
@@ -74,7 +74,7 @@ class RankAllocator(nn.Module):
             epochs_memory_start=cfg.epochs_memory_start, epochs_memory_start_to_end=cfg.epochs_memory_start_to_end,
             epochs_rank_discrete=cfg.epochs_rank_discrete)
         budget_fields = ("memory_start", "memory_end") if cfg.memory_start is not None else ("rank_average",) * 2
-        return cls(targets, cfg.method, cfg.rank_min, cfg.rank_max, schedule, cfg.rank_allocation_weights_init,
+        return cls(targets, cost, cfg.rank_min, cfg.rank_max, schedule, cfg.rank_allocation_weights_init,
                    cfg.budget_mode, cfg.rounding, cfg.tau, seed=cfg.seed, budget_fields=budget_fields)
 
     def continuous_ranks(self, budget: float) -> torch.Tensor:

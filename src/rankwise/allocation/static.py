@@ -123,8 +123,9 @@ def _custom_sources(targets: list[TargetMatrix], spec: dict) -> list[str]:
     return ["rank_file" if any(p.search(t.name) for p in patterns) else "rank" for t in targets]
 
 
-def static_ranks(cfg, targets: list[TargetMatrix]) -> list[int]:
-    """Ranks of a static strategy from a resolved RunConfig, rescaled when `match_budget` is set. Raises
+def static_ranks(cfg, targets: list[TargetMatrix], cost: RankCost) -> list[int]:
+    """Ranks of a static strategy from a resolved RunConfig, rescaled to a budget in the method's `cost` when
+    `match_budget` is set. Raises
     ConfigError, naming the option that caused it, when a rank exceeds its matrix's smaller dimension."""
     a = cfg.allocation
     if a == "uniform":
@@ -144,7 +145,6 @@ def static_ranks(cfg, targets: list[TargetMatrix]) -> list[int]:
     else:
         raise ValueError(f"{a!r} is not a static strategy")
     if cfg.match_budget:
-        cost = RankCost.for_method(cfg.method, targets)
         budget = cfg.budget if cfg.budget is not None else cost.total(cfg.rank)
         ranks = rescale_to_budget(ranks, cost, budget, "budget" if cfg.budget is not None else "rank")
         sources = ["budget" if cfg.budget is not None else "rank"] * len(targets)

@@ -46,7 +46,8 @@ for the ratio family's r=16.
 
 
 def register(sub) -> None:
-    from ..lrsweep import ALPHA_POLICIES, DEFAULT_LR_RANGES, POINTS_PER_DECADE
+    from ..lrsweep import ADAPTER_METHODS, ALPHA_POLICIES, DEFAULT_LR_RANGES, POINTS_PER_DECADE
+    from ..methods import FULL_FINETUNING
 
     grids = "; ".join(f"{m}: {lo:g}–{hi:g}" for m, (lo, hi) in DEFAULT_LR_RANGES.items())
     p = sub.add_parser(
@@ -61,7 +62,7 @@ def register(sub) -> None:
                        help="GLUE classification task (default sst2)")
     study.add_argument("--model", "--model_name_or_path", dest="model", default="minilm",
                        help="model: minilm (default), a hub id or a local directory")
-    study.add_argument("--method", choices=("lora", "loraxs", "full"), default="lora",
+    study.add_argument("--method", choices=(*ADAPTER_METHODS, FULL_FINETUNING), default="lora",
                        help="adapter to sweep, or full fine-tuning (default lora)")
     study.add_argument("--full-finetune", "--full_finetune", dest="full_finetune", action="store_true",
                        help="sweep full fine-tuning (same as --method full)")
@@ -116,8 +117,9 @@ def sweep_from_args(args):
     from ..lrsweep import LRSweep
 
     from ..errors import ConfigError
+    from ..methods import FULL_FINETUNING, get_method
 
-    method = "full" if args.full_finetune else args.method
+    method = FULL_FINETUNING if args.full_finetune else args.method
     if args.full_lrs and not args.include_full:
         raise ConfigError("full_lrs", "is the grid of the --include_full runs, but --include_full is not given",
                           "Add --include_full, or give the learning rates with --lrs and --full-finetune")
@@ -134,7 +136,7 @@ def sweep_from_args(args):
     output_dir = args.output_dir or str(Path("runs") / f"lr_sweep_{args.task}_{model_name}")
     return LRSweep(method=method, ranks=ranks, alpha=args.alpha, reference_rank=args.rank if args.ranks else None,
                    alpha_policies=list(dict.fromkeys(args.alpha_policy)), seeds=list(dict.fromkeys(seeds)),
-                   lrs=args.lrs, include_full=args.include_full and method != "full", full_lrs=args.full_lrs,
+                   lrs=args.lrs, include_full=args.include_full and get_method(method).trains_adapter, full_lrs=args.full_lrs,
                    output_dir=output_dir, overrides=overrides)
 
 

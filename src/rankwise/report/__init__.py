@@ -22,6 +22,7 @@ from typing import Callable
 import pandas as pd
 
 from ..errors import ConfigError, RunDirError
+from ..methods import allocates_ranks, trains_adapter
 from ..rundir import check_writable_path
 from .aggregate import group_runs, load_runs, rank_text
 from .tables import adaptive_table, configurations_table, group_key, groups_table, median_std, not_completed_table
@@ -92,8 +93,8 @@ def resolve_baselines(groups: pd.DataFrame, baseline: str | None) -> list[str]:
             raise ConfigError("baseline", f"`{baseline}` matches no configuration",
                               "Labels: " + "; ".join(f"`{l}`" for l in groups["label"]))
         return matched["label"].tolist()
-    adapters = groups[groups.get("method") != "full"]
-    uniform = adapters[(adapters.get("allocation") == "uniform") & (adapters.get("method") != "adalora")
+    adapters = groups[groups["method"].map(trains_adapter)]
+    uniform = adapters[(adapters.get("allocation") == "uniform") & ~adapters["method"].map(allocates_ranks)
                        & (adapters["init"].fillna("default") == "default" if "init" in adapters else True)]
     # Fixed-rank runs are the baseline of other allocations; a report of fixed-rank and full fine-tuning runs
     # only (e.g. an LR sweep) has nothing to hold them against.
@@ -233,16 +234,16 @@ def _task_sections(ctx: ReportContext, task: str, prefix: str, heading: str, gro
     best_learned = learned[learned["n"] > 0]
     focus = best_learned.iloc[0] if not best_learned.empty else None
     if focus is None:  # no learned runs: AdaLoRA's or EVA's ranks, else the best non-uniform static configuration
-        adaptive = groups[(groups["n"] > 0) & ((groups["method"] == "adalora") | (
+        adaptive = groups[(groups["n"] > 0) & (groups["method"].map(allocates_ranks) | (
             groups["init"].fillna("default") == "eva" if "init" in groups else False))]
         static = groups[(groups["n"] > 0) & ~groups["allocation"].isin(["uniform", "learned"])
-                        & (groups["method"] != "full")]
+                        & groups["method"].map(trains_adapter)]
         focus = adaptive.iloc[0] if not adaptive.empty else static.iloc[0] if not static.empty else None
     if focus is not None:
         label = focus["label"]
         dirs = runs.loc[(runs["label"] == label) & (runs["status"] == "completed"), "run_dir"].tolist()
         kind = ("best learned configuration" if focus["allocation"] == "learned" else
-                "best AdaLoRA / EVA configuration" if focus["method"] == "adalora" or focus.get("init") == "eva"
+                "best AdaLoRA / EVA configuration" if allocates_ranks(focus["method"]) or focus.get("init") == "eva"
                 else "best non-uniform configuration")
         out.append(f"{heading} Ranks of the {kind}: {label}\n")
         figure = plots.final_ranks(dirs, ctx.out / f"final_ranks{prefix}.png",
@@ -250,7 +251,7 @@ def _task_sections(ctx: ReportContext, task: str, prefix: str, heading: str, gro
         if figure:
             ctx.figures.append(figure)
             out.append(f"![Final ranks per matrix]({figure.name})\n")
-        if focus["allocation"] == "learned" or focus["method"] == "adalora":
+        if focus["allocation"] == "learned" or allocates_ranks(focus["method"]):
             run = _median_seed_run(runs, label)
             figure = plots.allocation_heatmap(run["run_dir"], ctx.out / f"allocation_heatmap{prefix}.png",
                                               f"{task_title}ranks over training — {label}, seed {run['seed']} "
@@ -260,7 +261,7 @@ def _task_sections(ctx: ReportContext, task: str, prefix: str, heading: str, gro
                 out.append(f"![Allocation over training]({figure.name})\n")
                 out.append(f"Rows: the adapted matrices in model order (L = layer); left: the continuous ranks the "
                            f"allocation weights give under the current budget; right: the hard ranks used at "
-                           f"evaluation. Run: `{run['run_name']}`.\n" if focus["method"] != "adalora" else
+                           f"evaluation. Run: `{run['run_name']}`.\n" if not allocates_ranks(focus["method"]) else
                            f"Rows: the adapted matrices in model order (L = layer); both panels: the rank triplets "
                            f"AdaLoRA's masks keep. Run: `{run['run_name']}`.\n")
 

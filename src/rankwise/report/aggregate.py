@@ -21,6 +21,7 @@ import pandas as pd
 
 from ..config import FIELDS, applies
 from ..errors import ConfigError, RunDirError
+from ..methods import allocates_ranks, titles, trains_adapter
 from ..rundir import SUMMARY, read_json, read_jsonl, read_summary
 
 CONFIG_FIELDS = list(FIELDS)
@@ -29,7 +30,7 @@ NOT_IDENTITY = {"output_dir", "overwrite_output_dir", "quiet", "report_to", "dat
 IDENTITY_FIELDS = [f for f in CONFIG_FIELDS if f not in NOT_IDENTITY and f != "seed"]
 # options that mean nothing for full fine-tuning (left out of its labels)
 ADAPTER_ONLY = {"target_modules", "lora_alpha", "alpha_policy", "lora_dropout", "match_budget", "budget"}
-METHOD_NAMES = {"loraxs": "LoRA-XS", "lora": "LoRA", "full": "Full FT", "adalora": "AdaLoRA"}
+METHOD_NAMES = titles(short=True)
 SCHEDULER_NAMES = {"constant_schedule": "constant LR", "linear_schedule_with_warmup": "linear warm-up LR",
                    "cosine": "cosine LR"}
 
@@ -193,9 +194,9 @@ def _g(value) -> str:
 def rank_text(row) -> str:
     """The ranks of a configuration in a few characters: `r25`, `16→4`, `att 16 / mlp 8`, `5–30, avg 20`."""
     allocation = row.get("allocation")
-    if row.get("method") == "full":
+    if not trains_adapter(row.get("method")):
         return "full"
-    if row.get("method") == "adalora":  # budget: LoRA's parameters at rank_average, or PEFT's target_r
+    if allocates_ranks(row.get("method")):  # AdaLoRA's budget: LoRA's parameters at rank_average, or PEFT's target_r
         target = row.get("adalora_target_r")
         return f"target_r {_g(target)}" if target is not None and not _isnan(target) else \
             f"avg {_g(row['rank_average'])}"
@@ -223,7 +224,7 @@ def _describe(row, varying: list[str]) -> tuple[str, list[str]]:
     """(head, details): `LoRA-XS learned`, [`α 0.1→5`, `constant LR`] from the fields in `varying`."""
     method = METHOD_NAMES.get(row.get("method"), str(row.get("method")))
     learned = row.get("allocation") == "learned"
-    if row.get("method") == "full":
+    if not trains_adapter(row.get("method")):
         head = method
     elif learned:
         head = f"{method} learned"
@@ -250,7 +251,7 @@ def _describe(row, varying: list[str]) -> tuple[str, list[str]]:
         value = row.get(field)
         if field in shown or not applies(field, row.get("allocation"), row.get("method")):
             continue
-        if row.get("method") == "full" and field in ADAPTER_ONLY:
+        if not trains_adapter(row.get("method")) and field in ADAPTER_ONLY:
             continue
         if field == "cls_learning_rate" and value == row.get("learning_rate"):
             continue  # the head trains at the adapter's rate: `lr` says it

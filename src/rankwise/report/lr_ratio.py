@@ -24,9 +24,16 @@ import pandas as pd
 
 from ..config import config_from_dict
 from ..lrsweep import adapter_scale, curve_identity, format_lr, head_lr_mode, identity_id
+from ..methods import FULL_FINETUNING, titles, trains_adapter
 from ..rundir import read_json, read_jsonl, read_summary
 
-METHOD_NAMES = {"lora": "LoRA", "loraxs": "LoRA-XS", "full": "full fine-tuning"}
+METHOD_NAMES = titles()
+
+
+def is_reference(method) -> bool:
+    """Whether runs of `method` are the ratio's reference: full fine-tuning, the method without adapters."""
+    return not trains_adapter(method)
+
 POLICY_NAMES = {"constant": "constant α (scale α/r)", "ratio": "constant α/r", "rslora": "rsLoRA (scale α/√r)"}
 # Fields that tell curves of one study apart (everything else must agree for two runs to be compared).
 CURVE_FIELDS = ("method", "rank", "lora_alpha", "alpha_policy", "lora_dropout", "target_modules", "seed", "head_lr")
@@ -117,7 +124,7 @@ def load_points(run_dirs: list[str | Path], warn=None) -> pd.DataFrame:
             continue  # learned or non-uniform ranks are not points of an LR curve
         identity = curve_identity(cfg)
         study = {k: v for k, v in identity.items() if k not in CURVE_FIELDS}
-        full = cfg.method == "full"
+        full = is_reference(cfg.method)
         rows.append({
             "study": identity_id(study), "task": cfg.task, "model": cfg.model,
             "curve": identity_id({k: v for k, v in identity.items() if k != "seed"}),
@@ -161,8 +168,8 @@ def _share_with_ratio_families(points: pd.DataFrame) -> pd.DataFrame:
 
 def curve_label(row) -> str:
     """`LoRA r=16, α=32 (constant α)`, `full fine-tuning`; the head LR when it is fixed."""
-    if row["method"] == "full":
-        text = METHOD_NAMES["full"]
+    if is_reference(row["method"]):
+        text = METHOD_NAMES[row["method"]]
     else:
         policy = {"constant": "constant α", "ratio": "α/r fixed", "rslora": "rsLoRA"}.get(row["alpha_policy"],
                                                                                      row["alpha_policy"])
@@ -214,13 +221,13 @@ def summarize(optima: pd.DataFrame) -> pd.DataFrame:
     for column in ("ratio", "ratio_min", "ratio_max", "ratio_of_medians", "paired_seeds", "seed_ratios"):
         table[column] = None
     for study, part in table.groupby("study", sort=False):
-        full = part[(part["method"] == "full")]
+        full = part[part["method"].map(is_reference)]
         if full.empty:
             continue
         reference = full[full["head_lr"] == "tied"].iloc[0] if (full["head_lr"] == "tied").any() else full.iloc[0]
         per_seed_full = optima[optima["curve"] == reference["curve"]].set_index("seed")["optimal_lr"]
         for index, row in part.iterrows():
-            if row["method"] == "full":
+            if is_reference(row["method"]):
                 continue
             mine = optima[optima["curve"] == row["curve"]].set_index("seed")["optimal_lr"]
             paired = {int(s): float(mine[s] / per_seed_full[s]) for s in mine.index
@@ -241,11 +248,11 @@ def summarize(optima: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------
 
 def _panels(points: pd.DataFrame) -> list[tuple[str, str | None]]:
-    adapters = points[points["method"] != "full"]
+    adapters = points[~points["method"].map(is_reference)]
     keys = set(zip(adapters["method"], adapters["alpha_policy"]))
     policies = list(POLICY_NAMES)
     keys = sorted(keys, key=lambda k: (k[0], policies.index(k[1]) if k[1] in policies else len(policies)))
-    return keys or [("full", None)]
+    return keys or [(FULL_FINETUNING, None)]
 
 
 def plot_loss_vs_lr(points: pd.DataFrame, optima: pd.DataFrame, summary: pd.DataFrame, path: Path,
@@ -262,13 +269,13 @@ def plot_loss_vs_lr(points: pd.DataFrame, optima: pd.DataFrame, summary: pd.Data
     top = float(finite.max()) if len(finite) else 1.0
     bottom = float(finite.min()) if len(finite) else 0.0
     pad = 0.06 * (top - bottom or 1.0)
-    ranks = sorted(int(r) for r in summary.loc[summary["method"] != "full", "rank"].unique())
+    ranks = sorted(int(r) for r in summary.loc[~summary["method"].map(is_reference), "rank"].unique())
     rank_colour = dict(zip(ranks, _rank_colours(len(ranks))))  # one colour per rank in every panel
     for ax, (method, policy) in zip(axes, panels):
-        curves = summary[(summary["method"] == "full") | ((summary["method"] == method)
+        curves = summary[summary["method"].map(is_reference) | ((summary["method"] == method)
                                                          & (summary["alpha_policy"] == policy))]
         for _, curve in curves.iterrows():
-            colour = "black" if curve["method"] == "full" else rank_colour[int(curve["rank"])]
+            colour = "black" if is_reference(curve["method"]) else rank_colour[int(curve["rank"])]
             part = points[points["curve"] == curve["curve"]]
             by_lr = part.groupby("lr")["best_val_loss"]
             lrs = np.array(sorted(part["lr"].unique()))
@@ -276,7 +283,7 @@ def plot_loss_vs_lr(points: pd.DataFrame, optima: pd.DataFrame, summary: pd.Data
                                else np.nan for lr in lrs])
             low = np.array([by_lr.get_group(lr).min() for lr in lrs], dtype=float)
             high = np.array([by_lr.get_group(lr).max() for lr in lrs], dtype=float)
-            width = 2.2 if curve["method"] == "full" else 1.6
+            width = 2.2 if is_reference(curve["method"]) else 1.6
             ax.plot(lrs, median, "-o", color=colour, lw=width, ms=3.5, label=curve["label"], zorder=3)
             ax.fill_between(lrs, low, high, color=colour, alpha=0.15, lw=0, zorder=1)
             diverged = part[part["status"] == "diverged"]["lr"].unique()
@@ -292,8 +299,8 @@ def plot_loss_vs_lr(points: pd.DataFrame, optima: pd.DataFrame, summary: pd.Data
         ax.set_ylim(bottom - pad, top + pad)
         ax.set_xlabel("learning rate (log scale)")
         ax.set_ylabel("best validation loss over epochs (cross-entropy, nats)")
-        if method == "full":
-            ax.set_title("full fine-tuning")
+        if is_reference(method):
+            ax.set_title(METHOD_NAMES[method])
         else:
             ax.set_title(f"{METHOD_NAMES.get(method, method)}, {POLICY_NAMES.get(policy, policy)}")
         ax.grid(True, which="both", alpha=0.25)
@@ -321,7 +328,7 @@ def plot_ratio_vs_rank(summary: pd.DataFrame, path: Path, title: str) -> Path | 
     from matplotlib.figure import Figure
     from matplotlib.ticker import NullFormatter
 
-    rows = summary[(summary["method"] != "full") & summary["ratio"].notna()]
+    rows = summary[~summary["method"].map(is_reference) & summary["ratio"].notna()]
     if rows.empty:
         return None
     fig = Figure(figsize=(6.8, 4.6), dpi=110, layout="constrained")
@@ -395,7 +402,7 @@ def _in_curve_order(table: pd.DataFrame) -> pd.DataFrame:
     """Adapter curves by method, α policy and rank, full fine-tuning last; seeds in order."""
     def key(i):
         row = table.loc[i]
-        return (row["method"] == "full", str(row["method"]), str(row["alpha_policy"]),
+        return (is_reference(row["method"]), str(row["method"]), str(row["alpha_policy"]),
                 0 if pd.isna(row["rank"]) else int(row["rank"]), int(row["seed"]) if "seed" in row else 0)
 
     return table.loc[sorted(table.index, key=key)]
@@ -451,7 +458,7 @@ def lr_ratio_report(run_dirs: list[Path], out_dir: Path) -> str:
                          f"{_x(row['ratio']) if row['method'] != 'full' else '1 (reference)'} | "
                          f"{(_x(row['ratio_min']) + ' – ' + _x(row['ratio_max'])) if row['method'] != 'full' and row['ratio'] is not None else '–'} | "
                          f"{_x(row['ratio_of_medians']) if row['method'] != 'full' else '–'} |")
-        if not (table["method"] == "full").any():
+        if not table["method"].map(is_reference).any():
             lines.append("\nNo full fine-tuning runs in this study, so no ratio: add them with "
                          "`rankwise lr-sweep ... --full-finetune` into the same output directory.")
         lines.append("\nScale: the multiplier of B·A (α/r, or α/√r for rsLoRA). Head LR: the classification head "

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..methods import allocates_ranks, trains_adapter  # noqa: E402
 from ..rundir import read_json, read_jsonl, read_summary  # noqa: E402
 from .aggregate import _g, eval_records, metric_scale  # noqa: E402
 
@@ -150,7 +151,7 @@ def draw_comparison_boxplot(runs: pd.DataFrame, groups: pd.DataFrame, group_by: 
         def key_of(label):
             row = ok[ok["label"] == label].iloc[0]
             return "learned ranks" if row["allocation"] == "learned" else (
-                "full fine-tuning" if row["method"] == "full" else "fixed ranks (static strategy)")
+                "full fine-tuning" if not trains_adapter(row["method"]) else "fixed ranks (static strategy)")
     keys = list(dict.fromkeys(key_of(label) for label in labels))
     colours = {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(keys)}
     fig, ax = plt.subplots(figsize=(9, 1.6 + 0.42 * len(labels)))
@@ -200,7 +201,7 @@ def draw_allocation_heatmap(run_dir: str | Path, title: str):
     soft = np.array([[r["continuous"][n] for r in records] for n in names])
     hard = np.array([[r["hard"][n] for r in records] for n in names])
     vmin, vmax = config.get("rank_min") or soft.min(), config.get("rank_max") or soft.max()
-    if config.get("method") == "adalora":  # one rank per matrix: the singular values AdaLoRA keeps
+    if allocates_ranks(config.get("method")):  # AdaLoRA: one rank per matrix, the singular values it keeps
         panels = [(hard, "AdaLoRA rank (kept singular values)", "final ranks fixed from here")]
     else:
         panels = [(soft, "continuous rank s", "hard ranks train from here"),

@@ -19,6 +19,7 @@ import pandas as pd
 from scipy import stats
 
 from ..errors import ConfigError
+from ..methods import trains_adapter
 from ..rundir import read_jsonl
 from .aggregate import _describe, _g, varying_fields
 from . import task_name, task_order
@@ -152,7 +153,7 @@ def verdict(comparison: dict, greater_is_better: bool) -> str:
 def default_baseline(runs: pd.DataFrame) -> str | None:
     """The fixed-rank adapter arm whose adapter size is closest to the learned arms' (median) budget."""
     learned = runs[runs["allocation"] == "learned"]
-    uniform = runs[(runs["allocation"] == "uniform") & (runs["method"] != "full")]
+    uniform = runs[(runs["allocation"] == "uniform") & runs["method"].map(trains_adapter)]
     if uniform.empty:
         return None
     sizes = uniform.groupby("arm")["params"].median()

@@ -1,0 +1,50 @@
+"""`dora`: DoRA (weight-decomposed LoRA) through PEFT, `LoraConfig(use_dora=True)`: each adapted weight is
+m · (W + ΔW) / ‖W + ΔW‖_c with ΔW = (α/r)·B·A as in LoRA and a trainable magnitude vector m (one value per output
+feature, initialised to the column norms of W). Cost r·(in+out) + out per matrix, as PEFT counts it.
+
+Static allocations (and `--match_budget`, which counts the magnitude vectors) work as for LoRA. Learned allocation
+does not: a rank mask on A's output would leave DoRA's weight norm, computed from the unmasked B·A, out of step.
+Saved in PEFT's format (`rankwise-lora` with `use_dora`), exported as `peft` or `merged`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..targets import TargetMatrix
+from .base import register
+from .lora import Lora
+
+
+@register
+class Dora(Lora):
+    name = "dora"
+    title = "DoRA"
+    summary = "PEFT LoraConfig(use_dora=True): LoRA on the direction of W plus a trainable magnitude per output"
+    use_dora = True
+    supports_learned = False
+    inits = ("default",)
+    export_formats = ("peft", "merged")
+    cost_formula = "r*(in+out)+out per matrix"
+    cost_symbol = "Σ r·(in+out) + out"
+    stored_parts = "A, B, m"
+
+    def cost_coefficients(self, target: TargetMatrix) -> tuple[int, int, int]:
+        return 0, target.in_features + target.out_features, target.out_features
+
+    def no_learned_fix(self) -> str:
+        return ("DoRA's weight norm is computed from the unmasked B·A, so rank masks do not apply: use a static "
+                "--allocation (with --match_budget for a budget), or --method lora")
+
+    def set_keep(self, adapter, keep) -> None:
+        if keep is not None:
+            raise ValueError("DoRA has no rank masks (see methods/dora.py)")
+
+    def export(self, run, fmt, out, *, tokenizer, verify, log, allow_base_model_mismatch=False) -> dict:
+        """A static DoRA adapter is already at its final ranks: `peft` copies the run's PEFT files, `merged` merges
+        them."""
+        from ..export import export_trained_adapter
+
+        return export_trained_adapter(run, fmt, out, tokenizer=tokenizer, verify=verify, log=log,
+                                      allow_base_model_mismatch=allow_base_model_mismatch)
