@@ -1,6 +1,6 @@
 """rankwise: fine-tune transformers with LoRA-family adapters whose rank differs per weight matrix."""
 
-__version__ = "0.1.0"
+from .version import __version__
 
 
 def load_adapter(model, directory, allow_base_model_mismatch: bool = False):

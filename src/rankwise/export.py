@@ -35,7 +35,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from . import __version__
+from .version import __version__
 from .adapters.io import META_FILE, WEIGHTS_FILE, compact_metadata, compact_tensors, read_adapter_metadata, save_compact
 from .errors import ConfigError, DataError, ModelError, RunDirError
 from .methods import METHODS, AdapterMethod, AdapterSet, attach_tensors, get_method, load_adapter
@@ -235,7 +235,7 @@ def _label_names(model: nn.Module, task_name: str) -> None:
 
 def export_run(run_dir: str | Path, fmt: str, out: str | Path, overwrite: bool = False, verify: bool = True,
                log=print, allow_base_model_mismatch: bool = False) -> dict:
-    """Export a completed run (see the module docstring) as its method does it (`AdapterMethod.export`). All
+    """Export a completed run (see the module docstring) as its method's `export_style` says. All
     checks run before anything is loaded or written. The run's base model must still be the one it was trained on
     (its fingerprint, see adapters/io.py), unless `allow_base_model_mismatch`; the export records the fingerprint
     of the model the run was trained on. Returns the record written to `<out>/export.json`."""
@@ -245,8 +245,11 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, overwrite: bool =
     from .models import load_tokenizer
 
     tokenizer = load_tokenizer(run.base_model if run.method.trains_adapter else str(run.weights))
-    return run.method.export(run, fmt, out, tokenizer=tokenizer, verify=verify, log=log,
-                             allow_base_model_mismatch=allow_base_model_mismatch)
+    if not run.method.trains_adapter:
+        return export_full_model(run, out, tokenizer=tokenizer, verify=verify, log=log)
+    exporter = {"truncate": export_adapter_run, "as_trained": export_trained_adapter}[run.method.export_style]
+    return exporter(run, fmt, out, tokenizer=tokenizer, verify=verify, log=log,
+                    allow_base_model_mismatch=allow_base_model_mismatch)
 
 
 def export_adapter_run(run: FinishedRun, fmt: str, out: Path, *, tokenizer, verify: bool, log,
@@ -288,13 +291,12 @@ def export_adapter_run(run: FinishedRun, fmt: str, out: Path, *, tokenizer, veri
 
 
 def export_trained_adapter(run: FinishedRun, fmt: str, out: Path, *, tokenizer, verify: bool, log,
-                           allow_base_model_mismatch: bool = False, final_ranks=None) -> dict:
+                           allow_base_model_mismatch: bool = False) -> dict:
     """An adapter that is already at its final ranks in PEFT's format (AdaLoRA: pruned while training; DoRA:
-    static ranks): `peft` copies the run's files, `merged` adds ΔW into the base weights. `final_ranks(adapter)`:
-    the ranks it holds (default: as allocated)."""
+    static ranks): `peft` copies the run's files, `merged` adds ΔW into the base weights."""
     trained = load_adapter(load_base(run.base_model, run.task), run.weights, allow_base_model_mismatch)
     meta = read_adapter_metadata(run.weights)
-    hard_ranks = final_ranks(trained) if final_ranks else list(meta["ranks"])
+    hard_ranks = trained.method.current_ranks(trained)
     probe = probe_batch(trained.model)
     reference = logits_of(trained.model, probe)
     with atomic_directory(out) as tmp:

@@ -2,50 +2,20 @@
 
 `prepare_task(cfg)` loads data and model (everything that can fail on bad input) before any file
 is written. GLUE tasks are sequence classification/regression; instruction tuning lives in
-`data/instruct.py` and plugs in through the same `PreparedTask`.
+`data/instruct.py` and plugs in through the same `PreparedTask` (data/task.py).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 from transformers import DataCollatorWithPadding
 
-from .config import default_max_seq_length
 from .data import GLUE_TASKS, compute_metrics, encode_classification, load_glue
-from .models import check_max_seq_length, head_modules, load_classifier, load_tokenizer
-
-
-@dataclass
-class PreparedTask:
-    model: nn.Module
-    tokenizer: object
-    train_features: list[dict]
-    eval_sets: dict[str, list[dict]]  # "eval" is the one that picks the best epoch
-    collate: Callable
-    # (model, {split: DataLoader}, accelerator) -> {"eval_loss": ..., "eval_<metric>": ...}
-    evaluate: Callable
-    main_metric: str  # key in evaluate's output, e.g. "eval_matthews_correlation"
-    greater_is_better: bool
-    head_modules: list[str]
-    peft_task_type: str | None  # "SEQ_CLS" / "CAUSAL_LM"
-    info: dict = field(default_factory=dict)  # recorded in config.json (data source, sizes, ...)
-    # Optional: called after training with (model, run_dir) to write extra artifacts (e.g. generations).
-    finalize: Callable | None = None
-
-
-def _truncate(items: list, limit: int | None) -> list:
-    return items if limit is None else items[:limit]
-
-
-def max_seq_length_for(cfg, model) -> int:
-    """cfg.max_seq_length checked against the model's positions (ConfigError if a chosen length does not fit;
-    the task's default is capped to the model's limit)."""
-    return check_max_seq_length(cfg.max_seq_length, model, default_max_seq_length(cfg.task), cfg.model)
+from .data.instruct import prepare_instruct
+from .data.task import PreparedTask, max_seq_length_for, truncate
+from .models import head_modules, load_classifier, load_tokenizer
 
 
 def prepare_classification(cfg) -> PreparedTask:
@@ -55,9 +25,9 @@ def prepare_classification(cfg) -> PreparedTask:
     torch.manual_seed(cfg.seed)  # the new head's initialisation
     model = load_classifier(cfg.model, task.num_labels, task.is_regression)
     max_length = max_seq_length_for(cfg, model)
-    train = encode_classification(_truncate(data.train, cfg.max_train_samples), tokenizer, max_length,
+    train = encode_classification(truncate(data.train, cfg.max_train_samples), tokenizer, max_length,
                                   task.is_regression)
-    evals = {split: encode_classification(_truncate(examples, cfg.max_eval_samples), tokenizer, max_length,
+    evals = {split: encode_classification(truncate(examples, cfg.max_eval_samples), tokenizer, max_length,
                                           task.is_regression)
              for split, examples in data.evals.items()}
 
@@ -96,6 +66,4 @@ def prepare_classification(cfg) -> PreparedTask:
 def prepare_task(cfg) -> PreparedTask:
     if cfg.task in GLUE_TASKS:
         return prepare_classification(cfg)
-    from .data.instruct import prepare_instruct  # causal-LM instruction tuning
-
-    return prepare_instruct(cfg)
+    return prepare_instruct(cfg)  # causal-LM instruction tuning

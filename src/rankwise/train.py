@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_constant_schedule, get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
-from . import __version__
+from .version import __version__
 from .allocation import RankAllocator
 from .config import RunConfig, prepare
 from .plan import Plan, build_plan

@@ -33,7 +33,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from .. import __version__
+from ..version import __version__
 from ..errors import RunDirError
 from ..targets import TargetMatrix, find_targets, linear_shape
 from .loraxs import LoraXSLinear

@@ -29,7 +29,7 @@ def positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from ..version import __version__
 
     parser = argparse.ArgumentParser(prog="rankwise", description="Fine-tune transformers with per-matrix "
                                      "adapter ranks: static strategies or learned under a parameter budget.")

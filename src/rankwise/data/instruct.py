@@ -30,6 +30,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, DataError
+from .. import models
+from .task import PreparedTask, max_seq_length_for
 
 TASKS = ("alpaca",)
 ALPACA_FILE = Path("alpaca") / "alpaca_data.json"
@@ -302,17 +304,14 @@ def write_jsonl_atomic(path: Path, records: list[dict]) -> None:
 def prepare_instruct(cfg):
     """A PreparedTask for instruction tuning: data read and checked, tokenized, model loaded. Raises
     ConfigError/DataError/ModelError on bad input before anything is written."""
-    from ..models import load_causal_lm, load_tokenizer
-    from ..tasks import PreparedTask, max_seq_length_for
-
     path = alpaca_path(cfg)
     examples = load_alpaca(path)
     train_examples, eval_examples = split_examples(examples, cfg.eval_size, cfg.max_train_samples)
     if cfg.max_eval_samples is not None:
         eval_examples = eval_examples[:cfg.max_eval_samples]
-    tokenizer = load_tokenizer(cfg.model)
+    tokenizer = models.load_tokenizer(cfg.model)
     torch.manual_seed(cfg.seed)
-    model = load_causal_lm(cfg.model)
+    model = models.load_causal_lm(cfg.model)
     max_length = max_seq_length_for(cfg, model)
     train, train_dropped = encode_instruct(train_examples, tokenizer, max_length)
     evals, eval_dropped = encode_instruct(eval_examples, tokenizer, max_length)

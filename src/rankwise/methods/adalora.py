@@ -102,6 +102,7 @@ class AdaLora(AdapterMethod):
     default_rank = 8
     default_learning_rate = 5e-4
     saves_peft_files = True
+    export_style = "as_trained"
     export_formats = ("peft", "merged")
     cost_formula = "r*(in+out+1) per matrix (AdaLoRA triplets)"
     cost_symbol = "Σ r·(in+out+1)"
@@ -223,6 +224,9 @@ class AdaLora(AdapterMethod):
     def adapter_parameters(self, adapter: AdapterSet) -> list:
         return [p for n, p in adapter.model.named_parameters() if "lora_" in n and p.requires_grad]  # A, E, B
 
+    def current_ranks(self, adapter: AdapterSet) -> list[int]:
+        return adalora_ranks(adapter)
+
     def training_hooks(self, adapter: AdapterSet, cfg) -> TrainingHooks:
         return AdaLoraHooks(adapter)
 
@@ -264,15 +268,6 @@ class AdaLora(AdapterMethod):
 
     def merge(self, adapter: AdapterSet):
         return adapter.model.merge_and_unload()
-
-    def export(self, run, fmt, out, *, tokenizer, verify, log, allow_base_model_mismatch=False) -> dict:
-        """The run's adapter/ is PEFT's AdaLoRA adapter, already pruned (rank_pattern + kept triplets only):
-        `peft` copies it, `merged` adds ΔW = B·diag(E)·A·α/init_r into the base weights."""
-        from ..export import export_trained_adapter
-
-        return export_trained_adapter(run, fmt, out, tokenizer=tokenizer, verify=verify, log=log,
-                                      allow_base_model_mismatch=allow_base_model_mismatch, final_ranks=adalora_ranks)
-
 
 def _rank_pattern_ranks(config, names: list[str]) -> list[int] | None:
     """Ranks from PEFT's rank_pattern (keys end in `.lora_E.default`, or `.lora_E` once saved), else None."""

@@ -187,6 +187,10 @@ class AdapterMethod:
     def adapter_parameters(self, adapter: AdapterSet) -> list:
         return []
 
+    def current_ranks(self, adapter: AdapterSet) -> list[int]:
+        """Each matrix's rank as the adapter holds it now (AdaLoRA: the triplets its masks keep)."""
+        return list(adapter.ranks)
+
     def training_hooks(self, adapter: AdapterSet, cfg) -> TrainingHooks:
         return TrainingHooks()
 
@@ -230,13 +234,10 @@ class AdapterMethod:
         raise NotImplementedError
 
     # --- export ---------------------------------------------------------------------------------
-    def export(self, run, fmt: str, out: Path, *, tokenizer, verify: bool, log,
-               allow_base_model_mismatch: bool = False) -> dict:
-        """Write the export of a finished run of this method (see export.py)."""
-        from ..export import export_adapter_run  # the export module imports the registry
-
-        return export_adapter_run(run, fmt, out, tokenizer=tokenizer, verify=verify, log=log,
-                                  allow_base_model_mismatch=allow_base_model_mismatch)
+    # How `rankwise export` writes this method's runs (export.py, EXPORTERS): `truncate` cuts the adapter to its
+    # hard ranks (compact tensors, rebuilt for peft/merged); `as_trained` keeps the PEFT adapter as the run saved
+    # it (already at its final ranks); `model` re-saves a fully fine-tuned model.
+    export_style: ClassVar[str] = "truncate"
 
 
 _REGISTRY: dict[str, AdapterMethod] = {}

@@ -25,6 +25,7 @@ class Dora(Lora):
     use_dora = True
     supports_learned = False
     inits = ("default",)
+    export_style = "as_trained"
     export_formats = ("peft", "merged")
     cost_formula = "r*(in+out)+out per matrix"
     cost_symbol = "Σ r·(in+out) + out"
@@ -40,11 +41,3 @@ class Dora(Lora):
     def set_keep(self, adapter, keep) -> None:
         if keep is not None:
             raise ValueError("DoRA has no rank masks (see methods/dora.py)")
-
-    def export(self, run, fmt, out, *, tokenizer, verify, log, allow_base_model_mismatch=False) -> dict:
-        """A static DoRA adapter is already at its final ranks: `peft` copies the run's PEFT files, `merged` merges
-        them."""
-        from ..export import export_trained_adapter
-
-        return export_trained_adapter(run, fmt, out, tokenizer=tokenizer, verify=verify, log=log,
-                                      allow_base_model_mismatch=allow_base_model_mismatch)

@@ -26,6 +26,7 @@ class Full(AdapterMethod):
     default_learning_rate = 5e-5
     lr_range = (1e-5, 1e-3)
     weights_dir = "model"
+    export_style = "model"
     cost_formula = "in*out per matrix"
     cost_symbol = "Σ in·out"
 
@@ -51,8 +52,3 @@ class Full(AdapterMethod):
             adapter.model.save_pretrained(directory)
             if tokenizer is not None:
                 tokenizer.save_pretrained(directory)
-
-    def export(self, run, fmt, out, *, tokenizer, verify, log, allow_base_model_mismatch=False) -> dict:
-        from ..export import export_full_model
-
-        return export_full_model(run, out, tokenizer=tokenizer, verify=verify, log=log)
