@@ -32,9 +32,9 @@ from typing import Any, Iterator
 from .config import FIELDS, RunConfig, config_from_dict, prepare
 from .errors import ConfigError
 from .naming import NOT_IDENTITY, run_name
-from .rundir import read_json, read_jsonl, read_summary, write_json_atomic
+from .rundir import read_json, read_jsonl, write_json_atomic
 from .methods import FULL_FINETUNING, METHODS, get_method
-from .runstate import config_conflicts
+from .runstate import finished_summary
 
 ALPHA_POLICIES = ("constant", "ratio", "rslora")
 # Methods an LR sweep compares with full fine-tuning: the ones with a default grid.
@@ -241,8 +241,8 @@ def run_entry(cfg: RunConfig) -> dict | None:
     trained with another config (`sweep.config_conflicts`). A diverged run has `best_val_loss` and `test_acc`
     null (never NaN): it has no usable optimum."""
     run_dir = Path(cfg.output_dir)
-    summary = read_summary(run_dir)
-    if not summary or summary.get("status") not in ("completed", "diverged") or config_conflicts(cfg):
+    summary = finished_summary(cfg)
+    if summary is None:
         return None
     records = read_jsonl(run_dir / "metrics.jsonl")
     evals = [r for r in records if r.get("type") == "eval"]

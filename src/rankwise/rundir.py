@@ -47,18 +47,28 @@ def _shareable_mode() -> int:
     return 0o666 & ~umask
 
 
-def write_json_atomic(path: str | Path, data: Any) -> None:
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file renamed over it: readers see the old file or the new one,
+    never a torn one. The file gets the permissions a plain `open(path, "w")` would (results are for sharing)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, _shareable_mode())  # mkstemp creates 0600; results are for sharing
+    os.chmod(tmp, _shareable_mode())  # mkstemp creates 0600
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(finite_or_none(data), f, indent=2, allow_nan=False)
-            f.write("\n")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(finite_or_none(data), indent=2, allow_nan=False) + "\n")
+
+
+def write_jsonl_atomic(path: str | Path, records: list[dict]) -> None:
+    write_text_atomic(path, "".join(json.dumps(finite_or_none(r), ensure_ascii=False, allow_nan=False) + "\n"
+                                    for r in records))
 
 
 def read_json(path: str | Path) -> Any:
@@ -85,12 +95,6 @@ def read_summary(run_dir: str | Path) -> dict | None:
         return read_json(path)
     except (OSError, json.JSONDecodeError):
         return None
-
-
-def is_finished(run_dir: str | Path) -> bool:
-    """True when the run ended (completed or diverged); failed and killed runs are redone by sweeps."""
-    summary = read_summary(run_dir)
-    return bool(summary) and summary.get("status") in ("completed", "diverged")
 
 
 def check_writable_path(path: str | Path, option: str) -> Path:

@@ -46,13 +46,17 @@ def _is_run_entry(name: str) -> bool:
 
 
 def _rankwise_config(path: Path) -> dict | None:
-    """The `config` mapping of a config.json that rankwise wrote, else None."""
+    """The `config` mapping of a config.json that rankwise wrote (`environment.rankwise` set, or a run config with
+    `task` and `method`), else None."""
     try:
         data = read_json(path / "config.json")
     except (OSError, ValueError):
         return None
-    if isinstance(data, dict) and isinstance(data.get("config"), dict) \
-            and isinstance(data.get("environment"), dict) and "rankwise" in data["environment"]:
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+        return None
+    environment = data.get("environment")
+    written_by_rankwise = isinstance(environment, dict) and "rankwise" in environment
+    if written_by_rankwise or {"task", "method"} <= set(data["config"]):
         return data["config"]
     return None
 
@@ -131,6 +135,15 @@ def config_conflicts(cfg: RunConfig, run_dir: str | Path | None = None) -> list[
     return [f"{name}: {stored[name]!r} there, {value!r} here" for name, value in wanted.items()
             if name not in NOT_IDENTITY and name in stored and stored[name] != value
             and applies(name, cfg.allocation, cfg.method)]
+
+
+def finished_summary(cfg: RunConfig) -> dict | None:
+    """The summary of the run in `cfg.output_dir` when it is finished (completed or diverged) with this config;
+    None when it is not finished, or was trained with another config (see `config_conflicts`)."""
+    state = inspect(cfg.output_dir)
+    if state.kind != "finished" or config_conflicts(cfg):
+        return None
+    return state.summary
 
 
 def run_state(run_dir: str | Path) -> str:

@@ -46,7 +46,7 @@ from typing import Any
 from .config import FIELDS, RunConfig, applies, config_from_dict, prepare, read_structured_file
 from .errors import ConfigError, RankwiseError
 from .naming import NOT_IDENTITY, run_name
-from .rundir import SUMMARY, is_finished, read_summary
+from .rundir import SUMMARY
 from .runstate import check_output_dir, config_conflicts, inspect, run_lock, run_state
 
 SPEC_KEYS = ("base", "grid", "variants", "seeds", "output_dir", "description")
@@ -285,14 +285,15 @@ def check_configs(configs: list[RunConfig], allow_network: bool = True) -> list[
 def _finished_record(cfg: RunConfig) -> dict | None:
     """The record of a finished run that needs no running: skipped, or failed when the directory holds a
     finished run of another config (kept as it is). None when the run must be run."""
-    if not is_finished(cfg.output_dir):
+    state = inspect(cfg.output_dir)
+    if state.kind != "finished":
         return None
     conflicts = config_conflicts(cfg)
     if conflicts:
         return _record(cfg, "failed", f"`{cfg.output_dir}` holds a finished run of another config ("
                        + "; ".join(conflicts) + "). It was kept as it is: move it away to run this config there, "
                        "or give the sweep another --output_dir")
-    return _record(cfg, "skipped", "finished", read_summary(cfg.output_dir))
+    return _record(cfg, "skipped", "finished", state.summary)
 
 
 def usable_cores() -> int:

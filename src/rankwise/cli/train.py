@@ -4,13 +4,12 @@ line, and the embedded models."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 from ..config import RunConfig, add_config_arguments, config_from_args, parse_bool, prepare
 from ..errors import RankwiseError
-from ..rundir import check_writable_path, write_json_atomic
+from ..rundir import check_writable_path, write_json_atomic, write_text_atomic
 
 
 def print_summary(summary: dict, run_dir: str) -> None:
@@ -89,9 +88,7 @@ def cmd_plan(args) -> int:
         if out.suffix == ".json":
             write_json_atomic(out, json.loads(plan_json(plan)))
         else:
-            tmp = out.with_name(f".{out.name}.tmp")
-            tmp.write_text(plan.to_csv())
-            os.replace(tmp, out)
+            write_text_atomic(out, plan.to_csv())
         print(f"wrote {out}")
     return 0
 

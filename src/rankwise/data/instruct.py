@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from torch import nn
 
 from ..errors import ConfigError, DataError
 from .. import models
+from ..rundir import write_jsonl_atomic
 from .task import PreparedTask, max_seq_length_for
 
 TASKS = ("alpaca",)
@@ -282,19 +281,6 @@ def generate_greedy(model: nn.Module, tokenizer, examples: list[InstructExample]
                         "generation": tokenizer.decode(new_tokens, skip_special_tokens=True).strip(),
                         "new_tokens": int(new_tokens.shape[0])})
     return records
-
-
-def write_jsonl_atomic(path: Path, records: list[dict]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------
