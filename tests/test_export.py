@@ -266,7 +266,7 @@ def test_gpt2_conv1d_adapters_truncate_and_merge_to_the_same_logits(method):
     from rankwise.adapters import hard_keep
     from rankwise.adapters.io import compact_metadata, compact_tensors
     from rankwise.methods import attach_tensors, build_adapter
-    from rankwise.export import merge_adapter
+    from rankwise.ship import merge_adapter
     from rankwise.targets import find_targets
 
     config = tiny_gpt2_config(num_labels=2, pad_token_id=0)
@@ -445,7 +445,7 @@ def test_export_refuses_peft_for_loraxs_and_existing_out(loraxs_run, tmp_path, c
 
 
 def test_failed_export_leaves_nothing(loraxs_run, tmp_path, monkeypatch):
-    from rankwise import export as export_module
+    from rankwise.ship import export as export_module
 
     def broken(directory, meta, tensors):
         (directory / "adapter_model.safetensors").write_text("half written")

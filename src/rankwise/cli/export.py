@@ -1,4 +1,7 @@
-"""`rankwise export | evaluate | predict`: ship a finished run at its hard ranks, and use what was shipped."""
+"""`rankwise export | evaluate | predict`: ship a finished run at its hard ranks, and use what was shipped.
+
+The work is in rankwise/ship/ (and rankwise/data/inputs.py for predict's input files). Those modules import torch,
+transformers or scipy, so each command imports them when it runs: `rankwise --help` stays fast."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from ..config import parse_bool
+from ..errors import ConfigError
 from ..rundir import check_writable_path, write_json_atomic
 
 SOURCE_HELP = ("--adapter DIR: a compact or peft export, a run's adapter/ folder, or a run directory (its base model "
@@ -46,8 +50,6 @@ def _add_source(p: argparse.ArgumentParser) -> None:
 
 
 def _positive(args, *names: str) -> None:
-    from ..errors import ConfigError
-
     for name in names:
         value = getattr(args, name, None)
         if value is not None and value < 1:
@@ -80,7 +82,7 @@ def _add_export(sub) -> None:
 
 
 def cmd_export(args) -> int:
-    from ..export import export_run
+    from ..ship.export import export_run
 
     export_run(args.run_dir, args.format, args.out, overwrite=args.overwrite, verify=args.verify,
                allow_base_model_mismatch=args.allow_base_model_mismatch)
@@ -103,8 +105,8 @@ def _add_evaluate(sub) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from ..errors import ConfigError
-    from ..export import check_source_fits_task, evaluate_source, load_source, resolve_task
+    from ..ship.evaluate import evaluate_source
+    from ..ship.source import check_source_fits_task, load_source, resolve_task
 
     _positive(args, "max_seq_length", "batch_size", "max_eval_samples")
     if args.out and Path(args.out).suffix != ".json":
@@ -147,8 +149,9 @@ def _add_predict(sub) -> None:
 
 
 def cmd_predict(args) -> int:
-    from ..export import (check_prediction_out, check_source_fits_task, load_source, predict, read_inputs,
-                          resolve_task, write_predictions)
+    from ..data.inputs import read_inputs
+    from ..ship.predict import check_prediction_out, predict, write_predictions
+    from ..ship.source import check_source_fits_task, load_source, resolve_task
 
     _positive(args, "max_seq_length", "batch_size")
     out = check_prediction_out(args.out)

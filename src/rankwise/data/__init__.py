@@ -1,4 +1,5 @@
-"""Tasks and data: GLUE classification/regression (`glue.py`) and instruction tuning (`instruct.py`)."""
+"""Tasks and data: GLUE classification/regression (`glue.py`), instruction tuning (`instruct.py`), and the input
+files of `rankwise predict` (`inputs.py`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 from .glue import TASKS as GLUE_TASKS
 from .glue import Example, TaskData, compute_metrics, load_glue
+from .inputs import Inputs, read_inputs
 
 INSTRUCT_TASKS: tuple[str, ...] = ("alpaca",)  # data/instruct.py
 
@@ -26,4 +28,4 @@ def encode_classification(examples: list[Example], tokenizer, max_length: int, r
 
 
 __all__ = ["GLUE_TASKS", "Example", "TaskData", "compute_metrics", "load_glue", "known_tasks",
-           "encode_classification"]
+           "encode_classification", "Inputs", "read_inputs"]

@@ -234,7 +234,7 @@ class AdapterMethod:
         raise NotImplementedError
 
     # --- export ---------------------------------------------------------------------------------
-    # How `rankwise export` writes this method's runs (export.py, EXPORTERS): `truncate` cuts the adapter to its
+    # How `rankwise export` writes this method's runs (ship/export.py, export_run): `truncate` cuts the adapter to its
     # hard ranks (compact tensors, rebuilt for peft/merged); `as_trained` keeps the PEFT adapter as the run saved
     # it (already at its final ranks); `model` re-saves a fully fine-tuned model.
     export_style: ClassVar[str] = "truncate"

@@ -1,0 +1,88 @@
+"""Texts to predict on, read from a GLUE TSV file or a JSON Lines file (`rankwise predict --input`).
+
+A GLUE TSV names its text columns in a header as the GLUE train/dev files do (or the test files); CoLA's header-less
+train/dev files are read by column position. A JSONL file holds one object per line with the task's text fields.
+Every line is checked before a model is loaded; a bad one raises DataError naming the line.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError, DataError
+from .glue import TASKS as GLUE_TASKS
+
+
+@dataclass
+class Inputs:
+    ids: list[str]
+    texts: list[tuple[str, ...]]
+    columns: tuple[str, ...]  # names of the text fields, as written to JSONL output
+
+
+def read_inputs(path: str | Path, task_name: str) -> Inputs:
+    """Texts to classify from a GLUE TSV file or a JSONL file (see `rankwise predict --help`)."""
+    path = Path(path)
+    if task_name not in GLUE_TASKS:
+        raise ConfigError("task", f"predict works on GLUE tasks; `{task_name}` is not one",
+                          f"Choose one of: {', '.join(GLUE_TASKS)}")
+    if path.is_dir():
+        raise DataError(f"--input `{path}` is a directory. Give the path of a .tsv or .jsonl file")
+    if not path.is_file():
+        raise DataError(f"--input `{path}` does not exist")
+    task = GLUE_TASKS[task_name]
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"--input {path} is not UTF-8 text ({exc})") from None
+    lines = [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+    if not lines:
+        raise DataError(f"--input {path} is empty")
+    fields = task.hub_text_columns
+    if path.suffix.lower() == ".jsonl":
+        ids, texts = [], []
+        for number, line in enumerate(lines, start=1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"--input {path}, line {number}: not a JSON object ({exc.msg}). Give one JSON object "
+                                f"per line with field(s) {', '.join(fields)}") from None
+            if not isinstance(record, dict):
+                raise DataError(f"--input {path}, line {number}: expected a JSON object, got {type(record).__name__}")
+            missing = [f for f in fields if not isinstance(record.get(f), str)]
+            if missing:
+                raise DataError(f"--input {path}, line {number}: no text field `{missing[0]}`; {task_name} needs "
+                                f"{', '.join(f'`{f}`' for f in fields)} (found {', '.join(record) or 'nothing'})")
+            ids.append(str(next((record[k] for k in ("idx", "index", "id") if k in record), number - 1)))
+            texts.append(tuple(record[f] for f in fields))
+        return Inputs(ids, texts, fields)
+    if path.suffix.lower() != ".tsv":
+        raise DataError(f"--input {path}: expected a GLUE TSV file (.tsv) or JSON Lines (.jsonl, one object per "
+                        "line); see `rankwise predict --help`")
+    header = lines[0].split("\t")
+    named = [c for c in (task.text_columns if task.has_header else ())]
+    for columns in (named, list(fields)):
+        if columns and all(c in header for c in columns):
+            text_idx, rows, first = [header.index(c) for c in columns], lines[1:], 2
+            id_idx = header.index("index") if "index" in header else None
+            break
+    else:
+        if task.has_header:
+            raise DataError(f"--input {path}: the header {header} has no text columns for {task_name}: expected "
+                            f"{list(task.text_columns)} (GLUE train/dev files) or {list(fields)} (GLUE test files)")
+        text_idx, rows, first, id_idx = [int(c) for c in task.text_columns], lines, 1, None  # CoLA train/dev
+    needed = max(text_idx) + 1
+    ids, texts = [], []
+    for number, line in enumerate(rows, start=first):
+        cells = line.split("\t")
+        if len(cells) < needed:
+            raise DataError(f"--input {path}, line {number}: {len(cells)} tab-separated columns, {task_name} needs at "
+                            f"least {needed}. Is it a GLUE {task.folder} file?")
+        ids.append(cells[id_idx] if id_idx is not None else str(len(ids)))
+        texts.append(tuple(cells[i] for i in text_idx))
+    return Inputs(ids, texts, fields)
+
+
+__all__ = ["Inputs", "read_inputs"]

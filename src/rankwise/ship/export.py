@@ -1,0 +1,326 @@
+"""`rankwise export`: turn a completed run into an artifact at its hard ranks.
+
+`export_run(run_dir, format, out)`:
+
+- `compact` (`loraxs`, `lora`): per matrix A (r, in), B (out, r) and, for LoRA-XS, R (r, r) truncated to the hard
+  rank r, in safetensors with a small JSON config (format `rankwise-compact`, see rankwise/adapters/io.py); each
+  matrix keeps the scale it was trained with (α/rank_max for learned runs), so ΔW is unchanged.
+  `rankwise.load_adapter(model, DIR)` loads it.
+- `peft` (`lora`): a standard PEFT adapter with `rank_pattern` at the hard ranks and an `alpha_pattern` chosen so
+  that α_i/r_i (α_i/√r_i with rsLoRA) equals the trained scale; the head is in `modules_to_save`. Loads with
+  `PeftModel.from_pretrained`, no rankwise needed.
+- `merged` (any method): ΔW added into the base weights, saved with `save_pretrained` with the tokenizer;
+  loads with `AutoModelForSequenceClassification.from_pretrained(DIR)` (or the causal-LM class).
+
+Which formats a run supports and how it is written is the method's to say (`export_formats`, `export_style`).
+Every export writes `export.json` (source run, hard ranks, adapter parameters before and after, file sizes,
+the run's config and final metrics) and is checked before it is kept: it is reloaded through ship/source.py and
+its logits compared with the trained model's on a fixed batch. The whole directory is written under a temporary
+name and renamed at the end, so an interrupted export leaves nothing that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from ..adapters.io import WEIGHTS_FILE, compact_metadata, compact_tensors, read_adapter_metadata, save_compact
+from ..errors import ConfigError, RunDirError
+from ..methods import METHODS, AdapterSet, attach_tensors, get_method, load_adapter
+from ..models import _quiet_transformers, load_tokenizer
+from ..rundir import check_writable_path, replace_dir, write_json_atomic
+from ..targets import TargetMatrix
+from ..version import __version__
+from .source import (EXPORT_FILE, FinishedRun, load_base, load_source, logits_of, open_finished_run, probe_batch,
+                     set_label_names)
+
+FORMATS = ("peft", "compact", "merged")
+# Largest |Δ logit| between the trained model and a reloaded export that still counts as the same model.
+VERIFY_TOLERANCE = 1e-4
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks, before anything is loaded or written
+# ---------------------------------------------------------------------------------------------
+
+def check_format(run: FinishedRun, fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ConfigError("format", f"unknown format `{fmt}`", f"Choose one of: {', '.join(FORMATS)}")
+    method = run.method
+    if fmt in method.export_formats:
+        return
+    fix = f"Use --format {' or --format '.join(method.export_formats)}" + FORMAT_HINTS.get(method.export_formats[0], "")
+    if not method.trains_adapter:
+        raise ConfigError("format", f"`{fmt}` exports an adapter, but `{run.path}` is a {method.title} run (no "
+                          "adapter)", fix)
+    others = [f"`{m}`" for m in METHODS if fmt in get_method(m).export_formats]
+    more = f" (or {' or '.join(others[1:])} one)" if len(others) > 1 else ""
+    raise ConfigError("format", f"`{fmt}` needs a {others[0]} run{more}, but `{run.path}` is a `{method.name}` run",
+                      fix)
+
+
+FORMAT_HINTS = {"compact": " (compact loads with rankwise.load_adapter; merged with plain transformers)",
+                "peft": " (peft loads with PeftModel.from_pretrained; merged with plain transformers)",
+                "merged": " (a plain transformers model)"}
+
+
+def check_out(out: str | Path, overwrite: bool, run: FinishedRun | None = None) -> Path:
+    """Raise unless `out` may receive an export: never an existing non-empty directory without `overwrite`, and
+    never the run directory, its weights folder, a folder holding them, or a folder inside the weights."""
+    out = Path(out)
+    resolved = out.resolve()
+    if run is not None:
+        weights = run.weights.resolve()
+        if weights in resolved.parents or any(resolved == p or resolved in p.parents for p in (run.path.resolve(),
+                                                                                             weights)):
+            raise RunDirError(f"--out `{out}` would replace or sit inside `{run.weights}`, which the export reads. "
+                              "Choose another directory (e.g. a new folder next to the run)")
+    check_writable_path(out, "--out")
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"--out `{out}` exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / EXPORT_FILE).is_file():  # never replace what rankwise did not write
+            raise RunDirError(f"--out `{out}` holds files that are not a rankwise export "
+                              f"({', '.join(sorted(p.name for p in out.iterdir())[:5])}); rankwise never deletes files "
+                              "it did not write. Choose a new or empty directory")
+        if not overwrite:
+            raise RunDirError(f"--out `{out}` already holds an export. Choose another directory, or pass "
+                              "--overwrite to replace it (the old export stays until the new one is written)")
+    return out
+
+
+@contextlib.contextmanager
+def atomic_directory(out: Path) -> Iterator[Path]:
+    """Yield a temporary directory next to `out`; on success it replaces `out` in one rename."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700; exports are for sharing
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for path in tmp.rglob("*"):  # safetensors writes 0600; exports are for sharing
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_umask())
+    replace_dir(tmp, out)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+
+def merge_adapter(adapter: AdapterSet) -> nn.Module:
+    """The plain transformers model with each matrix's ΔW (at its current ranks and masks) added to its weight."""
+    return adapter.method.merge(adapter)
+
+
+# ---------------------------------------------------------------------------------------------
+# Export
+# ---------------------------------------------------------------------------------------------
+
+def _bytes(directory: Path) -> int:
+    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+
+
+def export_run(run_dir: str | Path, fmt: str, out: str | Path, overwrite: bool = False, verify: bool = True,
+               log=print, allow_base_model_mismatch: bool = False) -> dict:
+    """Export a completed run (see the module docstring) as its method's `export_style` says. All
+    checks run before anything is loaded or written. The run's base model must still be the one it was trained on
+    (its fingerprint, see rankwise/adapters/io.py), unless `allow_base_model_mismatch`; the export records the
+    fingerprint of the model the run was trained on. Returns the record written to `<out>/export.json`."""
+    run = open_finished_run(run_dir)
+    check_format(run, fmt)
+    out = check_out(out, overwrite, run)
+    tokenizer = load_tokenizer(run.base_model if run.method.trains_adapter else str(run.weights))
+    if not run.method.trains_adapter:
+        return export_full_model(run, out, tokenizer=tokenizer, verify=verify, log=log)
+    exporter = {"truncate": export_adapter_run, "as_trained": export_trained_adapter}[run.method.export_style]
+    return exporter(run, fmt, out, tokenizer=tokenizer, verify=verify, log=log,
+                    allow_base_model_mismatch=allow_base_model_mismatch)
+
+
+def export_adapter_run(run: FinishedRun, fmt: str, out: Path, *, tokenizer, verify: bool, log,
+                       allow_base_model_mismatch: bool = False) -> dict:
+    """An adapter truncated to its hard ranks (LoRA-XS, LoRA): `compact` tensors, or built from them at the hard
+    ranks and saved as a `peft` adapter or `merged` into the base weights."""
+    trained = load_adapter(load_base(run.base_model, run.task), run.weights, allow_base_model_mismatch)
+    meta = read_adapter_metadata(run.weights)
+    hard_ranks, allocated = list(meta["hard_ranks"]), list(meta["ranks"])
+    head = list(meta["head_modules"])
+    compact_meta = compact_metadata(trained, hard_ranks, run.base_model, head,
+                                    rslora=run.config.get("alpha_policy") == "rslora",
+                                    task_type=trained.method.peft_task_type(trained),
+                                    dropout=float(run.config.get("lora_dropout") or 0.0),
+                                    fingerprint=meta.get("base_model_fingerprint"))
+    tensors = compact_tensors(trained, hard_ranks, head)
+    probe = probe_batch(trained.model)
+    reference = logits_of(trained.model, probe)
+
+    with atomic_directory(out) as tmp:
+        if fmt == "compact":
+            save_compact(tmp, compact_meta, tensors)
+        else:
+            # The same base model as `trained`, checked above: no second fingerprint (nor a second warning).
+            unchecked = {**compact_meta, "base_model_fingerprint": None, "base_weight_norms": None}
+            exported = attach_tensors(load_base(run.base_model, run.task), unchecked, tensors)
+            if fmt == "peft":
+                exported.method.save_peft_export(exported, tmp, compact_meta)
+            else:
+                _save_merged(merge_adapter(exported), tokenizer, run.task, tmp)
+        record = _record(run, fmt, out, meta, tensors, allocated, hard_ranks, tmp)
+        record["scales"] = dict(zip(record["hard_ranks"], compact_meta["scales"]))
+        if verify:
+            _verify(record, tmp, run.task, probe, reference, allow_base_model_mismatch)
+        record["export_bytes"] = _bytes(tmp)  # everything but export.json
+        write_json_atomic(tmp / EXPORT_FILE, record)
+    _print_record(record, log)
+    return record
+
+
+def export_trained_adapter(run: FinishedRun, fmt: str, out: Path, *, tokenizer, verify: bool, log,
+                           allow_base_model_mismatch: bool = False) -> dict:
+    """An adapter that is already at its final ranks in PEFT's format (AdaLoRA: pruned while training; DoRA:
+    static ranks): `peft` copies the run's files, `merged` adds ΔW into the base weights."""
+    trained = load_adapter(load_base(run.base_model, run.task), run.weights, allow_base_model_mismatch)
+    meta = read_adapter_metadata(run.weights)
+    hard_ranks = trained.method.current_ranks(trained)
+    probe = probe_batch(trained.model)
+    reference = logits_of(trained.model, probe)
+    with atomic_directory(out) as tmp:
+        if fmt == "peft":
+            for path in run.weights.iterdir():
+                if path.is_file():
+                    shutil.copy2(path, tmp / path.name)
+        else:
+            _save_merged(trained.method.merge(trained), tokenizer, run.task, tmp)
+        record = _record(run, fmt, out, meta, None, list(meta["ranks"]), hard_ranks, tmp)
+        record["head_parameters"] = run.summary.get("trainable_parameters", {}).get("head")
+        if verify:
+            _verify(record, tmp, run.task, probe, reference, allow_base_model_mismatch)
+        record["export_bytes"] = _bytes(tmp)
+        write_json_atomic(tmp / EXPORT_FILE, record)
+    _print_record(record, log)
+    return record
+
+
+def export_full_model(run: FinishedRun, out: Path, *, tokenizer, verify: bool, log) -> dict:
+    """A full fine-tuning run is already a plain model: re-save it (with label names) as the merged export."""
+    model = load_base(str(run.weights), run.task)
+    probe = probe_batch(model)
+    reference = logits_of(model, probe)
+    with atomic_directory(out) as tmp:
+        _save_merged(model, tokenizer, run.task, tmp)
+        record = {"format": "merged", "source_run": str(run.path.resolve()), "out": str(out), "task": run.task,
+                  "method": run.method.name, "allocation": None, "base_model": run.base_model,
+                  "rankwise_version": __version__, "adapter_parameters": None,
+                  "model_parameters": sum(p.numel() for p in model.parameters()),
+                  "final_metrics": run.summary.get("final"), "main_metric": run.summary.get("main_metric"),
+                  "run_config": run.config,
+                  "files": sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file()) + [EXPORT_FILE]}
+        if verify:
+            _verify(record, tmp, run.task, probe, reference)
+        write_json_atomic(tmp / EXPORT_FILE, record)
+    _print_record(record, log)
+    return record
+
+
+def _save_merged(model: nn.Module, tokenizer, task: str, directory: Path) -> None:
+    set_label_names(model, task)
+    with _quiet_transformers():
+        model.save_pretrained(str(directory))
+        tokenizer.save_pretrained(str(directory))
+
+
+def _verify(record: dict, tmp: Path, task: str, probe: dict, reference: torch.Tensor,
+            allow_base_model_mismatch: bool = False) -> None:
+    """Reload the export being written in `tmp` and compare its logits on `probe` with the trained model's;
+    records the difference, raises (so nothing is kept) beyond VERIFY_TOLERANCE."""
+    fmt = record["format"]
+    reloaded = (load_source(adapter=str(tmp), allow_base_model_mismatch=allow_base_model_mismatch) if fmt != "merged"
+                else load_source(model=str(tmp)))
+    difference = float((logits_of(reloaded.load(task)[0], probe) - reference).abs().max())
+    record["verified_max_abs_logit_difference"] = difference
+    if not difference <= VERIFY_TOLERANCE:
+        raise RuntimeError(f"export check failed: the reloaded {fmt} export's logits differ from the trained "
+                           f"model's by up to {difference:.3g} (tolerance {VERIFY_TOLERANCE:g}); nothing was "
+                           f"written to {record['out']}")
+
+
+def _record(run: FinishedRun, fmt: str, out: Path, meta: dict, tensors: dict[str, torch.Tensor] | None,
+            allocated: list[int], hard_ranks: list[int], written: Path) -> dict:
+    """export.json. `tensors`: the compact tensors when the export was made from them (their values are counted)."""
+    method = run.method
+    targets = [TargetMatrix(**t) for t in meta["targets"]]
+    before, after = method.parameters(targets, allocated), method.parameters(targets, hard_ranks)
+    if tensors is not None:
+        head = sum(v.numel() for k, v in tensors.items() if k.startswith("head."))
+        stored_after = sum(v.numel() for k, v in tensors.items() if not k.startswith("head."))
+        stored_before = sum(t.in_features * r + t.out_features * r + (r * r if "lora_R" in method.tensor_parts else 0)
+                            for t, r in zip(targets, allocated))
+    else:
+        head, stored_before, stored_after = None, before, after
+    names = [t.name for t in targets]
+    return {
+        "format": fmt,
+        "source_run": str(run.path.resolve()),
+        "out": str(out),
+        "task": run.task,
+        "method": method.name,
+        "allocation": run.config.get("allocation") if not method.allocates_ranks else method.name,
+        "base_model": run.base_model,
+        "rankwise_version": __version__,
+        "adapter_parameters": {
+            "before": before,  # trainable adapter parameters as allocated (Σ rank_max² for learned LoRA-XS)
+            "after": after,  # at the hard ranks (Σ r_i² for LoRA-XS, Σ r_i·(in+out) for LoRA)
+            "saved": before - after,
+            "percent_saved": 100.0 * (before - after) / before if before else 0.0,
+            "counted_as": method.cost_formula,
+        },
+        "stored_adapter_values": {"before": stored_before, "after": stored_after},  # LoRA-XS: A, B and R
+        "head_parameters": head,
+        "adapter_bytes_before": (run.weights / WEIGHTS_FILE).stat().st_size
+        if (run.weights / WEIGHTS_FILE).is_file() else None,
+        "hard_ranks": dict(zip(names, hard_ranks)),
+        "allocated_ranks": dict(zip(names, allocated)),
+        "final_metrics": run.summary.get("final"),
+        "main_metric": run.summary.get("main_metric"),
+        "run_config": run.config,
+        "files": sorted(str(p.relative_to(written)) for p in written.rglob("*") if p.is_file()) + [EXPORT_FILE],
+    }
+
+
+def _print_record(record: dict, log) -> None:
+    log(f"exported {record['source_run']} ({record['method']}, {record['allocation'] or 'full fine-tuning'}) "
+        f"as {record['format']} → {record['out']}")
+    params = record.get("adapter_parameters")
+    if params:
+        method = get_method(record["method"])
+        head = record["head_parameters"]
+        log(f"  adapter parameters ({method.cost_symbol}): {params['before']:,} as trained → {params['after']:,} at "
+            f"the hard ranks ({params['percent_saved']:.1f}% fewer)" + (f"; head {head:,}" if head is not None else ""))
+        stored = record["stored_adapter_values"]
+        log(f"  stored adapter values ({method.stored_parts}): {stored['before']:,} → {stored['after']:,}")
+        ranks = sorted(record["hard_ranks"].values())
+        log(f"  hard ranks over {len(ranks)} matrices: min {ranks[0]}, median {ranks[len(ranks) // 2]}, "
+            f"max {ranks[-1]}")
+    if "verified_max_abs_logit_difference" in record:
+        log(f"  reloaded and checked: max |Δ logit| vs the trained model = "
+            f"{record['verified_max_abs_logit_difference']:.2e}")
+    if record.get("final_metrics") and record.get("main_metric"):
+        value = record["final_metrics"].get(record["main_metric"])
+        if value is not None:
+            log(f"  the run's final {record['main_metric']}: {value:.4f}")
+
+
+__all__ = ["FORMATS", "VERIFY_TOLERANCE", "check_format", "check_out", "atomic_directory", "merge_adapter",
+           "export_run", "export_adapter_run", "export_trained_adapter", "export_full_model"]
