@@ -15,9 +15,9 @@ from conftest import run_cli
 from rankwise.config import RunConfig, resolve_defaults
 from rankwise.naming import run_name
 from rankwise.report import build_report, resolve_baselines, task_order
-from rankwise.report import plots
+from rankwise.report.configurations import figures as plots
 from rankwise.report.aggregate import group_runs, load_runs
-from rankwise.report.tables import ADAPTIVE_HEADER
+from rankwise.report.configurations.tables import ADAPTIVE_HEADER
 
 METRIC = "eval_matthews_correlation"
 SUFFIXES = ("attention.self.query", "attention.self.value", "attention.output.dense", "output.dense")

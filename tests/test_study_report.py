@@ -14,8 +14,8 @@ from scipy import stats
 
 from rankwise.report import build_report
 from rankwise.report.aggregate import load_runs
-from rankwise.report.study import (arm_names, default_baseline, holm, paired_comparison, select_learning_rates,
-                                   verdict)
+from rankwise.report.stats import holm, paired_comparison, select_learning_rates, verdict
+from rankwise.report.study import arm_names, default_baseline
 from test_report import fake_run
 
 
@@ -108,7 +108,7 @@ def test_study_section_answers_per_task_with_figures(study_runs, tmp_path):
 
 
 def test_learning_rate_curves_plot_each_methods_medians_and_ring_the_chosen_one(study_runs):
-    from rankwise.report.study import draw_lr_curves
+    from rankwise.report.study.figures import draw_lr_curves
 
     runs = load_runs([study_runs])
     runs["arm"] = arm_names(runs)
@@ -128,7 +128,7 @@ def test_learning_rate_curves_plot_each_methods_medians_and_ring_the_chosen_one(
 
 
 def test_learning_rate_ticks_drop_labels_that_would_print_over_each_other():
-    from rankwise.report.study import tick_labels
+    from rankwise.report.study.figures import tick_labels
 
     rates = [0.001, 0.003, 0.005, 0.01, 0.02, 0.03, 0.04]
     assert tick_labels(rates) == ["0.001", "0.003", "0.005", "0.01", "0.02", "", "0.04"]
@@ -138,7 +138,7 @@ def test_learning_rate_ticks_drop_labels_that_would_print_over_each_other():
 
 
 def test_collapsed_medians_at_one_learning_rate_get_their_values_written_apart():
-    from rankwise.report.study import draw_lr_curves
+    from rankwise.report.study.figures import draw_lr_curves
 
     rows = [("A", 0.01, 80.0, True), ("A", 0.001, 50.0, False), ("B", 0.01, 79.0, True), ("B", 0.001, 40.0, False)]
     table = pd.DataFrame([{"task": "stsb", "greater_is_better": True, "arm": a, "learning_rate": lr, "median": m,
@@ -214,7 +214,7 @@ def test_a_learning_rate_with_fewer_seeds_is_shown_but_never_chosen(study_runs, 
 
 
 def test_one_learning_rate_per_method_claims_no_selection():
-    from rankwise.report.study import _grid_sentence
+    from rankwise.report.study.markdown import grid_sentence as _grid_sentence
 
     table = pd.DataFrame({"task": ["cola", "cola"], "arm": ["A", "B"], "learning_rate": [0.01, 0.01], "n": [5, 5]})
     assert _grid_sentence(table) == "Each method ran at one learning rate per task, so no learning rate was selected."

@@ -1,5 +1,6 @@
 """Run directories → one table row per run (`load_runs`) → one row per configuration over its seeds
-(`group_runs`).
+(`group_runs`); configuration labels (`config_labels`, `describe_config`, `rank_text`) and the default
+baselines (`resolve_baselines`).
 
 The reported number of a run (`score`) is the study's: the best value over epochs of the task's main
 metric (max, or min for losses), × 100 for metrics in [-1, 1] (accuracy, correlations, F1). `final_score`
@@ -23,6 +24,7 @@ from ..config import FIELDS, applies
 from ..errors import ConfigError, RunDirError
 from ..methods import allocates_ranks, titles, trains_adapter
 from ..rundir import SUMMARY, read_json, read_jsonl, read_summary
+from .text import is_missing, short_text, value_text
 
 CONFIG_FIELDS = list(FIELDS)
 # Config fields that never change results: not part of a configuration's identity.
@@ -72,7 +74,14 @@ def config_id(config: dict) -> str:
 
 
 def eval_records(run_dir: Path) -> list[dict]:
+    """The evaluation records of a run's metrics.jsonl, in order."""
     return [r for r in read_jsonl(Path(run_dir) / "metrics.jsonl") if r.get("type") == "eval"]
+
+
+def read_matrices(run_dir: Path) -> list[dict]:
+    """Target matrices of a run (name, layer, kind, rank) in model order, from its ranks.json ([] without one)."""
+    path = Path(run_dir) / "ranks.json"
+    return read_json(path).get("matrices", []) if path.is_file() else []
 
 
 def _run_row(run_dir: Path, summary: dict) -> dict:
@@ -185,12 +194,6 @@ def varying_fields(df: pd.DataFrame) -> list[str]:
     return out
 
 
-def _g(value) -> str:
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e6:
-        return str(int(value))
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
 def rank_text(row) -> str:
     """The ranks of a configuration in a few characters: `r25`, `16→4`, `att 16 / mlp 8`, `5–30, avg 20`."""
     allocation = row.get("allocation")
@@ -198,29 +201,26 @@ def rank_text(row) -> str:
         return "full"
     if allocates_ranks(row.get("method")):  # AdaLoRA's budget: LoRA's parameters at rank_average, or PEFT's target_r
         target = row.get("adalora_target_r")
-        return f"target_r {_g(target)}" if target is not None and not _isnan(target) else \
-            f"avg {_g(row['rank_average'])}"
+        return f"target_r {short_text(target)}" if not is_missing(target) else \
+            f"avg {short_text(row['rank_average'])}"
     if allocation == "learned":
-        if row.get("memory_start") is not None and not _isnan(row.get("memory_start")):
-            return (f"{_g(row['rank_min'])}–{_g(row['rank_max'])}, "
+        if not is_missing(row.get("memory_start")):
+            return (f"{short_text(row['rank_min'])}–{short_text(row['rank_max'])}, "
                     f"M {row['memory_start']:,.0f}→{row['memory_end']:,.0f}")
-        return f"{_g(row['rank_min'])}–{_g(row['rank_max'])}, avg {_g(row['rank_average'])}"
+        return (f"{short_text(row['rank_min'])}–{short_text(row['rank_max'])}, "
+                f"avg {short_text(row['rank_average'])}")
     if allocation == "linear_decay":
-        return f"{_g(row['rank_first'])}→{_g(row['rank_last'])}"
+        return f"{short_text(row['rank_first'])}→{short_text(row['rank_last'])}"
     if allocation == "attention_heavy":
-        return f"att {_g(row['rank_attention'])} / mlp {_g(row['rank_mlp'])}"
+        return f"att {short_text(row['rank_attention'])} / mlp {short_text(row['rank_mlp'])}"
     if allocation == "custom":
         return f"custom ({Path(str(row.get('rank_file'))).name})"
     if allocation == "empirical":
-        return f"empirical, r {_g(row['rank'])}"
-    return f"r{_g(row['rank'])}" + (" (matched budget)" if row.get("match_budget") else "")
+        return f"empirical, r {short_text(row['rank'])}"
+    return f"r{short_text(row['rank'])}" + (" (matched budget)" if row.get("match_budget") else "")
 
 
-def _isnan(value) -> bool:
-    return isinstance(value, float) and np.isnan(value)
-
-
-def _describe(row, varying: list[str]) -> tuple[str, list[str]]:
+def describe_config(row, varying: list[str]) -> tuple[str, list[str]]:
     """(head, details): `LoRA-XS learned`, [`α 0.1→5`, `constant LR`] from the fields in `varying`."""
     method = METHOD_NAMES.get(row.get("method"), str(row.get("method")))
     learned = row.get("allocation") == "learned"
@@ -234,16 +234,16 @@ def _describe(row, varying: list[str]) -> tuple[str, list[str]]:
         head = f"{method} {rank_text(row)}"
     parts = []
     if row.get("init") == "eva" and "eva_rho" in varying:
-        parts.append(f"EVA ρ {_g(row['eva_rho'])}")
+        parts.append(f"EVA ρ {short_text(row['eva_rho'])}")
     if learned and ("alpha_min" in varying or "alpha_max" in varying):
-        parts.append(f"α {_g(row['alpha_min'])}→{_g(row['alpha_max'])}")
+        parts.append(f"α {short_text(row['alpha_min'])}→{short_text(row['alpha_max'])}")
     if learned and ("rank_min" in varying or "rank_max" in varying):
-        parts.append(f"r {_g(row['rank_min'])}–{_g(row['rank_max'])}")
+        parts.append(f"r {short_text(row['rank_min'])}–{short_text(row['rank_max'])}")
     if learned and ("rank_average" in varying or "memory_start" in varying or "memory_end" in varying):
-        if row.get("memory_start") is not None and not _isnan(row.get("memory_start")):
-            parts.append(f"M {_g(row['memory_start'])}→{_g(row['memory_end'])}")
+        if not is_missing(row.get("memory_start")):
+            parts.append(f"M {short_text(row['memory_start'])}→{short_text(row['memory_end'])}")
         else:
-            parts.append(f"avg {_g(row['rank_average'])}")
+            parts.append(f"avg {short_text(row['rank_average'])}")
     shown = {"method", "allocation", "rank", "rank_first", "rank_last", "rank_attention", "rank_mlp", "rank_file",
              "label", "task", "alpha_min", "alpha_max", "rank_min", "rank_max", "rank_average", "memory_start",
              "memory_end", "init", "eva_rho", "adalora_target_r"}
@@ -258,15 +258,15 @@ def _describe(row, varying: list[str]) -> tuple[str, list[str]]:
         if field == "lr_scheduler":
             parts.append(SCHEDULER_NAMES.get(value, str(value)))
         elif field == "rank_allocation_lr":
-            parts.append(f"alloc-lr {_g(value)}")
+            parts.append(f"alloc-lr {short_text(value)}")
         elif field == "rank_allocation_weights_init":
             parts.append(f"init {value}")
         elif field == "learning_rate":
-            parts.append(f"lr {_g(value)}")
-        elif value is None or _isnan(value):
+            parts.append(f"lr {short_text(value)}")
+        elif is_missing(value):
             parts.append(f"no {field}")
         else:
-            parts.append(f"{field} {_g(value)}")
+            parts.append(f"{field} {short_text(value)}")
     return head, parts
 
 
@@ -283,14 +283,14 @@ def config_labels(df: pd.DataFrame) -> pd.Series:
         if isinstance(label, str) and label:
             labels[cid] = label
         else:
-            head, parts = _describe(row.to_dict(), varying)
+            head, parts = describe_config(row.to_dict(), varying)
             labels[cid] = head + (f" ({', '.join(parts)})" if parts else "")
     names = pd.Series(labels)
     for name in names[names.duplicated(keep=False)].unique():
         same = firsts.loc[names[names == name].index]
         among = varying_fields(same)
         for cid, row in same.iterrows():
-            _, parts = _describe(row.to_dict(), among)
+            _, parts = describe_config(row.to_dict(), among)
             labels[cid] = f"{name} ({', '.join(parts)})" if parts else name
     # differences no description shows; the task is a column of every table, so it does not count
     tasks = firsts["task"] if "task" in firsts else pd.Series("", index=firsts.index)
@@ -352,7 +352,7 @@ def group_runs(df: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
                 row[field] = group[field].iloc[0]
         row.update({
             "label": group["label"].iloc[0] if not by else ", ".join(
-                f"{k}={'–' if v is None or _isnan(v) else _g(v)}" for k, v in zip(keys, key)),
+                f"{k}={value_text(v)}" for k, v in zip(keys, key)),
             "configs": group["config_id"].nunique(),
             "runs": len(group), "n": len(scores), "not_completed": int((group["status"] != "completed").sum()),
             "median": float(np.median(scores)) if len(scores) else np.nan,
@@ -375,3 +375,33 @@ def group_runs(df: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
     if "task" in out and out["task"].notna().all():  # tasks stay together, best first within each
         out = out.sort_values("task", kind="stable")
     return out.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Baselines
+# ---------------------------------------------------------------------------------------------
+
+def resolve_baselines(groups: pd.DataFrame, baseline: str | None) -> list[str]:
+    """Labels of the baseline configurations: those whose label is `baseline`, else those matching it as a
+    pandas query (e.g. "allocation == 'uniform' and rank == 25"); by default the fixed-rank (uniform)
+    configurations when the report also holds adapters with another allocation."""
+    if groups.empty:
+        return []
+    if baseline:
+        if (groups["label"] == baseline).any():
+            return [baseline]
+        try:
+            matched = groups.query(baseline, engine="python")
+        except Exception as exc:  # not a label and not a valid query
+            raise ConfigError("baseline", f"`{baseline}` is neither a configuration label nor a valid query ({exc})",
+                              "Labels: " + "; ".join(f"`{l}`" for l in groups["label"])) from None
+        if matched.empty:
+            raise ConfigError("baseline", f"`{baseline}` matches no configuration",
+                              "Labels: " + "; ".join(f"`{l}`" for l in groups["label"]))
+        return matched["label"].tolist()
+    adapters = groups[groups["method"].map(trains_adapter)]
+    uniform = adapters[(adapters.get("allocation") == "uniform") & ~adapters["method"].map(allocates_ranks)
+                       & (adapters["init"].fillna("default") == "default" if "init" in adapters else True)]
+    # Fixed-rank runs are the baseline of other allocations; a report of fixed-rank and full fine-tuning runs
+    # only (e.g. an LR sweep) has nothing to hold them against.
+    return uniform["label"].tolist() if 0 < len(uniform) < len(adapters) else []

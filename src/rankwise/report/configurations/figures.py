@@ -1,28 +1,23 @@
-"""Report figures (PNG, matplotlib Agg). `draw_<figure>` builds the matplotlib Figure (None when there is
-nothing to draw); `<figure>(..., path)` draws it, writes it to `path` and returns the path (or None)."""
+"""Figures of the per-task part of a report (PNG). `draw_<figure>` builds the matplotlib Figure (None when there
+is nothing to draw); `<figure>(..., path)` draws it, writes it to `path` and returns the path (or None)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-import matplotlib.ticker
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from ..methods import allocates_ranks, trains_adapter  # noqa: E402
-from ..rundir import read_json, read_jsonl, read_summary  # noqa: E402
-from .aggregate import _g, eval_records, metric_scale  # noqa: E402
+from ...methods import allocates_ranks, trains_adapter
+from ...rundir import read_json, read_jsonl, read_summary
+from ..aggregate import applicable, eval_records, metric_scale, read_matrices
+from ..figures import palette, pyplot, save_figure
+from ..text import is_missing, short_matrix_name, short_text
 
 KIND_COLOURS = {"attention": "#4C72B0", "mlp": "#DD8452"}
-PALETTE = plt.get_cmap("tab10").colors
 METRIC_NAMES = {"matthews_correlation": "Matthews correlation", "accuracy": "accuracy", "f1": "F1",
                 "pearson": "Pearson correlation", "spearmanr": "Spearman correlation", "loss": "loss",
                 "perplexity": "perplexity"}
-DPI = 110
 
 
 def metric_label(metric: str, greater_is_better: bool = True) -> str:
@@ -31,36 +26,6 @@ def metric_label(metric: str, greater_is_better: bool = True) -> str:
     name = METRIC_NAMES.get(base, base.replace("_", " "))
     scale = " × 100" if metric_scale(metric, greater_is_better) == 100 else ""
     return f"{name}{scale} (validation set)"
-
-
-def short_matrix_name(name: str, layer: int | None = None) -> str:
-    """`bert.encoder.layer.3.attention.self.query` → `L3 query`; `...output.dense` → `L3 ffn out`."""
-    known = {"attention.self.query": "query", "attention.self.key": "key", "attention.self.value": "value",
-             "attention.output.dense": "attn out", "intermediate.dense": "ffn in", "output.dense": "ffn out",
-             "attn.c_attn": "qkv", "attn.c_proj": "attn out", "mlp.c_fc": "ffn in", "mlp.c_proj": "ffn out"}
-    suffix = next((v for k, v in sorted(known.items(), key=lambda kv: -len(kv[0])) if name.endswith(k)), None)
-    if suffix is None:
-        suffix = ".".join(p for p in name.split(".")[-2:] if not p.isdigit())
-    return f"L{layer} {suffix}" if layer is not None else suffix
-
-
-def _matrices(run_dir: Path) -> list[dict]:
-    """Target matrices of a run (name, layer, kind) in model order, from ranks.json."""
-    path = Path(run_dir) / "ranks.json"
-    return read_json(path).get("matrices", []) if path.is_file() else []
-
-
-def _save(fig, path: Path, dpi: int = DPI) -> Path | None:
-    """Write a figure (None: nothing to draw) atomically (a reader never sees half a PNG) and close it."""
-    if fig is None:
-        return None
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
 
 
 def _curve(run_dirs: list[str], metric: str, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -80,11 +45,13 @@ def eval_curves(runs: pd.DataFrame, groups: pd.DataFrame, path: Path, baseline_l
                 top: int = 6, task_title: str = "") -> Path | None:
     """Validation metric per epoch: median over seeds per configuration, band from min to max over seeds.
     Shows the baselines and the `top` best other configurations."""
-    return _save(draw_eval_curves(runs, groups, baseline_labels, top, task_title), path)
+    return save_figure(draw_eval_curves(runs, groups, baseline_labels, top, task_title), path)
 
 
 def draw_eval_curves(runs: pd.DataFrame, groups: pd.DataFrame, baseline_labels: list[str], top: int = 6,
                      task_title: str = ""):
+    from matplotlib.ticker import MaxNLocator
+
     ok = runs[runs["status"] == "completed"]
     if ok.empty or ok["epochs_completed"].astype(float).max() < 2:  # one point per run: nothing to follow
         return None
@@ -92,7 +59,8 @@ def draw_eval_curves(runs: pd.DataFrame, groups: pd.DataFrame, baseline_labels: 
     scale = metric_scale(metric, greater)
     others = [label for label in groups["label"] if label not in baseline_labels][:top]
     chosen = [label for label in groups["label"] if label in baseline_labels] + others
-    fig, ax = plt.subplots(figsize=(9, 5.2))
+    colours = palette()
+    fig, ax = pyplot().subplots(figsize=(9, 5.2))
     colour = 0
     for label in chosen:
         dirs = ok.loc[ok["label"] == label, "run_dir"].tolist()
@@ -102,14 +70,14 @@ def draw_eval_curves(runs: pd.DataFrame, groups: pd.DataFrame, baseline_labels: 
         if not len(epochs):
             continue
         is_baseline = label in baseline_labels
-        c = "0.35" if is_baseline and len(baseline_labels) == 1 else PALETTE[colour % len(PALETTE)]
+        c = "0.35" if is_baseline and len(baseline_labels) == 1 else colours[colour % len(colours)]
         colour += 0 if c == "0.35" else 1
         ax.plot(epochs, median, marker="o", markersize=3.5, lw=1.8, color=c, ls="--" if is_baseline else "-",
                 label=f"{label} (n={len(dirs)})" + (" — baseline" if is_baseline else ""))
         ax.fill_between(epochs, low, high, color=c, alpha=0.12, lw=0)
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric_label(metric, greater))
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     shown = len(chosen)
     more = len(groups) - shown
@@ -125,7 +93,26 @@ def comparison_boxplot(runs: pd.DataFrame, groups: pd.DataFrame, path: Path, gro
                        baselines: dict[str, float], task_title: str = "") -> Path | None:
     """One horizontal box per configuration (its completed seeds, dots = single seeds), best at the top,
     coloured by the `group_by` value (or by learned / fixed-rank); baselines' medians as dashed lines."""
-    return _save(draw_comparison_boxplot(runs, groups, group_by, baselines, task_title), path)
+    return save_figure(draw_comparison_boxplot(runs, groups, group_by, baselines, task_title), path)
+
+
+def _box_colour_key(ok: pd.DataFrame, group_by: list[str] | None):
+    """label → what colours its box: its `group_by` values, else learned / fixed ranks / full fine-tuning."""
+    if group_by:
+        keyed = ok.copy()
+        for f in group_by:
+            keyed[f] = applicable(keyed, f)
+
+        def key_of(label):
+            row = keyed[keyed["label"] == label].iloc[0]
+            values = ["– (does not apply)" if is_missing(row[f]) else short_text(row[f]) for f in group_by]
+            return ", ".join(f"{f}={v}" for f, v in zip(group_by, values)) if len(group_by) > 1 else values[0]
+    else:
+        def key_of(label):
+            row = ok[ok["label"] == label].iloc[0]
+            return "learned ranks" if row["allocation"] == "learned" else (
+                "full fine-tuning" if not trains_adapter(row["method"]) else "fixed ranks (static strategy)")
+    return key_of
 
 
 def draw_comparison_boxplot(runs: pd.DataFrame, groups: pd.DataFrame, group_by: list[str] | None,
@@ -135,25 +122,10 @@ def draw_comparison_boxplot(runs: pd.DataFrame, groups: pd.DataFrame, group_by: 
         return None
     metric, greater = ok["metric"].iloc[0], bool(ok["greater_is_better"].iloc[0])
     labels = [label for label in groups["label"] if (ok["label"] == label).any()]
-    if group_by:
-        from .aggregate import applicable
-
-        keyed = ok.copy()
-        for f in group_by:
-            keyed[f] = applicable(keyed, f)
-
-        def key_of(label):
-            row = keyed[keyed["label"] == label].iloc[0]
-            values = ["– (does not apply)" if row[f] is None or (isinstance(row[f], float) and np.isnan(row[f]))
-                      else _g(row[f]) for f in group_by]
-            return ", ".join(f"{f}={v}" for f, v in zip(group_by, values)) if len(group_by) > 1 else values[0]
-    else:
-        def key_of(label):
-            row = ok[ok["label"] == label].iloc[0]
-            return "learned ranks" if row["allocation"] == "learned" else (
-                "full fine-tuning" if not trains_adapter(row["method"]) else "fixed ranks (static strategy)")
+    key_of = _box_colour_key(ok, group_by)
     keys = list(dict.fromkeys(key_of(label) for label in labels))
-    colours = {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(keys)}
+    plt, cycle = pyplot(), palette()
+    colours = {k: cycle[i % len(cycle)] for i, k in enumerate(keys)}
     fig, ax = plt.subplots(figsize=(9, 1.6 + 0.42 * len(labels)))
     data = [ok.loc[ok["label"] == label, "score"].dropna().to_numpy() for label in labels]
     positions = np.arange(len(labels))[::-1]
@@ -187,7 +159,7 @@ def draw_comparison_boxplot(runs: pd.DataFrame, groups: pd.DataFrame, group_by: 
 def allocation_heatmap(run_dir: str | Path, path: Path, title: str) -> Path | None:
     """Continuous ranks s and hard ranks per matrix (rows, model order) over training (columns, epochs) of
     one learned run, from its allocation.jsonl."""
-    return _save(draw_allocation_heatmap(run_dir, title), path)
+    return save_figure(draw_allocation_heatmap(run_dir, title), path)
 
 
 def draw_allocation_heatmap(run_dir: str | Path, title: str):
@@ -195,7 +167,7 @@ def draw_allocation_heatmap(run_dir: str | Path, title: str):
     if not records or "continuous" not in records[0]:
         return None
     names = list(records[0]["continuous"])
-    layers = {m["name"]: m.get("layer") for m in _matrices(Path(run_dir))}
+    layers = {m["name"]: m.get("layer") for m in read_matrices(Path(run_dir))}
     config = read_json(Path(run_dir) / "config.json").get("config", {})
     epochs = np.array([r["epoch"] for r in records], dtype=float)
     soft = np.array([[r["continuous"][n] for r in records] for n in names])
@@ -206,8 +178,8 @@ def draw_allocation_heatmap(run_dir: str | Path, title: str):
     else:
         panels = [(soft, "continuous rank s", "hard ranks train from here"),
                   (hard, "hard rank (evaluation)", "hard ranks train from here")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels) - 1, 1.6 + 0.2 * len(names)), sharey=True,
-                             squeeze=False)
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(6.5 * len(panels) - 1, 1.6 + 0.2 * len(names)),
+                                  sharey=True, squeeze=False)
     axes = axes[0]
     for ax, (values, name, dashed) in zip(axes, panels):
         mesh = ax.pcolormesh(epochs, np.arange(len(names)), values, shading="nearest", cmap="viridis",
@@ -229,7 +201,7 @@ def draw_allocation_heatmap(run_dir: str | Path, title: str):
 
 def final_ranks(run_dirs: list[str], path: Path, title: str) -> Path | None:
     """Final hard rank per matrix: bar = median over runs (seeds), whiskers = min–max, colour = attention / MLP."""
-    return _save(draw_final_ranks(run_dirs, title), path)
+    return save_figure(draw_final_ranks(run_dirs, title), path)
 
 
 def draw_final_ranks(run_dirs: list[str], title: str):
@@ -238,18 +210,19 @@ def draw_final_ranks(run_dirs: list[str], title: str):
         summary = read_summary(run_dir) or {}
         ranks = summary.get("hard_ranks")
         if not ranks:
-            ranks = {m["name"]: m["rank"] for m in _matrices(Path(run_dir))}
+            ranks = {m["name"]: m["rank"] for m in read_matrices(Path(run_dir))}
         if ranks:
             per_run.append(ranks)
     if not per_run:
         return None
-    matrices = _matrices(Path(run_dirs[0]))
+    matrices = read_matrices(Path(run_dirs[0]))
     names = [m["name"] for m in matrices] or list(per_run[0])
     kinds = {m["name"]: m.get("kind", "attention") for m in matrices}
     layers = {m["name"]: m.get("layer") for m in matrices}
     values = np.array([[ranks.get(n, np.nan) for n in names] for ranks in per_run], dtype=float)
     median, low, high = np.nanmedian(values, 0), np.nanmin(values, 0), np.nanmax(values, 0)
     config = read_json(Path(run_dirs[0]) / "config.json").get("config", {})
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(8, 0.32 * len(names) + 2), 4.6))
     x = np.arange(len(names))
     ax.bar(x, median, color=[KIND_COLOURS.get(kinds.get(n), "0.5") for n in names], width=0.8)
@@ -280,10 +253,12 @@ def draw_final_ranks(run_dirs: list[str], title: str):
 def schedules(entries: list[tuple[str, str]], path: Path, title: str = "") -> Path | None:
     """Mask sharpness α and the budget M per epoch, one line per distinct schedule. `entries`: (legend label,
     run directory) pairs, one run per schedule."""
-    return _save(draw_schedules(entries, title), path)
+    return save_figure(draw_schedules(entries, title), path)
 
 
 def draw_schedules(entries: list[tuple[str, str]], title: str = ""):
+    from matplotlib.ticker import FuncFormatter
+
     curves = []
     for label, run_dir in entries:
         records = read_jsonl(Path(run_dir) / "allocation.jsonl")
@@ -291,10 +266,11 @@ def draw_schedules(entries: list[tuple[str, str]], title: str = ""):
             curves.append((label, records))
     if not curves:
         return None
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6))
+    colours = palette()
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(12, 4.6))
     for i, (label, records) in enumerate(curves):
         epochs = [r["epoch"] for r in records]
-        colour = PALETTE[i % len(PALETTE)]
+        colour = colours[i % len(colours)]
         style = ["-", "--", "-.", ":"][i % 4]
         left.plot(epochs, [r["alpha"] for r in records], color=colour, ls=style, lw=1.8, label=label)
         right.plot(epochs, [r["budget"] for r in records], color=colour, ls=style, lw=1.8, label=label)
@@ -306,7 +282,7 @@ def draw_schedules(entries: list[tuple[str, str]], title: str = ""):
     left.set_title("α (soft-mask sharpness)", fontsize=10)
     right.set_ylabel("budget M (adapter parameters)")
     right.set_title("budget M; dotted: hard ranks from here", fontsize=10)
-    right.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    right.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     for ax in (left, right):
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)

@@ -1,58 +1,28 @@
-"""Markdown tables of a report. The learned-allocation table has the adaptive LoRA-XS study's layout
-exactly: `| Task | Rank Min | Rank Max | Alpha Min | Alpha Max | LR | Rank Avg | Median ± Std |`."""
+"""Markdown tables of the per-task part of a report. The learned-allocation table has the adaptive LoRA-XS study's
+layout exactly: `| Task | Rank Min | Rank Max | Alpha Min | Alpha Max | LR | Rank Avg | Median ± Std |`."""
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
-from .aggregate import METHOD_NAMES, _g, rank_text
+from ..aggregate import METHOD_NAMES, rank_text
+from ..text import DASH, is_missing, markdown_table, median_std, number, short_text, thousands
 
 ADAPTIVE_HEADER = ["Task", "Rank Min", "Rank Max", "Alpha Min", "Alpha Max", "LR", "Rank Avg", "Median ± Std"]
-DASH = "–"
-
-
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def group_key(values) -> tuple:
     """A hashable key of group values in which every kind of missing value (None, NaN) is None."""
-    return tuple(None if _missing(v) else v for v in values)
-
-
-def median_std(median, std, digits: int = 2) -> str:
-    """`68.20 ± 0.50`; `68.20 ± –` for a single seed; `–` when no run completed."""
-    if _missing(median):
-        return DASH
-    return f"{median:.{digits}f} ± " + (DASH if _missing(std) else f"{std:.{digits}f}")
-
-
-def number(value, fmt: str = "g") -> str:
-    if _missing(value):
-        return DASH
-    if fmt == "g":
-        return _g(float(value)) if isinstance(value, (int, float)) else str(value)
-    return format(value, fmt)
-
-
-def markdown_table(header: list[str], rows: list[list[str]], align: list[str] | None = None) -> str:
-    """A GitHub markdown table; `align` per column: "l" or "r" (default: left)."""
-    align = align or ["l"] * len(header)
-    rule = ["---:" if a == "r" else ":---" for a in align]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(rule) + "|"]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+    return tuple(None if is_missing(v) else v for v in values)
 
 
 def rank_avg_cell(group) -> tuple[str, bool]:
     """(cell, is_derived): the configured rank_average, else the mean final hard rank (memory schedules)."""
     value = group.get("rank_average")
-    if not _missing(value):
-        return _g(float(value)), False
+    if not is_missing(value):
+        return short_text(float(value)), False
     hard = group.get("mean_hard_rank")
-    return (f"{hard:.1f}*", True) if not _missing(hard) else (DASH, False)
+    return (f"{hard:.1f}*", True) if not is_missing(hard) else (DASH, False)
 
 
 def adaptive_table(groups: pd.DataFrame) -> tuple[str, bool]:
@@ -68,13 +38,9 @@ def adaptive_table(groups: pd.DataFrame) -> tuple[str, bool]:
     return markdown_table(ADAPTIVE_HEADER, rows, ["l", "r", "r", "r", "r", "r", "r", "l"]), derived
 
 
-def _params(value) -> str:
-    return DASH if _missing(value) else f"{int(round(value)):,}"
-
-
 def duration(seconds) -> str:
     """`42s`, `3.5 min`, `1.2 h`."""
-    if _missing(seconds):
+    if is_missing(seconds):
         return DASH
     if seconds < 90:
         return f"{seconds:.0f}s"
@@ -92,12 +58,12 @@ def configurations_table(groups: pd.DataFrame, baselines: dict[str, float] | Non
     for _, g in groups.iterrows():
         lr = number(g.get("learning_rate"))
         row = [str(g["label"]), str(g.get("task")), METHOD_NAMES.get(g.get("method"), str(g.get("method"))),
-               rank_text(g), lr, _params(g.get("params_median")), median_std(g["median"], g["std"]),
+               rank_text(g), lr, thousands(g.get("params_median")), median_std(g["median"], g["std"]),
                number(g.get("final_median"), ".2f"), number(g.get("best_epoch_median")),
                f"{g['n']}" + (f" (+{g['not_completed']} not completed)" if g["not_completed"] else ""),
                duration(g.get("wall_time_median"))]
         for value in baselines.values():
-            row.append(DASH if _missing(g["median"]) or _missing(value) else f"{g['median'] - value:+.2f}")
+            row.append(DASH if is_missing(g["median"]) or is_missing(value) else f"{g['median'] - value:+.2f}")
         rows.append(row)
     align = ["l", "l", "l", "l", "r", "r", "l", "r", "r", "r", "r"] + ["r"] * len(baselines)
     return markdown_table(header, rows, align)
@@ -110,7 +76,8 @@ def groups_table(groups: pd.DataFrame, by: list[str], best: dict) -> str:
     rows = []
     for _, g in groups.iterrows():
         top = best.get(group_key(g[b] for b in by))
-        rows.append([*(number(g[b]) if not _missing(g[b]) else "– (does not apply)" for b in by), str(g["configs"]), str(g["n"]), median_std(g["median"], g["std"]),
+        rows.append([*(number(g[b]) if not is_missing(g[b]) else "– (does not apply)" for b in by), str(g["configs"]),
+                     str(g["n"]), median_std(g["median"], g["std"]),
                      top["label"] if top is not None else DASH,
                      median_std(top["median"], top["std"]) if top is not None else DASH])
     return markdown_table(header, rows, ["l"] * len(by) + ["r", "r", "l", "l", "l"])

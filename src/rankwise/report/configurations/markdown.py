@@ -1,0 +1,260 @@
+"""The per-task part of every report: the learned-allocation tables, every configuration against the baselines,
+the `--group_by` table, the figures (comparison over seeds, metric per epoch, ranks of the most interesting
+configuration, alpha and budget schedules) and the runs that did not complete.
+
+`task_sections(ctx, task, ...)` returns one task's markdown lines in that order; each part is one function
+below, which returns its lines (none when it has nothing to show) and writes its figure into `ctx.out`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ...errors import ConfigError
+from ...methods import allocates_ranks, trains_adapter
+from ..aggregate import IDENTITY_FIELDS, applicable, group_runs, resolve_baselines
+from ..context import ReportContext
+from ..text import is_missing, median_std, plural, task_name, value_text
+from .figures import allocation_heatmap, comparison_boxplot, eval_curves, final_ranks, schedules
+from .tables import adaptive_table, configurations_table, group_key, groups_table, not_completed_table
+
+# Fields shown as columns of the adaptive table; other fields that vary between learned configurations
+# split it into one table per value combination (as the study's reports did, e.g. per LR scheduler).
+ADAPTIVE_COLUMNS = {"task", "rank_min", "rank_max", "alpha_min", "alpha_max", "rank_allocation_lr", "rank_average",
+                    "label"}
+# Fields that make two learned configurations' schedules (alpha, budget) differ.
+SCHEDULE_FIELDS = ("alpha_min", "alpha_max", "alpha_scheduler", "memory_start", "memory_end", "epochs_memory_start",
+                   "epochs_memory_start_to_end", "rank_average", "epochs_rank_discrete", "num_train_epochs",
+                   "max_train_samples", "per_device_train_batch_size")
+
+
+@dataclass
+class TaskPart:
+    """One task's runs and configurations, and how its headings and figure files are named."""
+
+    ctx: ReportContext
+    runs: pd.DataFrame
+    groups: pd.DataFrame
+    baselines: dict[str, float]  # baseline label → its median
+    heading: str  # "##", or "###" below a per-task heading
+    prefix: str  # figure-file suffix: "" or "_cola"
+    title: str  # figure-title prefix: "CoLA: " or ""
+
+    @property
+    def learned(self) -> pd.DataFrame:
+        return self.groups[self.groups["allocation"] == "learned"]
+
+    def figure_path(self, name: str) -> Path:
+        return self.ctx.out / f"{name}{self.prefix}.png"
+
+
+def task_sections(ctx: ReportContext, task: str, prefix: str, heading: str, group_by: list[str] | None,
+                  baseline: str | None, top: int) -> list[str]:
+    """The markdown lines of one task's part of the report; its figures go to `ctx.out` (listed in ctx.figures)."""
+    part = task_part(ctx, task, prefix, heading, baseline)
+    return [*learned_tables(part), *all_configurations(part), *by_group(part, group_by),
+            *seed_figures(part, group_by, top), *focus_ranks(part), *schedule_figure(part), *not_completed(part)]
+
+
+def task_part(ctx: ReportContext, task: str, prefix: str, heading: str, baseline: str | None) -> TaskPart:
+    runs = ctx.runs[ctx.runs["task"] == task]
+    groups = ctx.groups[ctx.groups["task"] == task].reset_index(drop=True)
+    try:
+        baseline_labels = resolve_baselines(groups, baseline)
+    except ConfigError:  # matched configurations of another task only
+        baseline_labels = []
+    baselines = {label: float(groups.loc[groups["label"] == label, "median"].iloc[0]) for label in baseline_labels}
+    return TaskPart(ctx, runs, groups, baselines, heading, prefix, f"{task_name(task)}: " if task else "")
+
+
+def learned_tables(part: TaskPart) -> list[str]:
+    """The adaptive LoRA-XS study's table of the learned configurations, one per value of the fields it does not
+    show."""
+    learned = part.learned
+    if learned.empty:
+        return []
+    out = [f"{part.heading} Learned rank allocation ({plural(len(learned), 'configuration')})\n",
+           "The adaptive LoRA-XS study's table: one row per configuration over its seeds, best first. "
+           "**LR** is the learning rate of the allocation weights (`rank_allocation_lr`), as in the study."]
+    splits = _split_fields(learned)
+    derived_any = False
+    if splits:
+        out.append(f"One table per value of {', '.join(f'`{s}`' for s in splits)}, which the table's columns "
+                   "do not show.")
+        for key, split in learned.groupby(splits, sort=False, dropna=False):
+            key = key if isinstance(key, tuple) else (key,)
+            title = ", ".join(f"{s} = {value_text(v)}" for s, v in zip(splits, key))
+            table, derived = adaptive_table(split)
+            derived_any |= derived
+            out.append(f"\n**{title}**\n\n{table}")
+    else:
+        table, derived_any = adaptive_table(learned)
+        out.append("\n" + table)
+    if derived_any:
+        out.append("\n\\* no `rank_average` (a memory schedule sets the budget): the mean final hard rank over "
+                   "the target matrices, median over seeds.")
+    out.append("")
+    return out
+
+
+def _split_fields(learned: pd.DataFrame) -> list[str]:
+    """Identity fields the adaptive table has no column for and whose value differs between `learned`'s rows."""
+    out = []
+    for f in IDENTITY_FIELDS:
+        if f in ADAPTIVE_COLUMNS or f not in learned:
+            continue
+        if f in ("memory_start", "memory_end") and learned["rank_average"].notna().all():
+            continue
+        if learned[f].astype(str).nunique() > 1:
+            out.append(f)
+    return out
+
+
+def all_configurations(part: TaskPart) -> list[str]:
+    """Every configuration with its difference of medians to each baseline."""
+    groups, baselines = part.groups, part.baselines
+    out = [f"{part.heading} All configurations\n"]
+    if baselines:
+        described = "; ".join(_median_std_of(groups, label) for label in baselines)
+        out.append(f"Baseline{'s' if len(baselines) > 1 else ''}: {described}. Δ is the difference of medians "
+                   "(configuration − baseline).\n")
+    out.append(configurations_table(groups, baselines))
+    out.append("\nRanks: `r25` uniform rank; `16→4` linear decay; `5–30, avg 20` learned between rank_min and "
+               "rank_max at an average rank of 20 (M: a budget schedule). Adapter params: trainable adapter "
+               "parameters at the final ranks (classification head not included). LR: the adapter's learning "
+               "rate. Time/run: median wall time of one run.\n")
+    return out
+
+
+def _median_std_of(groups: pd.DataFrame, label: str) -> str:
+    median, std = groups.loc[groups["label"] == label, ["median", "std"]].iloc[0]
+    return f"**{label}** ({median_std(median, std)})"
+
+
+def by_group(part: TaskPart, group_by: list[str] | None) -> list[str]:
+    """With `--group_by`: one row per value of those fields, with its best configuration."""
+    if not group_by:
+        return []
+    keyed = part.groups.copy()
+    for b in group_by:
+        keyed[b] = applicable(keyed, b)
+    best = {}
+    for _, g in keyed.iterrows():  # configurations are sorted best first
+        best.setdefault(group_key(g.get(b) for b in group_by), g)
+    return [f"{part.heading} By {', '.join(f'`{b}`' for b in group_by)}\n",
+            groups_table(group_runs(part.runs, group_by), group_by, best) + "\n"]
+
+
+def seed_figures(part: TaskPart, group_by: list[str] | None, top: int) -> list[str]:
+    """The configurations compared over seeds (box plot) and the validation metric per epoch."""
+    out = []
+    figure = part.ctx.add_figure(comparison_boxplot(part.runs, part.groups, part.figure_path("comparison_boxplot"),
+                                                    group_by, part.baselines, part.title))
+    if figure:
+        out.append(f"{part.heading} Comparison over seeds\n\n![Configurations compared over seeds]({figure.name})\n")
+    figure = part.ctx.add_figure(eval_curves(part.runs, part.groups, part.figure_path("eval_curves"),
+                                             list(part.baselines), top, part.title))
+    if figure:
+        out.append(f"{part.heading} Validation metric per epoch\n\n![Validation metric per epoch]({figure.name})\n")
+    return out
+
+
+def rank_focus(groups: pd.DataFrame) -> pd.Series | None:
+    """The configuration whose ranks the report draws: the best learned one; without learned runs AdaLoRA's or
+    EVA's, else the best non-uniform static configuration (None when there is none)."""
+    learned = groups[(groups["allocation"] == "learned") & (groups["n"] > 0)]
+    if not learned.empty:
+        return learned.iloc[0]
+    adaptive = groups[(groups["n"] > 0) & (groups["method"].map(allocates_ranks) | (
+        groups["init"].fillna("default") == "eva" if "init" in groups else False))]
+    static = groups[(groups["n"] > 0) & ~groups["allocation"].isin(["uniform", "learned"])
+                    & groups["method"].map(trains_adapter)]
+    return adaptive.iloc[0] if not adaptive.empty else static.iloc[0] if not static.empty else None
+
+
+def focus_ranks(part: TaskPart) -> list[str]:
+    """Final ranks per matrix of the focus configuration (`rank_focus`) and, for learned or AdaLoRA ranks, how
+    they moved during training."""
+    focus = rank_focus(part.groups)
+    if focus is None:
+        return []
+    label = focus["label"]
+    runs = part.runs
+    dirs = runs.loc[(runs["label"] == label) & (runs["status"] == "completed"), "run_dir"].tolist()
+    kind = ("best learned configuration" if focus["allocation"] == "learned" else
+            "best AdaLoRA / EVA configuration" if allocates_ranks(focus["method"]) or focus.get("init") == "eva"
+            else "best non-uniform configuration")
+    out = [f"{part.heading} Ranks of the {kind}: {label}\n"]
+    figure = part.ctx.add_figure(final_ranks(dirs, part.figure_path("final_ranks"),
+                                             f"{part.title}final hard rank per target matrix — {label}"))
+    if figure:
+        out.append(f"![Final ranks per matrix]({figure.name})\n")
+    if focus["allocation"] == "learned" or allocates_ranks(focus["method"]):
+        out += _allocation_over_training(part, focus)
+    return out
+
+
+def _allocation_over_training(part: TaskPart, focus: pd.Series) -> list[str]:
+    label = focus["label"]
+    run = median_seed_run(part.runs, label)
+    figure = part.ctx.add_figure(allocation_heatmap(
+        run["run_dir"], part.figure_path("allocation_heatmap"),
+        f"{part.title}ranks over training — {label}, seed {run['seed']} (the median seed)"))
+    if not figure:
+        return []
+    if allocates_ranks(focus["method"]):
+        legend = ("Rows: the adapted matrices in model order (L = layer); both panels: the rank triplets AdaLoRA's "
+                  f"masks keep. Run: `{run['run_name']}`.\n")
+    else:
+        legend = ("Rows: the adapted matrices in model order (L = layer); left: the continuous ranks the allocation "
+                  "weights give under the current budget; right: the hard ranks used at evaluation. "
+                  f"Run: `{run['run_name']}`.\n")
+    return [f"![Allocation over training]({figure.name})\n", legend]
+
+
+def median_seed_run(runs: pd.DataFrame, label: str) -> pd.Series | None:
+    """The completed run of configuration `label` whose score is closest to its median (None without one)."""
+    ok = runs[(runs["label"] == label) & (runs["status"] == "completed")].dropna(subset=["score"])
+    if ok.empty:
+        return None
+    median = ok["score"].median()
+    return ok.iloc[(ok["score"] - median).abs().argsort(kind="stable").iloc[0]]
+
+
+def schedule_figure(part: TaskPart) -> list[str]:
+    """Alpha and budget per step, one line per distinct schedule among the learned configurations."""
+    if part.learned.empty:
+        return []
+    entries, seen = [], set()
+    for _, g in part.learned.iterrows():
+        run = median_seed_run(part.runs, g["label"])
+        key = tuple(str(g.get(f)) for f in SCHEDULE_FIELDS)
+        if run is None or key in seen:
+            continue
+        seen.add(key)
+        entries.append((_schedule_label(g), run["run_dir"]))
+    figure = part.ctx.add_figure(schedules(entries, part.figure_path("schedules"),
+                                           f"{part.title}schedules of the learned configurations (per optimiser step)"))
+    if not figure:
+        return []
+    return [f"{part.heading} Alpha and budget schedules\n\n![Alpha and budget schedules]({figure.name})\n"]
+
+
+def _schedule_label(row) -> str:
+    alpha = f"α {value_text(row['alpha_min'])}→{value_text(row['alpha_max'])} ({row['alpha_scheduler']})"
+    if not is_missing(row.get("memory_start")):
+        budget = f"M {row['memory_start']:,.0f}→{row['memory_end']:,.0f}"
+    else:
+        budget = f"M at rank_average {value_text(row['rank_average'])}"
+    return f"{alpha}; {budget}; {plural(int(row['num_train_epochs']), 'epoch')}"
+
+
+def not_completed(part: TaskPart) -> list[str]:
+    """Runs that diverged or failed, with their message."""
+    bad = part.runs[part.runs["status"] != "completed"]
+    if bad.empty:
+        return []
+    return [f"{part.heading} Runs that did not complete ({len(bad)})\n",
+            "Listed here and left out of every median, std and figure above.\n", not_completed_table(bad) + "\n"]

@@ -1,0 +1,186 @@
+"""The headline study's numbers: runs → arms → the learning rate chosen per task and arm → seed-paired
+comparisons with the baseline arm; and what training did to the learned allocations.
+
+An *arm* is a configuration without its learning rate: the sweep variant's `label`, else the method and ranks.
+The statistics themselves (learning-rate selection, paired comparison, Holm) are in `report.stats`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ...methods import trains_adapter
+from ...rundir import read_jsonl
+from ..aggregate import describe_config, read_matrices, varying_fields
+from ..stats import completed_runs, holm, paired_comparison, pearson, verdict
+
+LR_FIELDS = ("learning_rate", "cls_learning_rate")
+
+
+def arm_names(runs: pd.DataFrame) -> pd.Series:
+    """Each run's arm: its `label`, else its configuration described without the learning rates."""
+    varying = [f for f in varying_fields(runs) if f not in LR_FIELDS and f != "task"]
+
+    def name(row) -> str:
+        if isinstance(row.get("config_label"), str) and row["config_label"]:
+            return row["config_label"]
+        head, parts = describe_config(row.to_dict(), varying)
+        return head + (f" ({', '.join(parts)})" if parts else "")
+
+    return runs.apply(name, axis=1) if len(runs) else pd.Series(dtype=object)
+
+
+def adapter_params(runs: pd.DataFrame) -> pd.Series:
+    """Adapter parameters at the final ranks (what a learned or pruned adapter keeps)."""
+    hard = runs.get("params_adapter_at_hard_ranks")
+    return hard.fillna(runs["params_adapter"]) if hard is not None else runs["params_adapter"]
+
+
+def with_arms(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs of the study (those with a method) with two more columns: `arm` and `params` (adapter size)."""
+    runs = runs[runs["method"].notna()].copy()
+    runs["arm"] = arm_names(runs)
+    runs["params"] = adapter_params(runs)
+    return runs
+
+
+def runs_at(runs: pd.DataFrame, task: str, arm: str, lr: float) -> pd.DataFrame:
+    """The completed runs of one arm on one task at one learning rate (its seeds)."""
+    ok = completed_runs(runs)
+    return ok[(ok["task"] == task) & (ok["arm"] == arm) & (ok["learning_rate"] == lr)]
+
+
+def learned_arms(runs: pd.DataFrame) -> set:
+    """The arms with learned allocation."""
+    return set(runs.loc[runs["allocation"] == "learned", "arm"])
+
+
+def default_baseline(runs: pd.DataFrame) -> str | None:
+    """The fixed-rank adapter arm whose adapter size is closest to the learned arms' (median) budget."""
+    learned = runs[runs["allocation"] == "learned"]
+    uniform = runs[(runs["allocation"] == "uniform") & runs["method"].map(trains_adapter)]
+    if uniform.empty:
+        return None
+    sizes = uniform.groupby("arm")["params"].median()
+    if learned.empty:
+        return str(sizes.idxmin())
+    target = float(learned["params"].median())
+    return str((sizes - target).abs().sort_values(kind="stable").index[0])
+
+
+def arm_order(chosen: pd.DataFrame, runs: pd.DataFrame, baseline: str | None) -> list[str]:
+    """Baseline first, then the other arms by adapter size."""
+    sizes = runs.groupby("arm")["params"].median().sort_values(kind="stable")
+    arms = [a for a in sizes.index if a in set(chosen["arm"])]
+    return ([baseline] if baseline in arms else []) + [a for a in arms if a != baseline]
+
+
+def compare_arms(runs: pd.DataFrame, chosen: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """One row per (task, arm ≠ baseline) at the chosen learning rates: the paired comparison, Holm-adjusted
+    over all rows, and the verdict."""
+    picked = chosen[chosen["chosen"]]
+    rows = []
+    for task, per_task in picked.groupby("task", sort=False):
+        base = per_task[per_task["arm"] == baseline]
+        if base.empty:
+            continue
+        gib = bool(base["greater_is_better"].iloc[0])
+
+        def scores(arm, lr):
+            g = runs_at(runs, task, arm, lr)
+            return dict(zip(g["seed"].astype(int), g["score"].astype(float)))
+
+        base_scores = scores(baseline, base["learning_rate"].iloc[0])
+        for _, row in per_task[per_task["arm"] != baseline].iterrows():
+            rows.append({"task": task, "arm": row["arm"], "greater_is_better": gib,
+                         **paired_comparison(scores(row["arm"], row["learning_rate"]), base_scores, gib)})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table["p_holm"] = holm(table["p_t"].tolist())
+    table["verdict"] = [verdict(r, r["greater_is_better"]) for r in table.to_dict("records")]
+    return table
+
+
+# ---------------------------------------------------------------------------------------------
+# Learned allocations
+
+
+def matrix_kind(name: str) -> str:
+    """The module's role inside its layer: `query`, `value`, `attention.output.dense`, ... (the name after
+    the layer index)."""
+    parts = name.split(".")
+    for i, p in enumerate(parts):
+        if p.isdigit():
+            return ".".join(parts[i + 1:])
+    return name
+
+
+def learned_rank_grid(run_dirs: list[Path]) -> pd.DataFrame | None:
+    """Mean final hard rank over `run_dirs` as a layer × matrix-kind table (from each run's ranks.json)."""
+    frames = [pd.DataFrame([{"layer": m["layer"], "kind": matrix_kind(m["name"]), "rank": m["rank"]}
+                            for m in matrices]) for matrices in map(read_matrices, run_dirs) if matrices]
+    if not frames:
+        return None
+    ranks = pd.concat(frames)
+    kinds = list(dict.fromkeys(ranks["kind"]))
+    return ranks.groupby(["layer", "kind"])["rank"].mean().unstack("kind")[kinds]
+
+
+def _allocation_ends(run_dir: Path) -> tuple[dict, dict] | None:
+    """(first, last) continuous ranks of a learned run, from its allocation.jsonl."""
+    records = read_jsonl(Path(run_dir) / "allocation.jsonl")
+    if len(records) < 2:
+        return None
+    first, last = records[0]["continuous"], records[-1]["continuous"]
+    names = [k for k in first if k in last]
+    return {k: first[k] for k in names}, {k: last[k] for k in names}
+
+
+def allocation_diagnostics(run_dirs: list[Path]) -> dict | None:
+    """What training did to the allocation, from allocation.jsonl (continuous ranks at the first and last record):
+
+    - `moved`, `moved_max`: mean and max over runs and matrices of |final − initial|;
+    - `init_corr`: mean over runs of the correlation between final and initial ranks (near 1: the final
+      allocation is mostly the initialisation; NaN when the initialisation is flat, e.g. `uniform`);
+    - `agreement`: mean pairwise correlation, across runs (seeds), of the change final − initial (near 0:
+      the direction training moved the ranks is seed noise; clearly positive: a reproducible preference);
+    - `by_kind`: mean change per matrix kind (query, value, ...), largest gain first;
+    - `runs`: how many runs had an allocation log.
+    """
+    ends = [e for e in (_allocation_ends(d) for d in run_dirs) if e]
+    if not ends:
+        return None
+    names = list(ends[0][0])
+    ends = [(f, l) for f, l in ends if list(f) == names]
+    firsts = np.array([[f[k] for k in names] for f, _ in ends])
+    lasts = np.array([[l[k] for k in names] for _, l in ends])
+    change = lasts - firsts
+    pairs = [pearson(change[i], change[j]) for i in range(len(ends)) for j in range(i + 1, len(ends))]
+    kinds = pd.Series(change.mean(axis=0), index=[matrix_kind(k) for k in names]).groupby(level=0).mean()
+    return {"moved": float(np.abs(change).mean()), "moved_max": float(np.abs(change).max()),
+            "init_corr": float(np.nanmean([pearson(f, l) for f, l in zip(firsts, lasts)]))
+            if any(np.std(f) > 1e-9 for f in firsts) else float("nan"),
+            "agreement": float(np.nanmean(pairs)) if pairs and not all(np.isnan(p) for p in pairs) else float("nan"),
+            "by_kind": kinds.sort_values(ascending=False).to_dict(), "runs": len(ends)}
+
+
+def learned_allocations(runs: pd.DataFrame, chosen: pd.DataFrame, tasks: list[str]) -> list[dict]:
+    """Per task and learned arm at its chosen learning rate, where its runs have ranks.json: `task`, `arm`, `lr`,
+    `grid` (learned_rank_grid), `diagnostics` (allocation_diagnostics, or None) and `arms_in_task` (how many
+    learned arms were chosen on that task)."""
+    out = []
+    learned = learned_arms(runs)
+    for task in tasks:
+        picked = chosen[(chosen["task"] == task) & chosen["chosen"] & chosen["arm"].isin(learned)]
+        for _, r in picked.iterrows():
+            dirs = [Path(d) for d in runs_at(runs, task, r["arm"], r["learning_rate"])["run_dir"]]
+            grid = learned_rank_grid(dirs)
+            if grid is None:
+                continue
+            out.append({"task": task, "arm": r["arm"], "lr": r["learning_rate"], "grid": grid,
+                        "diagnostics": allocation_diagnostics(dirs), "arms_in_task": len(picked)})
+    return out
