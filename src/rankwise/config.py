@@ -40,6 +40,9 @@ LR_SCHEDULER_ALIASES = {
 ALPHA_SCHEDULERS = ("linear", "exponential", "cosine")
 WEIGHT_INITS = ("random", "uniform", "quadratic", "left_skewed")
 BUDGET_MODES = ("capped", "softmax")
+EVAL_STRATEGIES = ("epoch", "steps", "no")
+SAVE_STRATEGIES = ("epoch", "steps", "best", "no")
+REPORT_TO = ("none", "tensorboard", "wandb", "mlflow")
 ROUNDINGS = ("budget", "study")
 
 DEFAULT_CLS_LR = 5e-3
@@ -181,8 +184,42 @@ class RunConfig:
     logging_steps: int = _f(10, "Write a metrics/allocation line every N optimiser steps.", "training")
     max_bad_steps: int = _f(10, "Consecutive non-finite steps before the run ends as `diverged`.", "training")
     save_model: bool = _f(True, "Save adapter (or full model) weights in the run directory.", "training")
-    report_to: str = _f("none", "Also log to `wandb` (offline unless WANDB_MODE is set).", "training",
-                        ("none", "wandb"))
+    max_steps: Optional[int] = _f(None, "Train this many optimiser steps instead of --num_train_epochs epochs.",
+                                  "training")
+    eval_strategy: str = _f("epoch", "When to evaluate: `epoch`, every `steps` (--eval_steps), or `no` (the "
+                            "summary then has no metrics).", "training", EVAL_STRATEGIES,
+                            aliases=("--evaluation_strategy",))
+    eval_steps: Optional[int] = _f(None, "Evaluate every N optimiser steps (with --eval_strategy steps).", "training")
+    save_strategy: str = _f("epoch", "When to write a checkpoint (weights, optimiser, schedules, RNG) to resume "
+                            "from: `epoch`, every `steps` (--save_steps), `best` or `no`.", "training",
+                            SAVE_STRATEGIES)
+    save_steps: Optional[int] = _f(None, "Checkpoint every N optimiser steps (with --save_strategy steps).",
+                                   "training")
+    save_total_limit: Optional[int] = _f(1, "Checkpoints kept while training (the best one too with "
+                                         "--load_best_model_at_end).", "training")
+    keep_checkpoints: bool = _f(False, "Keep the checkpoints after the run completes (by default they are removed "
+                                "then: adapter/ holds the weights).", "training")
+    resume_from_checkpoint: Optional[str] = _f(None, "Resume an unfinished run of the same config from a "
+                                               "checkpoint: a checkpoint directory, or `true` for the last one in "
+                                               "--output_dir.", "training")
+    load_best_model_at_end: bool = _f(False, "Save (and export) the weights of the best evaluation, not the last.",
+                                      "training")
+    metric_for_best_model: Optional[str] = _f(None, "Metric that picks the best evaluation (default: the task's "
+                                              "main metric, e.g. matthews_correlation for CoLA).", "training")
+    early_stopping_patience: Optional[int] = _f(None, "Stop after N evaluations without improvement (needs "
+                                                "--load_best_model_at_end).", "training")
+    bf16: bool = _f(False, "bfloat16 mixed precision.", "training")
+    fp16: bool = _f(False, "float16 mixed precision (CUDA).", "training")
+    tf32: bool = _f(False, "Allow TF32 matmuls (Ampere or newer CUDA GPUs).", "training")
+    gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass to save memory.",
+                                      "training")
+    dataloader_num_workers: int = _f(0, "Worker processes that load training batches.", "training")
+    torch_compile: bool = _f(False, "Compile the model with torch.compile.", "training")
+    push_to_hub: bool = _f(False, "Upload the run's adapter (or model) to the Hugging Face Hub at the end.",
+                           "training")
+    hub_model_id: Optional[str] = _f(None, "Hub repository for --push_to_hub (user/name).", "training")
+    report_to: str = _f("none", "Also log to `tensorboard` (logs/ in the run directory), `wandb` (offline unless "
+                        "WANDB_MODE is set) or `mlflow`.", "training", REPORT_TO)
     quiet: bool = _f(False, "No progress bars.", "training")
 
     # ------------------------------------------------------------------------------------------
@@ -275,8 +312,8 @@ def resolve_defaults(cfg: RunConfig) -> RunConfig:
             c.rank_average = (c.rank_min + c.rank_max) / 2
         if c.memory_start is not None and c.memory_end is None:
             c.memory_end = c.memory_start
-        if c.epochs_rank_discrete is None:
-            c.epochs_rank_discrete = 1 if c.num_train_epochs >= 2 else 0
+        if c.epochs_rank_discrete is None:  # in steps (--max_steps) a schedule in epochs must be asked for
+            c.epochs_rank_discrete = 1 if c.num_train_epochs >= 2 and c.max_steps is None else 0
     elif c.epochs_rank_discrete is None:
         c.epochs_rank_discrete = 0
     if method:
@@ -413,10 +450,60 @@ def validate(cfg: RunConfig) -> None:
     if cfg.train_file is not None:
         require_file("train_file", cfg.train_file, "Give an Alpaca-format .json or .jsonl file")
 
+    _validate_training(cfg)
     method = get_method(cfg.method)
     method.validate(cfg)  # its init, allocation and own options
     if method.trains_adapter:
         _validate_allocation(cfg)
+
+
+def task_metrics(task: str) -> tuple[str, ...]:
+    """The metrics a task's evaluation reports (without the `eval_` prefix): what --metric_for_best_model may name."""
+    from .data import GLUE_TASKS
+
+    return ("loss", *GLUE_TASKS[task].metrics) if task in GLUE_TASKS else ("loss", "perplexity")
+
+
+def _validate_training(cfg: RunConfig) -> None:
+    """The Trainer options: strategies and their step counts, best-model selection, precision, max_steps."""
+    for name in ("max_steps", "eval_steps", "save_steps", "save_total_limit", "early_stopping_patience"):
+        value = getattr(cfg, name)
+        _require(value is None or value >= 1, name, f"must be a positive integer, got {value}")
+    _require(cfg.dataloader_num_workers >= 0, "dataloader_num_workers",
+             f"must be >= 0, got {cfg.dataloader_num_workers}")
+    for kind, strategy, steps in (("eval", cfg.eval_strategy, cfg.eval_steps), ("save", cfg.save_strategy,
+                                                                                 cfg.save_steps)):
+        _require(strategy != "steps" or steps is not None, f"{kind}_steps",
+                 f"is required by --{kind}_strategy steps", f"Give --{kind}_steps N (optimiser steps)")
+        _require(steps is None or strategy == "steps", f"{kind}_steps",
+                 f"only applies to --{kind}_strategy steps, but --{kind}_strategy is `{strategy}`",
+                 f"Drop --{kind}_steps, or use --{kind}_strategy steps")
+    _require(not (cfg.bf16 and cfg.fp16), "fp16", "and --bf16 both set the precision", "Give one of them")
+    if cfg.metric_for_best_model is not None:
+        name = cfg.metric_for_best_model.removeprefix("eval_")
+        metrics = task_metrics(cfg.task)
+        _require(name in metrics, "metric_for_best_model", f"`{cfg.metric_for_best_model}` is not a metric of "
+                 f"task {cfg.task}", f"Choose one of: {', '.join(metrics)}")
+    if cfg.load_best_model_at_end:
+        _require(cfg.eval_strategy != "no", "load_best_model_at_end", "needs evaluations, but --eval_strategy is "
+                 "`no`", "Use --eval_strategy epoch or steps")
+        _require(cfg.save_strategy in (cfg.eval_strategy, "best"), "save_strategy",
+                 f"(`{cfg.save_strategy}`) must match --eval_strategy (`{cfg.eval_strategy}`) with "
+                 "--load_best_model_at_end, so the best evaluation has a checkpoint",
+                 f"Use --save_strategy {cfg.eval_strategy} (or best)")
+        if cfg.eval_strategy == "steps" and cfg.save_strategy == "steps":
+            _require(cfg.save_steps % cfg.eval_steps == 0, "save_steps", f"({cfg.save_steps}) must be a multiple "
+                     f"of --eval_steps ({cfg.eval_steps}) with --load_best_model_at_end",
+                     f"Use --save_steps {cfg.eval_steps}")
+    _require(cfg.early_stopping_patience is None or cfg.load_best_model_at_end, "early_stopping_patience",
+             "needs --load_best_model_at_end (it stops on the best-model metric)", "Add --load_best_model_at_end")
+    _require(cfg.save_strategy != "best" or cfg.eval_strategy != "no", "save_strategy",
+             "`best` needs evaluations, but --eval_strategy is `no`", "Use --eval_strategy epoch or steps")
+    if cfg.max_steps is not None and cfg.allocation == "learned":
+        for name in ("epochs_memory_start", "epochs_memory_start_to_end"):
+            _require(not getattr(cfg, name), name, f"({getattr(cfg, name)}) is a budget schedule in epochs, but "
+                     f"--max_steps ({cfg.max_steps}) sets the run's length in steps",
+                     "Drop --max_steps and give --num_train_epochs, or drop the memory schedule")
 
 
 def _positive_rank(cfg: RunConfig, name: str, strategy: str) -> None:
@@ -474,7 +561,7 @@ def _validate_allocation(cfg: RunConfig) -> None:
         _require(cfg.epochs_memory_start_to_end >= 1, "epochs_memory_start_to_end",
                  f"must be at least 1 when memory_start ({cfg.memory_start:g}) differs from memory_end "
                  f"({cfg.memory_end:g})", "Give the number of epochs over which the budget changes")
-    _require(cfg.epochs_rank_discrete < cfg.num_train_epochs, "epochs_rank_discrete",
+    _require(cfg.max_steps is not None or cfg.epochs_rank_discrete < cfg.num_train_epochs, "epochs_rank_discrete",
              f"({cfg.epochs_rank_discrete}) leaves no epoch to learn the allocation in a "
              f"{cfg.num_train_epochs}-epoch run", "Lower it or raise --num_train_epochs")
     _require(cfg.alpha_min <= cfg.alpha_max, "alpha_min",

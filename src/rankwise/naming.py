@@ -22,7 +22,9 @@ from .methods import get_method
 
 # Settings that never change results, or that name the run itself.
 NOT_IDENTITY = {"output_dir", "overwrite_output_dir", "quiet", "report_to", "data_dir", "save_model",
-                 "logging_steps"}
+                "logging_steps", "save_strategy", "save_steps", "save_total_limit", "keep_checkpoints",
+                "resume_from_checkpoint", "dataloader_num_workers", "gradient_checkpointing", "push_to_hub",
+                "hub_model_id"}
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -30,9 +31,11 @@ from .naming import NOT_IDENTITY
 from .rundir import SUMMARY, RunDir, check_writable_path, read_json, replace_dir, sibling
 
 # Every entry rankwise writes in a run directory (DESIGN.md → Outputs; generations.jsonl for instruction
-# tasks, wandb/ when --report_to wandb), plus its hidden temporary files (`.<name>.<random>.tmp`, `.adapter.tmp`).
+# tasks, logs/ and wandb/ for --report_to, checkpoint-N/ while training), plus its hidden temporary files
+# (`.<name>.<random>.tmp`, `.adapter.tmp`).
 RUN_ENTRIES = frozenset({"config.json", "ranks.json", "metrics.jsonl", "allocation.jsonl", SUMMARY, "adapter",
-                         "model", "generations.jsonl", "wandb"})
+                         "model", "generations.jsonl", "wandb", "logs"})
+CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 FINISHED = ("completed", "diverged")
 
 try:
@@ -42,7 +45,15 @@ except ImportError:  # no flock (Windows): runs go without the cross-process gua
 
 
 def _is_run_entry(name: str) -> bool:
-    return name in RUN_ENTRIES or (name.startswith(".") and name.endswith(".tmp"))
+    return name in RUN_ENTRIES or bool(CHECKPOINT.fullmatch(name)) or (name.startswith(".") and name.endswith(".tmp"))
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    """The run's checkpoint-N/ directories, oldest (smallest N) first."""
+    if not run_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in run_dir.iterdir() if p.is_dir() and (m := CHECKPOINT.fullmatch(p.name))]
+    return [p for _, p in sorted(found)]
 
 
 def _rankwise_config(path: Path) -> dict | None:
@@ -129,8 +140,11 @@ def config_conflicts(cfg: RunConfig, run_dir: str | Path | None = None) -> list[
     method) where the run in `run_dir` (default: cfg.output_dir) was trained with another value than `cfg`
     asks for. Fields its config.json lacks (written by an older rankwise) are not compared."""
     stored = _rankwise_config(Path(run_dir or cfg.output_dir))
-    if stored is None:
-        return []
+    return [] if stored is None else stored_config_conflicts(stored, cfg)
+
+
+def stored_config_conflicts(stored: dict, cfg: RunConfig) -> list[str]:
+    """`config_conflicts` against a stored config mapping (a run's config.json, a checkpoint's state)."""
     wanted = json.loads(json.dumps(cfg.to_dict(), default=str))  # tuples become lists, as in the file
     return [f"{name}: {stored[name]!r} there, {value!r} here" for name, value in wanted.items()
             if name not in NOT_IDENTITY and name in stored and stored[name] != value
@@ -303,10 +317,11 @@ class Claim:
 
 
 @contextmanager
-def claim_output_dir(cfg: RunConfig) -> Iterator[Claim]:
+def claim_output_dir(cfg: RunConfig, resume_from: Path | None = None) -> Iterator[Claim]:
     """Lock `cfg.output_dir`, check it again under the lock, and yield where to write. An unfinished or failed
-    run of the same config is cleared (only the entries rankwise writes); with --overwrite_output_dir a
-    rankwise run is replaced at the end (`Claim.commit`)."""
+    run of the same config is cleared (only the entries rankwise writes), unless it is resumed from one of its
+    checkpoints (`resume_from`), which keeps it; with --overwrite_output_dir a rankwise run is replaced at the
+    end (`Claim.commit`)."""
     final = Path(cfg.output_dir)
     with run_lock(final, tries=1) as locked:
         if not locked:
@@ -314,11 +329,17 @@ def claim_output_dir(cfg: RunConfig) -> Iterator[Claim]:
                               "end, or choose another --output_dir")
         _recover(final)
         state = check_output_dir(cfg)
-        if state.kind != "new" and (cfg.overwrite_output_dir or state.kind not in ("unfinished", "failed")):
+        resuming_here = resume_from is not None and state.kind in ("unfinished", "failed") \
+            and Path(os.path.abspath(resume_from)).parent == Path(os.path.abspath(final))
+        if state.kind != "new" and not resuming_here and (cfg.overwrite_output_dir
+                                                          or state.kind not in ("unfinished", "failed")):
             write_to = sibling(final, "overwrite-new")
         else:
             write_to = final
             for child in (final.iterdir() if final.is_dir() else []):
-                shutil.rmtree(child) if child.is_dir() else child.unlink()  # inspect() proved each is ours
+                keep = resuming_here and CHECKPOINT.fullmatch(child.name) or (
+                    resuming_here and child.name in ("metrics.jsonl", "allocation.jsonl", "logs", "wandb"))
+                if not keep:  # inspect() proved each is ours
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
         write_to.mkdir(parents=True, exist_ok=True)
         yield Claim(final, write_to)

@@ -47,7 +47,7 @@ from .config import FIELDS, RunConfig, applies, config_from_dict, prepare, read_
 from .errors import ConfigError, RankwiseError
 from .naming import NOT_IDENTITY, run_name
 from .rundir import SUMMARY
-from .runstate import check_output_dir, config_conflicts, inspect, run_lock, run_state
+from .runstate import check_output_dir, checkpoints, config_conflicts, inspect, run_lock, run_state
 
 SPEC_KEYS = ("base", "grid", "variants", "seeds", "output_dir", "description")
 BACKENDS = ("local", "ray")
@@ -338,6 +338,9 @@ def _run_one(cfg: RunConfig) -> dict:
         done = _finished_record(cfg)
         if done is not None:
             return done
+        state = inspect(run_dir)
+        if state.kind in ("unfinished", "failed") and checkpoints(run_dir) and not config_conflicts(cfg):
+            cfg = dataclasses.replace(cfg, resume_from_checkpoint="true")  # go on from its last checkpoint
         try:
             summary = train.run_training(cfg)
         except RankwiseError as exc:

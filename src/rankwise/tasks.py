@@ -18,6 +18,14 @@ from .data.task import PreparedTask, max_seq_length_for, truncate
 from .models import head_modules, load_classifier, load_tokenizer
 
 
+def example_losses(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
+    """The loss of each example (n,) as sequence-classification models compute it: squared error of the one score
+    for regression, cross-entropy otherwise. Their mean is the model's `outputs.loss`."""
+    if regression:
+        return (logits.squeeze(-1) - labels.to(logits.dtype)) ** 2
+    return torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+
+
 def prepare_classification(cfg) -> PreparedTask:
     task = GLUE_TASKS[cfg.task]
     data = load_glue(cfg.task, cfg.data_dir)
@@ -38,9 +46,10 @@ def prepare_classification(cfg) -> PreparedTask:
         for split, loader in loaders.items():
             losses, predictions, labels = [], [], []
             for batch in loader:
-                outputs = model(**batch)
-                logits = outputs.logits
-                loss = outputs.loss.detach().repeat(batch["labels"].shape[0])
+                logits = model(**batch).logits
+                # Per example (the model's loss is a batch mean): the padding duplicates a process adds to an
+                # uneven last batch are then dropped by gather_for_metrics, loss included.
+                loss = example_losses(logits.float(), batch["labels"], task.is_regression)
                 logits, gold, loss = accelerator.gather_for_metrics((logits, batch["labels"], loss))
                 losses.append(loss.float().cpu())
                 predictions.append(logits.squeeze(-1) if task.is_regression else logits.argmax(-1))

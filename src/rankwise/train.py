@@ -1,17 +1,26 @@
-"""One training run: prepare (all checks, nothing written) → train → run directory.
+"""One training run on 🤗 transformers' `Trainer`: prepare (every check, nothing written) → train → run directory.
 
-The loop is plain PyTorch under `accelerate`, so the same command scales out with
-`accelerate launch` / `torchrun`. Per optimiser step: the rank allocator (learned runs) sets the
-masks, the loss is back-propagated, a non-finite loss or gradient norm skips the step (the
-divergence guard), and the adapter, head and allocation weights step with their own learning
-rates. After every epoch the model is evaluated with hard ranks.
+rankwise's own behaviour plugs into `Trainer` (`RankwiseTrainer` and `RunDirCallback` below):
+- parameter groups: adapter, head and allocation weights, each with its own learning rate (the allocation weights
+  without weight decay), in an AdamW whose step is the divergence guard: a step whose gradients are not finite is
+  skipped and counted, and after --max_bad_steps such steps in a row the run ends `diverged`;
+- learned allocation: the allocator is a submodule of the model, so data-parallel training averages its gradients
+  like every other parameter's, and a forward pre-hook sets the rank masks of the current optimiser step (the
+  schedules count optimiser steps of the global batch, whatever the number of processes);
+- the method's per-step hooks (AdaLoRA's rank allocation after each optimiser step, before zero_grad);
+- evaluation with the task's own metrics over exactly the dev set, with hard ranks;
+- the run directory (rundir.py): config.json, ranks.json, metrics.jsonl and allocation.jsonl, written once by the
+  main process; checkpoint-N/ (trainable weights and allocation state, optimiser, scheduler, RNG) to resume from;
+  adapter/ (or model/) and summary.json last.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -19,20 +28,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
-from safetensors.torch import save_file
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
-from transformers import get_constant_schedule, get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
+from accelerate import PartialState
+from safetensors.torch import load_file, save_file
+from transformers import (EarlyStoppingCallback, PrinterCallback, ProgressCallback, Trainer, TrainerCallback,
+                          TrainingArguments, get_constant_schedule, get_cosine_schedule_with_warmup,
+                          get_linear_schedule_with_warmup)
 
-from .version import __version__
 from .allocation import RankAllocator
 from .config import RunConfig, prepare
+from .errors import ConfigError, DataError, RankwiseError, RunDirError
+from .methods import AdapterSet, build_adapter
 from .plan import Plan, build_plan
-from .methods import AdapterSet, build_adapter, get_method
-from .rundir import RunDir
-from .runstate import check_output_dir, claim_output_dir
+from .rundir import RunDir, write_jsonl_atomic
+from .runstate import Claim, check_output_dir, checkpoints, claim_output_dir, stored_config_conflicts
 from .tasks import PreparedTask, prepare_task
+from .version import __version__
+
+TRAINABLE_FILE = "rankwise_trainable.safetensors"  # in each checkpoint: every trainable tensor, by name
+STATE_FILE = "rankwise_state.json"  # in each checkpoint: the config and the divergence guard's counters
+ALLOCATOR_MODULE = "rankwise_allocator"
 
 
 def default_output_dir(cfg: RunConfig) -> str:
@@ -48,9 +62,10 @@ class Setup:
     plan: Plan
     adapter: AdapterSet
     allocator: RankAllocator | None
-    train_loader: DataLoader
-    eval_loaders: dict[str, DataLoader]
-    steps_per_epoch: int
+    steps_per_epoch: int  # optimiser steps of the global batch
+    total_steps: int
+    processes: int
+    resume_from: Path | None  # the checkpoint to resume from
 
 
 def setup_run(cfg: RunConfig) -> Setup:
@@ -60,27 +75,101 @@ def setup_run(cfg: RunConfig) -> Setup:
     if cfg.output_dir is None:
         cfg.output_dir = default_output_dir(cfg)
     check_output_dir(cfg)  # before anything is loaded; checked again under the run's lock when training starts
+    resume_from = resolve_checkpoint(cfg)
+    check_environment(cfg)
     task = prepare_task(cfg)
     if not task.train_features:
-        from .errors import DataError
-
         raise DataError(f"task {cfg.task}: no training examples")
-
-    generator = torch.Generator().manual_seed(cfg.seed)
-    train_loader = DataLoader(task.train_features, batch_size=cfg.per_device_train_batch_size, shuffle=True,
-                              collate_fn=task.collate, generator=generator)
-    eval_loaders = {split: DataLoader(features, batch_size=cfg.per_device_eval_batch_size, collate_fn=task.collate)
-                    for split, features in task.eval_sets.items()}
-    steps_per_epoch = math.ceil(len(train_loader) / cfg.gradient_accumulation_steps)
-
+    processes = process_state().num_processes
+    batches = math.ceil(len(task.train_features) / (cfg.per_device_train_batch_size * processes))
+    steps_per_epoch = math.ceil(batches / cfg.gradient_accumulation_steps)
+    total_steps = cfg.max_steps or steps_per_epoch * cfg.num_train_epochs
     plan, allocator = build_plan(cfg, task.model, task.head_modules, steps_per_epoch)
     adapter = build_adapter(task.model, cfg.method, plan.targets, plan.allocated_ranks, [r.alpha for r in plan.rows],
                             rslora=cfg.alpha_policy == "rslora", dropout=cfg.lora_dropout,
                             head_modules=task.head_modules, task_type=task.peft_task_type, seed=cfg.seed,
-                            init=cfg.init, run_config=cfg, total_steps=steps_per_epoch * cfg.num_train_epochs)
+                            init=cfg.init, run_config=cfg, total_steps=total_steps)
     plan, adapter = adapter.method.initialise(cfg, task, plan, adapter)  # EVA: ranks from data
-    return Setup(cfg, task, plan, adapter, allocator, train_loader, eval_loaders, steps_per_epoch)
+    return Setup(cfg, task, plan, adapter, allocator, steps_per_epoch, total_steps, processes, resume_from)
 
+
+def process_state() -> PartialState:
+    """This process's place among the processes of a run (one, or those torchrun / accelerate launch started).
+    On a machine without CUDA the processes talk over gloo (`cpu=True`; without it accelerate runs each alone)."""
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def resolve_checkpoint(cfg: RunConfig) -> Path | None:
+    """The checkpoint --resume_from_checkpoint names (`true`: the last one in --output_dir), checked to belong to
+    a run of this config. None when not resuming."""
+    given = cfg.resume_from_checkpoint
+    if given is None or given.lower() in ("false", "no", "none"):
+        return None
+    if given.lower() in ("true", "last", "yes"):
+        found = checkpoints(Path(cfg.output_dir))
+        if not found:
+            raise ConfigError("resume_from_checkpoint", f"`{cfg.output_dir}` holds no checkpoint-N/ directory to "
+                              "resume from", "Train it without --resume_from_checkpoint, or point --output_dir at "
+                              "the run that was interrupted")
+        checkpoint = found[-1]
+    else:
+        checkpoint = Path(given)
+    if not (checkpoint / STATE_FILE).is_file() or not (checkpoint / TRAINABLE_FILE).is_file():
+        raise ConfigError("resume_from_checkpoint", f"`{checkpoint}` is not a rankwise checkpoint (no {STATE_FILE} "
+                          f"and {TRAINABLE_FILE})", "Give a checkpoint-N/ directory of a rankwise run, or `true`")
+    try:
+        stored = json.loads((checkpoint / STATE_FILE).read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError("resume_from_checkpoint", f"`{checkpoint / STATE_FILE}` cannot be read") from None
+    conflicts = stored_config_conflicts(stored, cfg)
+    if conflicts:
+        raise ConfigError("resume_from_checkpoint", f"`{checkpoint}` was trained with another config ("
+                          + "; ".join(conflicts) + ")", "Resume with the config it was trained with, or train anew")
+    return checkpoint
+
+
+def check_environment(cfg: RunConfig) -> None:
+    """What the device, the installed packages and the network must allow, checked before any work."""
+    if cfg.bf16 and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        raise ConfigError("bf16", f"this GPU ({torch.cuda.get_device_name()}) cannot compute in bfloat16",
+                          "Use --fp16, or drop --bf16")
+    if cfg.fp16 and not torch.cuda.is_available():
+        raise ConfigError("fp16", "float16 mixed precision needs a CUDA GPU, and none is available",
+                          "Use --bf16 (CPUs support it), or drop --fp16")
+    if cfg.tf32 and not (torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8):
+        raise ConfigError("tf32", "TF32 needs an Ampere or newer CUDA GPU, and none is available", "Drop --tf32")
+    if cfg.report_to != "none":
+        from transformers.integrations import is_mlflow_available, is_tensorboard_available, is_wandb_available
+
+        available = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available,
+                     "mlflow": is_mlflow_available}[cfg.report_to]()
+        if not available:
+            package = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}[cfg.report_to]
+            raise ConfigError("report_to", f"`{cfg.report_to}` needs the {package} package, which is not installed",
+                              f"pip install {package}, or use --report_to none (metrics.jsonl has every metric)")
+    if cfg.push_to_hub:
+        check_hub_reachable()
+
+
+def check_hub_reachable() -> None:
+    """ConfigError unless the Hugging Face Hub answers and a token is set (for --push_to_hub)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        raise ConfigError("push_to_hub", "the Hugging Face Hub is switched off here (HF_HUB_OFFLINE is set)",
+                          "Drop --push_to_hub; export the run later with `rankwise export` and upload it")
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi().whoami()
+    except Exception as exc:  # offline, no token, or refused: all mean no upload
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ConfigError("push_to_hub", f"the Hugging Face Hub cannot be used from here ({reason})",
+                          "Log in with `huggingface-cli login` on a machine with network access, or drop "
+                          "--push_to_hub") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Environment record
+# ---------------------------------------------------------------------------------------------
 
 def _git_revision() -> str | None:
     try:
@@ -100,6 +189,31 @@ def environment() -> dict:
             "command": " ".join(sys.argv)}
 
 
+def launcher() -> str:
+    """How the processes were started: `torchrun`, `accelerate launch`, or `python` (one process)."""
+    if os.environ.get("TORCHELASTIC_RUN_ID"):
+        return "torchrun"
+    if any(k.startswith("ACCELERATE_") for k in os.environ) and "LOCAL_RANK" in os.environ:
+        return "accelerate launch"
+    return "python"
+
+
+def training_record(setup: Setup, args: TrainingArguments) -> dict:
+    """config.json's effective training settings: what the flags resolved to on this machine."""
+    cfg = setup.cfg
+    return {"precision": "bf16" if cfg.bf16 else "fp16" if cfg.fp16 else "fp32", "tf32": cfg.tf32,
+            "num_processes": setup.processes, "launcher": launcher(), "device": str(args.device),
+            "per_device_train_batch_size": cfg.per_device_train_batch_size,
+            "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+            "global_batch_size": cfg.per_device_train_batch_size * setup.processes * cfg.gradient_accumulation_steps,
+            "steps_per_epoch": setup.steps_per_epoch, "total_steps": setup.total_steps,
+            "resumed_from": str(setup.resume_from) if setup.resume_from else None}
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimiser: parameter groups and the divergence guard
+# ---------------------------------------------------------------------------------------------
+
 def _lr_schedule(optimizer, cfg: RunConfig, total_steps: int):
     warmup = int(cfg.warmup_ratio * total_steps)
     if cfg.lr_scheduler == "linear_schedule_with_warmup":
@@ -111,14 +225,14 @@ def _lr_schedule(optimizer, cfg: RunConfig, total_steps: int):
 
 def _param_groups(setup: Setup) -> list[dict]:
     cfg, model = setup.cfg, setup.adapter.model
+    allocation = [setup.allocator.weights] if setup.allocator is not None else []
+    special = {id(p) for p in allocation}
     head_ids = {id(p) for h in setup.task.head_modules for p in _head_parameters(model, h)}
     head = [p for p in model.parameters() if p.requires_grad and id(p) in head_ids]
-    body = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
+    body = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids and id(p) not in special]
     groups = [{"params": body, "lr": cfg.learning_rate, "weight_decay": cfg.weight_decay, "name": "adapter"},
-              {"params": head, "lr": cfg.cls_learning_rate, "weight_decay": cfg.weight_decay, "name": "head"}]
-    if setup.allocator is not None:
-        groups.append({"params": [setup.allocator.weights], "lr": cfg.rank_allocation_lr, "weight_decay": 0.0,
-                       "name": "allocation"})
+              {"params": head, "lr": cfg.cls_learning_rate, "weight_decay": cfg.weight_decay, "name": "head"},
+              {"params": allocation, "lr": cfg.rank_allocation_lr, "weight_decay": 0.0, "name": "allocation"}]
     return [g for g in groups if g["params"]]
 
 
@@ -129,38 +243,437 @@ def _head_parameters(model, head: str):
             yield p
 
 
-class _Wandb:
-    """Optional W&B mirror of metrics.jsonl: offline unless WANDB_MODE says otherwise; never fatal."""
+class GuardedAdamW(torch.optim.AdamW):
+    """AdamW that skips (and counts) a step whose gradients are not all finite: the divergence guard. Under
+    data parallelism the gradients are already averaged, so every process takes the same decision. `after_step`
+    runs after each step taken (the method's hooks, e.g. AdaLoRA's rank allocation, which reads the gradients)."""
 
-    def __init__(self, cfg: RunConfig, run_dir: Path, enabled: bool):
-        self.run = None
-        if not enabled:
+    def __init__(self, groups: list[dict], after_step=None):
+        super().__init__(groups)
+        self.after_step = after_step
+        self.skipped, self.consecutive_bad = 0, 0
+        self.taken_since_log = 0  # steps taken since the last train record: none, no record (all were skipped)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+        finite = bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()) if grads else True  # one sync
+        if not finite:
+            self.skipped, self.consecutive_bad = self.skipped + 1, self.consecutive_bad + 1
+            return None
+        self.consecutive_bad = 0
+        self.taken_since_log += 1
+        loss = super().step(closure)
+        if self.after_step is not None:
+            self.after_step()
+        return loss
+
+
+# ---------------------------------------------------------------------------------------------
+# Learned allocation on the model
+# ---------------------------------------------------------------------------------------------
+
+def attach_allocator(adapter: AdapterSet, allocator: RankAllocator) -> None:
+    """Make the allocator a submodule of the model (one parameter set for data parallelism, checkpoints and
+    device placement) and set the masks of `allocator.step` before every forward: soft while training in the
+    soft phase, hard otherwise (evaluation)."""
+    adapter.model.add_module(ALLOCATOR_MODULE, allocator)
+
+    def set_masks(module, _args):
+        adapter.set_keep(allocator.keep(allocator.step, training=module.training))
+
+    allocator.hook = adapter.model.register_forward_pre_hook(set_masks)
+
+
+def detach_allocator(adapter: AdapterSet, allocator: RankAllocator) -> None:
+    allocator.hook.remove()
+    del adapter.model._modules[ALLOCATOR_MODULE]
+
+
+# ---------------------------------------------------------------------------------------------
+# The Trainer
+# ---------------------------------------------------------------------------------------------
+
+class RankwiseTrainer(Trainer):
+    """`Trainer` with rankwise's optimiser, schedule, evaluation and checkpoint contents (see the module
+    docstring). `run` is the run directory on the main process, None on the others."""
+
+    def __init__(self, setup: Setup, args: TrainingArguments, run: RunDir | None):
+        self.setup, self.run = setup, run
+        self.method_hooks = setup.adapter.method.training_hooks(setup.adapter, setup.cfg)
+        self.evaluations: list[dict] = []
+        self.status, self.message = "completed", None
+        self.weights_step: int | None = None  # the step of the weights loaded at the end (best model)
+        self._resumed: dict | None = None
+        self._eval_loaders = None
+        callbacks = [RunDirCallback(self)]
+        if setup.cfg.early_stopping_patience:
+            callbacks.append(EarlyStoppingCallback(setup.cfg.early_stopping_patience))
+        super().__init__(model=setup.adapter.model, args=args, train_dataset=setup.task.train_features,
+                         eval_dataset=setup.task.eval_sets["eval"], data_collator=setup.task.collate,
+                         callbacks=callbacks)  # eval_dataset: Trainer asks for one; `evaluate` uses every dev set
+        self.model_accepts_loss_kwargs = False  # the task's loss is the model's mean loss, as without Trainer
+        self.remove_callback(PrinterCallback)
+        if self.pop_callback(ProgressCallback) is not None and not setup.cfg.quiet:
+            self.add_callback(QuietProgressCallback())
+
+    # --- optimiser and schedule ---------------------------------------------------------------
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            self.optimizer = GuardedAdamW(_param_groups(self.setup), after_step=self._after_optimizer_step)
+            if self._resumed:
+                self.optimizer.skipped = self._resumed["skipped_steps"]
+                self.optimizer.consecutive_bad = self._resumed["consecutive_bad_steps"]
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is None:
+            self.lr_scheduler = _lr_schedule(optimizer or self.optimizer, self.setup.cfg, num_training_steps)
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    @property
+    def guard(self) -> GuardedAdamW:
+        return self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer
+
+    def _after_optimizer_step(self) -> None:
+        self.method_hooks.after_optimizer_step(self.state.global_step)
+
+    # --- evaluation ---------------------------------------------------------------------------
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict:
+        """The task's metrics over exactly its dev set(s), with hard ranks; one `eval` record in metrics.jsonl."""
+        task = self.setup.task
+        if self._eval_loaders is None:
+            self._eval_loaders = {split: self.accelerator.prepare(torch.utils.data.DataLoader(
+                features, batch_size=self.args.per_device_eval_batch_size, collate_fn=task.collate))
+                for split, features in task.eval_sets.items()}
+        with self.method_hooks.evaluating():
+            metrics = task.evaluate(self.model, self._eval_loaders, self.accelerator)
+        epoch = self.state.epoch or 0.0
+        record = {"type": "eval", "step": self.state.global_step,
+                  "epoch": int(round(epoch)) if abs(epoch - round(epoch)) < 1e-6 else round(epoch, 4), **metrics,
+                  "skipped_steps": self.guard.skipped if self.optimizer is not None else 0}
+        if self.run is not None:
+            self.run.append_jsonl("metrics.jsonl", record)
+        self.evaluations.append(record)
+        if not all(math.isfinite(v) for v in metrics.values()):
+            bad = ", ".join(k for k, v in metrics.items() if not math.isfinite(v))
+            self.end_as_diverged(f"evaluation at step {self.state.global_step} gave non-finite values ({bad}); the "
+                                 f"learning rate ({self.setup.cfg.learning_rate:g}) is likely too high")
+        elif not self.setup.cfg.quiet and self.is_world_process_zero():
+            print(self._eval_line(record, metrics), flush=True)
+        self.log(dict(metrics))
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    def _eval_line(self, record: dict, metrics: dict) -> str:
+        main = self.setup.task.main_metric
+        pick = max if self.setup.task.greater_is_better else min
+        best = pick(self.evaluations, key=lambda r: r[main])
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        return (f"epoch {record['epoch']} step {record['step']}  {shown}  (best {main} {best[main]:.4f} at epoch "
+                f"{best['epoch']})")
+
+    def end_as_diverged(self, message: str) -> None:
+        self.status, self.message = "diverged", message
+        self.control.should_training_stop = True
+
+    # --- checkpoints: trainable tensors and rankwise's state, not the whole model -------------
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        directory = Path(output_dir or self.args.output_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {name: p.detach().cpu().contiguous() for name, p in self.model.named_parameters()
+                   if p.requires_grad}
+        allocator = self.setup.allocator
+        if allocator is not None:
+            tensors["rankwise.allocator_generator"] = allocator.generator.get_state()
+        save_file(tensors, str(directory / TRAINABLE_FILE))
+        guard = self.guard if self.optimizer is not None else None
+        state = {"config": self.setup.cfg.to_dict(), "step": self.state.global_step,
+                 "skipped_steps": guard.skipped if guard else 0,
+                 "consecutive_bad_steps": guard.consecutive_bad if guard else 0}
+        (directory / STATE_FILE).write_text(json.dumps(state, indent=2, default=str))
+
+    def _load_trainable(self, checkpoint: Path) -> dict:
+        tensors = load_file(str(checkpoint / TRAINABLE_FILE))
+        generator = tensors.pop("rankwise.allocator_generator", None)
+        if generator is not None and self.setup.allocator is not None:
+            self.setup.allocator.generator.set_state(generator)
+        parameters = dict(self.model.named_parameters())
+        missing = sorted(set(name for name, p in parameters.items() if p.requires_grad) - set(tensors))
+        if missing:
+            raise RunDirError(f"checkpoint {checkpoint} lacks `{missing[0]}` ({len(missing)} tensors): it belongs to "
+                              "another run")
+        with torch.no_grad():
+            for name, tensor in tensors.items():
+                parameters[name].copy_(tensor)
+        return json.loads((checkpoint / STATE_FILE).read_text())
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        self._resumed = self._load_trainable(Path(resume_from_checkpoint))
+
+    def _load_best_model(self) -> None:
+        state = self._load_trainable(Path(self.state.best_model_checkpoint))
+        self.weights_step = state["step"]
+
+
+class QuietProgressCallback(ProgressCallback):
+    """The progress bar, without printing every log dict (metrics go to metrics.jsonl and one line per eval)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        pass
+
+
+class RunDirCallback(TrainerCallback):
+    """The allocator's step, train records in metrics.jsonl and allocation.jsonl, and the divergence stop."""
+
+    def __init__(self, trainer: RankwiseTrainer):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step == 0:
+            self.trainer.log_allocation(0)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.trainer.setup.allocator is not None:
+            self.trainer.setup.allocator.step = state.global_step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        trainer, cfg = self.trainer, self.trainer.setup.cfg
+        guard = trainer.guard
+        if guard.consecutive_bad >= cfg.max_bad_steps:
+            scale = max(trainer.setup.adapter.scales(), default=None)
+            kind = "alpha/sqrt(r)" if cfg.alpha_policy == "rslora" else "alpha/r"
+            epoch = math.ceil(state.epoch or 0)
+            trainer.end_as_diverged(
+                f"loss or gradient norm was non-finite for {guard.consecutive_bad} consecutive steps (up to step "
+                f"{state.global_step}, epoch {epoch}); {guard.skipped} steps skipped in all. Likely cause: the "
+                f"learning rate ({cfg.learning_rate:g}) is too high"
+                + (f" or the adapter scale {kind} (up to {scale:g}) is too large" if scale else "")
+                + ". Lower it, or raise --max_bad_steps to tolerate more")
+            control.should_evaluate = control.should_save = False
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.trainer.status != "completed":  # a diverged run is not evaluated or checkpointed again
+            control.should_evaluate = control.should_save = False
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        trainer = self.trainer
+        if not logs or "loss" not in logs:
             return
-        try:
-            import wandb
-        except ImportError:
-            print("note: --report_to wandb: wandb is not installed (pip install wandb); metrics are in "
-                  f"{run_dir / 'metrics.jsonl'}", file=sys.stderr)
+        taken, trainer.guard.taken_since_log = trainer.guard.taken_since_log, 0
+        if trainer.run is None or not taken:  # every step since the last record was skipped: no loss to report
             return
+        record = {"type": "train", "step": state.global_step, "epoch": round(state.epoch, 4), "loss": logs["loss"],
+                  "learning_rate": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
+                  "skipped_steps": trainer.guard.skipped}
+        trainer.run.append_jsonl("metrics.jsonl", record)
+        trainer.log_allocation(state.global_step)
+
+
+def _log_allocation(trainer: RankwiseTrainer, step: int) -> None:
+    """One allocation.jsonl record at `step` (main process): the allocator's state, the method's own (AdaLoRA),
+    or once, at step 0, ranks fixed before training (EVA)."""
+    if trainer.run is None:
+        return
+    setup = trainer.setup
+    record = setup.allocator.state(step) if setup.allocator is not None else trainer.method_hooks.allocation_record(step)
+    if record is None and step == 0:
+        source = setup.adapter.method.allocation_source(setup.cfg)
+        if source is None:
+            return
+        ranks = dict(zip([t.name for t in setup.plan.targets], setup.plan.allocated_ranks))
+        record = {"step": 0, "budget": sum(ranks.values()), "budget_unit": "sum of ranks", "discrete": True,
+                  "budget_used": sum(ranks.values()), "source": source, "continuous": ranks, "hard": ranks}
+    if record is not None:
+        trainer.run.append_jsonl("allocation.jsonl", {"epoch": round(step / setup.steps_per_epoch, 4), **record})
+
+
+RankwiseTrainer.log_allocation = _log_allocation
+
+
+# ---------------------------------------------------------------------------------------------
+# A run
+# ---------------------------------------------------------------------------------------------
+
+def training_arguments(setup: Setup, output_dir: Path) -> TrainingArguments:
+    cfg, task = setup.cfg, setup.task
+    metric = cfg.metric_for_best_model or task.main_metric
+    greater = task.greater_is_better if cfg.metric_for_best_model is None else \
+        not cfg.metric_for_best_model.removeprefix("eval_") in ("loss", "perplexity")
+    try:
+        return TrainingArguments(
+            output_dir=str(output_dir), num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps or -1,
+            per_device_train_batch_size=cfg.per_device_train_batch_size,
+            per_device_eval_batch_size=cfg.per_device_eval_batch_size,
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps, learning_rate=cfg.learning_rate,
+            weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed,
+            logging_strategy="steps", logging_steps=cfg.logging_steps, eval_strategy=cfg.eval_strategy,
+            eval_steps=cfg.eval_steps, save_strategy=cfg.save_strategy, save_steps=cfg.save_steps,
+            save_total_limit=cfg.save_total_limit, load_best_model_at_end=cfg.load_best_model_at_end,
+            metric_for_best_model=metric if cfg.load_best_model_at_end or cfg.save_strategy == "best" else None,
+            greater_is_better=greater, bf16=cfg.bf16, fp16=cfg.fp16, tf32=cfg.tf32 or None,
+            gradient_checkpointing=cfg.gradient_checkpointing, dataloader_num_workers=cfg.dataloader_num_workers,
+            torch_compile=cfg.torch_compile, report_to=[] if cfg.report_to == "none" else [cfg.report_to],
+            disable_tqdm=cfg.quiet, remove_unused_columns=False, label_names=["labels"],
+            ddp_find_unused_parameters=setup.allocator is not None, use_cpu=not torch.cuda.is_available())
+    except ValueError as exc:  # an option this transformers or this device refuses
+        raise ConfigError("training options", str(exc).strip().splitlines()[0]) from None
+
+
+def train(cfg: RunConfig, setup: Setup | None = None) -> dict:
+    """Run one training job and return its summary (also written to <output_dir>/summary.json).
+
+    The main process holds the output directory's lock for the whole run. A crash is recorded as status
+    `failed`; with --overwrite_output_dir the run is written beside the old one and swapped in at the end,
+    so the old run stays intact until then (and for good if this one crashes)."""
+    setup = setup or setup_run(cfg)
+    state = process_state()
+    if not state.is_main_process:
+        return _train(setup, _shared(None), None)
+    try:
+        claim_context = claim_output_dir(setup.cfg, resume_from=setup.resume_from)
+        claim = claim_context.__enter__()
+    except RankwiseError as exc:
+        _shared(exc)
+        raise
+    try:
+        _shared(claim.write_to)
+        summary = _train(setup, claim.write_to, claim)
+    except BaseException as exc:
+        _record_failure(setup, claim, exc)
+        claim_context.__exit__(*sys.exc_info())
+        raise
+    claim.commit()
+    claim_context.__exit__(None, None, None)
+    return summary
+
+
+def _shared(value):
+    """`value` from the main process on every process (the run directory to write to, or the error that stops)."""
+    if process_state().num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    value = broadcast_object_list([value])[0]
+    if isinstance(value, BaseException):
+        raise value
+    return Path(value)
+
+
+def _record_failure(setup: Setup, claim: Claim, exc: BaseException) -> None:
+    if claim.replacing:
+        claim.abandon()
+    elif not claim.run.file("summary.json").exists() and isinstance(exc, Exception):
+        cfg = setup.cfg
+        claim.run.write_summary({"status": "failed", "message": f"{type(exc).__name__}: {exc}", "task": cfg.task,
+                                 "method": cfg.method, "allocation": cfg.allocation, "seed": cfg.seed})
+
+
+def _train(setup: Setup, write_to: Path, claim: Claim | None) -> dict:
+    cfg, plan, adapter, allocator = setup.cfg, setup.plan, setup.adapter, setup.allocator
+    run = claim.run if claim is not None else None
+    if cfg.report_to == "tensorboard":
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(write_to / "logs"))
+    if cfg.report_to == "wandb":
         os.environ.setdefault("WANDB_MODE", "offline")
-        try:
-            self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "rankwise"), name=run_dir.name,
-                                  dir=str(run_dir), config=cfg.to_dict(), reinit=True)
-        except Exception as exc:  # W&B problems must not cost a run
-            print(f"note: wandb could not start ({exc}); metrics are in {run_dir / 'metrics.jsonl'}",
-                  file=sys.stderr)
+        os.environ.setdefault("WANDB_DIR", str(write_to))
+    args = training_arguments(setup, write_to)
+    if run is not None:
+        run.write_json("config.json", {"config": cfg.to_dict(), "environment": environment(),
+                                       "data": setup.task.info, "plan": plan.totals(),
+                                       "training": training_record(setup, args),
+                                       "num_processes": setup.processes})
+        run.write_json("ranks.json", plan.to_dict())
+        if setup.resume_from is not None:
+            _keep_records_until(run, json.loads((setup.resume_from / STATE_FILE).read_text())["step"])
+    if allocator is not None:
+        allocator.step = 0
+        attach_allocator(adapter, allocator)
+    trainer = RankwiseTrainer(setup, args, run)
+    started = time.time()
+    trainer.train(resume_from_checkpoint=str(setup.resume_from) if setup.resume_from else None)
+    wall = time.time() - started
+    if allocator is not None:
+        detach_allocator(adapter, allocator)
+    return _finish(setup, trainer, run, wall)
 
-    def log(self, record: dict) -> None:
-        if self.run is not None:
-            self.run.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=record.get("step"))
 
-    def finish(self) -> None:
-        if self.run is not None:
-            self.run.finish()
+def _keep_records_until(run: RunDir, step: int) -> None:
+    """Resuming from the checkpoint of `step`: drop the records a killed run wrote after it (they come again)."""
+    from .rundir import read_jsonl
+
+    for name in ("metrics.jsonl", "allocation.jsonl"):
+        path = run.file(name)
+        if path.exists():
+            write_jsonl_atomic(path, [r for r in read_jsonl(path) if r.get("step", 0) <= step])
 
 
-def _count(params) -> int:
-    return sum(p.numel() for p in params)
+def _finish(setup: Setup, trainer: RankwiseTrainer, run: RunDir | None, wall: float) -> dict:
+    cfg, task, plan, adapter, allocator = setup.cfg, setup.task, setup.plan, setup.adapter, setup.allocator
+    method = adapter.method
+    step = trainer.state.global_step
+    weights_step = trainer.weights_step if trainer.weights_step is not None else step
+    hard_ranks = plan.allocated_ranks
+    method_ranks = trainer.method_hooks.final_ranks()  # AdaLoRA: the ranks it pruned to
+    if allocator is not None:
+        budget = allocator.schedule.memory(weights_step)
+        hard_ranks = allocator.hard_ranks(budget)
+        adapter.set_keep(allocator.keep(weights_step, training=False))
+        trainer.log_allocation(step)
+    elif method_ranks is not None:
+        hard_ranks = method_ranks
+        trainer.log_allocation(step)
+    evaluations = trainer.evaluations
+    main = task.main_metric
+    pick = max if task.greater_is_better else min
+    best = pick(evaluations, key=lambda r: r[main]) if evaluations else None
+    final = evaluations[-1] if evaluations else None
+    at_weights = next((r for r in reversed(evaluations) if r["step"] == weights_step), None)
+    guard = trainer.guard
+    summary = {
+        "status": trainer.status, "message": trainer.message, "task": cfg.task, "method": cfg.method,
+        "allocation": cfg.allocation, "seed": cfg.seed, "main_metric": main, "greater_is_better": task.greater_is_better,
+        "best": best, "best_epoch": best["epoch"] if best else None, "best_step": best["step"] if best else None,
+        "final": final, "epochs_completed": len(evaluations) if cfg.eval_strategy == "epoch" else
+        int(step // setup.steps_per_epoch), "steps": step, "skipped_steps": guard.skipped,
+        "wall_time_s": round(wall, 2), "steps_per_second": round(step / wall, 4) if wall > 0 else None,
+        "saved_weights": {"which": "best" if trainer.weights_step is not None else "final", "step": weights_step,
+                          "epoch": at_weights["epoch"] if at_weights else round(weights_step / setup.steps_per_epoch, 4),
+                          "metrics": {k: v for k, v in at_weights.items() if k.startswith("eval_")}
+                          if at_weights else None},
+        "trainable_parameters": {
+            "adapter": adapter.num_adapter_parameters() if method.trains_adapter else
+            sum(p.numel() for g in _param_groups(setup) if g["name"] == "adapter" for p in g["params"]),
+            "head": plan.head_parameters,
+            "allocation": allocator.weights.numel() if allocator is not None else 0,
+        },
+        "model_parameters": plan.model_parameters,
+        "num_processes": setup.processes,
+    }
+    if method.trains_adapter:
+        summary["trainable_parameters"]["adapter_at_hard_ranks"] = method.parameters(plan.targets, hard_ranks)
+        summary["hard_ranks"] = dict(zip([t.name for t in plan.targets], hard_ranks))
+    summary.update(method.summary_fields(plan, hard_ranks))
+    if run is not None:
+        if allocator is not None or method_ranks is not None:
+            ranks = plan.to_dict()
+            for row, rank in zip(ranks["matrices"], hard_ranks):
+                row["rank"] = rank
+            ranks["hard_ranks_final"] = True
+            run.write_json("ranks.json", ranks)
+        if cfg.save_model and trainer.status == "completed":
+            _save_weights(run, setup, hard_ranks)
+        if trainer.status == "completed" and task.finalize is not None:
+            task.finalize(adapter.model, run.path)
+        if trainer.status == "completed" and not cfg.keep_checkpoints:
+            for checkpoint in checkpoints(run.path):
+                shutil.rmtree(checkpoint)
+        if cfg.push_to_hub and trainer.status == "completed":
+            _push(setup, run)
+        run.write_summary(summary)
+    trainer.accelerator.wait_for_everyone()
+    return summary
 
 
 def _save_weights(run: RunDir, setup: Setup, hard_ranks: list[int]) -> None:
@@ -175,216 +688,14 @@ def _save_weights(run: RunDir, setup: Setup, hard_ranks: list[int]) -> None:
                       str(tmp / "allocation_weights.safetensors"))
 
 
-def train(cfg: RunConfig, setup: Setup | None = None) -> dict:
-    """Run one training job and return its summary (also written to <output_dir>/summary.json).
+def _push(setup: Setup, run: RunDir) -> None:
+    """Upload the run's weights folder to --hub_model_id (default: the run's name)."""
+    from huggingface_hub import HfApi
 
-    The main process holds the output directory's lock for the whole run. A crash is recorded as status
-    `failed`; with --overwrite_output_dir the run is written beside the old one and swapped in at the end,
-    so the old run stays intact until then (and for good if this one crashes)."""
-    setup = setup or setup_run(cfg)
-    accelerator = Accelerator(gradient_accumulation_steps=setup.cfg.gradient_accumulation_steps)
-    if not accelerator.is_main_process:
-        return _train(setup, accelerator, RunDir(setup.cfg.output_dir))
-    with claim_output_dir(setup.cfg) as claim:
-        try:
-            summary = _train(setup, accelerator, claim.run)
-        except Exception as exc:
-            if claim.replacing:
-                claim.abandon()
-            elif not claim.run.file("summary.json").exists():
-                cfg = setup.cfg
-                claim.run.write_summary({"status": "failed", "message": f"{type(exc).__name__}: {exc}",
-                                         "task": cfg.task, "method": cfg.method, "allocation": cfg.allocation,
-                                         "seed": cfg.seed})
-            raise
-        claim.commit()
-    return summary
-
-
-def _train(setup: Setup, accelerator: Accelerator, run: RunDir) -> dict:
-    cfg, task, plan, adapter, allocator = setup.cfg, setup.task, setup.plan, setup.adapter, setup.allocator
-    main = accelerator.is_main_process
-    show = main and not cfg.quiet
-
-    accelerator.wait_for_everyone()
-    if main:
-        run.write_json("config.json", {"config": cfg.to_dict(), "environment": environment(), "data": task.info,
-                                       "plan": plan.totals(), "num_processes": accelerator.num_processes})
-        run.write_json("ranks.json", plan.to_dict())
-
-    model = adapter.model
-    optimizer = torch.optim.AdamW(_param_groups(setup), lr=cfg.learning_rate)
-    total_steps = setup.steps_per_epoch * cfg.num_train_epochs
-    scheduler = _lr_schedule(optimizer, cfg, total_steps)
-    model, optimizer, train_loader, scheduler, *eval_loaders = accelerator.prepare(
-        model, optimizer, setup.train_loader, scheduler, *setup.eval_loaders.values())
-    eval_loaders = dict(zip(setup.eval_loaders, eval_loaders))
-    if allocator is not None:
-        allocator.to(accelerator.device)
-    hooks = adapter.method.training_hooks(adapter, cfg)  # AdaLoRA: its own rank allocation per step
-    trainable = [p for group in optimizer.param_groups for p in group["params"]]
-    wandb = _Wandb(cfg, run.path, main and cfg.report_to == "wandb")
-
-    step, skipped, consecutive_bad = 0, 0, 0
-    window_loss, window_count, window_bad = 0.0, 0, False
-    log_loss, log_count = 0.0, 0
-    best, best_epoch, final, evaluations = None, None, None, []
-    status, message = "completed", None
-    started = time.time()
-
-    def log(record: dict) -> None:
-        if main:
-            run.append_jsonl("metrics.jsonl", record)
-            wandb.log(record)
-
-    source = adapter.method.allocation_source(cfg)  # EVA: ranks fixed from data before training
-
-    def log_allocation() -> None:
-        if not main:
-            return
-        record = allocator.state(step) if allocator is not None else hooks.allocation_record(step)
-        if record is not None:
-            run.append_jsonl("allocation.jsonl", {"epoch": round(step / setup.steps_per_epoch, 4), **record})
-        elif source is not None and step == 0:
-            ranks = dict(zip([t.name for t in plan.targets], plan.allocated_ranks))
-            run.append_jsonl("allocation.jsonl", {"epoch": 0.0, "step": 0, "budget": sum(ranks.values()),
-                                                  "budget_unit": "sum of ranks", "discrete": True,
-                                                  "budget_used": sum(ranks.values()), "source": source,
-                                                  "continuous": ranks, "hard": ranks})
-
-    def set_eval_masks() -> None:
-        if allocator is not None:
-            adapter.set_keep(allocator.keep(step, training=False))
-
-    log_allocation()
-    for epoch in range(cfg.num_train_epochs):
-        model.train()
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.num_train_epochs}", disable=not show, leave=False,
-                   dynamic_ncols=True)
-        for batch in bar:
-            with accelerator.accumulate(model):
-                if allocator is not None:
-                    adapter.set_keep(allocator.keep(step, training=True))
-                loss = model(**batch).loss
-                loss_value = float(loss.detach())
-                window_bad |= not math.isfinite(loss_value)
-                accelerator.backward(loss)
-                if not accelerator.sync_gradients:
-                    window_loss, window_count = window_loss + loss_value, window_count + 1
-                    continue
-                if allocator is not None and accelerator.num_processes > 1:
-                    grad = allocator.weights.grad
-                    if grad is not None:
-                        allocator.weights.grad = accelerator.reduce(grad, "mean")
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(
-                    trainable, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")))
-                window_loss, window_count = window_loss + loss_value, window_count + 1
-                if window_bad or not math.isfinite(grad_norm):
-                    # Divergence guard: drop this update, count it, stop after too many in a row.
-                    skipped, consecutive_bad = skipped + 1, consecutive_bad + 1
-                    optimizer.zero_grad(set_to_none=True)
-                else:
-                    consecutive_bad = 0
-                    optimizer.step()
-                    hooks.after_optimizer_step(step)  # AdaLoRA scores rank triplets from the gradients
-                    optimizer.zero_grad(set_to_none=True)
-                    log_loss, log_count = log_loss + window_loss / window_count, log_count + 1
-                scheduler.step()
-                step += 1
-                window_loss, window_count, window_bad = 0.0, 0, False
-
-            if consecutive_bad >= cfg.max_bad_steps:
-                status = "diverged"
-                scale = max(adapter.scales(), default=None)
-                kind = "alpha/sqrt(r)" if cfg.alpha_policy == "rslora" else "alpha/r"
-                message = (f"loss or gradient norm was non-finite for {consecutive_bad} consecutive steps (up to step "
-                           f"{step}, epoch {epoch + 1}); {skipped} steps skipped in all. Likely cause: the learning "
-                           f"rate ({cfg.learning_rate:g}) is too high"
-                           + (f" or the adapter scale {kind} (up to {scale:g}) is too large" if scale else "")
-                           + ". Try a lower --learning_rate, warm-up (--lr_scheduler linear_schedule_with_warmup)"
-                           + (", or --alpha_policy rslora" if scale else ""))
-                break
-            if step % cfg.logging_steps == 0 and step > 0 and log_count:
-                record = {"type": "train", "step": step, "epoch": round(step / setup.steps_per_epoch, 4),
-                          "loss": log_loss / log_count, "learning_rate": scheduler.get_last_lr()[0],
-                          "grad_norm": grad_norm, "skipped_steps": skipped}
-                log(record)
-                log_allocation()
-                bar.set_postfix(loss=f"{record['loss']:.4f}")
-                log_loss, log_count = 0.0, 0
-        bar.close()
-        if status != "completed":
-            break
-
-        set_eval_masks()
-        with hooks.evaluating():
-            metrics = task.evaluate(model, eval_loaders, accelerator)
-        record = {"type": "eval", "step": step, "epoch": epoch + 1, **metrics, "skipped_steps": skipped}
-        log(record)
-        evaluations.append(record)
-        if not all(math.isfinite(v) for v in metrics.values()):
-            status = "diverged"
-            message = (f"evaluation after epoch {epoch + 1} gave non-finite values "
-                       f"({', '.join(k for k, v in metrics.items() if not math.isfinite(v))}); the learning rate "
-                       f"({cfg.learning_rate:g}) is likely too high")
-            break
-        final = record
-        value = metrics[task.main_metric]
-        if best is None or (value > best[task.main_metric] if task.greater_is_better else value < best[task.main_metric]):
-            best, best_epoch = record, epoch + 1
-        if show:
-            shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-            tqdm.write(f"epoch {epoch + 1}/{cfg.num_train_epochs}  {shown}  (best {task.main_metric} "
-                       f"{best[task.main_metric]:.4f} at epoch {best_epoch})")
-
-    wall = time.time() - started
-    unwrapped = accelerator.unwrap_model(model)
-    adapter.model = unwrapped
-    method = adapter.method
-    hard_ranks = plan.allocated_ranks
-    method_ranks = hooks.final_ranks()  # AdaLoRA: the ranks it pruned to
-    if allocator is not None:
-        budget = allocator.schedule.memory(step)
-        hard_ranks = allocator.hard_ranks(budget)
-        set_eval_masks()
-        log_allocation()
-    elif method_ranks is not None:
-        hard_ranks = method_ranks
-        log_allocation()
-    summary = {
-        "status": status, "message": message, "task": cfg.task, "method": cfg.method, "allocation": cfg.allocation,
-        "seed": cfg.seed, "main_metric": task.main_metric, "greater_is_better": task.greater_is_better,
-        "best": best, "best_epoch": best_epoch, "final": final, "epochs_completed": len(evaluations),
-        "steps": step, "skipped_steps": skipped, "wall_time_s": round(wall, 2),
-        "steps_per_second": round(step / wall, 4) if wall > 0 else None,
-        "trainable_parameters": {
-            "adapter": adapter.num_adapter_parameters() if method.trains_adapter else
-            _count(p for g in optimizer.param_groups if g.get("name") == "adapter" for p in g["params"]),
-            "head": plan.head_parameters,
-            "allocation": allocator.weights.numel() if allocator is not None else 0,
-        },
-        "model_parameters": plan.model_parameters,
-    }
-    if method.trains_adapter:
-        at_hard = method.parameters(plan.targets, hard_ranks)
-        summary["trainable_parameters"]["adapter_at_hard_ranks"] = at_hard
-        summary["hard_ranks"] = dict(zip([t.name for t in plan.targets], hard_ranks))
-    summary.update(method.summary_fields(plan, hard_ranks))
-    if main:
-        if allocator is not None or method_ranks is not None:
-            ranks = plan.to_dict()
-            for row, rank in zip(ranks["matrices"], hard_ranks):
-                row["rank"] = rank
-            ranks["hard_ranks_final"] = True
-            run.write_json("ranks.json", ranks)
-        if cfg.save_model and status == "completed":
-            _save_weights(run, setup, hard_ranks)
-        if status == "completed" and task.finalize is not None:
-            task.finalize(unwrapped, run.path)
-        run.write_summary(summary)
-    wandb.finish()
-    accelerator.wait_for_everyone()
-    return summary
+    repo = setup.cfg.hub_model_id or run.path.name
+    api = HfApi()
+    api.create_repo(repo, exist_ok=True)
+    api.upload_folder(repo_id=repo, folder_path=str(run.file(setup.adapter.method.weights_dir)))
 
 
 def run_training(cfg: RunConfig) -> dict:

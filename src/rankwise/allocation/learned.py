@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..adapters.masks import hard_keep, keep_probabilities
+from ..errors import ConfigError
 from ..targets import TargetMatrix
 from .budget import RankCost, capped_ranks, check_feasible, round_independently, round_to_budget, softmax_ranks
 from .schedules import AllocationSchedule
@@ -72,7 +73,11 @@ class RankAllocator(nn.Module):
             alpha_min=cfg.alpha_min, alpha_max=cfg.alpha_max, alpha_scheduler=cfg.alpha_scheduler,
             memory_start=memory_start, memory_end=memory_end,
             epochs_memory_start=cfg.epochs_memory_start, epochs_memory_start_to_end=cfg.epochs_memory_start_to_end,
-            epochs_rank_discrete=cfg.epochs_rank_discrete)
+            epochs_rank_discrete=cfg.epochs_rank_discrete, max_steps=cfg.max_steps)
+        if schedule.first_discrete_step <= 0:
+            raise ConfigError("epochs_rank_discrete", f"({cfg.epochs_rank_discrete} epochs of {steps_per_epoch} steps) "
+                              f"leaves no step of the {schedule.total_steps}-step run to learn the allocation in",
+                              "Lower --epochs_rank_discrete or train longer")
         budget_fields = ("memory_start", "memory_end") if cfg.memory_start is not None else ("rank_average",) * 2
         return cls(targets, cost, cfg.rank_min, cfg.rank_max, schedule, cfg.rank_allocation_weights_init,
                    cfg.budget_mode, cfg.rounding, cfg.tau, seed=cfg.seed, budget_fields=budget_fields)

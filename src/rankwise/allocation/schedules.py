@@ -1,6 +1,7 @@
 """Per-optimiser-step schedules of learned allocation: mask sharpness α, budget M, and the discrete phase.
 
-Steps are 0-based optimiser steps; an epoch has `steps_per_epoch` of them.
+Steps are 0-based optimiser steps of the global batch (all processes together); an epoch has `steps_per_epoch`
+of them, and the run `num_epochs` epochs or `max_steps` steps.
 - α goes from alpha_min (step 0) to alpha_max at the last soft step (the step before the discrete
   phase, or the last step): `linear`, `exponential` (geometric; needs alpha_min > 0) or `cosine`.
 - M is memory_start for `epochs_memory_start` epochs, then moves linearly to memory_end over
@@ -26,14 +27,15 @@ class AllocationSchedule:
     epochs_memory_start: int = 0
     epochs_memory_start_to_end: int = 0
     epochs_rank_discrete: int = 0
+    max_steps: int | None = None  # the run's length in steps when --max_steps sets it (else num_epochs epochs)
 
     @property
     def total_steps(self) -> int:
-        return self.steps_per_epoch * self.num_epochs
+        return self.max_steps if self.max_steps is not None else self.steps_per_epoch * self.num_epochs
 
     @property
     def first_discrete_step(self) -> int:
-        return (self.num_epochs - self.epochs_rank_discrete) * self.steps_per_epoch
+        return self.total_steps - self.epochs_rank_discrete * self.steps_per_epoch
 
     def is_discrete(self, step: int) -> bool:
         return step >= self.first_discrete_step

@@ -3,6 +3,7 @@ line, and the embedded models."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -19,6 +20,10 @@ def print_summary(summary: dict, run_dir: str) -> None:
     line = f"{status}: {run_dir}"
     if best is not None:
         line += f"  best {metric} {best:.4f} (epoch {summary.get('best_epoch')})"
+    weights = summary.get("saved_weights") or {}
+    if weights.get("which") == "best" and weights.get("metrics"):
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in weights["metrics"].items())
+        line += f"\n  weights: best {shown} (step {weights['step']}, epoch {weights['epoch']})"
     if summary.get("message"):
         line += f"\n  {summary['message']}"
     print(line)
@@ -39,12 +44,12 @@ def _add_train(sub) -> None:
 
 
 def cmd_train(args) -> int:
-    from ..train import run_training
+    from ..train import process_state, run_training
 
     cfg = config_from_args(args)
     summary = run_training(cfg)
-    out = cfg.output_dir or _resolved_output_dir(cfg)
-    print_summary(summary, out)
+    if process_state().is_main_process:  # one line for a run on several processes
+        print_summary(summary, cfg.output_dir or _resolved_output_dir(cfg))
     return 0 if summary["status"] == "completed" else 1
 
 
@@ -154,6 +159,10 @@ def glue_configs(args) -> list[RunConfig]:
     if values.get("rank_max") is None and values.get("rank_average") is not None and "rank_min" in values:
         values["rank_max"] = values["rank_average"]  # the study's fallback
     values["report_to"] = "none" if args.wandb_disabled else "wandb"
+    if values["report_to"] == "wandb" and importlib.util.find_spec("wandb") is None:
+        print("note: --wandb_disabled False: wandb is not installed (pip install wandb); metrics go to each run's "
+              "metrics.jsonl only", file=sys.stderr)
+        values["report_to"] = "none"
     values["quiet"] = args.quiet
     seeds = [args.seed] if args.seed is not None else list(GLUE_SEEDS)
     configs = []
