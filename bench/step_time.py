@@ -1,12 +1,17 @@
-"""Training-step time of rankwise adapters vs plain PEFT LoRA on MiniLM, measured in one run.
+"""Training-step time on transformers' Trainer: rankwise adapters vs plain PEFT LoRA on MiniLM, in one run.
 
-Variants (batch 32 × 32 tokens, AdamW, gradient clipping, as in `rankwise train`):
-  peft_lora_r8            plain PEFT LoRA r=8 on the same 24 matrices (the reference)
-  rankwise_lora_r8        rankwise `lora` (PEFT underneath), r=8
+Variants (batch 32 × 32 tokens of synthetic SST-2-shaped data, AdamW, gradient clipping):
+  peft_lora_r8            plain PEFT LoRA r=8 on the same 24 matrices, with transformers' own Trainer (the reference)
+  rankwise_lora_r8        rankwise `lora` (PEFT underneath), r=8, on rankwise's Trainer
   rankwise_loraxs_r25     rankwise `loraxs`, r=25
-  rankwise_loraxs_learned rankwise `loraxs` with learned allocation, rank_max 25 (masks + allocator step)
-Rounds are interleaved (A B C D, A B C D, ...) so machine noise hits every variant alike; the median
-per variant is reported with the ratios the issues ask for. Writes bench/results/step_time.json.
+  rankwise_loraxs_learned rankwise `loraxs` with learned allocation, rank_max 25 (masks + allocator every step)
+Rounds are interleaved (A B C D, D C B A, ...): each round trains each variant --steps optimiser steps (one
+Trainer.train call; a callback times every step from its start to the end of the optimiser step, and the first
+step of each call is dropped). Reported per variant: the median step time and its spread (interquartile range over
+the median); then the ratios the issues ask for. When the machine was busy (load average before the run above
+--max_load, or a variant's spread above --max_spread) the ratios are withheld with the reason, unless --force: two
+trainings at once on 2 cores run 10× slower, and a ratio measured under that load means nothing.
+Writes bench/results/step_time.json.
 
     python bench/step_time.py [--rounds 7] [--steps 10]
 """
@@ -15,121 +20,154 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model
+from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
 
-from rankwise.methods import build_adapter, get_method
-from rankwise.allocation import AllocationSchedule, RankAllocator
-from rankwise.models import load_classifier
-from rankwise.targets import find_targets
+from rankwise.config import RunConfig, prepare
+from rankwise.data.task import PreparedTask
+from rankwise.methods import build_adapter
+from rankwise.models import head_modules, load_classifier, load_tokenizer
+from rankwise.plan import build_plan
+from rankwise.train import RankwiseTrainer, Setup, attach_allocator, training_arguments
 
-BATCH, TOKENS = 32, 32
+BATCH, TOKENS, EXAMPLES = 32, 32, 32 * 40
 SUFFIXES = ["query", "value", "attention.output.dense", "output.dense"]
 
 
-def make_batch(seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    return {"input_ids": torch.randint(1000, 29000, (BATCH, TOKENS), generator=g),
-            "attention_mask": torch.ones(BATCH, TOKENS, dtype=torch.long),
-            "labels": torch.randint(0, 2, (BATCH,), generator=g)}
+class StepTimer(TrainerCallback):
+    """Wall time of each optimiser step: forward, backward, clipping and the step (not data loading)."""
+
+    def __init__(self):
+        self.times: list[float] = []
+        self.started = 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.times.append(time.perf_counter() - self.started)
 
 
-class Variant:
-    def __init__(self, name: str, model, params: list, allocator=None, adapter=None):
-        self.name, self.model, self.allocator, self.adapter = name, model, allocator, adapter
-        groups = [{"params": params, "lr": 1e-3}]
-        if allocator is not None:
-            groups.append({"params": [allocator.weights], "lr": 1e-2, "weight_decay": 0.0})
-        self.optimizer = torch.optim.AdamW(groups)
-        self.trainable = [p for g in groups for p in g["params"]]
-        self.step_index = 0
-        model.train()
-
-    def step(self, batch: dict) -> None:
-        if self.allocator is not None:
-            self.adapter.set_keep(self.allocator.keep(self.step_index, training=True))
-        loss = self.model(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.step_index += 1
+def synthetic_features(tokenizer) -> list[dict]:
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, 29000, (EXAMPLES, TOKENS), generator=generator)
+    labels = torch.randint(0, 2, (EXAMPLES,), generator=generator)
+    return [{"input_ids": row.tolist(), "attention_mask": [1] * TOKENS, "labels": int(y)} for row, y in zip(ids, labels)]
 
 
-def build_variants() -> list[Variant]:
-    variants = []
-
+def rankwise_trainer(name: str, features: list[dict], tokenizer, out: Path, **options) -> Trainer:
+    cfg = prepare(RunConfig(model="minilm", task="sst2", per_device_train_batch_size=BATCH, quiet=True,
+                            eval_strategy="no", save_strategy="no", logging_steps=10**6, num_train_epochs=3,
+                            learning_rate=1e-3, output_dir=str(out / name), **options))
     torch.manual_seed(0)
     model = load_classifier("minilm", 2, False)
-    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=SUFFIXES,
-                                                  modules_to_save=["classifier"], task_type="SEQ_CLS"))
-    variants.append(Variant("peft_lora_r8", peft_model, [p for p in peft_model.parameters() if p.requires_grad]))
+    heads = head_modules(model)
+    task = PreparedTask(model=model, tokenizer=tokenizer, train_features=features, eval_sets={"eval": features[:BATCH]},
+                        collate=DataCollatorWithPadding(tokenizer), evaluate=lambda *a: {}, main_metric="eval_loss",
+                        greater_is_better=False, head_modules=heads, peft_task_type="SEQ_CLS")
+    steps_per_epoch = EXAMPLES // BATCH
+    plan, allocator = build_plan(cfg, model, heads, steps_per_epoch)
+    adapter = build_adapter(model, cfg.method, plan.targets, plan.allocated_ranks, [r.alpha for r in plan.rows],
+                            head_modules=heads, task_type="SEQ_CLS", seed=0, run_config=cfg,
+                            total_steps=steps_per_epoch * 3)
+    setup = Setup(cfg, task, plan, adapter, allocator, steps_per_epoch, steps_per_epoch * 3, 1, None)
+    if allocator is not None:
+        attach_allocator(adapter, allocator)
+    return RankwiseTrainer(setup, training_arguments(setup, out / name), run=None)
 
-    for name, method, rank in (("rankwise_lora_r8", "lora", 8), ("rankwise_loraxs_r25", "loraxs", 25)):
-        torch.manual_seed(0)
-        model = load_classifier("minilm", 2, False)
-        targets = find_targets(model)
-        adapter = build_adapter(model, method, targets, [rank] * len(targets), [16.0] * len(targets),
-                                head_modules=["classifier"], task_type="SEQ_CLS")
-        variants.append(Variant(name, adapter.model, [p for p in adapter.model.parameters() if p.requires_grad]))
 
+def peft_trainer(features: list[dict], tokenizer, out: Path) -> Trainer:
     torch.manual_seed(0)
-    model = load_classifier("minilm", 2, False)
-    targets = find_targets(model)
-    adapter = build_adapter(model, "loraxs", targets, [25] * len(targets), [16.0] * len(targets),
-                            head_modules=["classifier"])
-    schedule = AllocationSchedule(steps_per_epoch=1000, num_epochs=10, alpha_min=0.5, alpha_max=3.0,
-                                  alpha_scheduler="linear", memory_start=len(targets) * 15.0**2,
-                                  memory_end=len(targets) * 15.0**2, epochs_rank_discrete=1)
-    allocator = RankAllocator(targets, get_method("loraxs").rank_cost(targets), 5, 25, schedule)
-    variants.append(Variant("rankwise_loraxs_learned", adapter.model,
-                            [p for p in adapter.model.parameters() if p.requires_grad], allocator, adapter))
-    return variants
+    model = get_peft_model(load_classifier("minilm", 2, False),
+                           LoraConfig(r=8, lora_alpha=16, target_modules=SUFFIXES, task_type="SEQ_CLS",
+                                      modules_to_save=["classifier", "bert.pooler"]))
+    args = TrainingArguments(output_dir=str(out / "peft"), per_device_train_batch_size=BATCH, learning_rate=1e-3,
+                             max_grad_norm=1.0, eval_strategy="no", save_strategy="no", logging_steps=10**6,
+                             report_to=[], disable_tqdm=True, use_cpu=not torch.cuda.is_available(), seed=0)
+    return Trainer(model=model, args=args, train_dataset=features, data_collator=DataCollatorWithPadding(tokenizer))
+
+
+def spread(times: list[float]) -> float:
+    """Interquartile range over the median."""
+    q = statistics.quantiles(times, n=4)
+    return (q[2] - q[0]) / statistics.median(times)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--steps", type=int, default=10, help="steps per variant per round")
+    parser.add_argument("--steps", type=int, default=10, help="optimiser steps per variant per round")
+    parser.add_argument("--max_load", type=float, default=0.5, help="1-minute load average before the run above "
+                        "which the machine counts as busy (default 0.5)")
+    parser.add_argument("--max_spread", type=float, default=0.25, help="largest interquartile range / median of a "
+                        "variant's step times before the run counts as disturbed (default 0.25)")
+    parser.add_argument("--force", action="store_true", help="print the ratios even on a busy machine")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "step_time.json"))
     args = parser.parse_args()
 
-    variants = build_variants()
-    batch = make_batch()
-    for v in variants:  # warm-up
-        for _ in range(3):
-            v.step(batch)
-    times: dict[str, list[float]] = {v.name: [] for v in variants}
-    for round_index in range(args.rounds):
-        order = variants if round_index % 2 == 0 else variants[::-1]
-        for v in order:
-            start = time.perf_counter()
-            for _ in range(args.steps):
-                v.step(batch)
-            times[v.name].append((time.perf_counter() - start) / args.steps)
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    tokenizer = load_tokenizer("minilm")
+    features = synthetic_features(tokenizer)
+    work = Path(tempfile.mkdtemp(prefix="rankwise-bench-"))
+    trainers = {
+        "peft_lora_r8": peft_trainer(features, tokenizer, work),
+        "rankwise_lora_r8": rankwise_trainer("lora", features, tokenizer, work, method="lora", rank=8),
+        "rankwise_loraxs_r25": rankwise_trainer("loraxs", features, tokenizer, work, method="loraxs", rank=25),
+        "rankwise_loraxs_learned": rankwise_trainer("learned", features, tokenizer, work, method="loraxs",
+                                                    allocation="learned", rank_min=5, rank_max=25,
+                                                    rank_average=15),
+    }
+    timers = {name: StepTimer() for name in trainers}
+    for name, trainer in trainers.items():
+        trainer.add_callback(timers[name])
+    times: dict[str, list[float]] = {name: [] for name in trainers}
+    names = list(trainers)
+    for round_index in range(args.rounds + 1):  # round 0 warms up
+        for name in (names if round_index % 2 == 0 else names[::-1]):
+            trainer, timer = trainers[name], timers[name]
+            trainer.args.max_steps = args.steps + 1
+            timer.times = []
+            trainer.train()
+            if round_index > 0:
+                times[name] += timer.times[1:]
+    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
 
     median = {k: statistics.median(v) for k, v in times.items()}
+    spreads = {k: spread(v) for k, v in times.items()}
+    for name in names:
+        print(f"{name:<26} {median[name] * 1000:8.1f} ms/step  spread {spreads[name]:5.1%}  "
+              f"(min {min(times[name]) * 1000:.1f}, max {max(times[name]) * 1000:.1f}, {len(times[name])} steps)")
+    busy = []
+    if load_before > args.max_load:
+        busy.append(f"load average {load_before:.2f} before the run (another process used the cores)")
+    busy += [f"{k} step times spread {v:.0%}" for k, v in spreads.items() if v > args.max_spread]
     ratios = {
         "rankwise_loraxs_r25 / peft_lora_r8": median["rankwise_loraxs_r25"] / median["peft_lora_r8"],
         "rankwise_lora_r8 / peft_lora_r8": median["rankwise_lora_r8"] / median["peft_lora_r8"],
         "rankwise_loraxs_learned / rankwise_loraxs_r25": median["rankwise_loraxs_learned"] / median["rankwise_loraxs_r25"],
     }
-    for name, seconds in median.items():
-        print(f"{name:<26} {seconds * 1000:8.1f} ms/step  (min {min(times[name]) * 1000:.1f}, "
-              f"max {max(times[name]) * 1000:.1f})")
-    for name, ratio in ratios.items():
-        print(f"{name:<48} {ratio:.3f}x")
-    print(f"summary: loraxs_r25/peft_lora_r8 {ratios['rankwise_loraxs_r25 / peft_lora_r8']:.3f}x (goal <= 1.0), "
-          f"learned/fixed {ratios['rankwise_loraxs_learned / rankwise_loraxs_r25']:.3f}x (goal <= 1.05), "
-          f"threads {torch.get_num_threads()}")
+    if busy and not args.force:
+        print("machine busy: " + "; ".join(busy) + ". Ratios withheld: rerun on a quiet machine (or --force)")
+    else:
+        for name, ratio in ratios.items():
+            print(f"{name:<48} {ratio:.3f}x")
+        print(f"summary: loraxs_r25/peft_lora_r8 {ratios['rankwise_loraxs_r25 / peft_lora_r8']:.3f}x (goal <= 1.0), "
+              f"learned/fixed {ratios['rankwise_loraxs_learned / rankwise_loraxs_r25']:.3f}x (goal <= 1.05), "
+              f"threads {torch.get_num_threads()}" + (" [busy machine, --force]" if busy else ""))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"median_s": median, "all_s": times, "ratios": ratios, "batch": [BATCH, TOKENS],
-                               "threads": torch.get_num_threads(), "torch": torch.__version__}, indent=2))
+    out.write_text(json.dumps({"median_s": median, "spread": spreads, "all_s": times,
+                               "ratios": ratios if not busy or args.force else None, "busy": busy,
+                               "load_average": [load_before, load_after], "batch": [BATCH, TOKENS],
+                               "engine": "transformers Trainer", "threads": torch.get_num_threads(),
+                               "torch": torch.__version__}, indent=2))
 
 
 if __name__ == "__main__":

@@ -215,3 +215,19 @@ def test_push_to_hub_offline_and_resume_with_another_config(tiny_bert_dir, tiny_
     err = capsys.readouterr().err
     assert "--resume_from_checkpoint: `" in err and "was trained with another config (seed: 0 there, 7 here)" in err
     assert not other.exists()
+
+
+def test_a_checkpoint_cut_short_by_a_kill_is_never_resumed_from(tiny_bert_dir, tiny_glue_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    common = ["--num_train_epochs", "3", "--per_device_train_batch_size", "32", "--save_total_limit", "3"]
+    assert run_cli(*base_args(tiny_bert_dir, tiny_glue_dir, run, *common, "--keep_checkpoints")) == 0
+    assert [p.name for p in sorted(run.glob("checkpoint-*"))] == ["checkpoint-3", "checkpoint-6", "checkpoint-9"]
+    for name in ("summary.json", "adapter"):  # as if killed while writing checkpoint-9
+        shutil.rmtree(run / name) if (run / name).is_dir() else (run / name).unlink()
+    (run / "checkpoint-9" / "trainer_state.json").unlink()
+    assert run_cli(*base_args(tiny_bert_dir, tiny_glue_dir, run, *common, "--resume_from_checkpoint",
+                              run / "checkpoint-9")) == 2
+    assert "is incomplete (the run was killed while writing it)" in capsys.readouterr().err
+    assert run_cli(*base_args(tiny_bert_dir, tiny_glue_dir, run, *common, "--resume_from_checkpoint", "true")) == 0
+    assert json.loads((run / "config.json").read_text())["training"]["resumed_from"].endswith("checkpoint-6")
+    assert [r["step"] for r in evals(run)] == [3, 6, 9] and read_summary(run)["status"] == "completed"

@@ -112,3 +112,32 @@ def test_initialisations_have_their_shape(init):
         assert int(w.argmax()) == 20 and w[10] == pytest.approx(float(w[30]), abs=1e-6)
     else:
         assert int(w.argmax()) == 30 and w[30 - 8] > w[30 + 8]  # wider on the left
+
+
+@pytest.mark.parametrize("budget_mode", ["capped", "softmax"])
+def test_the_per_step_soft_allocation_path_never_waits_for_the_host(budget_mode):
+    """On a GPU every .item(), bool(tensor) or .tolist() in the per-step path stalls the step. On the meta device
+    each of them raises, so the soft path (ranks under the budget, keep probabilities, LoRA-XS masks) running
+    there shows it has none; the hard path, which rounds on the host, raises there (so the check can fail)."""
+    from rankwise.adapters.masks import square_masks
+
+    allocator = _allocator()
+    allocator.budget_mode = budget_mode
+    reference = allocator.keep(3, training=True)
+    allocator.cost = RankCost(*(t.to("meta") for t in (allocator.cost.quad, allocator.cost.lin, allocator.cost.const)))
+    allocator.to("meta")
+    keep = allocator.keep(3, training=True)
+    masks = square_masks(keep)
+    assert keep.device.type == "meta" and keep.shape == reference.shape and masks.shape == (6, 10, 10)
+    with pytest.raises((RuntimeError, NotImplementedError)):
+        allocator.keep(3, training=False)
+
+
+def test_hard_masks_are_computed_once_per_budget_and_weights():
+    allocator = _allocator()
+    first = allocator.keep(15, training=True)  # discrete phase
+    assert allocator.keep(16, training=True) is first  # same budget, same weights: reused
+    with torch.no_grad():
+        allocator.weights.add_(torch.linspace(-3, 3, 6))  # an optimiser step would change them in place
+    again = allocator.keep(16, training=True)
+    assert again is not first and torch.equal(again, hard_keep(allocator.hard_ranks(6 * 36.0), 10))

@@ -317,7 +317,8 @@ def _alive(pid: int) -> bool:
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc (Linux)")
 def test_sweep_killed_mid_run_restarts_without_duplicates_or_losses(tiny_bert_dir, tiny_glue_dir, tmp_path):
     """`rankwise sweep --jobs 2` in a real process, SIGKILLed while runs are in progress (its workers die with
-    it); the restart skips the finished runs untouched and redoes the killed ones from scratch. The first two
+    it); the restart skips the finished runs untouched and resumes the killed ones (from their last checkpoint,
+    or from scratch before the first). The first two
     runs are short and the last two long, so the kill lands mid-run even on a loaded machine."""
     root = tmp_path / "runs"
     short, long = 2, 24

@@ -48,12 +48,13 @@ def _is_run_entry(name: str) -> bool:
     return name in RUN_ENTRIES or bool(CHECKPOINT.fullmatch(name)) or (name.startswith(".") and name.endswith(".tmp"))
 
 
-def checkpoints(run_dir: Path) -> list[Path]:
-    """The run's checkpoint-N/ directories, oldest (smallest N) first."""
+def checkpoints(run_dir: Path, complete: bool = True) -> list[Path]:
+    """The run's checkpoint-N/ directories, oldest (smallest N) first. `complete`: only those whose writing
+    finished (Trainer writes trainer_state.json last); a run killed while writing one leaves it incomplete."""
     if not run_dir.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in run_dir.iterdir() if p.is_dir() and (m := CHECKPOINT.fullmatch(p.name))]
-    return [p for _, p in sorted(found)]
+    return [p for _, p in sorted(found) if not complete or (p / "trainer_state.json").is_file()]
 
 
 def _rankwise_config(path: Path) -> dict | None:
@@ -337,8 +338,8 @@ def claim_output_dir(cfg: RunConfig, resume_from: Path | None = None) -> Iterato
         else:
             write_to = final
             for child in (final.iterdir() if final.is_dir() else []):
-                keep = resuming_here and CHECKPOINT.fullmatch(child.name) or (
-                    resuming_here and child.name in ("metrics.jsonl", "allocation.jsonl", "logs", "wandb"))
+                keep = resuming_here and (child in checkpoints(final) or child.name in (
+                    "metrics.jsonl", "allocation.jsonl", "logs", "wandb"))  # not an incomplete checkpoint
                 if not keep:  # inspect() proved each is ours
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
         write_to.mkdir(parents=True, exist_ok=True)

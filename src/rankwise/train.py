@@ -114,6 +114,9 @@ def resolve_checkpoint(cfg: RunConfig) -> Path | None:
         checkpoint = found[-1]
     else:
         checkpoint = Path(given)
+    if (checkpoint / TRAINABLE_FILE).is_file() and not (checkpoint / "trainer_state.json").is_file():
+        raise ConfigError("resume_from_checkpoint", f"`{checkpoint}` is incomplete (the run was killed while writing "
+                          "it)", "Give an earlier checkpoint, or `true` for the last complete one")
     if not (checkpoint / STATE_FILE).is_file() or not (checkpoint / TRAINABLE_FILE).is_file():
         raise ConfigError("resume_from_checkpoint", f"`{checkpoint}` is not a rankwise checkpoint (no {STATE_FILE} "
                           f"and {TRAINABLE_FILE})", "Give a checkpoint-N/ directory of a rankwise run, or `true`")
@@ -513,7 +516,7 @@ def training_arguments(setup: Setup, output_dir: Path) -> TrainingArguments:
             save_total_limit=cfg.save_total_limit, load_best_model_at_end=cfg.load_best_model_at_end,
             metric_for_best_model=metric if cfg.load_best_model_at_end or cfg.save_strategy == "best" else None,
             greater_is_better=greater, bf16=cfg.bf16, fp16=cfg.fp16, tf32=cfg.tf32 or None,
-            gradient_checkpointing=cfg.gradient_checkpointing, dataloader_num_workers=cfg.dataloader_num_workers,
+            activation_checkpointing=cfg.gradient_checkpointing, dataloader_num_workers=cfg.dataloader_num_workers,
             torch_compile=cfg.torch_compile, report_to=[] if cfg.report_to == "none" else [cfg.report_to],
             disable_tqdm=cfg.quiet, remove_unused_columns=False, label_names=["labels"],
             ddp_find_unused_parameters=setup.allocator is not None, use_cpu=not torch.cuda.is_available())
@@ -667,7 +670,7 @@ def _finish(setup: Setup, trainer: RankwiseTrainer, run: RunDir | None, wall: fl
         if trainer.status == "completed" and task.finalize is not None:
             task.finalize(adapter.model, run.path)
         if trainer.status == "completed" and not cfg.keep_checkpoints:
-            for checkpoint in checkpoints(run.path):
+            for checkpoint in checkpoints(run.path, complete=False):
                 shutil.rmtree(checkpoint)
         if cfg.push_to_hub and trainer.status == "completed":
             _push(setup, run)

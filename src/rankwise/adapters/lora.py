@@ -61,17 +61,20 @@ def lora_layers(peft_model: PeftModel, names: list[str]) -> list[nn.Module]:
 
 
 class KeepHooks:
-    """Multiplies the output of each layer's `lora_A` (rank components) by a keep vector (r,)."""
+    """Multiplies the output of each layer's `lora_A` (its rank components) by that layer's keep vector: row i of
+    `keep` (n, r_max), cut to the layer's rank. Setting `keep` is one assignment per step whatever the number of
+    layers; None keeps every component."""
 
     def __init__(self, layers: list[nn.Module]):
-        self.keep: list[torch.Tensor | None] = [None] * len(layers)
+        self.keep: torch.Tensor | None = None
+        self.ranks = [int(layer.r[ADAPTER_NAME]) for layer in layers]
         self.handles = [layer.lora_A[ADAPTER_NAME].register_forward_hook(self._hook(i))
                         for i, layer in enumerate(layers)]
 
     def _hook(self, index: int):
         def hook(_module, _inputs, output):
-            keep = self.keep[index]
-            return output if keep is None else output * keep
+            keep = self.keep
+            return output if keep is None else output * keep[index, : self.ranks[index]]
         return hook
 
     def remove(self) -> None:

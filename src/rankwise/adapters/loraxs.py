@@ -22,6 +22,14 @@ def svd_factors(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Te
     return (s[:rank, None] * vh[:rank]).contiguous(), u[:, :rank].contiguous()
 
 
+class MaskBank:
+    """The rank masks of every adapted matrix in one tensor (n, r_max, r_max), or None for none: setting it is one
+    assignment per step whatever the number of matrices, and each layer reads its own slice in its forward."""
+
+    def __init__(self) -> None:
+        self.masks: torch.Tensor | None = None
+
+
 class LoraXSLinear(nn.Module):
     """Wraps an `nn.Linear` (or GPT-2 `Conv1D`): y = base(x) + scale · x Aᵀ (R ⊙ mask)ᵀ Bᵀ.
 
@@ -48,10 +56,21 @@ class LoraXSLinear(nn.Module):
         self.rank = rank
         self.scale = scale
         self.mask: torch.Tensor | None = None
+        self.mask_bank: MaskBank | None = None  # the masks of all matrices, set once per step (see MaskBank)
+        self.mask_index = 0
         self.merged = False
 
+    def current_mask(self) -> torch.Tensor | None:
+        if self.mask is not None:
+            return self.mask
+        bank = self.mask_bank
+        if bank is None or bank.masks is None:
+            return None
+        return bank.masks[self.mask_index, : self.rank, : self.rank]
+
     def effective_R(self) -> torch.Tensor:
-        return self.lora_R if self.mask is None else self.lora_R * self.mask
+        mask = self.current_mask()
+        return self.lora_R if mask is None else self.lora_R * mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         result = self.base(x)

@@ -34,6 +34,16 @@ class RankCost:
         quad, lin, const = (torch.tensor([c[k] for c in coefficients], dtype=torch.float64) for k in range(3))
         return cls(quad, lin, const)
 
+    @property
+    def device(self) -> torch.device:
+        return self.quad.device
+
+    def to(self, device) -> "RankCost":
+        """The same costs on `device` (itself when already there)."""
+        if self.quad.device == torch.device(device):
+            return self
+        return RankCost(self.quad.to(device), self.lin.to(device), self.const.to(device))
+
     def __len__(self) -> int:
         return len(self.quad)
 
@@ -72,7 +82,8 @@ def softmax_ranks(weights: torch.Tensor, cost: RankCost, budget: float, rank_min
 
     May give s_i > r_max (the mask then saturates and that budget is lost). Differentiable in w.
     """
-    base = cost.cost(torch.full((len(cost),), float(rank_min), dtype=torch.float64))
+    cost = cost.to(weights.device)
+    base = cost.cost(torch.full((len(cost),), float(rank_min), dtype=torch.float64, device=cost.device))
     shares = torch.softmax(weights.to(torch.float64), dim=0)
     return cost.rank_for_cost(base + (budget - base.sum()) * shares)
 
@@ -80,13 +91,14 @@ def softmax_ranks(weights: torch.Tensor, cost: RankCost, budget: float, rank_min
 def capped_ranks(weights: torch.Tensor, cost: RankCost, budget: float, rank_min: int, rank_max: int) -> torch.Tensor:
     """Softmax shares with water-filling: matrices that would pass r_max are clamped and their surplus is
     shared over the rest, so Σ c_i(s_i) = M exactly with r_min ≤ s_i ≤ r_max. Differentiable in w
-    (clamped matrices get no gradient). Vectorised: one sort, no loop over matrices.
+    (clamped matrices get no gradient). Vectorised: one sort, no loop over matrices, no host synchronisation.
 
     Extra cost e_i = min(cap_i, λ·π_i) with cap_i = c_i(r_max) − c_i(r_min); λ solves Σ e_i = E.
     """
     n = len(cost)
-    base = cost.cost(torch.full((n,), float(rank_min), dtype=torch.float64))
-    cap = cost.cost(torch.full((n,), float(rank_max), dtype=torch.float64)) - base
+    cost = cost.to(weights.device)
+    base = cost.cost(torch.full((n,), float(rank_min), dtype=torch.float64, device=cost.device))
+    cap = cost.cost(torch.full((n,), float(rank_max), dtype=torch.float64, device=cost.device)) - base
     extra = budget - base.sum()
     shares = torch.softmax(weights.to(torch.float64), dim=0)
 
@@ -99,12 +111,12 @@ def capped_ranks(weights: torch.Tensor, cost: RankCost, budget: float, rank_min:
     lam = (extra - capped_before) / share_from  # λ if exactly the first k are clamped
     lower = torch.cat([thr_sorted.new_full((1,), -float("inf")), thr_sorted[:-1]])
     valid = (lam.detach() <= thr_sorted.detach() + 1e-12) & (lam.detach() >= lower.detach() - 1e-12)
-    if bool(valid.any()):
-        k = int(torch.nonzero(valid)[0])
-        e_sorted = torch.minimum(cap_sorted, lam[k] * shares_sorted)
-        e_sorted = torch.where(torch.arange(n) < k, cap_sorted, e_sorted)
-    else:  # the budget fills every matrix to r_max
-        e_sorted = cap_sorted
+    # The first valid k, chosen on the device (no host synchronisation in the per-step path): argmax of the 0/1
+    # vector is its first 1. If none is valid, the budget fills every matrix to r_max.
+    k = torch.argmax(valid.to(torch.int8))
+    e_sorted = torch.minimum(cap_sorted, lam.gather(0, k.view(1)) * shares_sorted)  # lam[k] would sync
+    e_sorted = torch.where(torch.arange(n, device=k.device) < k, cap_sorted, e_sorted)
+    e_sorted = torch.where(valid.any(), e_sorted, cap_sorted)
     e = torch.empty_like(e_sorted).scatter(0, order, e_sorted)
     ranks = cost.rank_for_cost(base + e)
     return ranks.clamp(float(rank_min), float(rank_max))

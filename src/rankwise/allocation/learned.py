@@ -63,6 +63,8 @@ class RankAllocator(nn.Module):
         check_feasible(self.cost, schedule.memory_end, rank_min, rank_max, budget_fields[1])
         self.generator = torch.Generator().manual_seed(seed)
         self.weights = nn.Parameter(initial_weights(len(targets), weights_init, self.generator))
+        self.step = 0  # the optimiser step the masks are for (set by the trainer before each step)
+        self._hard_cache: tuple | None = None
 
     @classmethod
     def from_config(cls, cfg, targets: list[TargetMatrix], steps_per_epoch: int, cost: RankCost) -> "RankAllocator":
@@ -84,6 +86,7 @@ class RankAllocator(nn.Module):
 
     def continuous_ranks(self, budget: float) -> torch.Tensor:
         """s (n,), float64, differentiable in the weights."""
+        self.cost = self.cost.to(self.weights.device)  # once, after the allocator moved to its device
         if self.budget_mode == "softmax":
             return softmax_ranks(self.weights, self.cost, budget, self.rank_min)
         return capped_ranks(self.weights, self.cost, budget, self.rank_min, self.rank_max)
@@ -96,13 +99,20 @@ class RankAllocator(nn.Module):
         return round_to_budget(s, self.cost, budget, self.rank_min, self.rank_max)
 
     def keep(self, step: int, training: bool) -> torch.Tensor:
-        """Keep-probabilities (n, rank_max) for `step`: soft while training in the soft phase, else hard."""
+        """Keep-probabilities (n, rank_max) for `step`: soft while training in the soft phase, else hard.
+
+        The soft path runs on the weights' device without host synchronisation. Hard ranks need rounding on the
+        host, so they are computed once per (budget, allocation weights) and reused: in the discrete phase and in
+        evaluation the weights do not change between steps."""
         budget = self.schedule.memory(step)
         if training and not self.schedule.is_discrete(step):
             s = self.continuous_ranks(budget).to(self.weights.dtype)
             return keep_probabilities(s, self.rank_min, self.rank_max, self.schedule.alpha(step), self.tau,
                                       self.generator)
-        return hard_keep(self.hard_ranks(budget), self.rank_max).to(self.weights.device)
+        key = (budget, self.weights._version, self.weights.device)
+        if self._hard_cache is None or self._hard_cache[0] != key:
+            self._hard_cache = (key, hard_keep(self.hard_ranks(budget), self.rank_max).to(self.weights.device))
+        return self._hard_cache[1]
 
     def state(self, step: int) -> dict:
         """What allocation.jsonl records for `step`."""

@@ -45,7 +45,7 @@ class AdapterSet:
     ranks: list[int]  # allocated size per matrix (rank_max for learned allocation)
     alphas: list[float]
     modules: list = field(default_factory=list)  # LoraXSLinear, or PEFT layers
-    hooks: Any = None  # LoRA's keep-mask forward hooks
+    hooks: Any = None  # where set_keep puts the masks: LoRA's keep hooks, LoRA-XS's mask bank
 
     def set_keep(self, keep: "torch.Tensor | None") -> None:
         """Mask rank components: keep (n, r_max) with q_i(k) in [0, 1], or None for all components."""

@@ -81,8 +81,7 @@ class Lora(AdapterMethod):
         return "eva" if cfg.init == "eva" else None
 
     def set_keep(self, adapter: AdapterSet, keep) -> None:
-        for i in range(len(adapter.modules)):
-            adapter.hooks.keep[i] = None if keep is None else keep[i, : adapter.ranks[i]]
+        adapter.hooks.keep = keep  # each layer's hook takes its row (adapters/lora.py)
 
     def scales(self, adapter: AdapterSet) -> list[float]:
         return [float(m.scaling[PEFT_ADAPTER_NAME]) for m in adapter.modules]
@@ -150,7 +149,7 @@ class Lora(AdapterMethod):
 
     def merge(self, adapter: AdapterSet):
         if adapter.hooks is not None:
-            if any(keep is not None for keep in adapter.hooks.keep):  # PEFT's merge would ignore the masks
+            if adapter.hooks.keep is not None:  # PEFT's merge would ignore the masks
                 raise ValueError("merge a LoRA adapter at its hard ranks (no masks): build it with attach_tensors")
             adapter.hooks.remove()
         return adapter.model.merge_and_unload()

@@ -51,11 +51,10 @@ class LoraXS(AdapterMethod):
         return AdapterSet(self, model, targets, ranks, alphas, modules)
 
     def set_keep(self, adapter: AdapterSet, keep) -> None:
+        """One assignment per step: every layer reads its slice of the shared mask bank (adapters/loraxs.py)."""
         from ..adapters.masks import square_masks
 
-        masks = None if keep is None else square_masks(keep)
-        for i, module in enumerate(adapter.modules):
-            module.mask = None if masks is None else masks[i, : module.rank, : module.rank]
+        _mask_bank(adapter).masks = None if keep is None else square_masks(keep)
 
     def scales(self, adapter: AdapterSet) -> list[float]:
         return [float(m.scale) for m in adapter.modules]
@@ -109,3 +108,14 @@ class LoraXS(AdapterMethod):
             module.merge()
             model.set_submodule(target.name, module.base)
         return model
+
+
+def _mask_bank(adapter: AdapterSet):
+    """The adapter's MaskBank, made and handed to its layers on first use."""
+    from ..adapters.loraxs import MaskBank
+
+    if adapter.hooks is None:
+        adapter.hooks = MaskBank()
+        for index, module in enumerate(adapter.modules):
+            module.mask_bank, module.mask_index = adapter.hooks, index
+    return adapter.hooks
