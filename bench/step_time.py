@@ -8,9 +8,10 @@ Variants (batch 32 × 32 tokens of synthetic SST-2-shaped data, AdamW, gradient 
 Rounds are interleaved (A B C D, D C B A, ...): each round trains each variant --steps optimiser steps (one
 Trainer.train call; a callback times every step from its start to the end of the optimiser step, and the first
 step of each call is dropped). Reported per variant: the median step time and its spread (interquartile range over
-the median); then the ratios the issues ask for. When the machine was busy (load average before the run above
---max_load, or a variant's spread above --max_spread) the ratios are withheld with the reason, unless --force: two
-trainings at once on 2 cores run 10× slower, and a ratio measured under that load means nothing.
+the median); then the ratios the issues ask for. When the machine was busy (other processes used more than
+--max_other_cores cores on average during the run, from /proc/stat less this process's own CPU time, or a
+variant's spread was above --max_spread) the ratios are withheld with the reason, unless --force: two trainings at
+once on 2 cores run 10× slower, and a ratio measured under that load means nothing.
 Writes bench/results/step_time.json.
 
     python bench/step_time.py [--rounds 7] [--steps 10]
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import tempfile
 import time
@@ -28,7 +30,7 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
+from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from rankwise.config import RunConfig, prepare
 from rankwise.data.task import PreparedTask
@@ -91,7 +93,25 @@ def peft_trainer(features: list[dict], tokenizer, out: Path) -> Trainer:
     args = TrainingArguments(output_dir=str(out / "peft"), per_device_train_batch_size=BATCH, learning_rate=1e-3,
                              max_grad_norm=1.0, eval_strategy="no", save_strategy="no", logging_steps=10**6,
                              report_to=[], disable_tqdm=True, use_cpu=not torch.cuda.is_available(), seed=0)
-    return Trainer(model=model, args=args, train_dataset=features, data_collator=DataCollatorWithPadding(tokenizer))
+    trainer = Trainer(model=model, args=args, train_dataset=features, data_collator=DataCollatorWithPadding(tokenizer))
+    trainer.remove_callback(PrinterCallback)  # no log dict printed per call
+    return trainer
+
+
+def busy_seconds() -> float | None:
+    """CPU seconds all processes have spent busy since boot (/proc/stat), or None off Linux."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime + children.ru_utime + children.ru_stime
 
 
 def spread(times: list[float]) -> float:
@@ -104,15 +124,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=10, help="optimiser steps per variant per round")
-    parser.add_argument("--max_load", type=float, default=0.5, help="1-minute load average before the run above "
-                        "which the machine counts as busy (default 0.5)")
+    parser.add_argument("--max_other_cores", type=float, default=0.25, help="CPU cores other processes may use on "
+                        "average during the run before it counts as busy (default 0.25)")
     parser.add_argument("--max_spread", type=float, default=0.25, help="largest interquartile range / median of a "
                         "variant's step times before the run counts as disturbed (default 0.25)")
     parser.add_argument("--force", action="store_true", help="print the ratios even on a busy machine")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "step_time.json"))
     args = parser.parse_args()
 
-    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     tokenizer = load_tokenizer("minilm")
     features = synthetic_features(tokenizer)
     work = Path(tempfile.mkdtemp(prefix="rankwise-bench-"))
@@ -129,6 +148,7 @@ def main() -> None:
         trainer.add_callback(timers[name])
     times: dict[str, list[float]] = {name: [] for name in trainers}
     names = list(trainers)
+    started, busy_before, own_before = time.perf_counter(), busy_seconds(), own_seconds()
     for round_index in range(args.rounds + 1):  # round 0 warms up
         for name in (names if round_index % 2 == 0 else names[::-1]):
             trainer, timer = trainers[name], timers[name]
@@ -137,7 +157,9 @@ def main() -> None:
             trainer.train()
             if round_index > 0:
                 times[name] += timer.times[1:]
-    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    wall = time.perf_counter() - started
+    other_cores = None if busy_before is None else max(
+        0.0, (busy_seconds() - busy_before) - (own_seconds() - own_before)) / wall
 
     median = {k: statistics.median(v) for k, v in times.items()}
     spreads = {k: spread(v) for k, v in times.items()}
@@ -145,8 +167,10 @@ def main() -> None:
         print(f"{name:<26} {median[name] * 1000:8.1f} ms/step  spread {spreads[name]:5.1%}  "
               f"(min {min(times[name]) * 1000:.1f}, max {max(times[name]) * 1000:.1f}, {len(times[name])} steps)")
     busy = []
-    if load_before > args.max_load:
-        busy.append(f"load average {load_before:.2f} before the run (another process used the cores)")
+    if other_cores is not None and other_cores > args.max_other_cores:
+        busy.append(f"other processes used {other_cores:.2f} cores on average during the run")
+    print(f"other processes: {other_cores:.2f} cores on average during the run" if other_cores is not None
+          else "other processes: not measured (no /proc/stat)")
     busy += [f"{k} step times spread {v:.0%}" for k, v in spreads.items() if v > args.max_spread]
     ratios = {
         "rankwise_loraxs_r25 / peft_lora_r8": median["rankwise_loraxs_r25"] / median["peft_lora_r8"],
@@ -165,7 +189,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"median_s": median, "spread": spreads, "all_s": times,
                                "ratios": ratios if not busy or args.force else None, "busy": busy,
-                               "load_average": [load_before, load_after], "batch": [BATCH, TOKENS],
+                               "other_processes_cores": other_cores, "batch": [BATCH, TOKENS],
                                "engine": "transformers Trainer", "threads": torch.get_num_threads(),
                                "torch": torch.__version__}, indent=2))
 
