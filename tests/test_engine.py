@@ -158,6 +158,10 @@ def test_load_best_model_at_end_saves_the_best_evaluations_weights(tiny_bert_dir
     metrics = json.loads((tmp_path / "m.json").read_text())["metrics"]
     assert metrics["eval_loss"] == pytest.approx(losses[best_step], abs=1e-5)
     assert metrics["eval_loss"] != pytest.approx(losses[max(losses)], abs=1e-5)
+    from rankwise.report import build_report
+
+    report = Path(build_report([run], tmp_path / "report")["report"]).read_text()
+    assert "saved weights (adapter/, exports) are their best evaluation's (--load_best_model_at_end)" in report
 
 
 def test_familiar_flags_bf16_max_steps_and_step_evaluation(tiny_bert_dir, tiny_glue_dir, tmp_path):

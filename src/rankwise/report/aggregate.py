@@ -115,6 +115,7 @@ def _run_row(run_dir: Path, summary: dict) -> dict:
         "params_adapter_at_hard_ranks": params.get("adapter_at_hard_ranks", params.get("adapter")),
         "model_parameters": summary.get("model_parameters"),
         "mean_hard_rank": float(np.mean(list(hard.values()))) if hard else np.nan,
+        "saved_weights": (summary.get("saved_weights") or {}).get("which", "final"),
         "run_name": run_dir.name, "run_dir": str(run_dir), "config_id": config_id(row),
     })
     best_record = next((r for r in evals if r["epoch"] == best_epoch), None)
@@ -163,7 +164,7 @@ def load_runs(run_dirs: list[str | Path], warn=None) -> pd.DataFrame:
                                "final", "best_epoch", "final_epoch", "epochs_completed", "steps", "skipped_steps",
                                "wall_time_s", "steps_per_second", "params_adapter", "params_head",
                                "params_allocation", "params_adapter_at_hard_ranks", "model_parameters",
-                               "mean_hard_rank", "run_name", "run_dir", "config_id"]
+                               "mean_hard_rank", "saved_weights", "run_name", "run_dir", "config_id"]
     df = pd.DataFrame(rows)
     for column in columns:
         if column not in df:

@@ -106,10 +106,22 @@ def _header(runs: pd.DataFrame, groups: pd.DataFrame, tasks: list[str], run_dirs
              f"after every epoch, with hard ranks). Std is the sample standard deviation (ddof=1, i.e. "
              f"`numpy.std(x, ddof=1)`); `–` for a single seed. Diverged and failed runs are listed separately and "
              f"never enter a statistic. `results.csv` has every run (best and final-epoch values), "
-             f"`configurations.csv` every configuration.\n"]
+             f"`configurations.csv` every configuration. {_weights_text(runs)}\n"]
     if warnings:
         lines.append("Skipped: " + "; ".join(warnings) + "\n")
     return lines
+
+
+def _weights_text(runs: pd.DataFrame) -> str:
+    """Which epoch's weights the runs saved (and export): the final one, or the best (--load_best_model_at_end)."""
+    counts = runs["saved_weights"].fillna("final").value_counts()
+    if counts.get("best", 0) == 0:
+        return "The runs' saved weights (adapter/, exports) are the final epoch's."
+    if counts.get("final", 0) == 0:
+        return "The runs' saved weights (adapter/, exports) are their best evaluation's (--load_best_model_at_end)."
+    return (f"Saved weights (adapter/, exports): the best evaluation's for {plural(int(counts['best']), 'run')} "
+            f"(--load_best_model_at_end), the final epoch's for {plural(int(counts['final']), 'run')} (column "
+            "`saved_weights` of results.csv).")
 
 
 def _score_text(runs: pd.DataFrame) -> str:
