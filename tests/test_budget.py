@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from rankwise.methods import get_method
-from rankwise.allocation.budget import (RankCost, capped_ranks, check_feasible, round_independently, round_to_budget,
+from rankwise.allocation.budget import (capped_ranks, check_feasible, round_independently, round_to_budget,
                                         softmax_ranks)
 from rankwise.errors import ConfigError
 from rankwise.targets import TargetMatrix

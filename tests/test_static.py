@@ -5,7 +5,6 @@ import torch
 
 from rankwise.allocation import static
 from rankwise.methods import get_method
-from rankwise.allocation.budget import RankCost
 from rankwise.config import RunConfig, resolve_defaults
 from rankwise.errors import ConfigError
 from rankwise.targets import TargetMatrix

@@ -601,14 +601,14 @@ def parse_bool(text: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got `{text}`")
 
 
-def _float(text: str) -> float:
+def parse_float(text: str) -> float:
     try:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got `{text}`") from None
 
 
-def _int(text: str | int | float) -> int:
+def parse_int(text: str | int | float) -> int:
     """An exact integer from `12`, `1e3` or `2.0` (never through a float: `18446744073709551617` stays itself)."""
     if isinstance(text, bool):
         raise argparse.ArgumentTypeError(f"expected an integer, got `{text}`")
@@ -625,7 +625,7 @@ def _int(text: str | int | float) -> int:
     return int(value)
 
 
-_CONVERTERS = {bool: parse_bool, int: _int, float: _float, str: str}
+_CONVERTERS = {bool: parse_bool, int: parse_int, float: parse_float, str: str}
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:

@@ -11,6 +11,7 @@ import functools
 import importlib.util
 import os
 import socket
+from urllib.parse import urlparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,8 +77,6 @@ def hub_unreachable() -> bool:
     Loads then use the local cache only, instead of retrying for a minute before failing."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         return True
-    from urllib.parse import urlparse
-
     from huggingface_hub import constants
 
     host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
@@ -94,7 +93,7 @@ def hub_kwargs(path: str) -> dict:
 
 
 @contextlib.contextmanager
-def _quiet_transformers():
+def quiet_transformers():
     """Silence transformers' load reports and progress bars (newly initialised heads are expected)."""
     from transformers.utils import logging as hf_logging
 
@@ -108,7 +107,7 @@ def _quiet_transformers():
         hf_logging.enable_progress_bar()
 
 
-def _load_error(name: str, exc: Exception) -> ModelError:
+def load_error(name: str, exc: Exception) -> ModelError:
     first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
     return ModelError(f"could not load model `{name}`: {first_line.rstrip('.')}. Use an embedded model "
                       f"({', '.join(EMBEDDED)}), a local directory, or a hub id reachable from this machine")
@@ -119,10 +118,10 @@ def load_tokenizer(name: str):
 
     path = resolve_model(name)
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(path, **hub_kwargs(path))
     except Exception as exc:  # OSError (not found / offline), ValueError (bad files), ...
-        raise _load_error(name, exc) from None
+        raise load_error(name, exc) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -134,12 +133,12 @@ def load_classifier(name: str, num_labels: int, regression: bool) -> nn.Module:
 
     path = resolve_model(name)
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             model = AutoModelForSequenceClassification.from_pretrained(
                 path, num_labels=num_labels, problem_type="regression" if regression else "single_label_classification",
                 dtype=torch.float32, **hub_kwargs(path))
     except Exception as exc:
-        raise _load_error(name, exc) from None
+        raise load_error(name, exc) from None
     if model.config.pad_token_id is None:
         model.config.pad_token_id = model.config.eos_token_id
     return model
@@ -150,10 +149,10 @@ def load_causal_lm(name: str) -> nn.Module:
 
     path = resolve_model(name)
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **hub_kwargs(path))
     except Exception as exc:
-        raise _load_error(name, exc) from None
+        raise load_error(name, exc) from None
 
 
 # Architectures whose position ids start after the padding index (padding_idx + 1), so

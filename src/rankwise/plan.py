@@ -18,8 +18,11 @@ from torch import nn
 from .adapters import alphas_for
 from .allocation import RankAllocator, static_ranks
 from .allocation.learned import budget_bounds
+from .config import default_max_seq_length
+from .data import GLUE_TASKS
 from .errors import ConfigError
 from .methods import get_method
+from .models import check_max_seq_length, head_modules, hub_kwargs, load_error, quiet_transformers, resolve_model
 from .targets import TargetMatrix, find_targets
 
 
@@ -116,9 +119,6 @@ def build_plan(cfg, model: nn.Module, head_modules: list[str], steps_per_epoch: 
     """The plan for a resolved config on `model` (real or on the meta device), and the rank allocator
     for learned allocation. Raises ConfigError for strategy problems (custom file, budget, ranks larger than
     their matrices) and for a --max_seq_length the model's positions cannot hold."""
-    from .config import default_max_seq_length
-    from .models import check_max_seq_length
-
     check_max_seq_length(cfg.max_seq_length, model, default_max_seq_length(cfg.task), cfg.model)
     model_parameters = sum(p.numel() for p in model.parameters())
     head_parameters = sum(p.numel() for h in head_modules for p in model.get_submodule(h).parameters())
@@ -158,12 +158,9 @@ def meta_model(cfg):
     """The task's model built on the meta device (no weights loaded): enough for a plan, in a second."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    from .data import GLUE_TASKS
-    from .models import _load_error, _quiet_transformers, head_modules, hub_kwargs, resolve_model
-
     path = resolve_model(cfg.model)
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             if cfg.task in GLUE_TASKS:
                 task = GLUE_TASKS[cfg.task]
                 config = AutoConfig.from_pretrained(path, num_labels=task.num_labels, **hub_kwargs(path))
@@ -174,7 +171,7 @@ def meta_model(cfg):
                 with torch.device("meta"):
                     model = AutoModelForCausalLM.from_config(config)
     except Exception as exc:
-        raise _load_error(cfg.model, exc) from None
+        raise load_error(cfg.model, exc) from None
     return model, head_modules(model)
 
 

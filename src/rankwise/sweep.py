@@ -30,22 +30,25 @@ config at once.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import difflib
 import itertools
-import json
+import multiprocessing as mp
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
-from contextlib import contextmanager
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
 
 from .config import FIELDS, RunConfig, applies, config_from_dict, prepare, read_structured_file
 from .errors import ConfigError, RankwiseError
-from .naming import NOT_IDENTITY, run_name
+from .naming import run_name
 from .rundir import SUMMARY
 from .runstate import check_output_dir, checkpoints, config_conflicts, inspect, run_lock, run_state
 
@@ -364,14 +367,9 @@ def _die_with_parent() -> None:
     """A worker must not outlive its sweep (a killed sweep's orphans would keep writing run directories)."""
     parent = os.getppid()
     try:
-        import ctypes
-        import signal
-
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
-    import threading
-
     def watch() -> None:
         while True:
             time.sleep(1.0)
@@ -498,9 +496,6 @@ def _run_here(configs, todo, records) -> None:
 def _run_processes(configs, todo, records, jobs: int) -> None:
     """`jobs` long-lived worker processes, each running one config at a time. A worker that dies (killed, out
     of memory) costs only its current run, which is recorded as failed; a new worker takes its place."""
-    import multiprocessing as mp
-    from multiprocessing.connection import wait
-
     ctx = mp.get_context("spawn")  # fresh interpreters: torch thread settings take effect, no forked state
     threads = threads_per_run(jobs)
     print(f"sweep: {jobs} worker processes × {threads} torch thread(s)", flush=True)

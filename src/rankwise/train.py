@@ -39,7 +39,7 @@ from .config import RunConfig, prepare
 from .errors import ConfigError, DataError, RankwiseError, RunDirError
 from .methods import AdapterSet, build_adapter
 from .plan import Plan, build_plan
-from .rundir import RunDir, write_jsonl_atomic
+from .rundir import RunDir, read_jsonl, write_jsonl_atomic
 from .runstate import Claim, check_output_dir, checkpoints, claim_output_dir, stored_config_conflicts
 from .tasks import PreparedTask, prepare_task
 from .version import __version__
@@ -604,8 +604,6 @@ def _train(setup: Setup, write_to: Path, claim: Claim | None) -> dict:
 
 def _keep_records_until(run: RunDir, step: int) -> None:
     """Resuming from the checkpoint of `step`: drop the records a killed run wrote after it (they come again)."""
-    from .rundir import read_jsonl
-
     for name in ("metrics.jsonl", "allocation.jsonl"):
         path = run.file(name)
         if path.exists():

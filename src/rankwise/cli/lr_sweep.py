@@ -13,7 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..config import _float, _int, add_config_arguments, parse_bool
+from ..config import FIELDS, add_config_arguments, parse_bool, parse_float, parse_int
+from ..errors import ConfigError
+from ..methods import FULL_FINETUNING, get_method
 
 # RunConfig fields that lr-sweep sets through its own flags (the rest pass through unchanged).
 OWN_FIELDS = ("method", "rank", "lora_alpha", "alpha_policy", "seed", "learning_rate", "output_dir", "task",
@@ -47,7 +49,6 @@ for the ratio family's r=16.
 
 def register(sub) -> None:
     from ..lrsweep import ADAPTER_METHODS, ALPHA_POLICIES, DEFAULT_LR_RANGES, POINTS_PER_DECADE
-    from ..methods import FULL_FINETUNING
 
     grids = "; ".join(f"{m}: {lo:g}–{hi:g}" for m, (lo, hi) in DEFAULT_LR_RANGES.items())
     p = sub.add_parser(
@@ -68,34 +69,34 @@ def register(sub) -> None:
                        help="sweep full fine-tuning (same as --method full)")
     study.add_argument("--include_full", action="store_true",
                        help="also sweep full fine-tuning (on --full_lrs) as the ratio's reference")
-    study.add_argument("--lrs", nargs="+", type=_float, metavar="LR",
+    study.add_argument("--lrs", nargs="+", type=parse_float, metavar="LR",
                        help=f"learning rates (default: {POINTS_PER_DECADE} per decade, {grids})")
-    study.add_argument("--full_lrs", nargs="+", type=_float, metavar="LR",
+    study.add_argument("--full_lrs", nargs="+", type=parse_float, metavar="LR",
                        help="learning rates of the --include_full runs (default: the full fine-tuning grid)")
-    study.add_argument("--rank", type=_int, default=None,
+    study.add_argument("--rank", type=parse_int, default=None,
                        help="one rank (the reproduction's flag); with --ranks, the reference rank REF of "
                             "--alpha_policy ratio (default: the middle of --ranks)")
-    study.add_argument("--ranks", nargs="+", type=_int, metavar="R", help="ranks to sweep (default: --rank, else 16)")
-    study.add_argument("--alpha", "--lora_alpha", dest="alpha", type=_float, default=32.0,
+    study.add_argument("--ranks", nargs="+", type=parse_int, metavar="R", help="ranks to sweep (default: --rank, else 16)")
+    study.add_argument("--alpha", "--lora_alpha", dest="alpha", type=parse_float, default=32.0,
                        help="adapter alpha (default 32); how it varies with rank: --alpha_policy")
     study.add_argument("--alpha_policy", nargs="+", choices=ALPHA_POLICIES, default=["constant"],
                        help="constant (alpha fixed), ratio (alpha/r fixed at ALPHA/REF), rslora (scale alpha/sqrt(r)); "
                             "several sweep each (default constant)")
-    study.add_argument("--seed", type=_int, default=None, help="one seed (the reproduction's flag)")
-    study.add_argument("--seeds", nargs="+", type=_int, metavar="S", help="seeds (default: --seed, else 0)")
-    study.add_argument("--epochs", "--num_train_epochs", dest="epochs", type=_int, default=3,
+    study.add_argument("--seed", type=parse_int, default=None, help="one seed (the reproduction's flag)")
+    study.add_argument("--seeds", nargs="+", type=parse_int, metavar="S", help="seeds (default: --seed, else 0)")
+    study.add_argument("--epochs", "--num_train_epochs", dest="epochs", type=parse_int, default=3,
                        help="training epochs per point (default 3)")
-    study.add_argument("--batch_size", "--per_device_train_batch_size", dest="batch_size", type=_int, default=32,
+    study.add_argument("--batch_size", "--per_device_train_batch_size", dest="batch_size", type=parse_int, default=32,
                        help="training batch size (default 32)")
     study.add_argument("--data_dir", help="GLUE data directory (default $RANKWISE_DATA_DIR, else the hub)")
-    study.add_argument("--max_train_samples", type=_int, help="use the first N training examples")
-    study.add_argument("--max_eval_samples", type=_int, help="use the first N dev examples")
+    study.add_argument("--max_train_samples", type=parse_int, help="use the first N training examples")
+    study.add_argument("--max_eval_samples", type=parse_int, help="use the first N dev examples")
     study.add_argument("--output_dir", help="folder of the run directories and results files "
                                             "(default runs/lr_sweep_<task>_<model>)")
     study.add_argument("--save_model", type=parse_bool, nargs="?", const=True, default=False, metavar="BOOL",
                        help="keep each point's adapter/model weights (default false: sweeps need only metrics)")
     run = p.add_argument_group("running")
-    run.add_argument("--jobs", type=_int, default=1, help="parallel runs (local worker processes; default 1)")
+    run.add_argument("--jobs", type=parse_int, default=1, help="parallel runs (local worker processes; default 1)")
     run.add_argument("--backend", choices=("local", "ray"), default="local", help="local processes or Ray tasks")
     run.add_argument("--ray_address", help="Ray cluster address (default: a local Ray instance)")
     run.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
@@ -113,11 +114,7 @@ def register(sub) -> None:
 
 def sweep_from_args(args):
     """The LRSweep an `lr-sweep` command line asks for."""
-    from ..config import FIELDS
     from ..lrsweep import LRSweep
-
-    from ..errors import ConfigError
-    from ..methods import FULL_FINETUNING, get_method
 
     method = FULL_FINETUNING if args.full_finetune else args.method
     if args.full_lrs and not args.include_full:

@@ -8,8 +8,9 @@ import json
 import sys
 from pathlib import Path
 
-from ..config import RunConfig, add_config_arguments, config_from_args, parse_bool, prepare
-from ..errors import RankwiseError
+from ..config import RunConfig, add_config_arguments, config_from_args, config_from_dict, parse_bool, prepare
+from ..errors import ModelError, RankwiseError
+from ..naming import run_name
 from ..rundir import check_writable_path, write_json_atomic, write_text_atomic
 
 
@@ -148,8 +149,6 @@ def _add_glue(sub) -> None:
 
 def glue_configs(args) -> list[RunConfig]:
     """One RunConfig per seed from study-style arguments, validated before any run starts."""
-    from ..config import config_from_dict
-    from ..naming import run_name
 
     values = dict(GLUE_DEFAULTS)
     for field, _ in GLUE_FLAGS.values():
@@ -204,8 +203,7 @@ def _add_models(sub) -> None:
 
 
 def cmd_models(args) -> int:
-    from ..errors import ModelError
-    from ..models import EMBEDDED, embedded_path
+    from ..models import EMBEDDED, embedded_path  # transformers
 
     for name, model in EMBEDDED.items():
         try:

@@ -46,9 +46,9 @@ class Full(AdapterMethod):
         return AdapterSet(self, model, targets, ranks, alphas)
 
     def save(self, adapter, directory: Path, *, base_model, head_modules, hard_ranks, tokenizer=None) -> None:
-        from ..models import _quiet_transformers
+        from ..models import quiet_transformers
 
-        with _quiet_transformers():
+        with quiet_transformers():
             adapter.model.save_pretrained(directory)
             if tokenizer is not None:
                 tokenizer.save_pretrained(directory)

@@ -91,11 +91,11 @@ class Lora(AdapterMethod):
 
     def save(self, adapter, directory: Path, *, base_model, head_modules, hard_ranks, tokenizer=None) -> None:
         from ..adapters.io import META_FILE, adapter_metadata
-        from ..models import _quiet_transformers
+        from ..models import quiet_transformers
 
         if len(hard_ranks) != len(adapter.targets):  # EVA removed the matrices it gave rank 0: the rest stay as built
             hard_ranks = list(adapter.ranks)
-        with _quiet_transformers():
+        with quiet_transformers():
             adapter.model.save_pretrained(str(directory))
         meta = {**adapter_metadata(adapter, base_model, head_modules, hard_ranks), "format": FORMAT}
         (directory / META_FILE).write_text(json.dumps(meta, indent=2))
@@ -161,10 +161,10 @@ class Lora(AdapterMethod):
     def save_peft_export(self, adapter: AdapterSet, directory: Path, meta: dict) -> None:
         """A standard PEFT adapter (as `attach` built it at the hard ranks) plus rankwise.json."""
         from ..adapters.io import META_FILE
-        from ..models import _quiet_transformers
+        from ..models import quiet_transformers
 
         adapter.hooks.remove()
-        with _quiet_transformers():
+        with quiet_transformers():
             adapter.model.save_pretrained(str(directory))
         (directory / META_FILE).write_text(json.dumps({**meta, "format": FORMAT}, indent=2))
 

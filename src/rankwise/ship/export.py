@@ -34,7 +34,7 @@ from torch import nn
 from ..adapters.io import WEIGHTS_FILE, compact_metadata, compact_tensors, read_adapter_metadata, save_compact
 from ..errors import ConfigError, RunDirError
 from ..methods import METHODS, AdapterSet, attach_tensors, get_method, load_adapter
-from ..models import _quiet_transformers, load_tokenizer
+from ..models import quiet_transformers, load_tokenizer
 from ..rundir import check_writable_path, replace_dir, write_json_atomic
 from ..targets import TargetMatrix
 from ..version import __version__
@@ -236,7 +236,7 @@ def export_full_model(run: FinishedRun, out: Path, *, tokenizer, verify: bool, l
 
 def _save_merged(model: nn.Module, tokenizer, task: str, directory: Path) -> None:
     set_label_names(model, task)
-    with _quiet_transformers():
+    with quiet_transformers():
         model.save_pretrained(str(directory))
         tokenizer.save_pretrained(str(directory))
 
