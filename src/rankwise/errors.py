@@ -1,4 +1,4 @@
-"""Typed errors. Library code raises these; only `cli.py` turns them into messages and exit codes."""
+"""Typed errors. Library code raises these; only `cli/__init__.py` (`main`) turns them into messages and exit codes."""
 
 from __future__ import annotations
 
