@@ -235,3 +235,20 @@ def test_a_checkpoint_cut_short_by_a_kill_is_never_resumed_from(tiny_bert_dir, t
     assert run_cli(*base_args(tiny_bert_dir, tiny_glue_dir, run, *common, "--resume_from_checkpoint", "true")) == 0
     assert json.loads((run / "config.json").read_text())["training"]["resumed_from"].endswith("checkpoint-6")
     assert [r["step"] for r in evals(run)] == [3, 6, 9] and read_summary(run)["status"] == "completed"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="torchrun over gloo on Linux")
+def test_adalora_on_two_processes_prunes_to_its_budget_as_on_one(tiny_bert_dir, tiny_glue_dir, tmp_path):
+    """AdaLoRA's budget schedule counts optimiser steps of the global batch: on 2 processes it ends at its target
+    (it ended above it when steps were counted per process), with the ranks one process gives."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    common = ["--method", "adalora", "--rank", "2", "--num_train_epochs", "3", "--learning_rate", "1e-2"]
+    done = rankwise(*base_args(tiny_bert_dir, tiny_glue_dir, one, *common, "--per_device_train_batch_size", "32"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = rankwise(*base_args(tiny_bert_dir, tiny_glue_dir, two, *common, "--per_device_train_batch_size", "16"),
+                    launcher=("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29618"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    first, second = read_summary(one), read_summary(two)
+    target = first["adalora"]["target_triplets"]
+    assert first["adalora"]["final_triplets"] == second["adalora"]["final_triplets"] == target
+    assert first["hard_ranks"] == second["hard_ranks"] and first["steps"] == second["steps"] == 9
