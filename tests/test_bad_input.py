@@ -73,8 +73,8 @@ def glue_copy(tiny_glue_dir, tmp_path):
      "Give --memory_start"),
     (["--allocation", "learned", "--rank_average", "6", "--epochs_memory_start", "1", "--num_train_epochs", "3"],
      "--epochs_memory_start: is part of the budget schedule", "drop --epochs_memory_start"),
-    (["--train_file", "{alpaca}"], "--train_file: is not read by GLUE task `cola`",
-     "training a GLUE task on your own files is not supported yet"),
+    (["--task", "cola", "--train_file", "{alpaca}"], "--train_file: is not read by GLUE task `cola`",
+     "To train on your own files, drop --task (or use --task text)"),
     (["--task", "sst2", "--eval_size", "50"], "--eval_size: only applies to --task alpaca", "Drop --eval_size"),
     (["--num_generations", "2"], "--num_generations: only applies to --task alpaca", "Drop --num_generations"),
 ])

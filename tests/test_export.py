@@ -237,7 +237,8 @@ def test_merged_export_is_a_plain_transformers_model_with_the_same_logits(fixtur
     record = export(run, "merged", out)
     model = AutoModelForSequenceClassification.from_pretrained(out)
     assert not any("lora" in name for name, _ in model.named_parameters())
-    assert model.config.id2label == {0: "0", 1: "1"}
+    assert model.config.id2label == {0: "unacceptable", 1: "acceptable"}  # CoLA's names, not its files' 0/1
+    assert model.config.problem_type == "single_label_classification"
     assert torch.allclose(logits(model, run.batch), run.logits, atol=TOL, rtol=0)
     # ΔW went into the weights: an adapted matrix differs from the base checkpoint's by exactly ΔW.
     name = next(iter(run.summary["hard_ranks"]))

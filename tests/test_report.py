@@ -165,7 +165,7 @@ def test_figures_are_written_and_draw_what_they_claim(study, tmp_path):
     result = build_report([root], tmp_path / "report", group_by=["alpha_min", "alpha_max"])
     names = {p.name for p in result["figures"]}
     assert names == {"comparison_boxplot.png", "eval_curves.png", "final_ranks.png", "allocation_heatmap.png",
-                     "schedules.png"}
+                     "schedules.png", "ranks_by_layer.png"}
     for path in result["figures"]:
         image = matplotlib.image.imread(path)
         assert path.stat().st_size > 10_000 and image.shape[0] > 300 and image.shape[1] > 600
@@ -240,7 +240,8 @@ def test_report_without_learned_runs_reads_well(tmp_path):
     assert HEADER_LINE not in text and "Learned rank allocation" not in text
     assert "| LoRA-XS r25 | cola | LoRA-XS | r25 |" in text and "| LoRA-XS 16→4 | cola | LoRA-XS | 16→4 |" in text
     assert "Δ vs LoRA-XS r25" in text  # the fixed-rank run is the default baseline
-    assert {p.name for p in result["figures"]} == {"comparison_boxplot.png", "eval_curves.png", "final_ranks.png"}
+    assert {p.name for p in result["figures"]} == {"comparison_boxplot.png", "eval_curves.png", "final_ranks.png",
+                                                   "ranks_by_layer.png"}
 
 
 @pytest.mark.parametrize("args,expected", [

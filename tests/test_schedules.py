@@ -51,3 +51,15 @@ def test_discrete_phase_starts_in_the_right_epoch():
     s = schedule(epochs_rank_discrete=2)
     assert not s.is_discrete(39) and s.is_discrete(40)  # epochs 4 and 5 (0-based) of 6
     assert not any(schedule(epochs_rank_discrete=0).is_discrete(t) for t in range(60))
+
+
+@pytest.mark.parametrize("kind", ["linear", "exponential"])
+def test_alpha_over_all_steps_follows_the_studys_scheduler(kind):
+    # The adaptive LoRA-XS study adds (alpha_max - alpha_min) / (E·S) (or multiplies by (max/min)^(1/(E·S))) after
+    # every step: step t uses progress t / (E·S), discrete epochs included.
+    s = schedule(alpha_scheduler=kind, alpha_span="all")
+    assert s.total_steps == 60
+    for t in (0, 1, 30, 49, 59):
+        expected = 0.5 + 2.5 * t / 60 if kind == "linear" else 0.5 * 6 ** (t / 60)
+        assert s.alpha(t) == pytest.approx(expected)
+    assert s.alpha(60) == pytest.approx(3.0) and s.alpha(70) == pytest.approx(3.0)

@@ -83,3 +83,56 @@ def test_custom_target_suffixes_and_errors():
         find_targets(model, "query,q_proj")
     with pytest.raises(ConfigError, match="target_modules"):
         find_targets(model, "nothing_here")
+
+
+def _family_configs():
+    """A tiny random config per family rankwise infers targets for (3 layers unless the family shares them)."""
+    from transformers import (AlbertConfig, DebertaV2Config, DistilBertConfig, ElectraConfig, GemmaConfig,
+                              MistralConfig, PhiConfig, Qwen2Config, XLMRobertaConfig)
+
+    encoder = dict(vocab_size=1000, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+                   max_position_embeddings=64)
+    decoder = dict(vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                   num_key_value_heads=2, max_position_embeddings=64, pad_token_id=0)
+    return {
+        "bert": (tiny_bert_config(), 4), "roberta": (tiny_roberta_config(), 4),
+        "xlm-roberta": (XLMRobertaConfig(**encoder), 4), "electra": (ElectraConfig(embedding_size=32, **encoder), 4),
+        "deberta-v2": (DebertaV2Config(**encoder), 4),
+        "distilbert": (DistilBertConfig(vocab_size=1000, dim=32, n_layers=3, n_heads=2, hidden_dim=64,
+                                        max_position_embeddings=64), 5),
+        "albert": (AlbertConfig(embedding_size=16, **encoder), 5),
+        "llama": (tiny_llama_config(pad_token_id=0), 7), "mistral": (MistralConfig(**decoder), 7),
+        "qwen2": (Qwen2Config(**decoder), 7), "gemma": (GemmaConfig(head_dim=8, **decoder), 7),
+        "phi": (PhiConfig(**{k: v for k, v in decoder.items() if k != "num_key_value_heads"}), 6),
+        "gpt2": (tiny_gpt2_config(pad_token_id=0), 4),  # c_attn, attn.c_proj, c_fc, mlp.c_proj
+    }
+
+
+@pytest.mark.parametrize("family", list(_family_configs()))
+def test_default_targets_and_kinds_for_every_family(family):
+    """Sequence-classification models of each family: the default targets are found in every block (ALBERT: one
+    shared block), split into attention and MLP matrices, and never in the head."""
+    config, per_layer = _family_configs()[family]
+    model = AutoModelForSequenceClassification.from_config(config)
+    targets = find_targets(model)
+    layers = 1 if family == "albert" else 3
+    assert len(targets) == per_layer * layers and {t.layer for t in targets} == set(range(layers))
+    kinds = {t.kind for t in targets}
+    assert kinds == {"attention", "mlp"}, [(t.name, t.kind) for t in targets]
+    from rankwise.models import head_modules
+
+    heads = head_modules(model)
+    assert heads and not any(t.name.startswith(tuple(heads)) for t in targets)
+
+
+def test_an_unknown_family_gets_the_linear_layers_it_has(capsys):
+    from transformers import MptConfig
+
+    model = AutoModelForCausalLM.from_config(MptConfig(d_model=32, n_heads=2, n_layers=2, vocab_size=1000,
+                                                       max_seq_len=64))
+    with pytest.raises(ConfigError) as caught:
+        find_targets(model)
+    message = str(caught.value)
+    assert "no default targets for `mpt`" in message and "attn.Wqkv" in message and "ffn.down_proj" in message
+    assert "--target_modules" in message
+    assert len(find_targets(model, "all-linear")) == 2 * 4

@@ -43,7 +43,12 @@ BUDGET_MODES = ("capped", "softmax")
 EVAL_STRATEGIES = ("epoch", "steps", "no")
 SAVE_STRATEGIES = ("epoch", "steps", "best", "no")
 REPORT_TO = ("none", "tensorboard", "wandb", "mlflow")
+PROBLEM_TYPES = ("auto", "single_label_classification", "regression")
 ROUNDINGS = ("budget", "study")
+ALPHA_SCHEDULE_SPANS = ("soft", "all")
+PROMPT_FORMATS = ("alpaca", "human_assistant")
+LOSS_ON = ("response", "all")
+INSTRUCT_SPLITS = ("seeded_holdout", "first_n_90_10")
 
 DEFAULT_CLS_LR = 5e-3
 
@@ -126,7 +131,8 @@ class RunConfig:
     alpha_scheduler: str = _f("linear", "`learned`: how sharpness moves from alpha_min to alpha_max.", "allocation",
                               ALPHA_SCHEDULERS)
     tau: float = _f(0.0, "`learned`: Gumbel noise scale on the rank distribution (training only).", "allocation")
-    rank_allocation_lr: float = _f(1e-2, "`learned`: learning rate of the allocation weights (no weight decay).",
+    rank_allocation_lr: float = _f(1e-2, "`learned`: learning rate of the allocation weights (their weight decay: "
+                                   "--rank_allocation_weight_decay).",
                                    "allocation", aliases=("--rank_allocation_learning_rate",))
     rank_allocation_weights_init: str = _f("uniform", "`learned`: initial allocation weights. `uniform` starts "
                                            "every matrix at the same rank (the budget's average), so the "
@@ -140,14 +146,60 @@ class RunConfig:
     rounding: str = _f("budget", "`learned`: hard ranks by largest remainder within the budget (`budget`) or "
                        "independent rounding as in the study (`study`).", "allocation", ROUNDINGS)
 
+    # --- the published studies' settings (issue 22); every default keeps rankwise's own behaviour --------------
+    rank_start: Optional[float] = _f(None, "`learned`: budget at the start as an average rank (Σ c_i(rank_start): "
+                                     "n·rank_start² for loraxs), held --epochs_memory_start epochs and moved linearly "
+                                     "to --rank_average's budget over --epochs_memory_start_to_end epochs (the "
+                                     "adaptive LoRA-XS study's initial_bigger_memory runs).", "allocation")
+    alpha_schedule_span: str = _f("soft", "`learned`: α moves from alpha_min to alpha_max over the soft phase "
+                                  "(`soft`: α_max at the last soft step) or over all steps of the run (`all`: the "
+                                  "adaptive LoRA-XS study's scheduler, α(t) at t/total_steps).", "allocation",
+                                  ALPHA_SCHEDULE_SPANS)
+    rank_allocation_weight_decay: float = _f(0.0, "`learned`: AdamW weight decay of the allocation weights (the "
+                                             "adaptive LoRA-XS study's optimiser used torch's 0.01 there too).",
+                                             "allocation")
+    resample_layer_ranks: bool = _f(False, "`custom`: stretch a `layer_ranks` list of another length to the model's "
+                                    "depth (linear interpolation, rounded) instead of refusing it.", "allocation")
+    freeze_head: bool = _f(False, "Keep the classification head at its initial weights (LoRA Without Regret "
+                           "froze it); by default it trains at --cls_learning_rate.", "training")
+    prompt_format: str = _f("alpaca", "alpaca: `alpaca` (the Stanford Alpaca prompt) or `human_assistant` "
+                            "(\"Human: {instruction}\\nAssistant: {output}\", the placement study's; the input "
+                            "field is left out as it did).", "data", PROMPT_FORMATS)
+    loss_on: str = _f("response", "alpaca: loss on the `response` tokens, or on `all` tokens of prompt and "
+                      "response (the placement study's labels = input_ids).", "data", LOSS_ON)
+    instruct_split: str = _f("seeded_holdout", "alpaca: `seeded_holdout` (--eval_size records of a fixed "
+                             "permutation held out) or `first_n_90_10` (the placement study's: the first "
+                             "--max_train_samples records, the first nine tenths to train and the rest to evaluate).",
+                             "data", INSTRUCT_SPLITS, aliases=("--split",))
+
     # --- data ----------------------------------------------------------------------------------
-    task: str = _f("cola", "GLUE task (cola, sst2, mrpc, qnli, rte, stsb, qqp, mnli, wnli) or `alpaca`.", "data",
-                   aliases=("--task_name",))
+    task: Optional[str] = _f(None, "GLUE task (cola, sst2, mrpc, qnli, rte, stsb, qqp, mnli, wnli), `alpaca` "
+                             "(instruction tuning), or `text` (your own classification or regression data: "
+                             "--train_file or --dataset). Default: `text` when --train_file or --dataset is given "
+                             "without a task, else cola.", "data", aliases=("--task_name",))
     data_dir: Optional[str] = _f(None, "Directory with GLUE task folders in the original TSV layout and/or "
                                  "alpaca/alpaca_data.json "
                                  "(default: $RANKWISE_DATA_DIR; else the Hugging Face hub).", "data")
-    train_file: Optional[str] = _f(None, "alpaca: Alpaca-format JSON/JSONL for instruction tuning (GLUE tasks read "
-                                   "--data_dir).", "data")
+    train_file: Optional[str] = _f(None, "Training data: for `text`, a CSV, TSV, JSON, JSONL or Parquet file of "
+                                   "texts and labels; for `alpaca`, Alpaca-format or chat-format (`messages`) JSON/JSONL "
+                                   "(GLUE tasks read --data_dir).", "data")
+    validation_file: Optional[str] = _f(None, "`text`: evaluation data, in the training file's format (default: "
+                                        "--validation_split of the training data).", "data")
+    test_file: Optional[str] = _f(None, "`text`: test data, evaluated with every evaluation (metrics `test_*`).",
+                                  "data")
+    dataset: Optional[str] = _f(None, "`text`: a 🤗 datasets dataset: a local directory of data files, or a hub "
+                                "name when the hub is reachable (`ag_news`: the LR-ratio study's draw).", "data")
+    dataset_config: Optional[str] = _f(None, "`text`: the --dataset configuration (name) to load.", "data")
+    text_column: Optional[str] = _f(None, "`text`: the column with the text (default: the first of text, sentence, "
+                                    "sentence1, question, premise, content, review, document).", "data")
+    text_pair_column: Optional[str] = _f(None, "`text`: a second text column for sentence pairs (default: sentence2, "
+                                         "hypothesis or question2 when the first is sentence1, premise or "
+                                         "question1).", "data")
+    label_column: Optional[str] = _f(None, "`text`: the label column (default: label).", "data")
+    problem_type: str = _f("auto", "`text`: `single_label_classification`, `regression`, or `auto` (float labels "
+                           "that are not whole numbers mean regression).", "data", PROBLEM_TYPES)
+    validation_split: float = _f(0.1, "`text` without validation data: the fraction of the training data held out "
+                                 "for evaluation (a fixed split, the same for every seed).", "data")
     max_seq_length: Optional[int] = _f(None, "Longest input in tokens (default 128 for GLUE, 512 for alpaca).",
                                        "data")
     max_train_samples: Optional[int] = _f(None, "Use only the first N training examples.", "data")
@@ -171,7 +223,8 @@ class RunConfig:
     cls_learning_rate: Optional[float] = _f(None, "Learning rate of the classification head. Default 5e-3 "
                                             "(loraxs, lora) or learning_rate (full).", "training",
                                             aliases=("--cls_lr",))
-    weight_decay: float = _f(0.0, "AdamW weight decay (adapter and head; never the allocation weights).",
+    weight_decay: float = _f(0.0, "AdamW weight decay (adapter and head; the allocation weights have "
+                             "--rank_allocation_weight_decay).",
                              "training")
     lr_scheduler: str = _f("linear_schedule_with_warmup", "Learning-rate schedule.", "training", LR_SCHEDULERS,
                            aliases=("--lr_scheduler_type",))
@@ -237,16 +290,20 @@ FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 # they do not apply, names and reports ignore them there.
 LEARNED_ONLY = ("rank_min", "rank_max", "rank_average", "memory_start", "memory_end", "epochs_memory_start",
                 "epochs_memory_start_to_end", "epochs_rank_discrete", "alpha_min", "alpha_max", "alpha_scheduler",
-                "tau", "rank_allocation_lr", "rank_allocation_weights_init", "budget_mode", "rounding")
+                "tau", "rank_allocation_lr", "rank_allocation_weights_init", "budget_mode", "rounding", "rank_start",
+                "alpha_schedule_span", "rank_allocation_weight_decay")
 STATIC_ONLY = {"rank_first": "linear_decay", "rank_last": "linear_decay", "rank_attention": "attention_heavy",
-               "rank_mlp": "attention_heavy", "rank_file": "custom"}
+               "rank_mlp": "attention_heavy", "rank_file": "custom", "resample_layer_ranks": "custom"}
 BUDGET_MATCHING = ("budget", "match_budget")  # rescale a static strategy (LoRA-XS or LoRA adapters) to a budget
 LEARNED_ONLY_SET = set(LEARNED_ONLY)
 # Which methods read --lora_dropout is the methods' to say (LoRA-XS has none). `full` ignores every adapter option:
 # lora_dropout, like lora_alpha and alpha_policy, is left applying there, as an LR sweep passes its shared
 # options to its full fine-tuning reference runs.
 # Data options read only by instruction tuning (`alpaca`); GLUE tasks read --data_dir (or the hub).
-INSTRUCT_ONLY = ("train_file", "eval_size", "num_generations")
+INSTRUCT_ONLY = ("eval_size", "num_generations", "prompt_format", "loss_on", "instruct_split")
+# Data options of your own data (`text`); --train_file serves `text` and `alpaca`.
+TEXT_ONLY = ("validation_file", "test_file", "dataset", "dataset_config", "text_column", "text_pair_column",
+             "label_column", "problem_type", "validation_split")
 
 
 def _method_fields() -> set[str]:
@@ -274,6 +331,10 @@ def applies(field: str, allocation: str, method: str, task: str | None = None) -
         return allocation != "learned" and (m is None or m.trains_adapter)
     if field in INSTRUCT_ONLY and task is not None:
         return task == "alpaca"
+    if field in TEXT_ONLY and task is not None:
+        return task == "text"
+    if field == "train_file" and task is not None:
+        return task in ("alpaca", "text")
     return True
 
 
@@ -290,6 +351,8 @@ def resolve_defaults(cfg: RunConfig) -> RunConfig:
     """Fill method- and task-dependent defaults, returning a new config (the one written to config.json)."""
     c = dataclasses.replace(cfg)
     c.lr_scheduler = LR_SCHEDULER_ALIASES.get(c.lr_scheduler, c.lr_scheduler)
+    if c.task is None:  # your own data when you give some, else the GLUE task the README starts with
+        c.task = "text" if c.train_file is not None or c.dataset is not None else "cola"
     if c.model is None:
         c.model = "smollm2-135m" if c.is_instruct else "minilm"
     method = _known_method(c.method)  # an unknown one is reported by `validate`, with the choices
@@ -356,11 +419,11 @@ def user_set(cfg: RunConfig, name: str) -> bool:
 def _not_applicable(cfg: RunConfig, name: str) -> tuple[str, str]:
     """(problem, fix) for an option given to a run it does not apply to (see `applies`)."""
     a, m = cfg.allocation, cfg.method
-    if name == "train_file":
-        return (f"is not read by GLUE task `{cfg.task}`: it is the Alpaca-format data of --task alpaca (training a "
-                "GLUE task on your own files is not supported yet)",
-                f"Drop --train_file; {cfg.task} reads --data_dir DIR/<Task>/train.tsv and dev.tsv (or the Hugging "
-                "Face hub)")
+    if name == "train_file" or name in TEXT_ONLY:
+        return (f"is not read by GLUE task `{cfg.task}`, which reads --data_dir DIR/<Task>/train.tsv and dev.tsv "
+                "(or the Hugging Face hub)",
+                f"To train on your own files, drop --task (or use --task text) and give --train_file with "
+                f"--text_column/--label_column; else drop --{name}")
     if name in INSTRUCT_ONLY:
         return f"only applies to --task alpaca, not to GLUE task `{cfg.task}`", f"Drop --{name}"
     method = get_method(m)
@@ -447,7 +510,15 @@ def validate(cfg: RunConfig) -> None:
         _require(not Path(cfg.data_dir).is_file(), "data_dir", f"`{cfg.data_dir}` is a file, not a directory",
                  data_fix)
         _require(Path(cfg.data_dir).is_dir(), "data_dir", f"directory `{cfg.data_dir}` does not exist", data_fix)
-    if cfg.train_file is not None:
+    if cfg.task == "text":
+        _require((cfg.train_file is None) != (cfg.dataset is None), "train_file",
+                 "and --dataset both give the training data" if cfg.train_file else
+                 "(or --dataset) is required by --task text", "Give one of --train_file FILE and --dataset NAME")
+        for name in ("train_file", "validation_file", "test_file"):
+            if getattr(cfg, name) is not None:
+                require_file(name, getattr(cfg, name), "Give a .csv, .tsv, .json, .jsonl or .parquet file")
+        _require(0 < cfg.validation_split < 1, "validation_split", f"must be in (0, 1), got {cfg.validation_split:g}")
+    elif cfg.train_file is not None:
         require_file("train_file", cfg.train_file, "Give an Alpaca-format .json or .jsonl file")
 
     _validate_training(cfg)
@@ -461,7 +532,11 @@ def task_metrics(task: str) -> tuple[str, ...]:
     """The metrics a task's evaluation reports (without the `eval_` prefix): what --metric_for_best_model may name."""
     from .data import GLUE_TASKS
 
-    return ("loss", *GLUE_TASKS[task].metrics) if task in GLUE_TASKS else ("loss", "perplexity")
+    if task in GLUE_TASKS:
+        return ("loss", *GLUE_TASKS[task].metrics)
+    if task == "text":  # classification or regression, decided by the data
+        return ("loss", "accuracy", "f1", "macro_f1", "matthews_correlation", "pearson", "spearmanr")
+    return ("loss", "perplexity")
 
 
 def _validate_training(cfg: RunConfig) -> None:
@@ -544,11 +619,24 @@ def _validate_allocation(cfg: RunConfig) -> None:
     for name in ("memory_start", "memory_end"):
         value = getattr(cfg, name)
         _require(value is None or value > 0, name, f"must be positive, got {value}")
-    if cfg.memory_start is None:  # the budget is rank_average's, held for the whole run
-        for name in ("memory_end", "epochs_memory_start", "epochs_memory_start_to_end"):
+    if cfg.rank_start is not None:  # the budget moves from rank_start's to rank_average's
+        _require(cfg.memory_start is None, "rank_start", "and --memory_start both set the starting budget",
+                 "Give one of them")
+        _require(cfg.rank_min <= cfg.rank_start <= cfg.rank_max, "rank_start",
+                 f"({cfg.rank_start:g}) is outside [rank_min, rank_max] = [{cfg.rank_min}, {cfg.rank_max}]",
+                 "Choose a starting average rank between --rank_min and --rank_max")
+        if cfg.rank_start != cfg.rank_average:
+            _require(cfg.epochs_memory_start_to_end >= 1, "epochs_memory_start_to_end",
+                     f"must be at least 1 when --rank_start ({cfg.rank_start:g}) differs from --rank_average "
+                     f"({cfg.rank_average:g})", "Give the number of epochs over which the budget changes")
+    if cfg.memory_start is None:  # the budget is rank_average's (from rank_start's, if given)
+        for name in ("memory_end",) + (() if cfg.rank_start is not None else ("epochs_memory_start",
+                                                                               "epochs_memory_start_to_end")):
             _require(not user_set(cfg, name), name, "is part of the budget schedule from --memory_start to "
                      "--memory_end, but no --memory_start is given: the budget is --rank_average's, constant",
                      f"Give --memory_start (and --memory_end), or drop --{name}")
+    _require(cfg.rank_allocation_weight_decay >= 0, "rank_allocation_weight_decay",
+             f"must be >= 0, got {cfg.rank_allocation_weight_decay}")
     for name in ("epochs_memory_start", "epochs_memory_start_to_end", "epochs_rank_discrete"):
         value = getattr(cfg, name)
         _require(value >= 0, name, f"must be >= 0, got {value}")

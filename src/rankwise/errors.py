@@ -7,8 +7,9 @@ class RankwiseError(Exception):
     """Bad input the user can fix. The CLI prints the message and exits with status 2."""
 
 
-class ConfigError(RankwiseError):
-    """A config value is wrong: names the field, what is wrong, and how to fix it."""
+class ConfigError(RankwiseError, ValueError):
+    """A config value is wrong: names the field, what is wrong, and how to fix it. Also a ValueError, as Python
+    callers of the API (`rankwise.plan`, `rankwise.wrap`, ...) expect for a bad argument."""
 
     def __init__(self, field: str, problem: str, fix: str = ""):
         self.field, self.problem, self.fix = field, problem, fix

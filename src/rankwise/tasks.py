@@ -13,6 +13,7 @@ from torch import nn
 from transformers import DataCollatorWithPadding
 
 from .data import GLUE_TASKS, compute_metrics, encode_classification, load_glue
+from .data.files import load_text_data, text_main_metric, text_metrics
 from .data.instruct import prepare_instruct
 from .data.task import PreparedTask, max_seq_length_for, truncate
 from .models import head_modules, load_classifier, load_tokenizer
@@ -27,17 +28,44 @@ def example_losses(logits: torch.Tensor, labels: torch.Tensor, regression: bool)
 
 
 def prepare_classification(cfg) -> PreparedTask:
+    """A GLUE task: its TSV files (or the hub), its labels and metrics."""
     task = GLUE_TASKS[cfg.task]
     data = load_glue(cfg.task, cfg.data_dir)
+    return _sequence_classification(
+        cfg, data.train, data.evals, num_labels=task.num_labels, label_names=None,  # exports name GLUE's labels
+        metrics=lambda preds, gold: compute_metrics(cfg.task, preds, gold), main_metric=task.main_metric,
+        info={"data_source": data.source})
+
+
+def prepare_text(cfg) -> PreparedTask:
+    """Your own data (`--task text`): files or a datasets dataset (data/files.py), label names kept."""
+    data = load_text_data(cfg)
+    evals = dict(data.evals)
+    if data.test is not None:
+        evals["test"] = data.test
+    return _sequence_classification(
+        cfg, data.train, evals, num_labels=data.num_labels, label_names=data.label_names,
+        metrics=lambda preds, gold: text_metrics(preds, gold, data.num_labels),
+        main_metric=text_main_metric(data.num_labels),
+        info={"data_source": data.source, "columns": data.columns, "label_names": data.label_names,
+              "problem_type": "regression" if data.regression else "single_label_classification"})
+
+
+def _sequence_classification(cfg, train_examples, eval_examples: dict, num_labels: int, label_names, metrics,
+                             main_metric: str, info: dict) -> PreparedTask:
+    """A sequence-classification (or regression: num_labels 1) task on `cfg.model` with a new head."""
+    regression = num_labels == 1
     tokenizer = load_tokenizer(cfg.model)
     torch.manual_seed(cfg.seed)  # the new head's initialisation
-    model = load_classifier(cfg.model, task.num_labels, task.is_regression)
+    model = load_classifier(cfg.model, num_labels, regression)
+    if label_names is not None:  # pipelines and exports print the names
+        model.config.id2label = dict(enumerate(label_names))
+        model.config.label2id = {name: i for i, name in enumerate(label_names)}
     max_length = max_seq_length_for(cfg, model)
-    train = encode_classification(truncate(data.train, cfg.max_train_samples), tokenizer, max_length,
-                                  task.is_regression)
+    train = encode_classification(truncate(train_examples, cfg.max_train_samples), tokenizer, max_length, regression)
     evals = {split: encode_classification(truncate(examples, cfg.max_eval_samples), tokenizer, max_length,
-                                          task.is_regression)
-             for split, examples in data.evals.items()}
+                                          regression)
+             for split, examples in eval_examples.items()}
 
     @torch.no_grad()
     def evaluate(model: nn.Module, loaders: dict, accelerator) -> dict[str, float]:
@@ -49,30 +77,31 @@ def prepare_classification(cfg) -> PreparedTask:
                 logits = model(**batch).logits
                 # Per example (the model's loss is a batch mean): the padding duplicates a process adds to an
                 # uneven last batch are then dropped by gather_for_metrics, loss included.
-                loss = example_losses(logits.float(), batch["labels"], task.is_regression)
+                loss = example_losses(logits.float(), batch["labels"], regression)
                 logits, gold, loss = accelerator.gather_for_metrics((logits, batch["labels"], loss))
                 losses.append(loss.float().cpu())
-                predictions.append(logits.squeeze(-1) if task.is_regression else logits.argmax(-1))
+                predictions.append(logits.squeeze(-1) if regression else logits.argmax(-1))
                 labels.append(gold)
-            preds = torch.cat(predictions).float().cpu().numpy() if task.is_regression else \
+            preds = torch.cat(predictions).float().cpu().numpy() if regression else \
                 torch.cat(predictions).cpu().numpy()
             gold = torch.cat(labels).cpu().numpy()
             out[f"{split}_loss"] = float(torch.cat(losses).mean())
-            for name, value in compute_metrics(cfg.task, preds, gold.astype(np.float64 if task.is_regression
-                                                                           else np.int64)).items():
+            for name, value in metrics(preds, gold.astype(np.float64 if regression else np.int64)).items():
                 out[f"{split}_{name}"] = value
         return out
 
     return PreparedTask(
         model=model, tokenizer=tokenizer, train_features=train, eval_sets=evals,
         collate=DataCollatorWithPadding(tokenizer), evaluate=evaluate,
-        main_metric=f"eval_{task.main_metric}", greater_is_better=True,
+        main_metric=f"eval_{main_metric}", greater_is_better=True,
         head_modules=head_modules(model), peft_task_type="SEQ_CLS",
-        info={"data_source": data.source, "train_examples": len(train),
-              "eval_examples": {k: len(v) for k, v in evals.items()}, "max_seq_length": max_length})
+        info={**info, "train_examples": len(train), "eval_examples": {k: len(v) for k, v in evals.items()},
+              "max_seq_length": max_length})
 
 
 def prepare_task(cfg) -> PreparedTask:
     if cfg.task in GLUE_TASKS:
         return prepare_classification(cfg)
+    if cfg.task == "text":
+        return prepare_text(cfg)
     return prepare_instruct(cfg)  # causal-LM instruction tuning

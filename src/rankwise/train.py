@@ -2,8 +2,9 @@
 
 rankwise's own behaviour plugs into `Trainer` (`RankwiseTrainer` and `RunDirCallback` below):
 - parameter groups: adapter, head and allocation weights, each with its own learning rate (the allocation weights
-  without weight decay), in an AdamW whose step is the divergence guard: a step whose gradients are not finite is
-  skipped and counted, and after --max_bad_steps such steps in a row the run ends `diverged`;
+  with their own weight decay, --rank_allocation_weight_decay, 0 by default), in an AdamW whose step is the
+  divergence guard: a step whose gradients are not finite is skipped and counted, and after --max_bad_steps such
+  steps in a row the run ends `diverged`;
 - learned allocation: the allocator is a submodule of the model, so data-parallel training averages its gradients
   like every other parameter's, and a forward pre-hook sets the rank masks of the current optimiser step (the
   schedules count optimiser steps of the global batch, whatever the number of processes);
@@ -235,7 +236,8 @@ def _param_groups(setup: Setup) -> list[dict]:
     body = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids and id(p) not in special]
     groups = [{"params": body, "lr": cfg.learning_rate, "weight_decay": cfg.weight_decay, "name": "adapter"},
               {"params": head, "lr": cfg.cls_learning_rate, "weight_decay": cfg.weight_decay, "name": "head"},
-              {"params": allocation, "lr": cfg.rank_allocation_lr, "weight_decay": 0.0, "name": "allocation"}]
+              {"params": allocation, "lr": cfg.rank_allocation_lr, "weight_decay": cfg.rank_allocation_weight_decay,
+               "name": "allocation"}]
     return [g for g in groups if g["params"]]
 
 
@@ -459,6 +461,8 @@ class RunDirCallback(TrainerCallback):
     def on_epoch_end(self, args, state, control, **kwargs):
         if self.trainer.status != "completed":  # a diverged run is not evaluated or checkpointed again
             control.should_evaluate = control.should_save = False
+        else:  # a train record closes every epoch, so per-epoch training losses exist however short the epoch
+            control.should_log = True
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         trainer = self.trainer
@@ -490,6 +494,10 @@ def _log_allocation(trainer: RankwiseTrainer, step: int) -> None:
                   "budget_used": sum(ranks.values()), "source": source, "continuous": ranks, "hard": ranks}
     if record is not None:
         trainer.run.append_jsonl("allocation.jsonl", {"epoch": round(step / setup.steps_per_epoch, 4), **record})
+        if setup.cfg.report_to == "wandb":  # α, budget and every matrix's ranks, as the study's W&B plots read them
+            from .wandb_log import log_allocation_to_wandb
+
+            log_allocation_to_wandb(record, step)
 
 
 RankwiseTrainer.log_allocation = _log_allocation

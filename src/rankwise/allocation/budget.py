@@ -68,8 +68,8 @@ def check_feasible(cost: RankCost, budget: float, rank_min: int, rank_max: int, 
     low, high = cost.total(rank_min), cost.total(rank_max)
     if not (low - 1e-6 <= budget <= high + 1e-6):
         n = len(cost)
-        if field == "rank_average":
-            fix = "Choose an average rank between --rank_min and --rank_max, or change --rank_min/--rank_max"
+        if field in ("rank_average", "rank_start"):
+            fix = f"Choose --{field} between --rank_min and --rank_max, or change --rank_min/--rank_max"
         else:
             fix = (f"Give --{field} between {low:,.0f} and {high:,.0f} (or set the budget with --rank_average), or "
                    "change --rank_min/--rank_max")

@@ -21,27 +21,34 @@ from .schedules import AllocationSchedule
 
 
 def initial_weights(n: int, init: str, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The study's initialisations of the allocation weights, shape (n,)."""
+    """The study's initialisations of the allocation weights, shape (n,), float32 as the study computes them.
+
+    The bumps are centred on whole matrix indices as in the study: ⌊n/2⌋ (`quadratic`) and ⌊3n/4⌋
+    (`left_skewed`, whose left side, the centre included, has σ = 3n/(4√10) and right side σ = n/(4√10))."""
     i = torch.arange(n, dtype=torch.float32)
     if init == "random":
         return torch.randn(n, generator=generator)
     if init == "uniform":
         return torch.zeros(n)
-    if init == "quadratic":  # Gaussian bump centred at n/2
+    if init == "quadratic":  # Gaussian bump centred at ⌊n/2⌋
         sigma = n / (2 * math.sqrt(10))
-        return torch.exp(-((i - n / 2) ** 2) / (2 * sigma**2))
-    if init == "left_skewed":  # peak at 3n/4, wide on the left, narrow on the right
-        peak = 3 * n / 4
-        sigma = torch.where(i < peak, torch.tensor(3 * n / (4 * math.sqrt(10))), torch.tensor(n / (4 * math.sqrt(10))))
-        return torch.exp(-((i - peak) ** 2) / (2 * sigma**2))
+        return torch.exp(-((i - n // 2) ** 2) / (2 * sigma**2))
+    if init == "left_skewed":  # peak at ⌊3n/4⌋, wide on the left, narrow on the right
+        peak = 3 * n // 4
+        left, right = 3 * n / (4 * math.sqrt(10)), n / (4 * math.sqrt(10))
+        distance = (i - peak) ** 2
+        return torch.where(i <= peak, torch.exp(-distance / (2 * left**2)), torch.exp(-distance / (2 * right**2)))
     raise ValueError(f"unknown allocation weights init {init!r}")
 
 
 def budget_bounds(cfg, cost: RankCost) -> tuple[float, float]:
-    """(memory_start, memory_end) from a resolved config: explicit memory, or Σ c_i(rank_average)."""
+    """(memory_start, memory_end) from a resolved config: explicit memory; Σ c_i(rank_start) moving to
+    Σ c_i(rank_average) (`rank_start`, the study's initial_bigger_memory runs); or Σ c_i(rank_average) throughout."""
     if cfg.memory_start is not None:
         return float(cfg.memory_start), float(cfg.memory_end)
     budget = cost.total(cfg.rank_average)
+    if getattr(cfg, "rank_start", None) is not None:
+        return cost.total(cfg.rank_start), budget
     return budget, budget
 
 
@@ -75,12 +82,14 @@ class RankAllocator(nn.Module):
             alpha_min=cfg.alpha_min, alpha_max=cfg.alpha_max, alpha_scheduler=cfg.alpha_scheduler,
             memory_start=memory_start, memory_end=memory_end,
             epochs_memory_start=cfg.epochs_memory_start, epochs_memory_start_to_end=cfg.epochs_memory_start_to_end,
-            epochs_rank_discrete=cfg.epochs_rank_discrete, max_steps=cfg.max_steps)
+            epochs_rank_discrete=cfg.epochs_rank_discrete, max_steps=cfg.max_steps,
+            alpha_span=getattr(cfg, "alpha_schedule_span", "soft"))
         if schedule.first_discrete_step <= 0:
             raise ConfigError("epochs_rank_discrete", f"({cfg.epochs_rank_discrete} epochs of {steps_per_epoch} steps) "
                               f"leaves no step of the {schedule.total_steps}-step run to learn the allocation in",
                               "Lower --epochs_rank_discrete or train longer")
-        budget_fields = ("memory_start", "memory_end") if cfg.memory_start is not None else ("rank_average",) * 2
+        budget_fields = ("memory_start", "memory_end") if cfg.memory_start is not None else \
+            ("rank_start", "rank_average") if getattr(cfg, "rank_start", None) is not None else ("rank_average",) * 2
         return cls(targets, cost, cfg.rank_min, cfg.rank_max, schedule, cfg.rank_allocation_weights_init,
                    cfg.budget_mode, cfg.rounding, cfg.tau, seed=cfg.seed, budget_fields=budget_fields)
 

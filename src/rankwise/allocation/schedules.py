@@ -3,7 +3,10 @@
 Steps are 0-based optimiser steps of the global batch (all processes together); an epoch has `steps_per_epoch`
 of them, and the run `num_epochs` epochs or `max_steps` steps.
 - α goes from alpha_min (step 0) to alpha_max at the last soft step (the step before the discrete
-  phase, or the last step): `linear`, `exponential` (geometric; needs alpha_min > 0) or `cosine`.
+  phase, or the last step): `linear`, `exponential` (geometric; needs alpha_min > 0) or `cosine`. With
+  `alpha_span="all"` it moves over all steps instead, as the adaptive LoRA-XS study's scheduler does: step t has
+  progress t / total_steps, so α_max is the value the study's scheduler would reach one step after the run, and
+  the discrete phase does not shorten the ramp.
 - M is memory_start for `epochs_memory_start` epochs, then moves linearly to memory_end over
   `epochs_memory_start_to_end` epochs, then stays there.
 - The last `epochs_rank_discrete` epochs train with hard ranks.
@@ -28,6 +31,7 @@ class AllocationSchedule:
     epochs_memory_start_to_end: int = 0
     epochs_rank_discrete: int = 0
     max_steps: int | None = None  # the run's length in steps when --max_steps sets it (else num_epochs epochs)
+    alpha_span: str = "soft"  # α ramps over the soft phase (`soft`) or over every step of the run (`all`)
 
     @property
     def total_steps(self) -> int:
@@ -41,7 +45,10 @@ class AllocationSchedule:
         return step >= self.first_discrete_step
 
     def progress(self, step: int) -> float:
-        """Fraction of the soft phase done at `step`: 0 at step 0, 1 at its last step."""
+        """Fraction of α's ramp done at `step`: 0 at step 0, 1 at the last soft step (`soft`); t / total_steps
+        (`all`)."""
+        if self.alpha_span == "all":
+            return min(max(step / max(self.total_steps, 1), 0.0), 1.0)
         last_soft = max(min(self.first_discrete_step, self.total_steps) - 1, 1)
         return min(max(step / last_soft, 0.0), 1.0)
 

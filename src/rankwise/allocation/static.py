@@ -4,7 +4,9 @@
 - linear_decay     rank_first at layer 0 to rank_last at the last layer, rounded
 - attention_heavy  rank_attention for attention matrices, rank_mlp for MLP matrices
 - empirical        early layers (depth < 30%) 0.6·r, middle (< 70%) 1.2·r, late 1.0·r
-- custom           a JSON/YAML file: {"layer_ranks": [...]} and/or {"module_ranks": {regex: r}}
+- custom           a JSON/YAML file: {"layer_ranks": [...]} and/or {"module_ranks": {regex: r}} (the placement
+                   study's {"strategy_name": ..., "layer_ranks": [...]} too); --resample_layer_ranks stretches a
+                   layer list of another length to the model's depth
 Any of them can be rescaled to a parameter budget (`--match_budget`) for fair comparisons.
 """
 
@@ -51,10 +53,10 @@ def load_rank_file(path: str | Path) -> dict:
     if not isinstance(data, dict) or not ({"layer_ranks", "module_ranks"} & set(data)):
         raise ConfigError("rank_file", f"`{path}` must be a mapping with `layer_ranks` (a list, one rank per layer) "
                           "or `module_ranks` (regex -> rank)")
-    unknown = set(data) - {"layer_ranks", "module_ranks", "default"}
+    unknown = set(data) - {"layer_ranks", "module_ranks", "default", "strategy_name"}
     if unknown:
         raise ConfigError("rank_file", f"`{path}` has unknown keys {sorted(unknown)}",
-                          "Use `layer_ranks`, `module_ranks` and optionally `default`")
+                          "Use `layer_ranks`, `module_ranks` and optionally `default` (and `strategy_name`, a label)")
     return data
 
 
@@ -64,19 +66,39 @@ def _positive_int(value, where: str) -> int:
     return value
 
 
-def custom(targets: list[TargetMatrix], spec: dict, default_rank: int, path: str = "rank file") -> list[int]:
+def resample_layer_ranks(layer_ranks: list[int], layers: int) -> list[int]:
+    """A per-layer rank list stretched (or shrunk) to `layers` entries: layer j reads the list at position
+    j·(len−1)/(layers−1), linearly interpolated and rounded (the first and last entries stay in place)."""
+    if len(layer_ranks) == layers:
+        return list(layer_ranks)
+    if len(layer_ranks) == 1 or layers == 1:
+        return [layer_ranks[0]] * layers
+    out = []
+    for j in range(layers):
+        x = j * (len(layer_ranks) - 1) / (layers - 1)
+        low = int(x)
+        high = min(low + 1, len(layer_ranks) - 1)
+        out.append(max(1, round(layer_ranks[low] + (layer_ranks[high] - layer_ranks[low]) * (x - low))))
+    return out
+
+
+def custom(targets: list[TargetMatrix], spec: dict, default_rank: int, path: str = "rank file",
+           resample: bool = False) -> list[int]:
     """Ranks from a custom spec. `module_ranks` patterns (re.search on the module name, first match in file
-    order) override `layer_ranks`; matrices matched by neither get `default` (or --rank)."""
+    order) override `layer_ranks`; matrices matched by neither get `default` (or --rank). `resample`: a
+    `layer_ranks` list of another length is stretched to the model's depth (`resample_layer_ranks`)."""
     layers = num_layers(targets)
     default = _positive_int(spec.get("default", default_rank), f"`default` in {path}")
     ranks = [default] * len(targets)
     if "layer_ranks" in spec:
         layer_ranks = spec["layer_ranks"]
-        if not isinstance(layer_ranks, list) or len(layer_ranks) != layers:
+        if not isinstance(layer_ranks, list) or not layer_ranks or (len(layer_ranks) != layers and not resample):
             got = len(layer_ranks) if isinstance(layer_ranks, list) else type(layer_ranks).__name__
             raise ConfigError("rank_file", f"`layer_ranks` in {path} has {got} entries but the model has {layers} "
-                              "layers", f"Give exactly {layers} ranks, one per layer")
+                              "layers", f"Give exactly {layers} ranks, one per layer, or add --resample_layer_ranks "
+                              f"to stretch the list to {layers} layers")
         layer_ranks = [_positive_int(r, f"`layer_ranks[{i}]` in {path}") for i, r in enumerate(layer_ranks)]
+        layer_ranks = resample_layer_ranks(layer_ranks, layers)
         ranks = [layer_ranks[t.layer] for t in targets]
     module_ranks = spec.get("module_ranks") or {}
     if not isinstance(module_ranks, dict):
@@ -140,7 +162,7 @@ def static_ranks(cfg, targets: list[TargetMatrix], cost: RankCost) -> list[int]:
         ranks, sources = empirical(targets, cfg.rank), ["rank"] * len(targets)
     elif a == "custom":
         spec = load_rank_file(cfg.rank_file)
-        ranks = custom(targets, spec, cfg.rank, path=f"`{cfg.rank_file}`")
+        ranks = custom(targets, spec, cfg.rank, path=f"`{cfg.rank_file}`", resample=cfg.resample_layer_ranks)
         sources = _custom_sources(targets, spec)
     else:
         raise ValueError(f"{a!r} is not a static strategy")

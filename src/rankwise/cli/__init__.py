@@ -14,7 +14,7 @@ EXIT_BAD_INPUT = 2
 
 # Modules of this package, in the order their commands appear in `rankwise --help`. Each has
 # `register(subparsers)`, which adds its subcommands with `set_defaults(func=handler)`.
-COMMAND_MODULES = ("train", "sweep", "report", "lr_sweep", "export")
+COMMAND_MODULES = ("train", "sweep", "report", "lr_sweep", "placement", "export")
 
 
 def positive_int(text: str) -> int:

@@ -67,7 +67,8 @@ def _add_export(sub) -> None:
                                    "rankwise.load_adapter(model, DIR). peft (lora runs): a PEFT adapter with "
                                    "rank_pattern/alpha_pattern at the hard ranks, loadable with "
                                    "PeftModel.from_pretrained and no rankwise. merged: the adapter added into the "
-                                   "base weights, saved with save_pretrained and the tokenizer. Prints and records "
+                                   "base weights, saved with save_pretrained. Every export carries the tokenizer and "
+                                   "the model config (num_labels, problem_type, label names). Prints and records "
                                    "(export.json) the adapter parameters before and after. The export is reloaded "
                                    "and its logits checked against the trained model before it is kept.")
     p.add_argument("run_dir", help="a run directory written by `rankwise train` (status completed)")
@@ -77,6 +78,9 @@ def _add_export(sub) -> None:
                    help="replace an existing --out directory")
     p.add_argument("--verify", type=parse_bool, nargs="?", const=True, default=True,
                    help="reload the export and compare its logits with the trained model's (default true)")
+    p.add_argument("--push_to_hub", metavar="USER/NAME", default=None,
+                   help="also upload the export to this Hugging Face Hub repository (created if needed; the Hub "
+                        "and your login are checked before anything is written)")
     _add_allow_mismatch(p)
     p.set_defaults(func=cmd_export)
 
@@ -85,7 +89,7 @@ def cmd_export(args) -> int:
     from ..ship.export import export_run
 
     export_run(args.run_dir, args.format, args.out, overwrite=args.overwrite, verify=args.verify,
-               allow_base_model_mismatch=args.allow_base_model_mismatch)
+               allow_base_model_mismatch=args.allow_base_model_mismatch, push_to_hub=args.push_to_hub)
     return 0
 
 
@@ -158,7 +162,7 @@ def cmd_predict(args) -> int:
     source = load_source(args.model, args.adapter, args.base_model, args.allow_base_model_mismatch)
     task = resolve_task(source, args.task)
     check_source_fits_task(source, task)
-    inputs = read_inputs(args.input, task)  # every input checked before the model is loaded
+    inputs = read_inputs(args.input, task, source.training)  # every input checked before the model is loaded
     records = predict(source, task, inputs, max_seq_length=args.max_seq_length,
                       batch_size=args.batch_size, quiet=args.quiet)
     write_predictions(out, records)

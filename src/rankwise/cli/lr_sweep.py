@@ -26,7 +26,8 @@ NOT_OFFERED = ("allocation", "rank_first", "rank_last", "rank_attention", "rank_
                "budget", "rank_min", "rank_max", "rank_average", "memory_start", "memory_end", "epochs_memory_start",
                "epochs_memory_start_to_end", "epochs_rank_discrete", "alpha_min", "alpha_max", "alpha_scheduler",
                "tau", "rank_allocation_lr", "rank_allocation_weights_init", "budget_mode", "rounding", "train_file",
-               "eval_size", "num_generations")
+               "eval_size", "num_generations", "rank_start", "alpha_schedule_span", "rank_allocation_weight_decay",
+               "resample_layer_ranks", "prompt_format", "loss_on", "instruct_split")
 
 EXAMPLES = """examples:
   # the reproduction's command line (one LoRA curve, then full fine-tuning into the same folder)
@@ -48,7 +49,7 @@ for the ratio family's r=16.
 
 
 def register(sub) -> None:
-    from ..lrsweep import ADAPTER_METHODS, ALPHA_POLICIES, DEFAULT_LR_RANGES, POINTS_PER_DECADE
+    from ..lrsweep import ADAPTER_METHODS, ALPHA_POLICIES, DEFAULT_LR_RANGES, POINTS_PER_DECADE, PRESETS
 
     grids = "; ".join(f"{m}: {lo:g}–{hi:g}" for m, (lo, hi) in DEFAULT_LR_RANGES.items())
     p = sub.add_parser(
@@ -56,7 +57,9 @@ def register(sub) -> None:
         description="Sweep the learning rate of LoRA / LoRA-XS over ranks, alpha policies and seeds, and of full "
                     "fine-tuning, each point a resumable run directory. Writes results_<method>_r<rank>_alpha"
                     "<alpha>_<policy>_seed<seed>.json files keyed by learning rate (the public reproduction's "
-                    "schema; test_acc is GLUE dev-set accuracy) and the optimal-LR ratio report.",
+                    "schema; test_acc is test-split accuracy after training, or dev-set accuracy where the task has no "
+                    "labelled test split, e.g. GLUE) and the optimal-LR ratio report; --results_file writes the "
+                    "study's own results.json for one curve.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     study = p.add_argument_group("study options")
     study.add_argument("--task", "--task_name", dest="task", default="sst2",
@@ -77,17 +80,25 @@ def register(sub) -> None:
                        help="one rank (the reproduction's flag); with --ranks, the reference rank REF of "
                             "--alpha_policy ratio (default: the middle of --ranks)")
     study.add_argument("--ranks", nargs="+", type=parse_int, metavar="R", help="ranks to sweep (default: --rank, else 16)")
-    study.add_argument("--alpha", "--lora_alpha", dest="alpha", type=parse_float, default=32.0,
+    study.add_argument("--alpha", "--lora_alpha", dest="alpha", type=parse_float, default=None,
                        help="adapter alpha (default 32); how it varies with rank: --alpha_policy")
     study.add_argument("--alpha_policy", nargs="+", choices=ALPHA_POLICIES, default=["constant"],
                        help="constant (alpha fixed), ratio (alpha/r fixed at ALPHA/REF), rslora (scale alpha/sqrt(r)); "
                             "several sweep each (default constant)")
     study.add_argument("--seed", type=parse_int, default=None, help="one seed (the reproduction's flag)")
     study.add_argument("--seeds", nargs="+", type=parse_int, metavar="S", help="seeds (default: --seed, else 0)")
-    study.add_argument("--epochs", "--num_train_epochs", dest="epochs", type=parse_int, default=3,
+    study.add_argument("--epochs", "--num_train_epochs", dest="epochs", type=parse_int, default=None,
                        help="training epochs per point (default 3)")
-    study.add_argument("--batch_size", "--per_device_train_batch_size", dest="batch_size", type=parse_int, default=32,
+    study.add_argument("--batch_size", "--per_device_train_batch_size", dest="batch_size", type=parse_int, default=None,
                        help="training batch size (default 32)")
+    study.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                       help="a published study's regime and grid as defaults (flags given win). lora_without_regret: "
+                            + PRESETS["lora_without_regret"].description + "; "
+                            + PRESETS["lora_without_regret"].data_hint)
+    study.add_argument("--results_file", default=None, metavar="FILE",
+                       help="also write the study's own results.json for this sweep's one LR curve: keys the learning "
+                            "rate's str() (\"0.0001\"), entries best_val_loss, test_acc, train_losses, val_losses "
+                            "(and meta); merged on resume, never overwritten")
     study.add_argument("--data_dir", help="GLUE data directory (default $RANKWISE_DATA_DIR, else the hub)")
     study.add_argument("--max_train_samples", type=parse_int, help="use the first N training examples")
     study.add_argument("--max_eval_samples", type=parse_int, help="use the first N dev examples")
@@ -114,8 +125,20 @@ def register(sub) -> None:
 
 def sweep_from_args(args):
     """The LRSweep an `lr-sweep` command line asks for."""
-    from ..lrsweep import LRSweep
+    from ..lrsweep import PRESETS, LRSweep
 
+    preset = PRESETS[args.preset] if getattr(args, "preset", None) else None
+    defaults = {"epochs": 3, "batch_size": 32, "alpha": 32.0, **(preset.sweep if preset else {})}
+    for name in ("epochs", "batch_size", "alpha"):
+        if getattr(args, name) is None:
+            setattr(args, name, defaults[name])
+    if preset is not None:
+        if args.lrs is None:
+            args.lrs = list(preset.sweep["lrs"])
+        if args.seed is None and not args.seeds:
+            args.seed = preset.sweep["seed"]
+        if args.rank is None and not args.ranks:
+            args.rank = preset.sweep["rank"]
     method = FULL_FINETUNING if args.full_finetune else args.method
     if args.full_lrs and not args.include_full:
         raise ConfigError("full_lrs", "is the grid of the --include_full runs, but --include_full is not given",
@@ -124,6 +147,13 @@ def sweep_from_args(args):
     seeds = args.seeds or [args.seed if args.seed is not None else 0]
     overrides = {name: getattr(args, name) for name in FIELDS
                  if name not in OWN_FIELDS and getattr(args, name, None) is not None}
+    adapter_overrides = {}
+    if preset is not None:  # the preset's regime where the command line leaves it open
+        overrides.update({k: v for k, v in preset.overrides.items() if getattr(args, k, None) is None})
+        adapter_overrides = {k: v for k, v in preset.adapter_overrides.items() if getattr(args, k, None) is None}
+        for name in list(adapter_overrides):
+            if name in overrides:
+                adapter_overrides.pop(name)
     overrides.update(task=args.task, model=args.model, num_train_epochs=args.epochs,
                      per_device_train_batch_size=args.batch_size, save_model=args.save_model)
     for name in ("data_dir", "max_train_samples", "max_eval_samples"):
@@ -133,8 +163,9 @@ def sweep_from_args(args):
     output_dir = args.output_dir or str(Path("runs") / f"lr_sweep_{args.task}_{model_name}")
     return LRSweep(method=method, ranks=ranks, alpha=args.alpha, reference_rank=args.rank if args.ranks else None,
                    alpha_policies=list(dict.fromkeys(args.alpha_policy)), seeds=list(dict.fromkeys(seeds)),
-                   lrs=args.lrs, include_full=args.include_full and get_method(method).trains_adapter, full_lrs=args.full_lrs,
-                   output_dir=output_dir, overrides=overrides)
+                   lrs=args.lrs, include_full=args.include_full and get_method(method).trains_adapter,
+                   full_lrs=args.full_lrs, output_dir=output_dir, overrides=overrides,
+                   adapter_overrides=adapter_overrides)
 
 
 def _print_plan(sweep, configs) -> None:
@@ -150,17 +181,24 @@ def _print_plan(sweep, configs) -> None:
 
 
 def cmd_lr_sweep(args) -> int:
-    from ..lrsweep import expand_lr_sweep, format_lr, results_basename, write_results
+    from ..lrsweep import check_study_results, expand_lr_sweep, format_lr, results_basename, write_results, \
+        write_study_results
     from ..sweep import check_configs, describe_runs, run_sweep
 
     sweep = sweep_from_args(args)
     configs = expand_lr_sweep(sweep)  # every config validated here, before anything runs or is written
+    if args.results_file:
+        check_study_results(configs, args.results_file)
     for note in check_configs(configs):  # rank plans and data files, on a weightless model
         print(f"note: {note}", file=sys.stderr)
     _print_plan(sweep, configs)
     if args.dry_run:
         for cfg, (name, state) in zip(configs, describe_runs(configs)):
             print(f"  {state:<10} {name}  → {results_basename(cfg)}.json [{format_lr(cfg.learning_rate)}]")
+        if args.results_file:
+            from ..lrsweep import study_key
+
+            print(f"  and {args.results_file} [{', '.join(study_key(c.learning_rate) for c in configs)}]")
         return 0
 
     records = []
@@ -169,6 +207,8 @@ def cmd_lr_sweep(args) -> int:
                             quiet=args.quiet)
     finally:  # also after Ctrl-C: record what finished
         written = write_results(configs, sweep.output_dir)
+        if args.results_file and write_study_results(configs, args.results_file):
+            print(f"results: {args.results_file} (the study's results.json format)")
         if written:
             print(f"results: {len(written)} file(s) in {sweep.output_dir} "
                   f"({', '.join(p.name for p in written[:4])}{', …' if len(written) > 4 else ''})")

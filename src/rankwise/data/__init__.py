@@ -1,5 +1,5 @@
-"""Tasks and data: GLUE classification/regression (`glue.py`), instruction tuning (`instruct.py`), and the input
-files of `rankwise predict` (`inputs.py`)."""
+"""Tasks and data: GLUE classification/regression (`glue.py`), your own classification/regression data (`files.py`),
+instruction tuning (`instruct.py`), and the input files of `rankwise predict` (`inputs.py`)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from .glue import Example, TaskData, compute_metrics, load_glue
 from .inputs import Inputs, read_inputs
 
 INSTRUCT_TASKS: tuple[str, ...] = ("alpaca",)  # data/instruct.py
+TEXT_TASK = "text"  # your own classification or regression data: data/files.py
 
 
 def known_tasks() -> list[str]:
-    return [*GLUE_TASKS, *INSTRUCT_TASKS]
+    return [*GLUE_TASKS, *INSTRUCT_TASKS, TEXT_TASK]
 
 
 def encode_classification(examples: list[Example], tokenizer, max_length: int, regression: bool) -> list[dict[str, Any]]:
@@ -28,4 +29,4 @@ def encode_classification(examples: list[Example], tokenizer, max_length: int, r
 
 
 __all__ = ["GLUE_TASKS", "Example", "TaskData", "compute_metrics", "load_glue", "known_tasks",
-           "encode_classification", "Inputs", "read_inputs"]
+           "encode_classification", "Inputs", "read_inputs", "TEXT_TASK"]

@@ -1,4 +1,5 @@
-"""Texts to predict on, read from a GLUE TSV file or a JSON Lines file (`rankwise predict --input`).
+"""Texts to predict on (`rankwise predict --input`): a GLUE TSV file or a JSON Lines file for GLUE tasks; any data
+file with the run's text columns for your own data (`text`, data/files.py).
 
 A GLUE TSV names its text columns in a header as the GLUE train/dev files do (or the test files); CoLA's header-less
 train/dev files are read by column position. A JSONL file holds one object per line with the task's text fields.
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, DataError
+from .files import PAIR_DEFAULTS, TEXT_DEFAULTS, read_rows
 from .glue import TASKS as GLUE_TASKS
 
 
@@ -22,9 +24,32 @@ class Inputs:
     columns: tuple[str, ...]  # names of the text fields, as written to JSONL output
 
 
-def read_inputs(path: str | Path, task_name: str) -> Inputs:
-    """Texts to classify from a GLUE TSV file or a JSONL file (see `rankwise predict --help`)."""
+def read_text_inputs(path: str | Path, training: dict) -> Inputs:
+    """Texts of your own data (`--task text`): a CSV, TSV, JSON, JSONL or Parquet file with the text column(s) the
+    run was trained on (its --text_column / --text_pair_column, else the same defaults). An `id`, `idx` or `index`
+    column is carried to the output."""
+    rows = read_rows(path, "input")
+    found = [c for c in rows[0] if c != "__line__"]
+    text = training.get("text_column") or next((c for c in TEXT_DEFAULTS if c in found), None)
+    if text is None or text not in found:
+        raise DataError(f"--input `{path}`: no text column " + (f"`{text}`" if text else f"among {', '.join(TEXT_DEFAULTS)}")
+                        + f" (the run's); columns found: {', '.join(found)}")
+    pair = training.get("text_pair_column") or (PAIR_DEFAULTS.get(text) if PAIR_DEFAULTS.get(text) in found else None)
+    if pair is not None and pair not in found:
+        raise DataError(f"--input `{path}`: no column `{pair}` (the run's second text column); columns found: "
+                        f"{', '.join(found)}")
+    columns = tuple(c for c in (text, pair) if c is not None)
+    key = next((k for k in ("id", "idx", "index") if k in found), None)
+    ids = [str(r[key]) if key else str(i) for i, r in enumerate(rows)]
+    return Inputs(ids, [tuple("" if r.get(c) is None else str(r[c]) for c in columns) for r in rows], columns)
+
+
+def read_inputs(path: str | Path, task_name: str, training: dict | None = None) -> Inputs:
+    """Texts to classify from a GLUE TSV file or a JSONL file (see `rankwise predict --help`); for your own data
+    (`text`), any data file with the run's text columns (`training`: the run's config)."""
     path = Path(path)
+    if task_name == "text":
+        return read_text_inputs(path, training or {})
     if task_name not in GLUE_TASKS:
         raise ConfigError("task", f"predict works on GLUE tasks; `{task_name}` is not one",
                           f"Choose one of: {', '.join(GLUE_TASKS)}")

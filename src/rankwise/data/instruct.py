@@ -11,7 +11,12 @@ split does not depend on `--seed`, so runs with different seeds (and different s
 evaluated on the same examples and differ only in training randomness.
 
 Encoding: input = prompt + response + EOS. Labels are -100 on the prompt (and on padding), so the
-loss covers response tokens only. Evaluation loss is the mean token loss over the whole eval set
+loss covers response tokens only.
+
+The layer-wise placement study's setup is three options away: `--prompt_format human_assistant` (its text
+"Human: {instruction}\nAssistant: {output}", no input field, no EOS), `--loss_on all` (labels = input_ids: prompt
+tokens count too) and `--instruct_split first_n_90_10` (the first --max_train_samples records in file order, the
+first 90% to train and the rest to evaluate). Evaluation loss is the mean token loss over the whole eval set
 (token-weighted, not a mean of per-batch means) and perplexity = exp(eval loss).
 """
 
@@ -62,6 +67,15 @@ class InstructExample:
     @property
     def prompt(self) -> str:
         return alpaca_prompt(self.instruction, self.input)
+
+
+def human_assistant_prompt(instruction: str) -> str:
+    """The placement study's prompt (its text is this followed by " {output}"; the `input` field is not used)."""
+    return f"Human: {instruction}\nAssistant:"
+
+
+def format_prompt(example: InstructExample, prompt_format: str = "alpaca") -> str:
+    return human_assistant_prompt(example.instruction) if prompt_format == "human_assistant" else example.prompt
 
 
 def alpaca_prompt(instruction: str, input: str = "") -> str:
@@ -138,9 +152,19 @@ def load_alpaca(path: str | Path) -> list[InstructExample]:
 
 
 def split_examples(examples: list[InstructExample], eval_size: int, max_train_samples: int | None,
-                   seed: int = SPLIT_SEED) -> tuple[list[InstructExample], list[InstructExample]]:
+                   seed: int = SPLIT_SEED, how: str = "seeded_holdout"
+                   ) -> tuple[list[InstructExample], list[InstructExample]]:
     """(train, eval): a seeded permutation; the first `eval_size` records are held out, training uses the
-    rest in permuted order (first `max_train_samples` of them). Disjoint by construction."""
+    rest in permuted order (first `max_train_samples` of them). Disjoint by construction.
+    `how="first_n_90_10"` (the placement study's): the first `max_train_samples` records (all without it) in file
+    order, the first int(0.9·N) to train and the rest to evaluate."""
+    if how == "first_n_90_10":
+        pool = examples[:max_train_samples] if max_train_samples is not None else examples
+        cut = int(0.9 * len(pool))
+        if cut == 0 or cut == len(pool):
+            raise ConfigError("max_train_samples", f"({len(pool)} records) is too few for a 90/10 split: "
+                              f"{cut} to train, {len(pool) - cut} to evaluate", "Use at least 10 records")
+        return pool[:cut], pool[cut:]
     if eval_size >= len(examples):
         raise ConfigError("eval_size", f"({eval_size}) leaves no training examples: the file has {len(examples)} "
                           "records", f"Use --eval_size {max(1, len(examples) // 10)} or a bigger file")
@@ -174,22 +198,35 @@ def alpaca_path(cfg) -> Path:
 # Encoding and batching
 # ---------------------------------------------------------------------------------------------
 
-def encode_instruct(examples: list[InstructExample], tokenizer, max_length: int) -> tuple[list[dict], int]:
-    """Features {input_ids, attention_mask, labels, index} with labels = -100 on prompt tokens, and the number
-    of examples dropped because truncation to `max_length` left no response token.
+def encode_instruct(examples: list[InstructExample], tokenizer, max_length: int, prompt_format: str = "alpaca",
+                    loss_on: str = "response") -> tuple[list[dict], int]:
+    """Features {input_ids, attention_mask, labels, index} with labels = -100 on prompt tokens (`loss_on="all"`:
+    labels = input_ids), and the number of examples dropped because truncation to `max_length` left no token to
+    learn from.
 
     The prompt is tokenized with the tokenizer's special tokens (BOS where it adds one), the response without,
-    followed by EOS, so the prompt/response boundary is exact."""
+    followed by EOS, so the prompt/response boundary is exact. `prompt_format="human_assistant"`: the placement
+    study's text, no EOS; with `loss_on="all"` tokenized in one piece, exactly as the study did."""
     if not examples:
         return [], 0
+    study = prompt_format == "human_assistant"
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
-    prompts = tokenizer([e.prompt for e in examples], add_special_tokens=True)["input_ids"]
-    responses = tokenizer([e.output for e in examples], add_special_tokens=False)["input_ids"]
+    eos = None if study else eos
+    if study and loss_on == "all":
+        whole = tokenizer([f"{format_prompt(e, prompt_format)} {e.output}" for e in examples],
+                          add_special_tokens=True)["input_ids"]
+        prompts, responses = [[] for _ in examples], whole
+    else:
+        prompts = tokenizer([format_prompt(e, prompt_format) for e in examples], add_special_tokens=True)["input_ids"]
+        responses = tokenizer([(" " if study else "") + e.output for e in examples],
+                              add_special_tokens=False)["input_ids"]
     features, dropped = [], 0
     for example, prompt, response in zip(examples, prompts, responses):
         response = list(response) + ([eos] if eos is not None else [])
         input_ids = (list(prompt) + response)[:max_length]
         labels = ([IGNORE_INDEX] * len(prompt) + response)[:max_length]
+        if loss_on == "all":
+            labels = list(input_ids)
         if all(label == IGNORE_INDEX for label in labels):
             dropped += 1
             continue
@@ -259,7 +296,7 @@ def evaluate_causal(model: nn.Module, loaders: dict, accelerator) -> dict[str, f
 
 
 def generate_greedy(model: nn.Module, tokenizer, examples: list[InstructExample],
-                    max_new_tokens: int = GENERATION_MAX_NEW_TOKENS) -> list[dict]:
+                    max_new_tokens: int = GENERATION_MAX_NEW_TOKENS, prompt_format: str = "alpaca") -> list[dict]:
     """Greedy completions of each example's prompt, one prompt at a time (no padding to get wrong)."""
     from transformers import GenerationConfig
 
@@ -271,7 +308,8 @@ def generate_greedy(model: nn.Module, tokenizer, examples: list[InstructExample]
     model.eval()
     records = []
     for example in examples:
-        encoded = tokenizer(example.prompt, return_tensors="pt", add_special_tokens=True).to(device)
+        encoded = tokenizer(format_prompt(example, prompt_format), return_tensors="pt",
+                            add_special_tokens=True).to(device)
         with torch.no_grad():
             output = model.generate(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"],
                                     generation_config=config)
@@ -292,15 +330,16 @@ def prepare_instruct(cfg):
     ConfigError/DataError/ModelError on bad input before anything is written."""
     path = alpaca_path(cfg)
     examples = load_alpaca(path)
-    train_examples, eval_examples = split_examples(examples, cfg.eval_size, cfg.max_train_samples)
+    train_examples, eval_examples = split_examples(examples, cfg.eval_size, cfg.max_train_samples,
+                                                   how=cfg.instruct_split)
     if cfg.max_eval_samples is not None:
         eval_examples = eval_examples[:cfg.max_eval_samples]
     tokenizer = models.load_tokenizer(cfg.model)
     torch.manual_seed(cfg.seed)
     model = models.load_causal_lm(cfg.model)
     max_length = max_seq_length_for(cfg, model)
-    train, train_dropped = encode_instruct(train_examples, tokenizer, max_length)
-    evals, eval_dropped = encode_instruct(eval_examples, tokenizer, max_length)
+    train, train_dropped = encode_instruct(train_examples, tokenizer, max_length, cfg.prompt_format, cfg.loss_on)
+    evals, eval_dropped = encode_instruct(eval_examples, tokenizer, max_length, cfg.prompt_format, cfg.loss_on)
     for split, features in (("training", train), ("eval", evals)):
         if not features:
             raise DataError(f"task alpaca: no {split} example of {path} keeps a response token within "
@@ -313,7 +352,8 @@ def prepare_instruct(cfg):
     def finalize(trained: nn.Module, run_dir: Path) -> None:
         if generation_examples:
             write_jsonl_atomic(Path(run_dir) / "generations.jsonl",
-                               generate_greedy(trained, tokenizer, generation_examples))
+                               generate_greedy(trained, tokenizer, generation_examples,
+                                               prompt_format=cfg.prompt_format))
 
     def response_tokens(features: list[dict]) -> int:
         return sum(sum(label != IGNORE_INDEX for label in f["labels"]) for f in features)

@@ -50,9 +50,14 @@ def build_adapter(model, method: str, targets, ranks: list[int], alphas: list[fl
     """Adapt `model` in place with `method`'s adapters over `targets` at `ranks` and `alphas` (see
     AdapterMethod.build). `init="eva"` builds LoRA for EVA (`AdapterMethod.initialise` runs it, with data);
     `adalora` takes its settings from `run_config` and needs the run's optimiser steps (`total_steps`)."""
-    return get_method(method).build(model, targets, ranks, alphas, rslora=rslora, dropout=dropout,
-                                    head_modules=list(head_modules), task_type=task_type, seed=seed, init=init,
-                                    cfg=run_config, total_steps=total_steps)
+    adapter = get_method(method).build(model, targets, ranks, alphas, rslora=rslora, dropout=dropout,
+                                       head_modules=list(head_modules), task_type=task_type, seed=seed, init=init,
+                                       cfg=run_config, total_steps=total_steps)
+    if getattr(run_config, "freeze_head", False):  # --freeze_head: the head keeps its initial weights
+        for name, p in adapter.model.named_parameters():
+            if any(f".{head}." in f".{name}." for head in head_modules):
+                p.requires_grad_(False)
+    return adapter
 
 
 def save_adapter(adapter: AdapterSet, directory: str | Path, base_model: str, head_modules: list[str],

@@ -64,6 +64,16 @@ class Lora(AdapterMethod):
         layers = lora_layers(peft_model, names)
         return AdapterSet(self, peft_model, targets, ranks, alphas, layers, KeepHooks(layers))
 
+    def peft_lora_config(self, names: list[str], ranks: list[int], alphas: list[float], *, rslora: bool = False,
+                         dropout: float = 0.0, head_modules: list[str] = (), task_type: str | None = None,
+                         fan_in_fan_out: bool = False):
+        """The `peft.LoraConfig` that `build` applies, for a user's own `get_peft_model` (`Plan.lora_config`):
+        exactly `names` at their `ranks` and `alphas` (rank_pattern / alpha_pattern), heads in modules_to_save."""
+        from ..adapters.lora import lora_config
+
+        return lora_config(list(names), list(ranks), list(alphas), rslora, dropout, list(head_modules), task_type,
+                           fan_in_fan_out=fan_in_fan_out, use_dora=self.use_dora)
+
     def initialise(self, cfg, task, plan, adapter: AdapterSet):
         """EVA on training batches (before the run directory exists); the plan takes EVA's ranks and alphas."""
         if cfg.init != "eva":
@@ -159,13 +169,17 @@ class Lora(AdapterMethod):
         return getattr(task_type, "value", task_type)
 
     def save_peft_export(self, adapter: AdapterSet, directory: Path, meta: dict) -> None:
-        """A standard PEFT adapter (as `attach` built it at the hard ranks) plus rankwise.json."""
+        """A standard PEFT adapter (as `attach` built it at the hard ranks) plus rankwise.json. PEFT's
+        `base_model_name_or_path` is the portable name in `meta` (a hub id or absolute directory; see
+        models.base_model_reference), not the directory this process happened to load the base from."""
         from ..adapters.io import META_FILE
         from ..models import quiet_transformers
 
         adapter.hooks.remove()
-        with quiet_transformers():
-            adapter.model.save_pretrained(str(directory))
+        config = adapter.model.peft_config[PEFT_ADAPTER_NAME]
+        config.base_model_name_or_path = meta.get("base_model_name_or_path") or meta["base_model"]
+        with quiet_transformers():  # embeddings are never adapted: no look-up of the base model's vocabulary
+            adapter.model.save_pretrained(str(directory), save_embedding_layers=False)
         (directory / META_FILE).write_text(json.dumps({**meta, "format": FORMAT}, indent=2))
 
 

@@ -27,8 +27,7 @@ def evaluate_source(source: Source, task_name: str, data_dir: str | None = None,
         max_eval_samples=max_eval_samples if max_eval_samples is not None else trained.get("max_eval_samples"),
         max_seq_length=max_seq_length or trained.get("max_seq_length"),
         per_device_eval_batch_size=batch_size or trained.get("per_device_eval_batch_size") or 64,
-        quiet=quiet, **({"train_file": trained.get("train_file"), "eval_size": trained.get("eval_size", 200)}
-                        if task_name == trained.get("task") == "alpaca" else {})))
+        quiet=quiet, **_data_options(task_name, trained)))
     task = prepare_task(cfg)  # reads the data and loads the base (or full) model
     model, _ = source.load(task_name, model=task.model.eval())
     accelerator = Accelerator()
@@ -46,3 +45,17 @@ def evaluate_source(source: Source, task_name: str, data_dir: str | None = None,
 
 
 __all__ = ["evaluate_source"]
+
+
+def _data_options(task_name: str, trained: dict) -> dict:
+    """The training config's data options the evaluation re-reads: Alpaca's file and split, or your own data's
+    files, dataset, columns and split (the same held-out examples as in training)."""
+    if task_name != trained.get("task"):
+        return {}
+    if task_name == "alpaca":
+        return {"train_file": trained.get("train_file"), "eval_size": trained.get("eval_size", 200)}
+    if task_name == "text":
+        names = ("train_file", "validation_file", "test_file", "dataset", "dataset_config", "text_column",
+                 "text_pair_column", "label_column", "problem_type", "validation_split")
+        return {name: trained[name] for name in names if trained.get(name) is not None}
+    return {}

@@ -12,16 +12,27 @@
 - `merged` (any method): ΔW added into the base weights, saved with `save_pretrained` with the tokenizer;
   loads with `AutoModelForSequenceClassification.from_pretrained(DIR)` (or the causal-LM class).
 
+Exports load anywhere: every one carries the tokenizer and the fine-tuned model's transformers config (config.json:
+class, `num_labels`, `problem_type`, `id2label`/`label2id` with the task's label names), and names its base model
+portably (`base_model_name_or_path`: the hub id or the absolute directory; for an embedded model the hub id with its
+weights, and its local directory as `base_model_path`; see models.base_model_reference).
+
 Which formats a run supports and how it is written is the method's to say (`export_formats`, `export_style`).
 Every export writes `export.json` (source run, hard ranks, adapter parameters before and after, file sizes,
 the run's config and final metrics) and is checked before it is kept: it is reloaded through ship/source.py and
 its logits compared with the trained model's on a fixed batch. The whole directory is written under a temporary
-name and renamed at the end, so an interrupted export leaves nothing that looks complete.
+name and renamed at the end, so an interrupted export leaves nothing that looks complete. `push_to_hub` then uploads
+it (the Hub is checked before any work).
+
+`rankwise.export(model, ...)` (api.py) exports a model wrapped in Python the same way: its adapter is saved as a
+run's would be and exported by these same functions (`export_finished`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import json
 import os
 import shutil
 import tempfile
@@ -31,15 +42,15 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from ..adapters.io import WEIGHTS_FILE, compact_metadata, compact_tensors, read_adapter_metadata, save_compact
+from ..adapters.io import (CONFIG_FILE, META_FILE, WEIGHTS_FILE, compact_metadata, compact_tensors, inner_model,
+                           read_adapter_metadata, save_compact)
 from ..errors import ConfigError, RunDirError
 from ..methods import METHODS, AdapterSet, attach_tensors, get_method, load_adapter
-from ..models import quiet_transformers, load_tokenizer
+from ..models import base_model_reference, check_hub_upload, load_tokenizer, quiet_transformers
 from ..rundir import check_writable_path, replace_dir, write_json_atomic
 from ..targets import TargetMatrix
 from ..version import __version__
-from .source import (EXPORT_FILE, FinishedRun, load_base, load_source, logits_of, open_finished_run, probe_batch,
-                     set_label_names)
+from .source import EXPORT_FILE, FinishedRun, load_base, load_source, logits_of, open_finished_run, probe_batch
 
 FORMATS = ("peft", "compact", "merged")
 # Largest |Δ logit| between the trained model and a reloaded export that still counts as the same model.
@@ -58,12 +69,12 @@ def check_format(run: FinishedRun, fmt: str) -> None:
         return
     fix = f"Use --format {' or --format '.join(method.export_formats)}" + FORMAT_HINTS.get(method.export_formats[0], "")
     if not method.trains_adapter:
-        raise ConfigError("format", f"`{fmt}` exports an adapter, but `{run.path}` is a {method.title} run (no "
+        raise ConfigError("format", f"`{fmt}` exports an adapter, but {run.described} is a {method.title} run (no "
                           "adapter)", fix)
     others = [f"`{m}`" for m in METHODS if fmt in get_method(m).export_formats]
     more = f" (or {' or '.join(others[1:])} one)" if len(others) > 1 else ""
-    raise ConfigError("format", f"`{fmt}` needs a {others[0]} run{more}, but `{run.path}` is a `{method.name}` run",
-                      fix)
+    raise ConfigError("format", f"`{fmt}` needs a {others[0]} run{more}, but {run.described} is a `{method.name}` "
+                      "run", fix)
 
 
 FORMAT_HINTS = {"compact": " (compact loads with rankwise.load_adapter; merged with plain transformers)",
@@ -133,27 +144,89 @@ def _bytes(directory: Path) -> int:
 
 
 def export_run(run_dir: str | Path, fmt: str, out: str | Path, overwrite: bool = False, verify: bool = True,
-               log=print, allow_base_model_mismatch: bool = False) -> dict:
+               log=print, allow_base_model_mismatch: bool = False, push_to_hub: str | None = None) -> dict:
     """Export a completed run (see the module docstring) as its method's `export_style` says. All
     checks run before anything is loaded or written. The run's base model must still be the one it was trained on
     (its fingerprint, see rankwise/adapters/io.py), unless `allow_base_model_mismatch`; the export records the
-    fingerprint of the model the run was trained on. Returns the record written to `<out>/export.json`."""
-    run = open_finished_run(run_dir)
+    fingerprint of the model the run was trained on. `push_to_hub`: a hub repository (`user/name`) to upload the
+    export to. Returns the record written to `<out>/export.json`."""
+    return export_finished(open_finished_run(run_dir), fmt, out, overwrite=overwrite, verify=verify, log=log,
+                           allow_base_model_mismatch=allow_base_model_mismatch, push_to_hub=push_to_hub)
+
+
+def export_finished(run: FinishedRun, fmt: str, out: str | Path, *, overwrite: bool = False, verify: bool = True,
+                    log=print, allow_base_model_mismatch: bool = False, push_to_hub: str | None = None,
+                    tokenizer=None) -> dict:
+    """`export_run` for a run already opened: a run directory, or a model wrapped in Python and saved like one
+    (api.export). `tokenizer`: the one to ship (default: the base model's)."""
     check_format(run, fmt)
     out = check_out(out, overwrite, run)
-    tokenizer = load_tokenizer(run.base_model if run.method.trains_adapter else str(run.weights))
+    if push_to_hub:
+        check_hub_upload(f"Export without it, then upload the folder: hf upload {push_to_hub} {out}")
+    if tokenizer is None:
+        tokenizer = load_tokenizer(run.base_model if run.method.trains_adapter else str(run.weights))
     if not run.method.trains_adapter:
-        return export_full_model(run, out, tokenizer=tokenizer, verify=verify, log=log)
-    exporter = {"truncate": export_adapter_run, "as_trained": export_trained_adapter}[run.method.export_style]
-    return exporter(run, fmt, out, tokenizer=tokenizer, verify=verify, log=log,
-                    allow_base_model_mismatch=allow_base_model_mismatch)
+        record = export_full_model(run, out, tokenizer=tokenizer, verify=verify, log=log)
+    else:
+        exporter = {"truncate": export_adapter_run, "as_trained": export_trained_adapter}[run.method.export_style]
+        record = exporter(run, fmt, out, tokenizer=tokenizer, verify=verify, log=log,
+                          allow_base_model_mismatch=allow_base_model_mismatch)
+    if push_to_hub:
+        record["hub_url"] = push_export(out, push_to_hub, log)
+    return record
+
+
+def push_export(out: Path, repo_id: str, log=print) -> str:
+    """Upload an export folder to the hub repository `repo_id` (created if needed); returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    from ..errors import RankwiseError
+
+    api = HfApi()
+    try:
+        api.create_repo(repo_id, exist_ok=True)
+        commit = api.upload_folder(repo_id=repo_id, folder_path=str(out))
+    except Exception as exc:  # network, permissions, a bad repo id: the export itself is complete
+        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise RankwiseError(f"--push_to_hub: the export is complete in {out}, but uploading it to `{repo_id}` "
+                            f"failed ({reason}). Upload it later: hf upload {repo_id} {out}") from None
+    url = str(getattr(commit, "commit_url", commit))
+    log(f"  uploaded to the Hugging Face Hub: {repo_id} ({url})")
+    return url
+
+
+def fine_tuned_config(model: nn.Module):
+    """The transformers config of the fine-tuned model under `model` (a PEFT wrapper, or a model with LoRA-XS
+    layers), naming its class: the config.json an adapter export carries, so loaders rebuild the right head."""
+    inner = inner_model(model)
+    config = copy.deepcopy(inner.config)
+    config.architectures = [type(inner).__name__]
+    return config
+
+
+def _save_model_files(directory: Path, config, tokenizer) -> None:
+    """config.json (the fine-tuned model's: class, head, labels) and the tokenizer, beside an adapter's files."""
+    with quiet_transformers():
+        config.save_pretrained(str(directory))
+        tokenizer.save_pretrained(str(directory))
+
+
+def _name_base_model(directory: Path, reference: dict) -> None:
+    """Point a PEFT adapter's files (copied from a run) at their base model portably (models.base_model_reference)."""
+    peft_config = directory / CONFIG_FILE
+    config = json.loads(peft_config.read_text())
+    config["base_model_name_or_path"] = reference["base_model_name_or_path"]
+    peft_config.write_text(json.dumps(config, indent=2))
+    meta_path = directory / META_FILE
+    if meta_path.is_file():
+        meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), **reference}, indent=2))
 
 
 def export_adapter_run(run: FinishedRun, fmt: str, out: Path, *, tokenizer, verify: bool, log,
                        allow_base_model_mismatch: bool = False) -> dict:
     """An adapter truncated to its hard ranks (LoRA-XS, LoRA): `compact` tensors, or built from them at the hard
     ranks and saved as a `peft` adapter or `merged` into the base weights."""
-    trained = load_adapter(load_base(run.base_model, run.task), run.weights, allow_base_model_mismatch)
+    trained = load_adapter(run.load_base(), run.weights, allow_base_model_mismatch)
     meta = read_adapter_metadata(run.weights)
     hard_ranks, allocated = list(meta["hard_ranks"]), list(meta["ranks"])
     head = list(meta["head_modules"])
@@ -162,9 +235,11 @@ def export_adapter_run(run: FinishedRun, fmt: str, out: Path, *, tokenizer, veri
                                     task_type=trained.method.peft_task_type(trained),
                                     dropout=float(run.config.get("lora_dropout") or 0.0),
                                     fingerprint=meta.get("base_model_fingerprint"))
+    compact_meta.update(base_model_reference(run.base_model))
     tensors = compact_tensors(trained, hard_ranks, head)
     probe = probe_batch(trained.model)
     reference = logits_of(trained.model, probe)
+    fine_tuned = fine_tuned_config(trained.model)
 
     with atomic_directory(out) as tmp:
         if fmt == "compact":
@@ -172,11 +247,13 @@ def export_adapter_run(run: FinishedRun, fmt: str, out: Path, *, tokenizer, veri
         else:
             # The same base model as `trained`, checked above: no second fingerprint (nor a second warning).
             unchecked = {**compact_meta, "base_model_fingerprint": None, "base_weight_norms": None}
-            exported = attach_tensors(load_base(run.base_model, run.task), unchecked, tensors)
+            exported = attach_tensors(run.load_base(), unchecked, tensors)
             if fmt == "peft":
                 exported.method.save_peft_export(exported, tmp, compact_meta)
             else:
-                _save_merged(merge_adapter(exported), tokenizer, run.task, tmp)
+                _save_merged(merge_adapter(exported), tokenizer, tmp)
+        if fmt != "merged":
+            _save_model_files(tmp, fine_tuned, tokenizer)
         record = _record(run, fmt, out, meta, tensors, allocated, hard_ranks, tmp)
         record["scales"] = dict(zip(record["hard_ranks"], compact_meta["scales"]))
         if verify:
@@ -191,18 +268,21 @@ def export_trained_adapter(run: FinishedRun, fmt: str, out: Path, *, tokenizer, 
                            allow_base_model_mismatch: bool = False) -> dict:
     """An adapter that is already at its final ranks in PEFT's format (AdaLoRA: pruned while training; DoRA:
     static ranks): `peft` copies the run's files, `merged` adds ΔW into the base weights."""
-    trained = load_adapter(load_base(run.base_model, run.task), run.weights, allow_base_model_mismatch)
+    trained = load_adapter(run.load_base(), run.weights, allow_base_model_mismatch)
     meta = read_adapter_metadata(run.weights)
     hard_ranks = trained.method.current_ranks(trained)
     probe = probe_batch(trained.model)
     reference = logits_of(trained.model, probe)
+    fine_tuned = fine_tuned_config(trained.model)
     with atomic_directory(out) as tmp:
         if fmt == "peft":
             for path in run.weights.iterdir():
                 if path.is_file():
                     shutil.copy2(path, tmp / path.name)
+            _name_base_model(tmp, base_model_reference(run.base_model))
+            _save_model_files(tmp, fine_tuned, tokenizer)
         else:
-            _save_merged(trained.method.merge(trained), tokenizer, run.task, tmp)
+            _save_merged(trained.method.merge(trained), tokenizer, tmp)
         record = _record(run, fmt, out, meta, None, list(meta["ranks"]), hard_ranks, tmp)
         record["head_parameters"] = run.summary.get("trainable_parameters", {}).get("head")
         if verify:
@@ -215,17 +295,17 @@ def export_trained_adapter(run: FinishedRun, fmt: str, out: Path, *, tokenizer, 
 
 def export_full_model(run: FinishedRun, out: Path, *, tokenizer, verify: bool, log) -> dict:
     """A full fine-tuning run is already a plain model: re-save it (with label names) as the merged export."""
-    model = load_base(str(run.weights), run.task)
+    model = load_base(str(run.weights), run.task, run.data)
     probe = probe_batch(model)
     reference = logits_of(model, probe)
     with atomic_directory(out) as tmp:
-        _save_merged(model, tokenizer, run.task, tmp)
-        record = {"format": "merged", "source_run": str(run.path.resolve()), "out": str(out), "task": run.task,
+        _save_merged(model, tokenizer, tmp)
+        record = {"format": "merged", "source_run": run.source_run, "out": str(out), "task": run.task,
                   "method": run.method.name, "allocation": None, "base_model": run.base_model,
                   "rankwise_version": __version__, "adapter_parameters": None,
                   "model_parameters": sum(p.numel() for p in model.parameters()),
                   "final_metrics": run.summary.get("final"), "main_metric": run.summary.get("main_metric"),
-                  "run_config": run.config,
+                  "run_config": run.config, "run_data": run.data,
                   "files": sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file()) + [EXPORT_FILE]}
         if verify:
             _verify(record, tmp, run.task, probe, reference)
@@ -234,14 +314,15 @@ def export_full_model(run: FinishedRun, out: Path, *, tokenizer, verify: bool, l
     return record
 
 
-def _save_merged(model: nn.Module, tokenizer, task: str, directory: Path) -> None:
-    set_label_names(model, task)
+def _save_merged(model: nn.Module, tokenizer, directory: Path) -> None:
+    """A plain transformers model (its config carries the head and label names: `load_base` set them) and the
+    tokenizer."""
     with quiet_transformers():
         model.save_pretrained(str(directory))
         tokenizer.save_pretrained(str(directory))
 
 
-def _verify(record: dict, tmp: Path, task: str, probe: dict, reference: torch.Tensor,
+def _verify(record: dict, tmp: Path, task: str | None, probe: dict, reference: torch.Tensor,
             allow_base_model_mismatch: bool = False) -> None:
     """Reload the export being written in `tmp` and compare its logits on `probe` with the trained model's;
     records the difference, raises (so nothing is kept) beyond VERIFY_TOLERANCE."""
@@ -272,12 +353,13 @@ def _record(run: FinishedRun, fmt: str, out: Path, meta: dict, tensors: dict[str
     names = [t.name for t in targets]
     return {
         "format": fmt,
-        "source_run": str(run.path.resolve()),
+        "source_run": run.source_run,
         "out": str(out),
         "task": run.task,
         "method": method.name,
         "allocation": run.config.get("allocation") if not method.allocates_ranks else method.name,
         "base_model": run.base_model,
+        "base_model_name_or_path": base_model_reference(run.base_model)["base_model_name_or_path"],
         "rankwise_version": __version__,
         "adapter_parameters": {
             "before": before,  # trainable adapter parameters as allocated (Σ rank_max² for learned LoRA-XS)
@@ -295,12 +377,13 @@ def _record(run: FinishedRun, fmt: str, out: Path, meta: dict, tensors: dict[str
         "final_metrics": run.summary.get("final"),
         "main_metric": run.summary.get("main_metric"),
         "run_config": run.config,
+        "run_data": run.data,
         "files": sorted(str(p.relative_to(written)) for p in written.rglob("*") if p.is_file()) + [EXPORT_FILE],
     }
 
 
 def _print_record(record: dict, log) -> None:
-    log(f"exported {record['source_run']} ({record['method']}, {record['allocation'] or 'full fine-tuning'}) "
+    log(f"exported {record['source_run'] or 'the model'} ({record['method']}, {record['allocation'] or 'full fine-tuning'}) "
         f"as {record['format']} → {record['out']}")
     params = record.get("adapter_parameters")
     if params:
@@ -323,4 +406,5 @@ def _print_record(record: dict, log) -> None:
 
 
 __all__ = ["FORMATS", "VERIFY_TOLERANCE", "check_format", "check_out", "atomic_directory", "merge_adapter",
-           "export_run", "export_adapter_run", "export_trained_adapter", "export_full_model"]
+           "export_run", "export_finished", "export_adapter_run", "export_trained_adapter", "export_full_model",
+           "fine_tuned_config", "push_export"]

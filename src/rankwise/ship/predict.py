@@ -35,9 +35,9 @@ def predict(source: Source, task_name: str, inputs: Inputs, max_seq_length: int 
             batch_size: int | None = None, quiet: bool = False) -> list[dict]:
     """One record per input: `prediction` (label name, or score for regression), and per-label
     `probabilities` for classification."""
-    task = GLUE_TASKS[task_name]
     tokenizer = load_tokenizer(source.model_name())
     model, _ = source.load(task_name)
+    labels, regression = _labels(task_name, model)
     check_max_seq_length(max_seq_length, model, model_name=source.model_name())  # a chosen length must fit
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     model = model.to(device)
@@ -54,14 +54,26 @@ def predict(source: Source, task_name: str, inputs: Inputs, max_seq_length: int 
         for offset, row in enumerate(logits):
             index = start + offset
             record = {"index": inputs.ids[index], **dict(zip(inputs.columns, inputs.texts[index]))}
-            if task.is_regression:
+            if regression:
                 record["prediction"] = float(row[0])
             else:
                 probabilities = torch.softmax(row, dim=-1)
-                record["prediction"] = task.labels[int(row.argmax())]
-                record["probabilities"] = {label: float(p) for label, p in zip(task.labels, probabilities)}
+                record["prediction"] = labels[int(row.argmax())]
+                record["probabilities"] = {label: float(p) for label, p in zip(labels, probabilities)}
             records.append(record)
     return records
+
+
+def _labels(task_name: str, model) -> tuple[list[str], bool]:
+    """(label names, regression): GLUE's for its tasks; for your own data the names the model carries (set from
+    the training labels when it was trained, and in every export)."""
+    if task_name in GLUE_TASKS:
+        task = GLUE_TASKS[task_name]
+        return list(task.labels or ()), task.is_regression
+    config = getattr(model, "config", None)
+    num_labels = int(getattr(config, "num_labels", 1))
+    names = getattr(config, "id2label", None) or {}
+    return [str(names.get(i, i)) for i in range(num_labels)], num_labels == 1
 
 
 def write_predictions(out: Path, records: list[dict]) -> None:

@@ -250,6 +250,68 @@ def draw_final_ranks(run_dirs: list[str], title: str):
     return fig
 
 
+def _final_hard_ranks(run_dirs: list[str]) -> list[dict]:
+    """Each run's final hard rank per matrix (summary.json, else ranks.json)."""
+    per_run = []
+    for run_dir in run_dirs:
+        ranks = (read_summary(run_dir) or {}).get("hard_ranks")
+        if not ranks:
+            ranks = {m["name"]: m["rank"] for m in read_matrices(Path(run_dir))}
+        if ranks:
+            per_run.append(ranks)
+    return per_run
+
+
+def ranks_by_layer_values(run_dirs: list[str]) -> dict[str, tuple[list[int], list[float]]]:
+    """Component type (`query`, `value`, `attn out`, `ffn out`, ...: the matrix's name without its layer) →
+    (layers, median final hard rank over runs at each layer), components in model order."""
+    per_run = _final_hard_ranks(run_dirs)
+    matrices = [m for m in read_matrices(Path(run_dirs[0])) if m.get("layer") is not None] if run_dirs else []
+    if not per_run or not matrices:
+        return {}
+    cells: dict[str, dict[int, list[float]]] = {}
+    for m in matrices:
+        values = [ranks[m["name"]] for ranks in per_run if ranks.get(m["name"]) is not None]
+        if values:
+            cells.setdefault(short_matrix_name(m["name"]), {}).setdefault(int(m["layer"]), []).extend(values)
+    return {component: (sorted(by_layer), [float(np.median(by_layer[layer])) for layer in sorted(by_layer)])
+            for component, by_layer in cells.items()}
+
+
+def ranks_by_layer(run_dirs: list[str], path: Path, title: str) -> Path | None:
+    """Final hard rank against layer, one line per component type (the adaptive LoRA-XS study's rank-vs-layer
+    plot): median over runs (seeds)."""
+    return save_figure(draw_ranks_by_layer(run_dirs, title), path)
+
+
+def draw_ranks_by_layer(run_dirs: list[str], title: str):
+    from matplotlib.ticker import MaxNLocator
+
+    lines = ranks_by_layer_values(run_dirs)
+    if not lines:
+        return None
+    config = read_json(Path(run_dirs[0]) / "config.json").get("config", {})
+    colours, markers = palette(), "osD^vP*X<>"
+    fig, ax = pyplot().subplots(figsize=(9, 4.8))
+    for i, (component, (layers, ranks)) in enumerate(lines.items()):
+        ax.plot(layers, ranks, marker=markers[i % len(markers)], markersize=4.5, lw=1.7,
+                color=colours[i % len(colours)], label=component)
+    if config.get("allocation") == "learned" and config.get("rank_min") is not None:
+        for value in (config["rank_min"], config["rank_max"]):
+            ax.axhline(value, color="0.45", ls=":", lw=1.1, label="_rank bound")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("final hard rank")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(title="component", fontsize=8.5, title_fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0),
+              frameon=False)
+    runs = len(_final_hard_ranks(run_dirs))
+    bounds = (f"; dotted: rank_min {config['rank_min']} / rank_max {config['rank_max']}"
+              if config.get("allocation") == "learned" and config.get("rank_min") is not None else "")
+    ax.set_title(f"{title}\n" + (f"median over {runs} seeds" if runs > 1 else "one run") + bounds, fontsize=11)
+    return fig
+
+
 def schedules(entries: list[tuple[str, str]], path: Path, title: str = "") -> Path | None:
     """Mask sharpness α and the budget M per epoch, one line per distinct schedule. `entries`: (legend label,
     run directory) pairs, one run per schedule."""

@@ -17,7 +17,7 @@ from ...methods import allocates_ranks, trains_adapter
 from ..aggregate import IDENTITY_FIELDS, applicable, group_runs, resolve_baselines
 from ..context import ReportContext
 from ..text import is_missing, median_std, plural, task_name, value_text
-from .figures import allocation_heatmap, comparison_boxplot, eval_curves, final_ranks, schedules
+from .figures import allocation_heatmap, comparison_boxplot, eval_curves, final_ranks, ranks_by_layer, schedules
 from .tables import adaptive_table, configurations_table, group_key, groups_table, not_completed_table
 
 # Fields shown as columns of the adaptive table; other fields that vary between learned configurations
@@ -191,6 +191,10 @@ def focus_ranks(part: TaskPart) -> list[str]:
                                              f"{part.title}final hard rank per target matrix — {label}"))
     if figure:
         out.append(f"![Final ranks per matrix]({figure.name})\n")
+    figure = part.ctx.add_figure(ranks_by_layer(dirs, part.figure_path("ranks_by_layer"),
+                                                f"{part.title}final hard rank by layer and component — {label}"))
+    if figure:
+        out.append(f"![Final ranks by layer, one line per component type]({figure.name})\n")
     if focus["allocation"] == "learned" or allocates_ranks(focus["method"]):
         out += _allocation_over_training(part, focus)
     return out
