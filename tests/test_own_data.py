@@ -197,3 +197,49 @@ def test_plan_of_own_data_sizes_the_head_from_its_labels_and_names_a_bad_file(ti
     assert run_cli("plan", "--model", tiny_bert_dir, "--train_file", other) == 2
     err = capsys.readouterr().err
     assert "no text column among the defaults" in err and "could not load model" not in err
+
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+@pytest.mark.parametrize("template", [True, False])
+def test_chat_records_learn_the_assistants_tokens_only(template, tiny_llama_dir, tmp_path):
+    """Chat-format JSONL (`messages`, as TRL's SFT datasets): the tokenizer's chat template when it has one (else a
+    plain transcript), labels on every assistant reply and nothing else."""
+    from rankwise.data.instruct import IGNORE_INDEX, encode_instruct, load_alpaca
+    from rankwise.models import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_llama_dir))
+    tokenizer.chat_template = CHATML if template else None
+    record = {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "name a pet"},
+                           {"role": "assistant", "content": "a cat"}, {"role": "user", "content": "another"},
+                           {"role": "assistant", "content": "a dog"}]}
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    [example] = load_alpaca(path)
+    assert example.instruction == "another" and example.output == "a dog"
+    [feature], dropped = encode_instruct([example], tokenizer, 512)
+    learned = tokenizer.decode([t for t, label in zip(feature["input_ids"], feature["labels"]) if label != IGNORE_INDEX])
+    assert dropped == 0 and "cat" in learned and "dog" in learned
+    assert "pet" not in learned and "brief" not in learned and "another" not in learned
+    from rankwise.data.instruct import chat_segments
+
+    pieces = chat_segments(example.messages, tokenizer)
+    assert [text for text, learned in pieces if learned][0].startswith("a cat")
+    if template:  # the pieces put together are exactly the template's rendering of the conversation
+        assert "".join(text for text, _ in pieces) == tokenizer.apply_chat_template(record["messages"], tokenize=False)
+
+
+def test_a_chat_file_trains_an_instruction_run(tiny_llama_dir, tmp_path):
+    records = [{"messages": [{"role": "user", "content": f"say {w}"}, {"role": "assistant", "content": w}]}
+               for w in WORDS * 4]
+    path = tmp_path / "chat.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    run = tmp_path / "run"
+    assert run_cli("train", "--task", "alpaca", "--model", tiny_llama_dir, "--train_file", path, "--method", "lora",
+                   "--rank", "2", "--num_train_epochs", "1", "--eval_size", "8", "--num_generations", "1",
+                   "--output_dir", run, "--quiet") == 0
+    summary = read_summary(run)
+    assert summary["status"] == "completed" and summary["final"]["eval_tokens"] > 0
+    assert len(read_jsonl(run / "generations.jsonl")) == 1

@@ -63,6 +63,7 @@ class InstructExample:
     input: str
     output: str
     index: int  # position in the source file (0-based record number)
+    messages: tuple | None = None  # a chat record: ({"role", "content"}, ...); instruction/output are its last turn
 
     @property
     def prompt(self) -> str:
@@ -88,6 +89,25 @@ def alpaca_prompt(instruction: str, input: str = "") -> str:
 # ---------------------------------------------------------------------------------------------
 # Reading and splitting
 # ---------------------------------------------------------------------------------------------
+
+CHAT_ROLES = ("system", "user", "assistant")
+
+
+def _check_chat(record: dict, where: str) -> tuple:
+    """A chat record (TRL's SFT format): `messages`, a list of {role, content} ending with the assistant's."""
+    messages = record["messages"]
+    if not isinstance(messages, list) or not messages:
+        raise DataError(f"{where}: `messages` must be a non-empty list of {{\"role\", \"content\"}} objects")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in CHAT_ROLES or \
+                not isinstance(message.get("content"), str):
+            raise DataError(f"{where}: message {i} must be {{\"role\": one of {', '.join(CHAT_ROLES)}, "
+                            f"\"content\": a string}}, got {message!r}"[:300])
+    if messages[-1]["role"] != "assistant" or not any(m["role"] == "user" for m in messages):
+        raise DataError(f"{where}: a chat record needs a user message and must end with the assistant's reply (the "
+                        "text the model learns)")
+    return tuple({"role": m["role"], "content": m["content"]} for m in messages)
+
 
 def _check_record(record: Any, where: str) -> tuple[str, str, str]:
     if not isinstance(record, dict):
@@ -148,7 +168,15 @@ def load_alpaca(path: str | Path) -> list[InstructExample]:
         records = [(f"{path} record {i}", record) for i, record in enumerate(data)]
     if not records:
         raise DataError(f"{path} holds no records")
-    return [InstructExample(*_check_record(record, where), index=i) for i, (where, record) in enumerate(records)]
+    examples = []
+    for i, (where, record) in enumerate(records):
+        if isinstance(record, dict) and "messages" in record:
+            messages = _check_chat(record, where)
+            user = next(m["content"] for m in reversed(messages) if m["role"] == "user")
+            examples.append(InstructExample(user, "", messages[-1]["content"], index=i, messages=messages))
+        else:
+            examples.append(InstructExample(*_check_record(record, where), index=i))
+    return examples
 
 
 def split_examples(examples: list[InstructExample], eval_size: int, max_train_samples: int | None,
@@ -209,6 +237,8 @@ def encode_instruct(examples: list[InstructExample], tokenizer, max_length: int,
     study's text, no EOS; with `loss_on="all"` tokenized in one piece, exactly as the study did."""
     if not examples:
         return [], 0
+    if any(e.messages is not None for e in examples):
+        return _encode_chats(examples, tokenizer, max_length, loss_on)
     study = prompt_format == "human_assistant"
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
     eos = None if study else eos
@@ -227,6 +257,65 @@ def encode_instruct(examples: list[InstructExample], tokenizer, max_length: int,
         labels = ([IGNORE_INDEX] * len(prompt) + response)[:max_length]
         if loss_on == "all":
             labels = list(input_ids)
+        if all(label == IGNORE_INDEX for label in labels):
+            dropped += 1
+            continue
+        features.append({"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels,
+                         "index": example.index})
+    return features, dropped
+
+
+def chat_segments(messages: tuple, tokenizer) -> list[tuple[str, bool]]:
+    """The conversation as (text, learned) pieces: the assistant's replies learned, everything else context. With
+    a chat template the pieces are the template's own rendering, cut where each message starts; without one, a
+    plain `User: ...` / `Assistant: ...` transcript."""
+    if not getattr(tokenizer, "chat_template", None):
+        eos = tokenizer.eos_token or tokenizer.sep_token or ""
+        pieces = []
+        for m in messages:
+            if m["role"] == "assistant":
+                pieces += [("Assistant: ", False), (m["content"] + eos, True), ("\n", False)]
+            else:
+                pieces.append((f"{m['role'].capitalize()}: {m['content']}\n", False))
+        return pieces
+
+    def render(upto: int, generation_prompt: bool = False) -> str:
+        if upto == 0:
+            return ""
+        return tokenizer.apply_chat_template(list(messages[:upto]), tokenize=False,
+                                             add_generation_prompt=generation_prompt)
+
+    pieces, done = [], ""
+    for k, message in enumerate(messages):
+        after = render(k + 1)
+        if message["role"] == "assistant":
+            opened = render(k, generation_prompt=True)
+            if not (opened.startswith(done) and after.startswith(opened)):
+                raise DataError("the tokenizer's chat template does not render a conversation turn by turn (each "
+                                "prefix extending the last), so the assistant's tokens cannot be told apart; use "
+                                "Alpaca-format records, or a tokenizer with another template")
+            pieces += [(opened[len(done):], False), (after[len(opened):], True)]
+        else:
+            if not after.startswith(done):
+                raise DataError("the tokenizer's chat template does not render a conversation turn by turn")
+            pieces.append((after[len(done):], False))
+        done = after
+    return pieces
+
+
+def _encode_chats(examples: list[InstructExample], tokenizer, max_length: int, loss_on: str) -> tuple[list[dict], int]:
+    """Chat records: the pieces of `chat_segments` tokenized one by one (no special tokens added: the template
+    writes them), labels on the assistant's tokens only (`loss_on="all"`: every token)."""
+    features, dropped = [], 0
+    for example in examples:
+        messages = example.messages or ({"role": "user", "content": example.instruction},
+                                        {"role": "assistant", "content": example.output})
+        input_ids, labels = [], []
+        for text, learned in chat_segments(messages, tokenizer):
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+            input_ids += ids
+            labels += ids if learned or loss_on == "all" else [IGNORE_INDEX] * len(ids)
+        input_ids, labels = input_ids[:max_length], labels[:max_length]
         if all(label == IGNORE_INDEX for label in labels):
             dropped += 1
             continue
@@ -308,8 +397,14 @@ def generate_greedy(model: nn.Module, tokenizer, examples: list[InstructExample]
     model.eval()
     records = []
     for example in examples:
-        encoded = tokenizer(format_prompt(example, prompt_format), return_tensors="pt",
-                            add_special_tokens=True).to(device)
+        if example.messages is not None:  # the conversation up to the reply, as training saw it
+            pieces = chat_segments(example.messages, tokenizer)
+            last_reply = max(i for i, (_, learned) in enumerate(pieces) if learned)
+            context = "".join(text for text, _ in pieces[:last_reply])
+            encoded = tokenizer(context, return_tensors="pt", add_special_tokens=False).to(device)
+        else:
+            encoded = tokenizer(format_prompt(example, prompt_format), return_tensors="pt",
+                                add_special_tokens=True).to(device)
         with torch.no_grad():
             output = model.generate(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"],
                                     generation_config=config)
