@@ -257,12 +257,17 @@ def encode_instruct(examples: list[InstructExample], tokenizer, max_length: int,
         labels = ([IGNORE_INDEX] * len(prompt) + response)[:max_length]
         if loss_on == "all":
             labels = list(input_ids)
-        if all(label == IGNORE_INDEX for label in labels):
-            dropped += 1
-            continue
-        features.append({"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels,
-                         "index": example.index})
+        dropped += _add_feature(features, input_ids, labels, example.index)
     return features, dropped
+
+
+def _add_feature(features: list[dict], input_ids: list[int], labels: list[int], index: int) -> int:
+    """Append a training feature; 1 (dropped) instead when truncation left no token to learn from."""
+    if all(label == IGNORE_INDEX for label in labels):
+        return 1
+    features.append({"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels,
+                     "index": index})
+    return 0
 
 
 def chat_segments(messages: tuple, tokenizer) -> list[tuple[str, bool]]:
@@ -315,12 +320,7 @@ def _encode_chats(examples: list[InstructExample], tokenizer, max_length: int, l
             ids = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
             input_ids += ids
             labels += ids if learned or loss_on == "all" else [IGNORE_INDEX] * len(ids)
-        input_ids, labels = input_ids[:max_length], labels[:max_length]
-        if all(label == IGNORE_INDEX for label in labels):
-            dropped += 1
-            continue
-        features.append({"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels,
-                         "index": example.index})
+        dropped += _add_feature(features, input_ids[:max_length], labels[:max_length], example.index)
     return features, dropped
 
 
