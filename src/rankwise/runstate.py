@@ -337,9 +337,10 @@ def claim_output_dir(cfg: RunConfig, resume_from: Path | None = None) -> Iterato
             write_to = sibling(final, "overwrite-new")
         else:
             write_to = final
+            kept = set(checkpoints(final)) | {final / n for n in ("metrics.jsonl", "allocation.jsonl", "logs",
+                                                                   "wandb")} if resuming_here else set()
             for child in (final.iterdir() if final.is_dir() else []):
-                keep = resuming_here and (child in checkpoints(final) or child.name in (
-                    "metrics.jsonl", "allocation.jsonl", "logs", "wandb"))  # not an incomplete checkpoint
+                keep = child in kept  # resuming: complete checkpoints and the records (not an incomplete checkpoint)
                 if not keep:  # inspect() proved each is ours
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
         write_to.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ rankwise's own behaviour plugs into `Trainer` (`RankwiseTrainer` and `RunDirCall
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -39,6 +40,7 @@ from .allocation import RankAllocator
 from .config import RunConfig, prepare
 from .errors import ConfigError, DataError, RankwiseError, RunDirError
 from .methods import AdapterSet, build_adapter
+from .models import check_hub_upload
 from .plan import Plan, build_plan
 from .rundir import RunDir, read_jsonl, write_jsonl_atomic
 from .runstate import Claim, check_output_dir, checkpoints, claim_output_dir, stored_config_conflicts
@@ -152,23 +154,7 @@ def check_environment(cfg: RunConfig) -> None:
             raise ConfigError("report_to", f"`{cfg.report_to}` needs the {package} package, which is not installed",
                               f"pip install {package}, or use --report_to none (metrics.jsonl has every metric)")
     if cfg.push_to_hub:
-        check_hub_reachable()
-
-
-def check_hub_reachable() -> None:
-    """ConfigError unless the Hugging Face Hub answers and a token is set (for --push_to_hub)."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        raise ConfigError("push_to_hub", "the Hugging Face Hub is switched off here (HF_HUB_OFFLINE is set)",
-                          "Drop --push_to_hub; export the run later with `rankwise export` and upload it")
-    from huggingface_hub import HfApi
-
-    try:
-        HfApi().whoami()
-    except Exception as exc:  # offline, no token, or refused: all mean no upload
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise ConfigError("push_to_hub", f"the Hugging Face Hub cannot be used from here ({reason})",
-                          "Log in with `huggingface-cli login` on a machine with network access, or drop "
-                          "--push_to_hub") from None
+        check_hub_upload("Drop --push_to_hub; export the run later with `rankwise export --push_to_hub`")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,6 +365,27 @@ class RankwiseTrainer(Trainer):
         return (f"epoch {record['epoch']} step {record['step']}  {shown}  (best {main} {best[main]:.4f} at epoch "
                 f"{best['epoch']})")
 
+    def log_allocation(self, step: int) -> None:
+        """One allocation.jsonl record at `step` (main process): the allocator's state, the method's own (AdaLoRA),
+        or once, at step 0, ranks fixed before training (EVA)."""
+        if self.run is None:
+            return
+        setup = self.setup
+        record = setup.allocator.state(step) if setup.allocator is not None else self.method_hooks.allocation_record(step)
+        if record is None and step == 0:
+            source = setup.adapter.method.allocation_source(setup.cfg)
+            if source is None:
+                return
+            ranks = dict(zip([t.name for t in setup.plan.targets], setup.plan.allocated_ranks))
+            record = {"step": 0, "budget": sum(ranks.values()), "budget_unit": "sum of ranks", "discrete": True,
+                      "budget_used": sum(ranks.values()), "source": source, "continuous": ranks, "hard": ranks}
+        if record is not None:
+            self.run.append_jsonl("allocation.jsonl", {"epoch": round(step / setup.steps_per_epoch, 4), **record})
+            if setup.cfg.report_to == "wandb":  # α, budget and every matrix's ranks, as the study's W&B plots read them
+                from .wandb_log import log_allocation_to_wandb
+
+                log_allocation_to_wandb(record, step)
+
     def end_as_diverged(self, message: str) -> None:
         self.status, self.message = "diverged", message
         self.control.should_training_stop = True
@@ -478,29 +485,6 @@ class RunDirCallback(TrainerCallback):
         trainer.log_allocation(state.global_step)
 
 
-def _log_allocation(trainer: RankwiseTrainer, step: int) -> None:
-    """One allocation.jsonl record at `step` (main process): the allocator's state, the method's own (AdaLoRA),
-    or once, at step 0, ranks fixed before training (EVA)."""
-    if trainer.run is None:
-        return
-    setup = trainer.setup
-    record = setup.allocator.state(step) if setup.allocator is not None else trainer.method_hooks.allocation_record(step)
-    if record is None and step == 0:
-        source = setup.adapter.method.allocation_source(setup.cfg)
-        if source is None:
-            return
-        ranks = dict(zip([t.name for t in setup.plan.targets], setup.plan.allocated_ranks))
-        record = {"step": 0, "budget": sum(ranks.values()), "budget_unit": "sum of ranks", "discrete": True,
-                  "budget_used": sum(ranks.values()), "source": source, "continuous": ranks, "hard": ranks}
-    if record is not None:
-        trainer.run.append_jsonl("allocation.jsonl", {"epoch": round(step / setup.steps_per_epoch, 4), **record})
-        if setup.cfg.report_to == "wandb":  # α, budget and every matrix's ranks, as the study's W&B plots read them
-            from .wandb_log import log_allocation_to_wandb
-
-            log_allocation_to_wandb(record, step)
-
-
-RankwiseTrainer.log_allocation = _log_allocation
 
 
 # ---------------------------------------------------------------------------------------------
@@ -542,21 +526,19 @@ def train(cfg: RunConfig, setup: Setup | None = None) -> dict:
     state = process_state()
     if not state.is_main_process:
         return _train(setup, _shared(None), None)
-    try:
-        claim_context = claim_output_dir(setup.cfg, resume_from=setup.resume_from)
-        claim = claim_context.__enter__()
-    except RankwiseError as exc:
-        _shared(exc)
-        raise
-    try:
+    with contextlib.ExitStack() as held:
+        try:
+            claim = held.enter_context(claim_output_dir(setup.cfg, resume_from=setup.resume_from))
+        except RankwiseError as exc:
+            _shared(exc)  # the other processes stop too
+            raise
         _shared(claim.write_to)
-        summary = _train(setup, claim.write_to, claim)
-    except BaseException as exc:
-        _record_failure(setup, claim, exc)
-        claim_context.__exit__(*sys.exc_info())
-        raise
-    claim.commit()
-    claim_context.__exit__(None, None, None)
+        try:
+            summary = _train(setup, claim.write_to, claim)
+        except BaseException as exc:
+            _record_failure(setup, claim, exc)
+            raise
+        claim.commit()
     return summary
 
 

@@ -336,8 +336,9 @@ def load_text_data(cfg) -> TextData:
                                 "a classifier needs at least two. Check --label_column")
             label_names = values
         label_index = {name: i for i, name in enumerate(label_names)}
-    examples = {split: _examples(rows, columns, where.get(split, where["train"]) if not (held_out and split == "validation")
-                                 else f"{where['train']} (held-out validation)", regression, label_index, class_names)
+    if held_out:
+        where["validation"] = f"{where['train']} (held-out validation)"
+    examples = {split: _examples(rows, columns, where[split], regression, label_index, class_names)
                 for split, rows in (("train", train), ("validation", validation), ("test", test)) if rows is not None}
     return TextData(train=examples["train"], evals={"eval": examples["validation"]}, test=examples.get("test"),
                     label_names=label_names, source=source + (f"; validation: {cfg.validation_split:g} of it held out "
