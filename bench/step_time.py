@@ -36,7 +36,7 @@ from rankwise.config import RunConfig, prepare
 from rankwise.data.task import PreparedTask
 from rankwise.methods import build_adapter
 from rankwise.models import head_modules, load_classifier, load_tokenizer
-from rankwise.plan import build_plan
+from rankwise.planning import build_plan
 from rankwise.train import RankwiseTrainer, Setup, attach_allocator, training_arguments
 
 BATCH, TOKENS, EXAMPLES = 32, 32, 32 * 40

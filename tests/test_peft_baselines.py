@@ -11,7 +11,7 @@ from transformers import AutoModelForSequenceClassification, BertModel
 
 from conftest import run_cli, tiny_bert_config
 from rankwise.config import RunConfig, prepare
-from rankwise.plan import build_plan, meta_model
+from rankwise.planning import build_plan, meta_model
 from rankwise.rundir import read_jsonl
 from rankwise.train import setup_run, train
 

@@ -6,8 +6,7 @@ The Python API (api.py; docs/api.md): `rankwise.plan`, `rankwise.wrap`, `rankwis
 message; every refusal is a `rankwise.RankwiseError`.
 """
 
-import sys
-import types
+import importlib
 
 from .errors import ConfigError, DataError, ModelError, RankwiseError, RunDirError
 from .version import __version__
@@ -16,24 +15,10 @@ _API = ("plan", "wrap", "RankAllocationCallback", "export", "load", "model_path"
 
 
 def __getattr__(name: str):
-    if name in _API:
-        from . import api
-
-        return getattr(api, name)
+    if name in _API or name == "api":  # imported on first use: torch, transformers and PEFT load with it
+        api = importlib.import_module(f"{__name__}.api")
+        return api if name == "api" else getattr(api, name)
     raise AttributeError(f"module 'rankwise' has no attribute {name!r}")
-
-
-class _Package(types.ModuleType):
-    """`rankwise.plan` is the API function, while the module plan.py is `rankwise.plan` in sys.modules (imported
-    with `from rankwise.plan import ...`): importing that module must not replace the function on the package."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if name in _API and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 
 def load_adapter(model, directory, allow_base_model_mismatch: bool = False):

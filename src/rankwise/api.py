@@ -35,7 +35,7 @@ from .config import FIELDS, RunConfig, config_from_dict, resolve_defaults, valid
 from .errors import ConfigError, ModelError
 from .methods import AdapterSet, build_adapter, get_method, save_adapter
 from .models import head_modules, resolve_model
-from .plan import Plan, build_plan, meta_model
+from .planning import Plan, build_plan, meta_model
 from .ship.export import export_finished, export_run, fine_tuned_config
 from .ship.source import FinishedRun, load_base, load_source
 

@@ -241,7 +241,7 @@ def check_configs(configs: list[RunConfig], allow_network: bool = True) -> list[
     """Model-dependent checks (rank plan, budget feasibility) and data files, before any run starts.
     Returns notes about checks that were skipped (network needed and not allowed)."""
     from .data import GLUE_TASKS, load_glue
-    from .plan import build_plan, meta_model
+    from .planning import build_plan, meta_model
 
     models: dict[tuple, Any] = {}
     data_checked: set[tuple] = set()

@@ -41,7 +41,7 @@ from .config import RunConfig, prepare
 from .errors import ConfigError, DataError, RankwiseError, RunDirError
 from .methods import AdapterSet, build_adapter
 from .models import check_hub_upload
-from .plan import Plan, build_plan
+from .planning import Plan, build_plan
 from .rundir import RunDir, read_jsonl, write_jsonl_atomic
 from .runstate import Claim, check_output_dir, checkpoints, claim_output_dir, stored_config_conflicts
 from .tasks import PreparedTask, prepare_task

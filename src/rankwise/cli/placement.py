@@ -160,7 +160,7 @@ def study_layer_ranks(args) -> list[int] | None:
 
 
 def _model_layers(values: dict) -> int:
-    from ..plan import meta_model
+    from ..planning import meta_model
     from ..targets import find_targets, num_layers
 
     cfg = prepare(config_from_dict({**values, "allocation": "uniform", "rank": 1}))
@@ -248,7 +248,7 @@ def _checked(values: dict, strategy_file: dict | None, args) -> RunConfig:
 
 
 def cmd_placement(args) -> int:
-    from ..plan import build_plan, meta_model
+    from ..planning import build_plan, meta_model
     from ..sweep import describe_runs, run_sweep
 
     cfg, strategy_file = placement_config(args)

@@ -77,7 +77,7 @@ def _add_plan(sub) -> None:
 
 
 def cmd_plan(args) -> int:
-    from ..plan import build_plan, meta_model, plan_json
+    from ..planning import build_plan, meta_model, plan_json
 
     cfg = prepare(config_from_args(args))
     out = Path(args.out) if args.out else None
@@ -212,7 +212,7 @@ def glue_configs(args) -> list[RunConfig]:
 
 
 def cmd_glue(args) -> int:
-    from ..plan import build_plan, meta_model
+    from ..planning import build_plan, meta_model
     from ..sweep import check_configs, describe_runs, run_sweep
 
     configs = glue_configs(args)
