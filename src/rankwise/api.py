@@ -277,7 +277,7 @@ class RankAllocationCallback(TrainerCallback):
         cfg = self.state.config
         lr = cfg.rank_allocation_lr
         group = {"params": [weights], "lr": lr, "initial_lr": lr, "name": ALLOCATION_GROUP,
-                 "weight_decay": float(getattr(cfg, "rank_allocation_weight_decay", 0.0))}
+                 "weight_decay": float(cfg.rank_allocation_weight_decay)}
         scheduler = getattr(lr_scheduler, "scheduler", lr_scheduler)  # accelerate may wrap it
         if hasattr(scheduler, "lr_lambdas") and hasattr(scheduler, "base_lrs"):
             scheduler.lr_lambdas.append(scheduler.lr_lambdas[0])

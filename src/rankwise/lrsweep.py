@@ -285,14 +285,13 @@ def _epoch_means(train_records: list[dict], epochs: int) -> list[float]:
     return means
 
 
-def test_accuracy(evals: list[dict], summary: dict) -> float | None:
+def test_split_accuracy(evals: list[dict], summary: dict) -> float | None:
     """Accuracy on the task's test split after training (the last evaluation's `test_accuracy`, or the summary's),
     or None when the task has no labelled test split."""
     for record in reversed(evals):
         if record.get("test_accuracy") is not None:
             return record["test_accuracy"]
-    value = (summary.get("test") or {}).get("test_accuracy")
-    return value if value is not None else None
+    return (summary.get("test") or {}).get("test_accuracy")
 
 
 def run_entry(cfg: RunConfig) -> dict | None:
@@ -308,11 +307,12 @@ def run_entry(cfg: RunConfig) -> dict | None:
     val_losses = [r.get("eval_loss") for r in evals]
     completed = summary["status"] == "completed" and val_losses and all(v is not None for v in val_losses)
     best_val_loss, test_acc, best_epoch = None, None, None
-    test_split = test_accuracy(evals, summary) is not None
+    accuracy_on_test = test_split_accuracy(evals, summary)
+    test_split = accuracy_on_test is not None
     if completed:
         best_index = min(range(len(val_losses)), key=val_losses.__getitem__)
         best_val_loss, best_epoch = val_losses[best_index], evals[best_index]["epoch"]
-        test_acc = test_accuracy(evals, summary) if test_split else evals[best_index].get("eval_accuracy")
+        test_acc = accuracy_on_test if test_split else evals[best_index].get("eval_accuracy")
     identity = curve_identity(cfg)
     adapters = get_method(cfg.method).trains_adapter
     meta = {

@@ -255,7 +255,3 @@ def meta_model(cfg):
     except Exception as exc:
         raise load_error(cfg.model, exc) from None
     return model, head_modules(model)
-
-
-def plan_json(plan: Plan) -> str:
-    return json.dumps(plan.to_dict(), indent=2)

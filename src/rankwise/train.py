@@ -43,6 +43,7 @@ from .methods import AdapterSet, build_adapter
 from .models import check_hub_upload
 from .planning import Plan, build_plan
 from .rundir import RunDir, read_jsonl, write_jsonl_atomic
+from .ship.export import push_export
 from .runstate import Claim, check_output_dir, checkpoints, claim_output_dir, stored_config_conflicts
 from .tasks import PreparedTask, prepare_task
 from .version import __version__
@@ -660,9 +661,9 @@ def _finish(setup: Setup, trainer: RankwiseTrainer, run: RunDir | None, wall: fl
         if trainer.status == "completed" and not cfg.keep_checkpoints:
             for checkpoint in checkpoints(run.path, complete=False):
                 shutil.rmtree(checkpoint)
-        if cfg.push_to_hub and trainer.status == "completed":
-            _push(setup, run)
         run.write_summary(summary)
+        if cfg.push_to_hub and trainer.status == "completed":  # after the summary: a failed upload keeps the run
+            push_export(run.file(adapter.method.weights_dir), cfg.hub_model_id or run.path.name)
     trainer.accelerator.wait_for_everyone()
     return summary
 
@@ -677,16 +678,6 @@ def _save_weights(run: RunDir, setup: Setup, hard_ranks: list[int]) -> None:
         if setup.allocator is not None:
             save_file({"weights": setup.allocator.weights.detach().cpu().contiguous()},
                       str(tmp / "allocation_weights.safetensors"))
-
-
-def _push(setup: Setup, run: RunDir) -> None:
-    """Upload the run's weights folder to --hub_model_id (default: the run's name)."""
-    from huggingface_hub import HfApi
-
-    repo = setup.cfg.hub_model_id or run.path.name
-    api = HfApi()
-    api.create_repo(repo, exist_ok=True)
-    api.upload_folder(repo_id=repo, folder_path=str(run.file(setup.adapter.method.weights_dir)))
 
 
 def run_training(cfg: RunConfig) -> dict:

@@ -47,7 +47,7 @@ def budget_bounds(cfg, cost: RankCost) -> tuple[float, float]:
     if cfg.memory_start is not None:
         return float(cfg.memory_start), float(cfg.memory_end)
     budget = cost.total(cfg.rank_average)
-    if getattr(cfg, "rank_start", None) is not None:
+    if cfg.rank_start is not None:
         return cost.total(cfg.rank_start), budget
     return budget, budget
 
@@ -83,13 +83,13 @@ class RankAllocator(nn.Module):
             memory_start=memory_start, memory_end=memory_end,
             epochs_memory_start=cfg.epochs_memory_start, epochs_memory_start_to_end=cfg.epochs_memory_start_to_end,
             epochs_rank_discrete=cfg.epochs_rank_discrete, max_steps=cfg.max_steps,
-            alpha_span=getattr(cfg, "alpha_schedule_span", "soft"))
+            alpha_span=cfg.alpha_schedule_span)
         if schedule.first_discrete_step <= 0:
             raise ConfigError("epochs_rank_discrete", f"({cfg.epochs_rank_discrete} epochs of {steps_per_epoch} steps) "
                               f"leaves no step of the {schedule.total_steps}-step run to learn the allocation in",
                               "Lower --epochs_rank_discrete or train longer")
         budget_fields = ("memory_start", "memory_end") if cfg.memory_start is not None else \
-            ("rank_start", "rank_average") if getattr(cfg, "rank_start", None) is not None else ("rank_average",) * 2
+            ("rank_start", "rank_average") if cfg.rank_start is not None else ("rank_average",) * 2
         return cls(targets, cost, cfg.rank_min, cfg.rank_max, schedule, cfg.rank_allocation_weights_init,
                    cfg.budget_mode, cfg.rounding, cfg.tau, seed=cfg.seed, budget_fields=budget_fields)
 

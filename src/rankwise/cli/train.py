@@ -4,7 +4,6 @@ line, and the embedded models."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
 import sys
 from pathlib import Path
@@ -77,7 +76,7 @@ def _add_plan(sub) -> None:
 
 
 def cmd_plan(args) -> int:
-    from ..planning import build_plan, meta_model, plan_json
+    from ..planning import build_plan, meta_model
 
     cfg = prepare(config_from_args(args))
     out = Path(args.out) if args.out else None
@@ -93,7 +92,7 @@ def cmd_plan(args) -> int:
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.suffix == ".json":
-            write_json_atomic(out, json.loads(plan_json(plan)))
+            write_json_atomic(out, plan.to_dict())
         else:
             write_text_atomic(out, plan.to_csv())
         print(f"wrote {out}")

@@ -169,14 +169,6 @@ def load_base(model_name: str, task_name: str | None = None, data: dict | None =
     return model.eval()
 
 
-def set_label_names(model: nn.Module, task_name: str, data: dict | None = None) -> None:
-    """Record the task's head (label names, num_labels, problem_type) in the model config, so pipelines print them
-    and `from_pretrained` needs no arguments."""
-    head = task_head(task_name, data)
-    if head is not None:
-        head.apply(model.config)
-
-
 def probe_batch(model: nn.Module, batch_size: int = 4, length: int = 16) -> dict[str, torch.Tensor]:
     """A fixed batch of token ids (seeded) with some padding, to compare two models' logits."""
     vocab = int(getattr(model.config, "vocab_size", 1000))
@@ -379,6 +371,6 @@ def check_source_fits_task(source: Source, task_name: str) -> None:
                               f"{task.num_labels}", "Evaluate it on the task it was trained for")
 
 
-__all__ = ["EXPORT_FILE", "FinishedRun", "open_finished_run", "load_base", "set_label_names", "probe_batch",
+__all__ = ["EXPORT_FILE", "FinishedRun", "open_finished_run", "load_base", "probe_batch",
            "logits_of", "Source", "load_source", "resolve_task", "check_source_fits_task", "Head", "task_head",
            "GLUE_LABEL_NAMES"]
