@@ -303,3 +303,11 @@ def test_unreadable_run_files_are_skipped_with_the_reason_and_out_must_be_a_fold
         assert run_cli("report", tmp_path / "runs", "--out", out) == 2
         assert expected in capsys.readouterr().err
     assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_a_section_lists_only_the_figures_its_markdown_links_not_stale_ones_in_the_folder(tmp_path):
+    from rankwise.report.context import ReportContext
+    (tmp_path / "lr_ratio_vs_rank_old.png").write_bytes(b"stale")  # an earlier report's figure
+    ctx = ReportContext(runs=pd.DataFrame(), groups=pd.DataFrame(), out=tmp_path)
+    ctx.add_linked_figures("text\n![Loss vs LR](lr_ratio_loss_vs_lr.png)\n[a link](notes.md) ![x](b.png)\n")
+    assert ctx.figures == [tmp_path / "lr_ratio_loss_vs_lr.png", tmp_path / "b.png"]

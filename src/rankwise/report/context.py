@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -16,6 +17,12 @@ class ReportContext:
     out: Path
     options: dict = field(default_factory=dict)  # command-line options, e.g. {"lr_ratio": True}
     figures: list[Path] = field(default_factory=list)
+
+    def add_linked_figures(self, markdown: str) -> None:
+        """Record the figures a section's markdown links to (the ones it drew this time, not whatever an earlier
+        report left in the folder)."""
+        for name in re.findall(r"!\[[^\]]*\]\(([^)\s]+\.png)\)", markdown):
+            self.add_figure(Path(self.out) / name)
 
     def add_figure(self, path: Path | None) -> Path | None:
         """Record a written figure (None: nothing was drawn) and return it."""

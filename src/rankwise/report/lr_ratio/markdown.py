@@ -36,7 +36,7 @@ def section(ctx: ReportContext) -> str | None:
     if not ctx.options.get("lr_ratio"):
         return None
     text = lr_ratio_report([Path(d) for d in ctx.runs["run_dir"]], ctx.out)
-    ctx.figures += sorted(Path(ctx.out).glob("lr_ratio_*.png"))
+    ctx.add_linked_figures(text)
     return text
 
 

@@ -21,13 +21,11 @@ DPI = 120
 
 def write_figures(runs: pd.DataFrame, stats: pd.DataFrame, comparisons: list[dict],
                   out_dir: Path) -> list[tuple[str, str]]:
-    """Draw the three figures into `out_dir`; returns (file name, title) of each."""
+    """Draw the three figures into `out_dir`; returns (file name, title) of each one drawn."""
     figures = [(FIGURES["parameters"], draw_performance_vs_parameters(runs, stats), "Performance vs parameters"),
                (FIGURES["bars"], draw_strategy_comparison(runs, stats, comparisons), "Strategy comparison"),
                (FIGURES["frontier"], draw_efficiency_frontier(stats), "Efficiency frontier")]
-    for name, fig, _ in figures:
-        save_figure(fig, Path(out_dir) / name, dpi=DPI)
-    return [(name, title) for name, _, title in figures]
+    return [(name, title) for name, fig, title in figures if save_figure(fig, Path(out_dir) / name, dpi=DPI)]
 
 
 def _colours(labels: list[str]) -> dict[str, tuple]:

@@ -27,7 +27,7 @@ from ..aggregate import load_runs
 from ..context import ReportContext
 from ..text import DASH, markdown_table, median_std
 from .analysis import LOSS, PERPLEXITY, TASK, compare_with_uniform, strategy_stats
-from .figures import FIGURES, write_figures
+from .figures import write_figures
 
 RUNS_CSV = "placement_runs.csv"
 CSV_COLUMNS = {"label": "strategy", "seed": "seed", "status": "status", LOSS: "eval_loss", PERPLEXITY: "perplexity",
@@ -174,5 +174,5 @@ def section(ctx: ReportContext) -> str | None:
     if runs.empty:
         return None
     markdown = placement_markdown(runs.reset_index(drop=True), Path(ctx.out))
-    ctx.figures.extend(Path(ctx.out) / name for name in FIGURES.values() if (Path(ctx.out) / name).is_file())
+    ctx.add_linked_figures(markdown)
     return markdown
