@@ -252,3 +252,22 @@ def test_adalora_on_two_processes_prunes_to_its_budget_as_on_one(tiny_bert_dir, 
     target = first["adalora"]["target_triplets"]
     assert first["adalora"]["final_triplets"] == second["adalora"]["final_triplets"] == target
     assert first["hard_ranks"] == second["hard_ranks"] and first["steps"] == second["steps"] == 9
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="torchrun over gloo on Linux")
+def test_gradient_allocation_on_two_processes_chooses_the_ranks_of_one(tiny_bert_dir, tiny_glue_dir, tmp_path):
+    """Every process measures the same global batches and process 0's energies are broadcast."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    common = ["--method", "lora", "--allocation", "gradient", "--rank", "3", "--allocation_batches", "2",
+              "--num_train_epochs", "1"]
+    done = rankwise(*base_args(tiny_bert_dir, tiny_glue_dir, one, *common, "--per_device_train_batch_size", "32"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = rankwise(*base_args(tiny_bert_dir, tiny_glue_dir, two, *common, "--per_device_train_batch_size", "16"),
+                    launcher=("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29619"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    first, second = (json.loads((run / "ranks.json").read_text()) for run in (one, two))
+    ranks = [row["rank"] for row in first["matrices"]]
+    assert ranks == [row["rank"] for row in second["matrices"]] and len(set(ranks)) > 1
+    flat = [[x for row in record["gradient"]["energy"] for x in row if x is not None] for record in (first, second)]
+    assert flat[0] == pytest.approx(flat[1], rel=1e-5) and max(flat[0]) > 0
+    assert abs(evals(one)[-1]["eval_loss"] - evals(two)[-1]["eval_loss"]) <= 1e-4

@@ -155,9 +155,9 @@ def test_compact_loraxs_has_sum_of_hard_rank_squares_and_same_logits(loraxs_run,
         assert tensors[f"{row['name']}.lora_A"].shape == (r, row["in_features"])
         assert tensors[f"{row['name']}.lora_B"].shape == (row["out_features"], r)
 
-    # The trained R restricted to its hard-rank block, and the scale α/rank_max it was trained with.
+    # The trained R restricted to its hard-rank block, and the scale α/rank_average it was trained with.
     config = json.loads((out / "adapter_config.json").read_text())
-    assert config["scales"] == pytest.approx([16.0 / 8] * n)
+    assert config["scales"] == pytest.approx([16.0 / 5] * n) == loraxs_run.adapter.scales()
     for row, module, r in zip(targets, loraxs_run.adapter.modules, hard):
         assert torch.equal(tensors[f"{row['name']}.lora_R"], module.lora_R.detach()[:r, :r])
 
@@ -175,7 +175,8 @@ def test_lora_compact_and_peft_keep_the_trained_scale_at_hard_ranks(fixture, req
     run = request.getfixturevalue(fixture)
     hard = run.hard_ranks
     rslora = run.cfg.alpha_policy == "rslora"
-    trained_scale = run.cfg.lora_alpha / (math.sqrt(8) if rslora else 8)
+    trained_scale = run.cfg.lora_alpha / (math.sqrt(5) if rslora else 5)  # α/rank_average (α/√ with rsLoRA)
+    assert run.adapter.scales() == pytest.approx([trained_scale] * len(hard))
 
     record = export(run, "compact", tmp_path / "compact")
     assert record["adapter_parameters"]["after"] == sum(

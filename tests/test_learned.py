@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from rankwise.allocation import RankAllocator, initial_weights
+from rankwise.allocation.learned import uniform_rank_weights
 from rankwise.methods import get_method
 from rankwise.allocation.budget import RankCost
 from rankwise.allocation.schedules import AllocationSchedule
@@ -141,3 +142,57 @@ def test_hard_masks_are_computed_once_per_budget_and_weights():
         allocator.weights.add_(torch.linspace(-3, 3, 6))  # an optimiser step would change them in place
     again = allocator.keep(16, training=True)
     assert again is not first and torch.equal(again, hard_keep(allocator.hard_ranks(6 * 36.0), 10))
+
+
+def _mixed_targets() -> list[TargetMatrix]:
+    """Matrices of different widths: LoRA's cost per rank differs (in+out), LoRA-XS's does not."""
+    return [TargetMatrix(f"m{i}", i, "attention" if i % 2 else "mlp", *shape)
+            for i, shape in enumerate([(32, 32), (32, 64), (64, 32), (32, 32), (48, 16)])]
+
+
+@pytest.mark.parametrize("method", ["lora", "loraxs", "dora"])
+def test_uniform_weights_give_every_matrix_the_same_rank(method):
+    """`uniform` init means the same rank everywhere for any cost (for LoRA, equal weights gave equal *parameters*:
+    the narrow matrices got the larger ranks)."""
+    targets = _mixed_targets()
+    cost = get_method(method).rank_cost(targets)
+    for average in (3.0, 4.5, 6.0):
+        budget = cost.total(average)
+        schedule = AllocationSchedule(steps_per_epoch=4, num_epochs=2, alpha_min=0.5, alpha_max=3.0, alpha_scheduler="linear",
+                                      memory_start=budget, memory_end=budget)
+        allocator = RankAllocator(targets, cost, 2, 8, schedule, weights_init="uniform")
+        assert allocator.continuous_ranks(budget).tolist() == pytest.approx([average] * len(targets), abs=1e-6)
+
+
+def test_rank_annealing_keeps_the_allocation_and_trains_wide(tiny_bert_dir, tiny_glue_dir, tmp_path):
+    out = tmp_path / "anneal"
+    options = {**LEARNED, "rank_allocation_lr": 0.01}
+    options.pop("rank_allocation_lr")
+    summary = run_training(tiny_cfg(tiny_bert_dir, tiny_glue_dir, out, method="lora", num_train_epochs=2,
+                                    rank_annealing=True, **options))
+    assert summary["status"] == "completed"
+    assert summary["trainable_parameters"]["allocation"] == 0  # the weights are stored, but not trained
+    records = read_jsonl(out / "allocation.jsonl")
+    assert all(set(r["hard"].values()) == {5} for r in records)  # rank_average everywhere, every step
+    first, last = records[0]["continuous"], records[-1]["continuous"]
+    assert first == last and set(first.values()) == {5.0}
+    weights = load_file(str(out / "adapter" / "allocation_weights.safetensors"))["weights"]
+    rows = json.loads((out / "ranks.json").read_text())["matrices"]
+    cost = get_method("lora").rank_cost([TargetMatrix(r["name"], r["layer"], r["kind"], r["in_features"],
+                                                      r["out_features"]) for r in rows])
+    assert torch.equal(weights, uniform_rank_weights(cost, cost.total(5.0), 2))  # never moved
+    # the soft masks shrink: keep-probabilities of components above the average fall as α rises
+    assert records[0]["alpha"] < records[-1]["alpha"]
+
+
+@pytest.mark.parametrize("scale, expected", [("rank_average", 1 / 5), ("rank_max", 1 / 8)])
+def test_learned_scale_sets_the_update_scale(scale, expected, tiny_bert_dir, tiny_glue_dir, tmp_path):
+    """α/rank_average (default): at one learning rate a learned adapter moves as a uniform one of the same budget."""
+    from rankwise.train import setup_run
+
+    setup = setup_run(tiny_cfg(tiny_bert_dir, tiny_glue_dir, tmp_path / scale, method="loraxs", lora_alpha=1.0,
+                               learned_scale=scale, **LEARNED))
+    assert setup.adapter.scales() == pytest.approx([expected] * len(setup.plan.rows))
+    uniform = setup_run(tiny_cfg(tiny_bert_dir, tiny_glue_dir, tmp_path / "uniform", method="loraxs", lora_alpha=1.0,
+                                 rank=5))
+    assert uniform.adapter.scales() == pytest.approx([1 / 5] * len(uniform.plan.rows))

@@ -267,6 +267,7 @@ def test_wandb_gets_alpha_memory_and_every_matrixs_ranks(monkeypatch):
     fake = types.ModuleType("wandb")
     fake.run = object()
     fake.log = lambda values, **kw: logged.append(values)
+    fake.Image = lambda figure: types.SimpleNamespace(figure=figure)
     monkeypatch.setitem(sys.modules, "wandb", fake)
     n = 6
     cfg = glue_cfg(rank_min=2, rank_max=8, rank_average=5, num_train_epochs=2, report_to="wandb")
@@ -280,6 +281,7 @@ def test_wandb_gets_alpha_memory_and_every_matrixs_ranks(monkeypatch):
     RankwiseTrainer.log_allocation(trainer, 4)
     (values,) = logged
     record = allocator.state(4)
+    assert values.pop("rank_masks").figure is not None  # the soft phase's mask image, checked in the next test
     assert values == allocation_values(record, 4)
     assert values["alpha"] == pytest.approx(0.5 + 2.5 * 4 / 6) and values["memory"] == n * 25
     assert values["train/global_step"] == 4
@@ -297,6 +299,42 @@ def test_wandb_gets_alpha_memory_and_every_matrixs_ranks(monkeypatch):
     fake.run = object()
     RankwiseTrainer.log_allocation(trainer, 5)
     assert len(logged) == 1 and len(written) == 3
+
+
+def test_wandb_mask_image_is_every_matrixs_keep_probabilities_in_the_soft_phase(monkeypatch):
+    """The study drew each matrix's soft mask (gray_r, 0 to 1) to W&B; rankwise draws all of them in one image:
+    matrices × rank components, each pixel the keep probability q_i(k) that sets the study's M_i[a, b] = q_i(max(a, b))."""
+    from rankwise.wandb_log import log_allocation_to_wandb
+
+    logged = []
+    fake = types.ModuleType("wandb")
+    fake.run, fake.log = object(), lambda values, **kw: logged.append(values)
+    fake.Image = lambda figure: types.SimpleNamespace(figure=figure)
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    n = 6
+    cfg = glue_cfg(rank_min=2, rank_max=8, rank_average=5, num_train_epochs=2, epochs_rank_discrete=1, tau=0.5)
+    allocator = RankAllocator.from_config(cfg, targets(n), 3, RankCost.from_coefficients([(1, 0, 0)] * n))
+    with torch.no_grad():
+        allocator.weights.copy_(torch.linspace(-1, 1, n))
+    generator = allocator.generator.get_state()
+    assert log_allocation_to_wandb(allocator.state(2), 2, allocator)
+    figure = logged[0]["rank_masks"].figure
+    (image,) = figure.axes[0].images
+    shown = torch.as_tensor(image.get_array().data)
+    s = allocator.continuous_ranks(allocator.schedule.memory(2)).detach()
+    ranks = torch.arange(2, 9, dtype=torch.float64)
+    p = torch.softmax(-allocator.schedule.alpha(2) * torch.log(1 + (s[:, None] - ranks) ** 2), dim=1)
+    study_keep = torch.stack([torch.cat([torch.ones(2), p[i].flip(0).cumsum(0).flip(0)[1:]]) for i in range(n)])
+    assert shown.shape == (n, 8) and torch.allclose(shown.double(), study_keep, atol=1e-6)
+    assert torch.allclose(shown, allocator.keep(2, training=True, noise=False).float())
+    masks = square_masks(shown)  # the study's own mask_<i>, r_max × r_max: Σ_r p(r)·1[:r, :r]
+    block = sum(p[0, j] * torch.nn.functional.pad(torch.ones(r, r), (0, 8 - r, 0, 8 - r))
+                for j, r in enumerate(range(2, 9)))
+    assert torch.allclose(masks[0].double(), block.double(), atol=1e-6)
+    assert (image.cmap.name, image.norm.vmin, image.norm.vmax) == ("gray_r", 0, 1)
+    assert torch.equal(allocator.generator.get_state(), generator)  # a log draws no Gumbel noise (τ = 0.5 here)
+    # The discrete phase (epoch 2 of 2, steps 3–5) draws no image, as the study's hard masks drew none.
+    assert log_allocation_to_wandb(allocator.state(4), 4, allocator) and "rank_masks" not in logged[1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,7 +378,7 @@ def lr_sweep_configs(*argv):
     from rankwise.cli.lr_sweep import sweep_from_args
     from rankwise.lrsweep import expand_lr_sweep
 
-    return expand_lr_sweep(sweep_from_args(build_parser().parse_args(["lr-sweep", *argv])))
+    return expand_lr_sweep(sweep_from_args(build_parser().parse_args(["lr-sweep", *map(str, argv)])))
 
 
 def test_lora_without_regret_preset_is_the_studys_regime_and_grid():
@@ -352,7 +390,7 @@ def test_lora_without_regret_preset_is_the_studys_regime_and_grid():
         assert (cfg.num_train_epochs, cfg.per_device_train_batch_size) == (5, 32)
         assert (cfg.lr_scheduler, cfg.weight_decay, cfg.max_grad_norm, cfg.lora_dropout) == \
             ("constant_schedule", 0.001, 0.0, 0.0)
-        assert (cfg.target_modules, cfg.freeze_head) == ("all-linear", True)
+        assert (cfg.target_modules, cfg.freeze_head, cfg.pad_to_max_length) == ("every-linear", True, True)
     # Full fine-tuning under the preset trains every weight (the head too), at the same grid and regime.
     (full, *_) = lr_sweep_configs("--preset", "lora_without_regret", "--full-finetune", "--output_dir", "/tmp/x")
     assert (full.method, full.freeze_head, full.weight_decay, full.max_grad_norm, full.seed) == \
@@ -360,13 +398,72 @@ def test_lora_without_regret_preset_is_the_studys_regime_and_grid():
     # Flags given win over the preset.
     (mine, *_) = lr_sweep_configs("--preset", "lora_without_regret", "--rank", "16", "--alpha", "32", "--epochs", "2",
                                   "--weight_decay", "0", "--freeze_head", "false", "--lrs", "3e-4",
-                                  "--output_dir", "/x")
+                                  "--pad_to_max_length", "false", "--output_dir", "/x")
     assert (mine.rank, mine.lora_alpha, mine.num_train_epochs, mine.weight_decay, mine.freeze_head,
-            mine.learning_rate) == (16, 32.0, 2, 0.0, False, 3e-4)
+            mine.learning_rate, mine.pad_to_max_length) == (16, 32.0, 2, 0.0, False, 3e-4, False)
     # Without the preset nothing changes.
     (plain, *_) = lr_sweep_configs("--lrs", "1e-3", "--output_dir", "/x")
     assert (plain.rank, plain.lora_alpha, plain.num_train_epochs, plain.weight_decay, plain.freeze_head,
-            plain.lr_scheduler, plain.max_grad_norm) == (16, 32.0, 3, 0.0, False, "linear_schedule_with_warmup", 1.0)
+            plain.lr_scheduler, plain.max_grad_norm, plain.pad_to_max_length, plain.target_modules) == \
+        (16, 32.0, 3, 0.0, False, "linear_schedule_with_warmup", 1.0, False, None)
+
+
+def study_trainable_parameters(model: torch.nn.Module, rank: int) -> int:
+    """What LoRA Without Regret's scripts/lora.py trains: `FullFT_or_Lora` freezes every parameter, then `inject_lora`
+    gives every nn.Linear of `model.named_modules()` a LoraLayer with A (rank×in) and B (out×rank)."""
+    return sum(rank * (m.in_features + m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear))
+
+
+def test_lora_without_regret_preset_puts_lora_on_every_linear_layer_as_the_study(tiny_bert_dir, tiny_glue_dir,
+                                                                                 tmp_path):
+    from transformers import BertForSequenceClassification
+
+    from conftest import tiny_bert_config
+    from rankwise.train import _param_groups, setup_run
+
+    (cfg, *_) = lr_sweep_configs("--preset", "lora_without_regret", "--model", tiny_bert_dir, "--data_dir",
+                                 tiny_glue_dir, "--task", "sst2", "--rank", "4", "--output_dir", tmp_path / "s")
+    setup = setup_run(cfg)
+    # The tiny BERT (hidden 32, feed-forward 64, 3 layers, 2 labels) by hand, at rank 4: per layer query, key, value
+    # and attention output 4·(32+32) each, intermediate and output 4·(32+64) each; then the pooler's dense
+    # 4·(32+32) and the classifier 4·(32+2), whose rank exceeds its 2 outputs as the study's 128 did its 4.
+    by_hand = 3 * (4 * 4 * 64 + 2 * 4 * 96) + 4 * 64 + 4 * 34
+    assert by_hand == 5768 == study_trainable_parameters(BertForSequenceClassification(tiny_bert_config()), 4)
+    trainable = {n: p.numel() for n, p in setup.adapter.model.named_parameters() if p.requires_grad}
+    assert sum(trainable.values()) == by_hand and all(".lora_" in n for n in trainable)  # every base weight frozen
+    assert {n.split(".lora_")[0].removeprefix("base_model.model.") for n in trainable} >= {"bert.pooler.dense",
+                                                                                           "classifier"}
+    assert [(r.name, r.kind, r.rank) for r in setup.plan.rows[-2:]] == [("bert.pooler.dense", "head", 4),
+                                                                       ("classifier", "head", 4)]
+    assert (setup.plan.adapter_parameters, setup.plan.head_parameters) == (by_hand, 0)
+    assert [g["name"] for g in _param_groups(setup)] == ["adapter"]  # the head's adapters train at the swept LR
+    classifier = setup.adapter.model.base_model.model.classifier
+    assert classifier.r["default"] == 4 and classifier.scaling["default"] == 256 / 4  # the study's α/r
+    # Its adapters on the head's new, frozen weights cannot be saved as a PEFT adapter: refused before any run.
+    assert run_cli("lr-sweep", "--preset", "lora_without_regret", "--model", tiny_bert_dir, "--data_dir",
+                   tiny_glue_dir, "--task", "sst2", "--rank", "4", "--output_dir", tmp_path / "saved",
+                   "--save_model", "true", "--dry-run") == 2
+    assert not (tmp_path / "saved").exists()
+
+
+def test_pad_to_max_length_pads_every_batch_and_leaves_logits_unchanged(tiny_bert_dir, tiny_glue_dir):
+    """The study tokenises with padding="max_length"; under the attention mask the padding changes nothing."""
+    from rankwise.data.instruct import CausalCollator
+    from rankwise.tasks import prepare_task
+
+    settings = dict(model=str(tiny_bert_dir), data_dir=str(tiny_glue_dir), task="sst2", max_seq_length=64)
+    padded_task = prepare_task(prepare(RunConfig(**settings, pad_to_max_length=True)))
+    dynamic_task = prepare_task(prepare(RunConfig(**settings)))
+    features = padded_task.train_features[:16]
+    padded, dynamic = padded_task.collate(features), dynamic_task.collate(features)
+    assert padded["input_ids"].shape == (16, 64) and dynamic["input_ids"].shape[1] < 64
+    model = padded_task.model.eval()
+    with torch.no_grad():
+        logits = [model(**{k: v for k, v in batch.items() if k != "labels"}).logits for batch in (padded, dynamic)]
+    assert (logits[0] - logits[1]).abs().max() < 1e-5 and logits[0].abs().max() > 1e-3
+    rows = [{"input_ids": [5, 6], "attention_mask": [1, 1], "labels": [5, 6]}]
+    assert CausalCollator(0, 16)(rows)["input_ids"].shape == (1, 16)  # instruction tuning pads the same way
+    assert CausalCollator(0)(rows)["input_ids"].shape == (1, 2)
 
 
 def test_freeze_head_keeps_the_head_out_of_the_optimiser(tiny_bert_dir, tiny_glue_dir, tmp_path):

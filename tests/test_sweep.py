@@ -142,8 +142,12 @@ def test_a_malformed_alpaca_file_stops_the_sweep_before_any_run(tiny_llama_dir, 
 
 def test_names_are_readable_deterministic_and_hash_only_when_needed():
     study = dict(task="cola", method="loraxs", allocation="learned", rank_min=5, rank_max=30, alpha_min=0.5,
-                 alpha_max=3, rank_allocation_lr=0.002, rank_average=20, rank_allocation_weights_init="random")
+                 alpha_max=3, rank_allocation_lr=0.002, rank_average=20, rank_allocation_weights_init="random",
+                 learned_scale="rank_max")
     assert run_name(RunConfig(**study)) == "cola_loraxs_learned_r5-30_a0.5-3_lr0.002_avg20_seed0"
+    # The scale default changed too (issue 24): α/rank_max names the old runs, α/rank_average is another config.
+    rescaled = {k: v for k, v in study.items() if k != "learned_scale"}
+    assert run_name(RunConfig(**rescaled)).startswith(run_name(RunConfig(**study)) + "_")
     # A changed default does not rename existing runs: `random` was the default when this name was made, so it
     # keeps it; today's default (uniform) is a different config and gets a different name.
     today = {k: v for k, v in study.items() if k != "rank_allocation_weights_init"}

@@ -56,6 +56,41 @@ def test_roberta_targets_and_kinds():
     assert all("classifier" not in t.name for t in find_targets(model, "all-linear"))
 
 
+def test_every_linear_adds_the_heads_linear_layers_and_lora_reaches_them():
+    """`every-linear` is LoRA Without Regret's inject_lora: every nn.Linear, the head's too, as the last block's."""
+    import torch
+    from transformers import DistilBertConfig
+
+    from rankwise.adapters.lora import apply_lora, lora_config
+    from rankwise.models import head_modules
+
+    distilbert = AutoModelForSequenceClassification.from_config(DistilBertConfig(
+        vocab_size=100, dim=32, hidden_dim=64, n_layers=2, n_heads=2, num_labels=4))
+    roberta = AutoModelForSequenceClassification.from_config(tiny_roberta_config())
+    for model, head in ((distilbert, ["pre_classifier", "classifier"]), (roberta, ["classifier.dense",
+                                                                                  "classifier.out_proj"])):
+        targets = find_targets(model, "every-linear")
+        linear = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+        assert [t.name for t in targets] == linear  # all of them, in model order
+        last = max(t.layer for t in targets if t.kind != "head")
+        assert [(t.name, t.kind, t.layer) for t in targets if t.kind == "head"] == [(h, "head", last) for h in head]
+        assert [t.name for t in find_targets(model, "all-linear")] == linear[:-len(head)]
+        config = lora_config(linear, [8] * len(linear), [16.0] * len(linear), False, 0.0, head_modules(model),
+                             "SEQ_CLS")
+        peft_model = apply_lora(model, config)  # the head gets adapters, not PEFT's trainable copy
+        trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+        assert trainable == sum(8 * (t.in_features + t.out_features) for t in targets)
+    # LoRA-XS on every linear layer of a fresh model: only each R trains, the head's own weights too stay frozen.
+    from rankwise.methods import build_adapter
+
+    model = AutoModelForSequenceClassification.from_config(tiny_roberta_config())
+    targets = find_targets(model, "every-linear")
+    adapter = build_adapter(model, "loraxs", targets, [2] * len(targets), [16.0] * len(targets),
+                            head_modules=head_modules(model))
+    assert {n: p.numel() for n, p in adapter.model.named_parameters() if p.requires_grad} == \
+        {f"{t.name}.lora_R": 4 for t in targets}
+
+
 def test_gpt2_conv1d_targets_shapes_and_kinds():
     model = AutoModelForCausalLM.from_config(tiny_gpt2_config())
     targets = find_targets(model)

@@ -88,7 +88,7 @@ def _check_model(model, caller: str, names_allowed: bool = False) -> None:
 # ---------------------------------------------------------------------------------------------
 
 def plan(model: nn.Module | str, method: str = "lora", allocation: str = "uniform", *, steps_per_epoch: int = 1,
-         **options) -> Plan:
+         batches=None, loss_fn=None, **options) -> Plan:
     """The rank plan of `model`: every target matrix with its layer, kind, shape, rank, alpha and parameters.
 
     `model`: any torch model (only its module names and shapes are read; it is not changed), or a model name
@@ -98,6 +98,9 @@ def plan(model: nn.Module | str, method: str = "lora", allocation: str = "unifor
     `options`: the adapter and allocation options of `rankwise train` by name (`rank`, `rank_first`, `rank_last`,
     `match_budget`, `budget`, `rank_min`, `rank_max`, `rank_average`, `target_modules`, `lora_alpha`, ...; see
     OPTIONS). `steps_per_epoch` (with `num_train_epochs`) sizes learned allocation's schedules.
+    `allocation="gradient"`: `batches` (a few training batches: dicts of tensors with labels, on the model's
+    device) give the loss gradients the ranks follow, in seconds (`loss_fn(model, batch)`, default
+    `model(**batch).loss`); without them the plan shows uniform `rank` and `lora_config()` refuses.
 
     Returns a Plan: `.ranks`, `.rows`, `.totals()`, `.to_frame()`, `.to_json()`, `.lora_config()`. Bad input
     raises ConfigError (a ValueError) with the CLI's message."""
@@ -108,7 +111,10 @@ def plan(model: nn.Module | str, method: str = "lora", allocation: str = "unifor
     else:
         cfg.model = str(model)
         network, heads = meta_model(cfg)
-    result, _ = build_plan(cfg, network, heads, _positive("steps_per_epoch", steps_per_epoch))
+    if batches is not None and cfg.allocation != "gradient":
+        raise ConfigError("batches", f"are only read by allocation='gradient', but allocation is `{cfg.allocation}`",
+                          "Drop batches=, or use allocation='gradient'")
+    result, _ = build_plan(cfg, network, heads, _positive("steps_per_epoch", steps_per_epoch), batches, loss_fn)
     return result
 
 

@@ -29,7 +29,7 @@ from .errors import ConfigError
 from .methods import METHODS, get_method
 
 INITS = ("default", "eva")
-ALLOCATIONS = ("uniform", "linear_decay", "attention_heavy", "empirical", "custom", "learned")
+ALLOCATIONS = ("uniform", "linear_decay", "attention_heavy", "empirical", "custom", "learned", "gradient")
 ALPHA_POLICIES = ("constant", "ratio", "rslora")
 LR_SCHEDULERS = ("linear_schedule_with_warmup", "constant_schedule", "cosine")
 LR_SCHEDULER_ALIASES = {
@@ -39,6 +39,7 @@ LR_SCHEDULER_ALIASES = {
 }
 ALPHA_SCHEDULERS = ("linear", "exponential", "cosine")
 WEIGHT_INITS = ("random", "uniform", "quadratic", "left_skewed")
+LEARNED_SCALES = ("rank_average", "rank_max")
 BUDGET_MODES = ("capped", "softmax")
 EVAL_STRATEGIES = ("epoch", "steps", "no")
 SAVE_STRATEGIES = ("epoch", "steps", "best", "no")
@@ -67,8 +68,10 @@ class RunConfig:
                               "Default: minilm for GLUE, smollm2-135m for alpaca.", "model",
                               aliases=("--model_name_or_path",))
     method: str = _f("loraxs", "Adapter method.", "model", METHODS)
-    target_modules: Optional[str] = _f(None, "Comma-separated module-name suffixes, or `all-linear`. Default per "
-                                       "architecture (BERT/RoBERTa: query,value,attention.output.dense,output.dense).",
+    target_modules: Optional[str] = _f(None, "Comma-separated module-name suffixes, `all-linear` (every linear layer "
+                                       "of the transformer blocks) or `every-linear` (the head's too, whose own "
+                                       "weights then stay frozen). Default per architecture (BERT/RoBERTa: "
+                                       "query,value,attention.output.dense,output.dense).",
                                        "model")
     lora_alpha: float = _f(16.0, "Adapter alpha: the update is scaled by alpha/r (LoRA and LoRA-XS).", "model",
                            aliases=("--alpha",))
@@ -109,11 +112,18 @@ class RunConfig:
                                   "`module_ranks: {regex: rank}`.", "allocation")
     match_budget: bool = _f(False, "Rescale a static strategy's ranks so its adapter has the same number of "
                             "parameters as uniform `--rank` (or `--budget`).", "allocation")
-    budget: Optional[int] = _f(None, "Explicit parameter budget for `--match_budget` (static allocations only; "
-                               "`learned` takes its budget from --rank_average or --memory_start).", "allocation")
-    rank_min: Optional[int] = _f(None, "`learned`: smallest rank a matrix can get. Default 5.", "allocation")
-    rank_max: Optional[int] = _f(None, "`learned`: largest rank (adapters are built at this size). Default 30.",
-                                 "allocation")
+    budget: Optional[int] = _f(None, "Explicit parameter budget for `--match_budget` and `gradient` (default: uniform "
+                               "--rank's parameters; `learned` takes its budget from --rank_average or "
+                               "--memory_start).", "allocation")
+    rank_min: Optional[int] = _f(None, "`learned`, `gradient`: smallest rank a matrix can get. Default 5 (learned), "
+                                 "1 (gradient).", "allocation")
+    rank_max: Optional[int] = _f(None, "`learned`, `gradient`: largest rank (learned adapters are built at this "
+                                 "size). Default 30 (learned), 4 × --rank (gradient).", "allocation")
+    allocation_batches: int = _f(8, "`gradient`: training batches whose mean loss gradient decides the ranks "
+                                 "(before training; a few seconds).", "allocation")
+    gradient_normalize: bool = _f(False, "`gradient`: divide each matrix's gradient energies by their value at its "
+                                  "largest rank, so only the spectrum's shape decides (default: raw energies).",
+                                  "allocation")
     rank_average: Optional[float] = _f(None, "`learned`: budget as an average rank (budget = sum of each "
                                        "matrix's cost at this rank; n*avg^2 for loraxs). Default: middle of "
                                        "[rank_min, rank_max] unless --memory_start is given. `adalora`: the final "
@@ -145,6 +155,13 @@ class RunConfig:
                           BUDGET_MODES)
     rounding: str = _f("budget", "`learned`: hard ranks by largest remainder within the budget (`budget`) or "
                        "independent rounding as in the study (`study`).", "allocation", ROUNDINGS)
+    rank_annealing: bool = _f(False, "`learned`: freeze the allocation at uniform ranks (the weights do not train): "
+                              "adapters train at rank_max under soft masks that shrink to the budget's uniform rank, "
+                              "then are truncated to it (rank annealing).", "allocation")
+    learned_scale: str = _f("rank_average", "`learned`: update scale of adapters built at rank_max: α/rank_average "
+                            "(`rank_average`: one learning rate means the same update size as a uniform adapter at "
+                            "the same budget) or α/rank_max (`rank_max`: the adaptive LoRA-XS study's, used by "
+                            "`rankwise glue`).", "allocation", LEARNED_SCALES)
 
     # --- the published studies' settings (issue 22); every default keeps rankwise's own behaviour --------------
     rank_start: Optional[float] = _f(None, "`learned`: budget at the start as an average rank (Σ c_i(rank_start): "
@@ -202,6 +219,9 @@ class RunConfig:
                                  "for evaluation (a fixed split, the same for every seed).", "data")
     max_seq_length: Optional[int] = _f(None, "Longest input in tokens (default 128 for GLUE, 512 for alpaca).",
                                        "data")
+    pad_to_max_length: bool = _f(False, "Pad every batch to --max_seq_length (transformers' run_glue.py flag; the "
+                                 "LoRA Without Regret and adaptive LoRA-XS studies padded so) instead of to its "
+                                 "longest input: the same logits under the attention mask, more compute.", "data")
     max_train_samples: Optional[int] = _f(None, "Use only the first N training examples.", "data")
     max_eval_samples: Optional[int] = _f(None, "Use only the first N evaluation examples.", "data")
     eval_size: int = _f(200, "alpaca: size of the held-out evaluation split.", "data")
@@ -288,10 +308,12 @@ FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 
 # Fields that only mean something for some allocations: sweeps drop them from base/grid where
 # they do not apply, names and reports ignore them there.
-LEARNED_ONLY = ("rank_min", "rank_max", "rank_average", "memory_start", "memory_end", "epochs_memory_start",
+LEARNED_ONLY = ("rank_average", "memory_start", "memory_end", "epochs_memory_start",
                 "epochs_memory_start_to_end", "epochs_rank_discrete", "alpha_min", "alpha_max", "alpha_scheduler",
                 "tau", "rank_allocation_lr", "rank_allocation_weights_init", "budget_mode", "rounding", "rank_start",
-                "alpha_schedule_span", "rank_allocation_weight_decay")
+                "alpha_schedule_span", "rank_allocation_weight_decay", "rank_annealing", "learned_scale")
+RANK_RANGE = ("rank_min", "rank_max")  # learned and gradient allocation
+GRADIENT_ONLY = ("allocation_batches", "gradient_normalize")
 STATIC_ONLY = {"rank_first": "linear_decay", "rank_last": "linear_decay", "rank_attention": "attention_heavy",
                "rank_mlp": "attention_heavy", "rank_file": "custom", "resample_layer_ranks": "custom"}
 BUDGET_MATCHING = ("budget", "match_budget")  # rescale a static strategy (LoRA-XS or LoRA adapters) to a budget
@@ -321,10 +343,16 @@ def applies(field: str, allocation: str, method: str, task: str | None = None) -
     if field in _method_fields() - LEARNED_ONLY_SET:
         return False  # another method's knob
     adapters = m is None or (m.trains_adapter and not m.allocates_ranks)  # ranks set by an allocation
+    if field in RANK_RANGE:
+        return allocation in ("learned", "gradient") and adapters
     if field in LEARNED_ONLY:
         return allocation == "learned" and adapters
+    if field in GRADIENT_ONLY:
+        return allocation == "gradient" and adapters
     if field in STATIC_ONLY:
         return allocation == STATIC_ONLY[field] and adapters
+    if field == "match_budget":  # gradient allocation always spends its budget
+        return allocation not in ("learned", "gradient") and adapters
     if field in BUDGET_MATCHING:
         return allocation != "learned" and adapters
     if field == "rank":  # learned adapters are sized by rank_max
@@ -379,6 +407,11 @@ def resolve_defaults(cfg: RunConfig) -> RunConfig:
             c.epochs_rank_discrete = 1 if c.num_train_epochs >= 2 and c.max_steps is None else 0
     elif c.epochs_rank_discrete is None:
         c.epochs_rank_discrete = 0
+    if c.allocation == "gradient":
+        if c.rank_min is None:
+            c.rank_min = 1
+        if c.rank_max is None:
+            c.rank_max = 4 * c.rank
     if method:
         method.resolve(c)
     return c
@@ -441,6 +474,15 @@ def _not_applicable(cfg: RunConfig, name: str) -> tuple[str, str]:
     if method.allocates_ranks:
         return (f"does not apply to --method {m} ({method.title} allocates the ranks itself)",
                 f"Drop --{name}; {method.budget_hint}")
+    if name in GRADIENT_ONLY:
+        return (f"only applies to --allocation gradient, but --allocation is `{a}`",
+                f"Drop --{name}, or use --allocation gradient")
+    if name == "match_budget" and a == "gradient":
+        return ("is not needed by --allocation gradient: it always spends the whole budget (uniform --rank's "
+                "parameters, or --budget)", "Drop --match_budget")
+    if name in RANK_RANGE:
+        return (f"only applies to --allocation learned or gradient, but --allocation is `{a}`",
+                f"Drop --{name}, or use --allocation learned or gradient")
     if name in BUDGET_MATCHING:
         return ("is not used by --allocation learned (it rescales a static allocation to a budget)",
                 "Set the learned budget with --rank_average (an average rank) or --memory_start (parameters)")
@@ -587,6 +629,12 @@ def _positive_rank(cfg: RunConfig, name: str, strategy: str) -> None:
     _require(value >= 1, name, f"must be a positive integer, got {value}")
 
 
+def _validate_rank_range(cfg: RunConfig) -> None:
+    _require(cfg.rank_min >= 1, "rank_min", f"must be a positive integer, got {cfg.rank_min}")
+    _require(cfg.rank_min <= cfg.rank_max, "rank_min",
+             f"({cfg.rank_min}) is greater than --rank_max ({cfg.rank_max})", "Swap them or lower --rank_min")
+
+
 def _validate_allocation(cfg: RunConfig) -> None:
     a = cfg.allocation
     _require(cfg.rank >= 1, "rank", f"must be a positive integer, got {cfg.rank}")
@@ -600,16 +648,22 @@ def _validate_allocation(cfg: RunConfig) -> None:
         _require(cfg.rank_file is not None, "rank_file", "is required by --allocation custom",
                  "Give a JSON/YAML file with `layer_ranks` or `module_ranks`")
         require_file("rank_file", cfg.rank_file, "Give a JSON/YAML file with `layer_ranks` or `module_ranks`")
-    if cfg.budget is not None:  # static allocations only (check_applicable)
+    if cfg.budget is not None:  # static and gradient allocations only (check_applicable)
         _require(cfg.budget >= 1, "budget", f"must be a positive integer, got {cfg.budget}")
-        _require(cfg.match_budget, "budget", "is only used with --match_budget",
+        _require(cfg.match_budget or a == "gradient", "budget", "is only used with --match_budget",
                  "Add --match_budget to rescale the ranks to this budget")
+    if a == "gradient":
+        _validate_rank_range(cfg)
+        _require(cfg.allocation_batches >= 1, "allocation_batches",
+                 f"must be a positive integer, got {cfg.allocation_batches}")
+        _require(cfg.budget is not None or cfg.rank_min <= cfg.rank <= cfg.rank_max, "rank",
+                 f"({cfg.rank}) sets the budget to uniform rank {cfg.rank}'s parameters, which ranks in [rank_min, "
+                 f"rank_max] = [{cfg.rank_min}, {cfg.rank_max}] cannot spend", "Choose --rank between --rank_min and "
+                 "--rank_max (or give the budget in parameters with --budget)")
     if a != "learned":
         return
 
-    _require(cfg.rank_min >= 1, "rank_min", f"must be a positive integer, got {cfg.rank_min}")
-    _require(cfg.rank_min <= cfg.rank_max, "rank_min",
-             f"({cfg.rank_min}) is greater than --rank_max ({cfg.rank_max})", "Swap them or lower --rank_min")
+    _validate_rank_range(cfg)
     if cfg.rank_average is not None:
         _require(cfg.memory_start is None, "rank_average", "and --memory_start both set the budget",
                  "Give one of them")
@@ -635,6 +689,13 @@ def _validate_allocation(cfg: RunConfig) -> None:
             _require(not user_set(cfg, name), name, "is part of the budget schedule from --memory_start to "
                      "--memory_end, but no --memory_start is given: the budget is --rank_average's, constant",
                      f"Give --memory_start (and --memory_end), or drop --{name}")
+    if cfg.rank_annealing:  # the allocation stays where it starts: uniform ranks
+        _require(cfg.rank_allocation_weights_init == "uniform", "rank_annealing", "keeps the allocation at uniform "
+                 f"ranks, but --rank_allocation_weights_init is `{cfg.rank_allocation_weights_init}`",
+                 "Drop --rank_allocation_weights_init (uniform is the default), or drop --rank_annealing")
+        for name in ("rank_allocation_lr", "rank_allocation_weight_decay", "tau"):
+            _require(not user_set(cfg, name), name, "does not apply with --rank_annealing: the allocation weights "
+                     "do not train", f"Drop --{name}, or drop --rank_annealing to learn the allocation")
     _require(cfg.rank_allocation_weight_decay >= 0, "rank_allocation_weight_decay",
              f"must be >= 0, got {cfg.rank_allocation_weight_decay}")
     for name in ("epochs_memory_start", "epochs_memory_start_to_end", "epochs_rank_discrete"):

@@ -102,22 +102,24 @@ class Preset:
 PRESETS = {
     # The "LoRA Without Regret" reproduction (Brokttv/Lora-Without-Regret): main.py's defaults (--lrs 1e-4 5e-4
     # 1e-3, --epochs 5, --rank 128, --alpha 256, --batch_size 32, --seed 42) and its training loop: AdamW with weight
-    # decay 0.001 at a constant learning rate, no gradient clipping, LoRA (α/r·B·A, A uniform ±1/√in, B = 0) on
-    # every nn.Linear with all base weights frozen, the classification head included; full fine-tuning trains all.
-    # rankwise puts LoRA on the transformer blocks' linear layers and freezes the head without an adapter (its
-    # targets are block matrices): the one difference. The optimiser settings are the issue-22 audit's reading of
-    # main.py (the stored copy of the repository holds scripts/lora.py, data.py and utils.py, not main.py).
+    # decay 0.001 at a constant learning rate, no gradient clipping. scripts/lora.py: `FullFT_or_Lora` freezes every
+    # parameter, then `inject_lora` wraps every nn.Linear of `model.named_modules()` (the head's `pre_classifier` and
+    # `classifier` included) in a LoraLayer, α/r·B·A with A uniform ±1/√in and B = 0: `every-linear` with a frozen
+    # head, so the trainable parameters are Σ r·(in+out) over every linear layer. scripts/data.py tokenises with
+    # `padding="max_length"` (the tokenizer's model_max_length, 512 for distilbert-base-uncased): pad_to_max_length.
+    # Full fine-tuning trains all. The optimiser settings are the issue-22 audit's reading of main.py (the stored
+    # copy of the repository holds scripts/lora.py, data.py and utils.py, not main.py).
     "lora_without_regret": Preset(
         description="LoRA Without Regret reproduction: constant LR, AdamW weight decay 0.001, no clipping, LoRA on "
-                    "every linear layer of the transformer blocks, frozen head; --lrs 1e-4 5e-4 1e-3, 5 epochs, "
-                    "rank 128, alpha 256, batch 32, seed 42",
+                    "every linear layer (the head's too) with every base weight frozen, inputs padded to "
+                    "--max_seq_length; --lrs 1e-4 5e-4 1e-3, 5 epochs, rank 128, alpha 256, batch 32, seed 42",
         sweep={"lrs": [1e-4, 5e-4, 1e-3], "epochs": 5, "batch_size": 32, "seed": 42, "rank": 128, "alpha": 256.0},
         overrides={"lr_scheduler": "constant_schedule", "weight_decay": 0.001, "max_grad_norm": 0.0,
-                   "warmup_ratio": 0.0, "lora_dropout": 0.0},
-        adapter_overrides={"target_modules": "all-linear", "freeze_head": True},
-        data_hint="the study's data: --task text --dataset ag_news (train: the first 10,000 of a 90/10 split of "
-                  "ag_news train with seed 36; validation: the first 2,000 of the held-out tenth; test: ag_news "
-                  "test) with --model distilbert-base-uncased"),
+                   "warmup_ratio": 0.0, "lora_dropout": 0.0, "pad_to_max_length": True},
+        adapter_overrides={"target_modules": "every-linear", "freeze_head": True},  # targets.EVERY_LINEAR
+        data_hint="the study's data: --task text --dataset ag_news --max_seq_length 512 (train: the first 10,000 of "
+                  "a 90/10 split of ag_news train with seed 36; validation: the first 2,000 of the held-out tenth; "
+                  "test: ag_news test) with --model distilbert-base-uncased"),
 }
 
 

@@ -31,6 +31,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 # Defaults that changed since run names were introduced: field -> the value a name without it means.
 NAME_DEFAULTS = {
     "rank_allocation_weights_init": "random",  # the default was `random` until the study's ablation (issue 9)
+    "learned_scale": "rank_max",  # learned adapters had the scale α/rank_max until issue 24
 }
 
 
@@ -64,8 +65,12 @@ def readable_parts(cfg: RunConfig) -> tuple[list[str], set[str]]:
         if a == "learned":
             parts.append(f"r{_g(cfg.rank_min)}-{_g(cfg.rank_max)}")
             parts.append(f"a{_g(cfg.alpha_min)}-{_g(cfg.alpha_max)}")
-            parts.append(f"lr{_g(cfg.rank_allocation_lr)}")
-            used |= {"rank_min", "rank_max", "alpha_min", "alpha_max", "rank_allocation_lr"}
+            if cfg.rank_annealing:  # the allocation does not train: no allocation learning rate to name
+                parts.append("anneal")
+                used |= {"rank_min", "rank_max", "alpha_min", "alpha_max", "rank_annealing"}
+            else:
+                parts.append(f"lr{_g(cfg.rank_allocation_lr)}")
+                used |= {"rank_min", "rank_max", "alpha_min", "alpha_max", "rank_allocation_lr"}
             if cfg.memory_start is not None:
                 end = cfg.memory_end if cfg.memory_end is not None else cfg.memory_start
                 parts.append(f"mem{_g(cfg.memory_start)}-{_g(end)}")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import itertools
+import math
 import json
 from dataclasses import asdict, dataclass, field
 
@@ -19,6 +21,8 @@ from transformers.pytorch_utils import Conv1D
 
 from .adapters import alphas_for
 from .allocation import RankAllocator, static_ranks
+from .allocation.budget import check_feasible
+from .allocation.gradient import GradientAllocation, gradient_allocation
 from .allocation.learned import budget_bounds
 from .config import default_max_seq_length
 from .data import GLUE_TASKS, TEXT_TASK
@@ -26,7 +30,7 @@ from .data.files import load_text_data
 from .errors import ConfigError
 from .methods import METHODS, get_method
 from .models import check_max_seq_length, head_modules, hub_kwargs, load_error, quiet_transformers, resolve_model
-from .targets import TargetMatrix, find_targets
+from .targets import TargetMatrix, adapted_heads, find_targets
 
 
 @dataclass
@@ -51,6 +55,7 @@ class Plan:
     head_parameters: int
     budget: dict | None = None  # learned: start/end budget and its bounds; adalora: its triplet budget
     init: str = "default"  # `eva`: ranks are redistributed by EVA before training (`eva_done` once they are)
+    gradient: dict | None = None  # `gradient` allocation: budget, energies and solver (GradientAllocation.record)
     eva_done: bool = False
     # What a PEFT LoraConfig of this plan needs (`lora_config`): the settings the alphas came from, the head
     # modules trained with the adapter, whether the targets store W as in×out (GPT-2 Conv1D), PEFT's task type.
@@ -106,6 +111,10 @@ class Plan:
                               "which a PEFT LoraConfig cannot express", "Use rankwise.wrap(model, method="
                               f"{self.method!r}, allocation='learned', ...) with rankwise.RankAllocationCallback, or "
                               "plan a static allocation")
+        if self.gradient is not None and not self.gradient["measured"]:
+            raise ConfigError("batches", "`gradient` sets the ranks from the loss gradients of training batches, which "
+                              "this plan was not given", "Plan with batches=[...] (a few training batches with "
+                              "labels), then call lora_config()")
         if self.init == "eva" and not self.eva_done:
             raise ConfigError("init", "`eva` sets the ranks from training batches, which a plan does not see",
                               "Plan with init='default', then run peft.initialize_lora_eva_weights yourself")
@@ -135,8 +144,11 @@ class Plan:
                 "trainable_percent": 100.0 * trainable / self.model_parameters}
 
     def to_dict(self) -> dict:
-        return {"method": self.method, "allocation": self.allocation, "init": self.init, "totals": self.totals(),
-                "budget": self.budget, "matrices": [asdict(r) for r in self.rows]}
+        out = {"method": self.method, "allocation": self.allocation, "init": self.init, "totals": self.totals(),
+               "budget": self.budget, "matrices": [asdict(r) for r in self.rows]}
+        if self.gradient is not None:
+            out["gradient"] = self.gradient
+        return out
 
     def with_ranks(self, ranks: list[int], alphas: list[float]) -> "Plan":
         """The plan at ranks set after building (EVA): rows, allocated ranks and parameters follow `ranks`."""
@@ -174,6 +186,17 @@ class Plan:
                          f"{sum(self.allocated_ranks)}, at most eva_rho × the planned rank per matrix)"
                          if self.eva_done else "eva: `rank` is the planned rank; training redistributes ranks over "
                          "the matrices from activation SVDs on training batches (same sum of ranks) before it starts")
+        elif self.gradient is not None and not self.gradient["measured"]:
+            lines.append(f"gradient: `rank` is uniform --rank until training measures the loss gradients of "
+                         f"{self.gradient['batches']} training batches and spends the budget "
+                         f"({self.gradient['budget']:,.0f} parameters) where they are largest")
+        elif self.gradient is not None:
+            g = self.gradient
+            captured, possible = sum(g["energy_captured"]), sum(g["energy_at_rank_max"])
+            lines.append(f"gradient: ranks from the loss gradients of {g['batches']} training batches "
+                         f"({g['seconds']:.1f} s): budget {g['budget']:,.0f} parameters, "
+                         f"{100 * captured / possible if possible > 0 else 0:.1f}% of the gradient energy at "
+                         f"rank_max captured ({g['solver']} solution)")
         elif self.budget:
             b = self.budget
             lines.append(f"learned: adapters allocated at rank_max {max(self.allocated_ranks)}; budget "
@@ -182,17 +205,19 @@ class Plan:
         return "\n".join(lines)
 
 
-def build_plan(cfg, model: nn.Module, head_modules: list[str], steps_per_epoch: int = 1) -> tuple[Plan, RankAllocator | None]:
+def build_plan(cfg, model: nn.Module, head_modules: list[str], steps_per_epoch: int = 1, batches=None,
+               loss_fn=None) -> tuple[Plan, RankAllocator | None]:
     """The plan for a resolved config on `model` (real or on the meta device), and the rank allocator
-    for learned allocation. Raises ConfigError for strategy problems (custom file, budget, ranks larger than
-    their matrices) and for a --max_seq_length the model's positions cannot hold."""
+    for learned allocation. `batches` (with `loss_fn(model, batch)`, default `model(**batch).loss`): the training
+    batches `gradient` allocation measures on (the model must have its weights). Raises ConfigError for strategy
+    problems (custom file, budget, ranks larger than their matrices) and for a --max_seq_length the model's
+    positions cannot hold."""
     check_max_seq_length(cfg.max_seq_length, model, default_max_seq_length(cfg.task), cfg.model)
     model_parameters = sum(p.numel() for p in model.parameters())
-    head_parameters = 0 if getattr(cfg, "freeze_head", False) else \
-        sum(p.numel() for h in head_modules for p in model.get_submodule(h).parameters())
     targets = find_targets(model, cfg.target_modules)
     method = get_method(cfg.method)
-    allocator, budget = None, None
+    head_parameters = trained_head_parameters(cfg, model, head_modules, targets)
+    allocator, budget, gradient = None, None, None
     if not method.trains_adapter:  # every weight trains: each matrix at its full rank
         ranks = [min(t.in_features, t.out_features) for t in targets]
         shown = ranks
@@ -210,19 +235,76 @@ def build_plan(cfg, model: nn.Module, head_modules: list[str], steps_per_epoch: 
     elif method.allocates_ranks:
         ranks, budget = method.initial_ranks(cfg, targets)
         shown = ranks
+    elif cfg.allocation == "gradient":  # without batches: the budget checked, uniform --rank shown until measured
+        gradient = allocate_by_gradient(cfg, model, targets, batches, loss_fn)
+        ranks = shown = gradient.ranks if gradient.ranks else [cfg.rank] * len(targets)
     else:
         ranks = static_ranks(cfg, targets, method.rank_cost(targets))  # checks every rank fits its matrix
         shown = ranks
     reference = cfg.rank if cfg.allocation != "learned" else cfg.rank_max
     alphas = alphas_for(ranks, cfg.lora_alpha, cfg.alpha_policy, reference)
+    if allocator is not None and cfg.learned_scale == "rank_average":
+        alphas = learned_alphas(alphas, cfg, allocator)
     rows = [PlanRow(t.name, t.layer, t.kind, t.in_features, t.out_features, shown_rank, alpha,
                     method.matrix_parameters(t, rank))
             for t, rank, shown_rank, alpha in zip(targets, ranks, shown, alphas)]
     conv1d = any(isinstance(model.get_submodule(t.name), Conv1D) for t in targets)  # GPT-2: W stored in×out
     return Plan(cfg.method, cfg.allocation if method.trains_adapter else "none", rows, ranks, model_parameters,
-                head_parameters, budget, init=cfg.init, lora_alpha=cfg.lora_alpha, alpha_policy=cfg.alpha_policy,
+                head_parameters, budget, init=cfg.init, gradient=gradient.record() if gradient is not None else None, lora_alpha=cfg.lora_alpha, alpha_policy=cfg.alpha_policy,
                 lora_dropout=cfg.lora_dropout, head_modules=list(head_modules), fan_in_fan_out=conv1d,
                 task_type=peft_task_type(model)), allocator
+
+
+def measuring_batches(cfg, task, device, processes: int = 1) -> list[dict]:
+    """The --allocation_batches training batches `gradient` allocation measures on, on `device` (the task's model
+    is moved there; training moves it there anyway). Each holds one global batch (per-device batch × processes)
+    and every process measures the same ones, so N processes choose the ranks one process would."""
+    task.model.to(device)
+    loader = task.shuffled_batches(cfg.per_device_train_batch_size * processes, cfg.seed)
+    return [{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            for batch in itertools.islice(loader, cfg.allocation_batches)]
+
+
+def measured_plan(cfg) -> Plan:
+    """The plan of a `gradient` allocation measured as training would measure it: the task's model (with its
+    weights) and its first --allocation_batches shuffled training batches, on a GPU when there is one."""
+    from .tasks import prepare_task  # data and model loading
+
+    task = prepare_task(cfg)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    plan, _ = build_plan(cfg, task.model, task.head_modules, batches=measuring_batches(cfg, task, device))
+    return plan
+
+
+def allocate_by_gradient(cfg, model: nn.Module, targets: list[TargetMatrix], batches, loss_fn=None):
+    """`gradient` allocation's ranks for a resolved config: the budget is --budget, else uniform --rank's
+    parameters; ranks in [rank_min, rank_max] (and each matrix's smaller dimension). Without `batches` only the
+    budget is checked: the result has no ranks (`measured` False)."""
+    method = get_method(cfg.method)
+    cost = method.rank_cost(targets)
+    field = "budget" if cfg.budget is not None else "rank"
+    budget = float(cfg.budget) if cfg.budget is not None else cost.total(float(cfg.rank))
+    limits = [min(cfg.rank_max, t.in_features, t.out_features) for t in targets]
+    check_feasible(cost, budget, cfg.rank_min, cfg.rank_max, field)
+    if cfg.rank_min > min(limits):
+        raise ConfigError("rank_min", f"({cfg.rank_min}) exceeds the smallest target matrix dimension "
+                          f"({min(limits)})", f"Use --rank_min {min(limits)} or less")
+    if batches is None:
+        return GradientAllocation.unmeasured(budget, cfg.allocation_batches, cfg.gradient_normalize)
+    if any(p.is_meta for p in model.parameters()):
+        raise ConfigError("allocation", "`gradient` needs the model's weights, but it is on the meta device",
+                          "Load the model with its weights (from_pretrained)")
+    return gradient_allocation(method, model, targets, batches, cost, budget, cfg.rank_min, cfg.rank_max,
+                               normalized=cfg.gradient_normalize, loss_fn=loss_fn)
+
+
+def learned_alphas(alphas: list[float], cfg, allocator: RankAllocator) -> list[float]:
+    """Alphas of learned adapters (built at rank_max) rescaled so their update scale is α/r̄ (α/√r̄ with rsLoRA),
+    r̄ the uniform rank of the final budget: at one learning rate a component then moves as far as in a uniform
+    adapter of the same budget (with α/rank_max it would move r̄/rank_max as far)."""
+    average = allocator.cost.uniform_rank(allocator.schedule.memory_end)
+    factor = cfg.rank_max / average
+    return [a * (math.sqrt(factor) if cfg.alpha_policy == "rslora" else factor) for a in alphas]
 
 
 def peft_task_type(model: nn.Module) -> str | None:
@@ -233,6 +315,27 @@ def peft_task_type(model: nn.Module) -> str | None:
         if name.endswith(suffix):
             return task_type
     return None
+
+
+def trained_head_parameters(cfg, model: nn.Module, head_modules: list[str], targets: list[TargetMatrix]) -> int:
+    """Parameters the task head trains: none with --freeze_head, nor in a head module whose layers hold adapters
+    (`every-linear`: PEFT adapts a layer or trains it, not both)."""
+    if getattr(cfg, "freeze_head", False):
+        return 0
+    adapted = adapted_heads(head_modules, [t.name for t in targets]) if get_method(cfg.method).trains_adapter else []
+    return sum(p.numel() for h in head_modules if h not in adapted for p in model.get_submodule(h).parameters())
+
+
+def check_head_saving(cfg, plan: Plan) -> None:
+    """ConfigError before training when adapters on the head's layers (`every-linear`) would be saved: the head's
+    own weights are newly initialised and frozen, and a PEFT adapter does not hold them, so it would reload onto
+    another random head."""
+    adapted = adapted_heads(plan.head_modules, [r.name for r in plan.rows])
+    if cfg.save_model and adapted and get_method(cfg.method).trains_adapter:
+        raise ConfigError("save_model", f"cannot save adapters on the head's layers ({', '.join(adapted)}, "
+                          f"from --target_modules {cfg.target_modules}): the saved adapter would not hold the new "
+                          "head's frozen weights", "Train with --save_model false (metrics only, as LR sweeps do), "
+                          "or use --target_modules all-linear")
 
 
 def meta_model(cfg):

@@ -241,7 +241,7 @@ def check_configs(configs: list[RunConfig], allow_network: bool = True) -> list[
     """Model-dependent checks (rank plan, budget feasibility) and data files, before any run starts.
     Returns notes about checks that were skipped (network needed and not allowed)."""
     from .data import GLUE_TASKS, load_glue
-    from .planning import build_plan, meta_model
+    from .planning import build_plan, check_head_saving, meta_model
 
     models: dict[tuple, Any] = {}
     data_checked: set[tuple] = set()
@@ -261,7 +261,7 @@ def check_configs(configs: list[RunConfig], allow_network: bool = True) -> list[
                                  "not checked by a dry run (a real sweep checks them before its first run)")
             if models[key] is not None:
                 model, heads = models[key]
-                build_plan(cfg, model, heads)
+                check_head_saving(cfg, build_plan(cfg, model, heads)[0])
             data_key = (cfg.task, cfg.data_dir, cfg.train_file, cfg.validation_file, cfg.dataset, cfg.text_column,
                         cfg.label_column)
             if data_key not in data_checked and cfg.task in GLUE_TASKS:

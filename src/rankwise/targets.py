@@ -5,10 +5,16 @@ listed in model order (`named_modules`). Its kind is `attention` when any part o
 the layer index names attention (BERT `attention.self.query`, `attention.output.dense`; GPT-2
 `attn.c_attn`, `attn.c_proj`; Llama `self_attn.q_proj`), else `mlp` (BERT `intermediate.dense`,
 `output.dense`; GPT-2 `mlp.c_fc`, `mlp.c_proj`; Llama `mlp.{gate,up,down}_proj`).
+
+`every-linear` also takes the linear layers outside the blocks (the task head's: BERT's `bert.pooler.dense` and
+`classifier`, DistilBERT's `pre_classifier` and `classifier`, RoBERTa's `classifier.dense` and `classifier.out_proj`),
+as LoRA Without Regret's `inject_lora` wraps every `nn.Linear`. Their kind is `head`, and they count as the last
+block's matrices (layer strategies give them its rank).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import asdict, dataclass
 
@@ -36,6 +42,9 @@ DEFAULT_TARGETS = {
 # `albert_layer_groups.0.` (one group serves every depth).
 _LAYER_RE = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks|albert_layer_groups)\.(\d+)\.")
 _HEAD_NAMES = ("classifier", "pre_classifier", "score", "lm_head", "qa_outputs", "pooler")
+ALL_LINEAR = "all-linear"  # every linear layer inside the transformer blocks (PEFT's meaning: not the output layer)
+EVERY_LINEAR = "every-linear"  # every linear layer of the model, the task head's included
+HEAD_KIND = "head"
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,13 @@ def linear_shape(module: nn.Module) -> tuple[int, int]:
         in_features, out_features = module.weight.shape
         return int(in_features), int(out_features)
     return int(module.in_features), int(module.out_features)
+
+
+def weight_matrix(module: nn.Module, tensor=None):
+    """`tensor` (default: the module's weight), shaped like the module's weight, as out×in: GPT-2's Conv1D
+    stores W as in×out."""
+    tensor = module.weight if tensor is None else tensor
+    return tensor.T if isinstance(module, Conv1D) else tensor
 
 
 def layer_index(name: str) -> int | None:
@@ -104,13 +120,15 @@ def _matches(name: str, suffixes: list[str]) -> bool:
 def find_targets(model: nn.Module, target_modules: str | list[str] | None = None) -> list[TargetMatrix]:
     """Target matrices of `model` in model order.
 
-    `target_modules`: comma-separated suffixes, a list of suffixes, `all-linear`, or None for the
-    architecture's default. Only linear modules inside numbered transformer blocks qualify.
+    `target_modules`: comma-separated suffixes, a list of suffixes, `all-linear`, `every-linear`, or None for the
+    architecture's default. Only linear modules inside numbered transformer blocks qualify, except with
+    `every-linear` (see the module docstring).
     """
     model_type = getattr(getattr(model, "config", None), "model_type", "")
     if target_modules is None:
         target_modules = default_target_modules(model)
-    if isinstance(target_modules, str) and target_modules != "all-linear":
+    keyword = target_modules in (ALL_LINEAR, EVERY_LINEAR)
+    if isinstance(target_modules, str) and not keyword:
         target_modules = [s.strip() for s in target_modules.split(",") if s.strip()]
 
     targets = []
@@ -118,24 +136,37 @@ def find_targets(model: nn.Module, target_modules: str | list[str] | None = None
         if not is_linear(module):
             continue
         layer = layer_index(name)
-        if layer is None or any(h in name.split(".") for h in _HEAD_NAMES):
-            continue
-        if target_modules != "all-linear" and not _matches(name, target_modules):
+        outside = layer is None or any(h in name.split(".") for h in _HEAD_NAMES)
+        if (outside and target_modules != EVERY_LINEAR) or (not keyword and not _matches(name, target_modules)):
             continue
         in_features, out_features = linear_shape(module)
-        targets.append(TargetMatrix(name, layer, matrix_kind(name), in_features, out_features))
+        kind = HEAD_KIND if outside else matrix_kind(name)
+        targets.append(TargetMatrix(name, -1 if outside else layer, kind, in_features, out_features))
 
-    if not targets:
+    if not any(t.kind != HEAD_KIND for t in targets):
         raise ConfigError("target_modules", f"`{target_modules}` matches no linear module inside the "
                           f"transformer blocks of this `{model_type or type(model).__name__}` model",
                           "Give module-name suffixes such as `query,value` or use `all-linear`")
-    if target_modules != "all-linear":
+    if not keyword:
         unmatched = [s for s in target_modules if not any(_matches(t.name, [s]) for t in targets)]
         if unmatched:
             raise ConfigError("target_modules", f"{', '.join(unmatched)} matches no module of this model",
                               "Check the names with `rankwise plan --target_modules all-linear`")
-    return targets
+    return _heads_at_last_layer(targets)
+
+
+def _heads_at_last_layer(targets: list[TargetMatrix]) -> list[TargetMatrix]:
+    """Head matrices get the last block's layer index: they read its output."""
+    last = num_layers(targets) - 1
+    return [dataclasses.replace(t, layer=last) if t.kind == HEAD_KIND else t for t in targets]
+
+
+def adapted_heads(head_modules: list[str], names: list[str]) -> list[str]:
+    """The head modules holding one of the target matrices `names` (`every-linear`): adapters sit on their linear
+    layers, so their own weights stay frozen instead of training as the head (PEFT cannot do both to one layer)."""
+    return [h for h in head_modules if any(n == h or n.startswith(h + ".") for n in names)]
 
 
 def num_layers(targets: list[TargetMatrix]) -> int:
-    return max(t.layer for t in targets) + 1
+    """Transformer blocks holding targets (head matrices count as the last block's)."""
+    return max(t.layer for t in targets if t.kind != HEAD_KIND) + 1

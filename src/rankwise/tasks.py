@@ -90,9 +90,10 @@ def _sequence_classification(cfg, train_examples, eval_examples: dict, num_label
                 out[f"{split}_{name}"] = value
         return out
 
+    collate = DataCollatorWithPadding(tokenizer, padding="max_length", max_length=max_length) \
+        if cfg.pad_to_max_length else DataCollatorWithPadding(tokenizer)  # --pad_to_max_length, else to the longest
     return PreparedTask(
-        model=model, tokenizer=tokenizer, train_features=train, eval_sets=evals,
-        collate=DataCollatorWithPadding(tokenizer), evaluate=evaluate,
+        model=model, tokenizer=tokenizer, train_features=train, eval_sets=evals, collate=collate, evaluate=evaluate,
         main_metric=f"eval_{main_metric}", greater_is_better=True,
         head_modules=head_modules(model), peft_task_type="SEQ_CLS",
         info={**info, "train_examples": len(train), "eval_examples": {k: len(v) for k, v in evals.items()},

@@ -41,7 +41,7 @@ from .config import RunConfig, prepare
 from .errors import ConfigError, DataError, RankwiseError, RunDirError
 from .methods import AdapterSet, build_adapter
 from .models import check_hub_upload
-from .planning import Plan, build_plan
+from .planning import Plan, build_plan, check_head_saving, measuring_batches
 from .rundir import RunDir, read_jsonl, write_jsonl_atomic
 from .ship.export import push_export
 from .runstate import Claim, check_output_dir, checkpoints, claim_output_dir, stored_config_conflicts
@@ -88,7 +88,10 @@ def setup_run(cfg: RunConfig) -> Setup:
     batches = math.ceil(len(task.train_features) / (cfg.per_device_train_batch_size * processes))
     steps_per_epoch = math.ceil(batches / cfg.gradient_accumulation_steps)
     total_steps = cfg.max_steps or steps_per_epoch * cfg.num_train_epochs
-    plan, allocator = build_plan(cfg, task.model, task.head_modules, steps_per_epoch)
+    measured = measuring_batches(cfg, task, process_state().device, processes) if cfg.allocation == "gradient" \
+        else None
+    plan, allocator = build_plan(cfg, task.model, task.head_modules, steps_per_epoch, measured)
+    check_head_saving(cfg, plan)
     adapter = build_adapter(task.model, cfg.method, plan.targets, plan.allocated_ranks, [r.alpha for r in plan.rows],
                             rslora=cfg.alpha_policy == "rslora", dropout=cfg.lora_dropout,
                             head_modules=task.head_modules, task_type=task.peft_task_type, seed=cfg.seed,
@@ -216,9 +219,11 @@ def _lr_schedule(optimizer, cfg: RunConfig, total_steps: int):
 
 def _param_groups(setup: Setup) -> list[dict]:
     cfg, model = setup.cfg, setup.adapter.model
-    allocation = [setup.allocator.weights] if setup.allocator is not None else []
+    allocator = setup.allocator
+    allocation = [allocator.weights] if allocator is not None and allocator.weights.requires_grad else []
     special = {id(p) for p in allocation}
-    head_ids = {id(p) for h in setup.task.head_modules for p in _head_parameters(model, h)}
+    adapters = {id(p) for p in setup.adapter.adapter_parameters()}  # on the head's layers too (every-linear)
+    head_ids = {id(p) for h in setup.task.head_modules for p in _head_parameters(model, h)} - adapters
     head = [p for p in model.parameters() if p.requires_grad and id(p) in head_ids]
     body = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids and id(p) not in special]
     groups = [{"params": body, "lr": cfg.learning_rate, "weight_decay": cfg.weight_decay, "name": "adapter"},
@@ -385,7 +390,7 @@ class RankwiseTrainer(Trainer):
             if setup.cfg.report_to == "wandb":  # α, budget and every matrix's ranks, as the study's W&B plots read them
                 from .wandb_log import log_allocation_to_wandb
 
-                log_allocation_to_wandb(record, step)
+                log_allocation_to_wandb(record, step, setup.allocator)
 
     def end_as_diverged(self, message: str) -> None:
         self.status, self.message = "diverged", message
@@ -638,7 +643,7 @@ def _finish(setup: Setup, trainer: RankwiseTrainer, run: RunDir | None, wall: fl
             "adapter": adapter.num_adapter_parameters() if method.trains_adapter else
             sum(p.numel() for g in _param_groups(setup) if g["name"] == "adapter" for p in g["params"]),
             "head": plan.head_parameters,
-            "allocation": allocator.weights.numel() if allocator is not None else 0,
+            "allocation": allocator.weights.numel() if allocator is not None and allocator.weights.requires_grad else 0,
         },
         "model_parameters": plan.model_parameters,
         "num_processes": setup.processes,

@@ -35,7 +35,7 @@ from torch import nn
 
 from ..version import __version__
 from ..errors import RunDirError
-from ..targets import TargetMatrix, find_targets, linear_shape
+from ..targets import EVERY_LINEAR, TargetMatrix, find_targets, linear_shape
 from .loraxs import LoraXSLinear
 
 if TYPE_CHECKING:
@@ -272,7 +272,7 @@ def check_fits(model: nn.Module, meta: dict, directory: str | Path,
     `check_base_model`; with `allow_base_model_mismatch`, a different one only prints a warning)."""
     saved = [TargetMatrix(**t) for t in meta["targets"]]
     trained_on = meta.get("base_model")
-    present = {t.name for t in find_targets(model, "all-linear")}
+    present = {t.name for t in find_targets(model, EVERY_LINEAR)}
     for t in saved:
         if t.name not in present:
             raise RunDirError(f"adapter {directory} targets `{t.name}`, which this model does not have: it was "

@@ -11,6 +11,8 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
+from ..targets import adapted_heads
+
 ADAPTER_NAME = "default"
 # PeftModel.__init__ calls a transformers method that transformers 5 deprecates: a FutureWarning on every run
 # that a user can do nothing about.
@@ -33,6 +35,7 @@ def lora_config(names: list[str], ranks: list[int], alphas: list[float], rslora:
     `fan_in_fan_out`: the targets store W as in×out (GPT-2's `Conv1D`). `use_dora`: PEFT's DoRA."""
     base_rank = max(set(ranks), key=ranks.count)
     base_alpha = max(set(alphas), key=alphas.count)
+    modules_to_save, task_type = peft_heads(names, head_modules, task_type)
     return LoraConfig(
         r=base_rank,
         lora_alpha=base_alpha,
@@ -41,12 +44,20 @@ def lora_config(names: list[str], ranks: list[int], alphas: list[float], rslora:
         alpha_pattern={n: a for n, a in zip(names, alphas) if a != base_alpha},
         use_rslora=rslora,
         lora_dropout=dropout,
-        modules_to_save=list(head_modules) or None,
+        modules_to_save=modules_to_save,
         task_type=task_type,
         bias="none",
         fan_in_fan_out=fan_in_fan_out,
         use_dora=use_dora,
     )
+
+
+def peft_heads(names: list[str], head_modules: list[str], task_type: str | None) -> tuple[list[str] | None, str | None]:
+    """PEFT's `modules_to_save` and `task_type` for adapters on `names`. A head module holding one of them
+    (`every-linear`) gets adapters instead of a trainable copy: it leaves modules_to_save, and so does the task type,
+    whose sequence-classification model would put the classifier back there (replacing its adapter)."""
+    adapted = adapted_heads(head_modules, names)
+    return [h for h in head_modules if h not in adapted] or None, None if adapted else task_type
 
 
 def apply_lora(model: nn.Module, config: LoraConfig) -> PeftModel:

@@ -61,6 +61,16 @@ class RankCost:
     def total(self, ranks: torch.Tensor | float) -> float:
         return float(self.cost(ranks).sum())
 
+    def uniform_rank(self, budget: float) -> float:
+        """The rank s (real) at which every matrix together costs `budget`: Σ c_i(s) = budget (bisection)."""
+        low, high = 0.0, 1.0
+        while self.total(high) < budget:
+            high *= 2
+        for _ in range(100):
+            mid = (low + high) / 2
+            low, high = (mid, high) if self.total(mid) < budget else (low, mid)
+        return (low + high) / 2
+
 
 def check_feasible(cost: RankCost, budget: float, rank_min: int, rank_max: int, field: str) -> None:
     """Raise ConfigError unless Σc(rank_min) ≤ budget ≤ Σc(rank_max). `field` is the option the budget came
@@ -70,6 +80,8 @@ def check_feasible(cost: RankCost, budget: float, rank_min: int, rank_max: int, 
         n = len(cost)
         if field in ("rank_average", "rank_start"):
             fix = f"Choose --{field} between --rank_min and --rank_max, or change --rank_min/--rank_max"
+        elif field == "budget":
+            fix = f"Give --budget between {low:,.0f} and {high:,.0f}, or change --rank_min/--rank_max"
         else:
             fix = (f"Give --{field} between {low:,.0f} and {high:,.0f} (or set the budget with --rank_average), or "
                    "change --rank_min/--rank_max")

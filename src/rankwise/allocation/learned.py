@@ -41,6 +41,18 @@ def initial_weights(n: int, init: str, generator: torch.Generator | None = None)
     raise ValueError(f"unknown allocation weights init {init!r}")
 
 
+def uniform_rank_weights(cost: RankCost, budget: float, rank_min: int) -> torch.Tensor:
+    """Allocation weights under which every matrix gets the same rank at `budget` (shares of the cost above
+    rank_min proportional to c_i(s̄) − c_i(rank_min)): zeros when all matrices cost the same (LoRA-XS), log of
+    in+out for LoRA (a wider matrix needs more parameters for the same rank)."""
+    average = cost.uniform_rank(budget)
+    extra = cost.cost(average) - cost.cost(float(rank_min))
+    if average <= rank_min + 1e-9 or bool((extra <= 0).any()):
+        return torch.zeros(len(cost))
+    weights = torch.log(extra)
+    return (weights - weights.mean()).to(torch.float32)
+
+
 def budget_bounds(cfg, cost: RankCost) -> tuple[float, float]:
     """(memory_start, memory_end) from a resolved config: explicit memory; Σ c_i(rank_start) moving to
     Σ c_i(rank_average) (`rank_start`, the study's initial_bigger_memory runs); or Σ c_i(rank_average) throughout."""
@@ -58,8 +70,9 @@ class RankAllocator(nn.Module):
     def __init__(self, targets: list[TargetMatrix], cost: RankCost, rank_min: int, rank_max: int,
                  schedule: AllocationSchedule, weights_init: str = "uniform", budget_mode: str = "capped",
                  rounding: str = "budget", tau: float = 0.0, seed: int = 0,
-                 budget_fields: tuple[str, str] = ("memory_start", "memory_end")):
-        """`budget_fields`: the options the start and end budgets came from, named if one is infeasible."""
+                 budget_fields: tuple[str, str] = ("memory_start", "memory_end"), frozen: bool = False):
+        """`budget_fields`: the options the start and end budgets came from, named if one is infeasible. `frozen`:
+        the weights keep their initial value (rank annealing: uniform ranks under shrinking soft masks)."""
         super().__init__()
         self.names = [t.name for t in targets]
         self.cost = cost
@@ -69,7 +82,9 @@ class RankAllocator(nn.Module):
         check_feasible(self.cost, schedule.memory_start, rank_min, rank_max, budget_fields[0])
         check_feasible(self.cost, schedule.memory_end, rank_min, rank_max, budget_fields[1])
         self.generator = torch.Generator().manual_seed(seed)
-        self.weights = nn.Parameter(initial_weights(len(targets), weights_init, self.generator))
+        weights = uniform_rank_weights(cost, schedule.memory_end, rank_min) if weights_init == "uniform" else \
+            initial_weights(len(targets), weights_init, self.generator)
+        self.weights = nn.Parameter(weights, requires_grad=not frozen)
         self.step = 0  # the optimiser step the masks are for (set by the trainer before each step)
         self._hard_cache: tuple | None = None
 
@@ -91,7 +106,8 @@ class RankAllocator(nn.Module):
         budget_fields = ("memory_start", "memory_end") if cfg.memory_start is not None else \
             ("rank_start", "rank_average") if cfg.rank_start is not None else ("rank_average",) * 2
         return cls(targets, cost, cfg.rank_min, cfg.rank_max, schedule, cfg.rank_allocation_weights_init,
-                   cfg.budget_mode, cfg.rounding, cfg.tau, seed=cfg.seed, budget_fields=budget_fields)
+                   cfg.budget_mode, cfg.rounding, cfg.tau, seed=cfg.seed, budget_fields=budget_fields,
+                   frozen=cfg.rank_annealing)
 
     def continuous_ranks(self, budget: float) -> torch.Tensor:
         """s (n,), float64, differentiable in the weights."""
@@ -107,8 +123,9 @@ class RankAllocator(nn.Module):
             return round_independently(s, self.rank_min, self.rank_max)
         return round_to_budget(s, self.cost, budget, self.rank_min, self.rank_max)
 
-    def keep(self, step: int, training: bool) -> torch.Tensor:
-        """Keep-probabilities (n, rank_max) for `step`: soft while training in the soft phase, else hard.
+    def keep(self, step: int, training: bool, noise: bool = True) -> torch.Tensor:
+        """Keep-probabilities (n, rank_max) for `step`: soft while training in the soft phase, else hard. `noise`
+        False leaves out the Gumbel noise (τ > 0), and so does not draw from the allocator's generator (for logs).
 
         The soft path runs on the weights' device without host synchronisation. Hard ranks need rounding on the
         host, so they are computed once per (budget, allocation weights) and reused: in the discrete phase and in
@@ -116,8 +133,8 @@ class RankAllocator(nn.Module):
         budget = self.schedule.memory(step)
         if training and not self.schedule.is_discrete(step):
             s = self.continuous_ranks(budget).to(self.weights.dtype)
-            return keep_probabilities(s, self.rank_min, self.rank_max, self.schedule.alpha(step), self.tau,
-                                      self.generator)
+            return keep_probabilities(s, self.rank_min, self.rank_max, self.schedule.alpha(step),
+                                      self.tau if noise else 0.0, self.generator)
         key = (budget, self.weights._version, self.weights.device)
         if self._hard_cache is None or self._hard_cache[0] != key:
             self._hard_cache = (key, hard_keep(self.hard_ranks(budget), self.rank_max).to(self.weights.device))

@@ -19,7 +19,8 @@ import torch
 
 from ..config import read_structured_file
 from ..errors import ConfigError
-from ..targets import TargetMatrix, num_layers
+from ..methods import get_method
+from ..targets import HEAD_KIND, TargetMatrix, num_layers
 from .budget import RankCost, round_to_budget
 
 
@@ -175,10 +176,12 @@ def static_ranks(cfg, targets: list[TargetMatrix], cost: RankCost) -> list[int]:
 
 
 def check_ranks_fit(cfg, targets: list[TargetMatrix], ranks: list[int], sources: list[str]) -> None:
-    """ConfigError for the first rank above its matrix's smaller dimension, naming the option that set it."""
+    """ConfigError for the first rank above its matrix's smaller dimension, naming the option that set it. A head
+    matrix (`every-linear`) may have more where the method's factors allow it (LoRA Without Regret put rank 128 on a
+    4-label classifier)."""
     for t, rank, source in zip(targets, ranks, sources):
         limit = min(t.in_features, t.out_features)
-        if rank <= limit:
+        if rank <= limit or (t.kind == HEAD_KIND and get_method(cfg.method).ranks_beyond_shape):
             continue
         if cfg.match_budget:
             budget = f"{cfg.budget:,} parameters" if source == "budget" else f"uniform rank {cfg.rank}'s parameters"

@@ -76,7 +76,7 @@ def _add_plan(sub) -> None:
 
 
 def cmd_plan(args) -> int:
-    from ..planning import build_plan, meta_model
+    from ..planning import build_plan, measured_plan, meta_model
 
     cfg = prepare(config_from_args(args))
     out = Path(args.out) if args.out else None
@@ -86,8 +86,10 @@ def cmd_plan(args) -> int:
         raise RankwiseError(f"--out: `{out}` is a directory; give a file name ending in .json or .csv")
     if out is not None:
         check_writable_path(out, "--out")
-    model, heads = meta_model(cfg)
-    plan, _ = build_plan(cfg, model, heads)
+    if cfg.allocation == "gradient":  # the ranks come from data: load the model and a few batches
+        plan = measured_plan(cfg)
+    else:
+        plan, _ = build_plan(cfg, *meta_model(cfg))
     print(plan.to_table())
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -126,14 +128,15 @@ GLUE_FLAGS = {
 }
 # The study's method exactly (its utils/adaptive code): the softmax budget formula (ranks may pass rank_max),
 # each rank rounded on its own, no discrete epochs unless asked, α stepped over all epochs × steps, torch AdamW's
-# weight decay 0.01 in every parameter group (the allocation weights' too), a log every 20 steps.
+# weight decay 0.01 in every parameter group (the allocation weights' too), a log every 20 steps, the update scale
+# α/rank_max of adapters built at rank_max.
 GLUE_DEFAULTS = {"task": "cola", "model": "roberta-large", "per_device_train_batch_size": 32, "num_train_epochs": 50,
                  "learning_rate": 1e-3, "cls_learning_rate": 5e-3, "alpha_min": 0.5, "alpha_max": 3.0,
                  "rank_allocation_lr": 1e-2, "rank_allocation_weights_init": "random",
                  "lr_scheduler": "linear_schedule_with_warmup", "method": "loraxs",
                  "allocation": "learned", "budget_mode": "softmax", "rounding": "study", "epochs_rank_discrete": 0,
                  "alpha_schedule_span": "all", "weight_decay": 0.01, "rank_allocation_weight_decay": 0.01,
-                 "logging_steps": 20}
+                 "logging_steps": 20, "learned_scale": "rank_max"}
 GLUE_SEEDS = (0, 1, 2, 3, 4)
 # --rank_start without a schedule: the budget held for this fraction of the epochs, then moved over the next
 # fraction (epochs 0-19 at rank_start, 20-39 moving, of 50: the study's last initial_bigger_memory report).

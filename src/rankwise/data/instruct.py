@@ -325,13 +325,14 @@ def _encode_chats(examples: list[InstructExample], tokenizer, max_length: int, l
 
 
 class CausalCollator:
-    """Right-pads a list of features to its longest: input_ids with `pad_id`, attention_mask 0, labels -100."""
+    """Right-pads a list of features to its longest (or to `length`, --pad_to_max_length): input_ids with `pad_id`,
+    attention_mask 0, labels -100."""
 
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
+    def __init__(self, pad_id: int, length: int | None = None):
+        self.pad_id, self.length = pad_id, length
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        length = max(len(f["input_ids"]) for f in features)
+        length = self.length or max(len(f["input_ids"]) for f in features)
 
         def pad(key: str, value: int) -> torch.Tensor:
             return torch.tensor([f[key] + [value] * (length - len(f[key])) for f in features], dtype=torch.long)
@@ -460,5 +461,6 @@ def prepare_instruct(cfg):
             "eval_record_indices": [e.index for e in eval_examples], "max_seq_length": max_length}
     return PreparedTask(
         model=model, tokenizer=tokenizer, train_features=train, eval_sets={"eval": evals},
-        collate=CausalCollator(pad_id), evaluate=evaluate_causal, main_metric="eval_loss", greater_is_better=False,
+        collate=CausalCollator(pad_id, max_length if cfg.pad_to_max_length else None), evaluate=evaluate_causal,
+        main_metric="eval_loss", greater_is_better=False,
         head_modules=[], peft_task_type="CAUSAL_LM", info=info, finalize=finalize)

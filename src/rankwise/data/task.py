@@ -29,6 +29,16 @@ class PreparedTask:
     # Optional: called after training with (model, run_dir) to write extra artifacts (e.g. generations).
     finalize: Callable | None = None
 
+    def shuffled_batches(self, batch_size: int, seed: int):
+        """Training batches as plain dicts, shuffled by a generator of their own (the training order is unchanged):
+        what EVA and gradient allocation measure on before training."""
+        import torch
+        from torch.utils.data import DataLoader
+
+        return DataLoader(self.train_features, batch_size=batch_size, shuffle=True,
+                          collate_fn=lambda rows: dict(self.collate(rows)),
+                          generator=torch.Generator().manual_seed(seed))
+
 
 def truncate(items: list, limit: int | None) -> list:
     return items if limit is None else items[:limit]

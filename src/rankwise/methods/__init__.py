@@ -54,8 +54,9 @@ def build_adapter(model, method: str, targets, ranks: list[int], alphas: list[fl
                                        head_modules=list(head_modules), task_type=task_type, seed=seed, init=init,
                                        cfg=run_config, total_steps=total_steps)
     if getattr(run_config, "freeze_head", False):  # --freeze_head: the head keeps its initial weights
+        adapters = {id(p) for p in adapter.adapter_parameters()}  # those on the head's layers (every-linear) train
         for name, p in adapter.model.named_parameters():
-            if any(f".{head}." in f".{name}." for head in head_modules):
+            if id(p) not in adapters and any(f".{head}." in f".{name}." for head in head_modules):
                 p.requires_grad_(False)
     return adapter
 

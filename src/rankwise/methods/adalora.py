@@ -191,18 +191,19 @@ class AdaLora(AdapterMethod):
         from peft import AdaLoraConfig, get_peft_model
         from transformers.pytorch_utils import Conv1D
 
-        from ..adapters.lora import peft_quietly
+        from ..adapters.lora import peft_heads, peft_quietly
 
         for p in model.parameters():
             p.requires_grad_(False)
         budget = adalora_budget(cfg, targets)
         tinit, tfinal = adalora_steps(cfg, total_steps)
         names = [t.name for t in targets]
+        modules_to_save, task_type = peft_heads(names, list(head_modules), task_type)
         config = AdaLoraConfig(
             init_r=budget.init_r, target_r=budget.target_r, tinit=tinit, tfinal=tfinal, deltaT=cfg.adalora_deltaT,
             beta1=cfg.adalora_beta1, beta2=cfg.adalora_beta2, orth_reg_weight=cfg.adalora_orth_reg_weight,
             total_step=total_steps, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-            target_modules=list(names), modules_to_save=list(head_modules) or None, task_type=task_type,
+            target_modules=list(names), modules_to_save=modules_to_save, task_type=task_type,
             fan_in_fan_out=any(isinstance(model.get_submodule(n), Conv1D) for n in names))
         torch.manual_seed(seed)  # PEFT initialises A and B with the global generator
         with peft_quietly():

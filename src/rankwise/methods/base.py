@@ -106,6 +106,7 @@ class AdapterMethod:
     budget_hint: ClassVar[str] = ""  # for methods that allocate their own ranks: how to set their budget
     saves_peft_files: ClassVar[bool] = False  # a run's adapter/ is PEFT's format (else rankwise tensors)
     tensor_parts: ClassVar[tuple[str, ...]] = ("lora_A", "lora_B")  # per-matrix tensors of rankwise tensor formats
+    ranks_beyond_shape: ClassVar[bool] = False  # a head matrix may take a rank above its smaller dimension
 
     # --- cost -----------------------------------------------------------------------------------
     def cost_coefficients(self, target: TargetMatrix) -> tuple[int, int, int]:
@@ -156,6 +157,13 @@ class AdapterMethod:
     def initial_ranks(self, cfg, targets: list[TargetMatrix]) -> tuple[list[int], dict | None]:
         """(ranks to build, budget record) for methods that allocate their own ranks."""
         raise NotImplementedError
+
+    def gradient_energy(self, weight: "torch.Tensor", grad: "torch.Tensor", rank_max: int) -> "torch.Tensor":
+        """E(s) for s = 0..rank_max: how much of the loss gradient `grad` (out×in) an adapter of rank s on `weight`
+        can follow (`--allocation gradient`). LoRA's: the top-s squared singular values of the gradient."""
+        from ..allocation.gradient import lora_energy  # torch
+
+        return lora_energy(grad, rank_max)
 
     def budget_line(self, plan) -> str | None:
         """The plan table's line about this method's budget, if it has one of its own."""

@@ -32,15 +32,16 @@ class Lora(AdapterMethod):
     lr_range = (1e-4, 1e-2)
     inits = ("default", "eva")
     saves_peft_files = True
+    ranks_beyond_shape = True  # A (r×in) and B (out×r) are free factors at any rank
     export_formats = ("compact", "peft", "merged")
     use_dora = False  # DoRA (methods/dora.py) is LoRA with PEFT's weight decomposition
 
     def validate(self, cfg) -> None:
         super().validate(cfg)
         if cfg.init == "eva":
-            if cfg.allocation == "learned":
+            if cfg.allocation in ("learned", "gradient"):
                 raise ConfigError("init", "`eva` sets the ranks itself and cannot be combined with --allocation "
-                                  "learned", "Use a static --allocation (e.g. uniform) with --init eva")
+                                  f"{cfg.allocation}", "Use a static --allocation (e.g. uniform) with --init eva")
             if cfg.eva_rho < 1:
                 raise ConfigError("eva_rho", f"must be >= 1, got {cfg.eva_rho:g}", "1 keeps the ranks as given")
 
@@ -78,7 +79,7 @@ class Lora(AdapterMethod):
         """EVA on training batches (before the run directory exists); the plan takes EVA's ranks and alphas."""
         if cfg.init != "eva":
             return plan, adapter
-        loader = eva_loader(task.train_features, task.collate, cfg.per_device_train_batch_size, cfg.seed)
+        loader = task.shuffled_batches(cfg.per_device_train_batch_size, cfg.seed)
         adapter = apply_eva(adapter, loader, cfg.eva_rho, use_label_mask=cfg.is_instruct, show_progress=not cfg.quiet)
         ranks = eva_ranks(adapter.model, plan.targets)
         alpha_of = dict(zip([t.name for t in adapter.targets], adapter.alphas))
@@ -186,15 +187,6 @@ class Lora(AdapterMethod):
 # ---------------------------------------------------------------------------------------------
 # EVA
 # ---------------------------------------------------------------------------------------------
-
-def eva_loader(features: list[dict], collate, batch_size: int, seed: int):
-    """Training batches for EVA's SVD, shuffled by their own generator (the training order is unchanged)."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    return DataLoader(features, batch_size=batch_size, shuffle=True, collate_fn=lambda rows: dict(collate(rows)),
-                      generator=torch.Generator().manual_seed(seed))  # EVA wants plain dicts, not BatchEncoding
-
 
 def apply_eva(adapter: AdapterSet, loader, rho: float, use_label_mask: bool, show_progress: bool = False) -> AdapterSet:
     """Run PEFT's EVA initialisation on a `lora` AdapterSet built with `init_lora_weights="eva"`. Returns the

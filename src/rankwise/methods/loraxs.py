@@ -38,14 +38,23 @@ class LoraXS(AdapterMethod):
     def cost_coefficients(self, target: TargetMatrix) -> tuple[int, int, int]:
         return 1, 0, 0
 
+    def gradient_energy(self, weight, grad, rank_max: int):
+        """The squared gradient of R's top-left s×s block (R sits between the frozen SVD factors of `weight`)."""
+        from ..allocation.gradient import loraxs_energy
+
+        return loraxs_energy(weight, grad, rank_max)
+
     def build(self, model, targets, ranks, alphas, *, rslora=False, dropout=0.0, head_modules=(), task_type=None,
               seed=0, init="default", cfg=None, total_steps=0) -> AdapterSet:
         from ..adapters.loraxs import apply_loraxs  # torch, transformers
+        from ..targets import adapted_heads
 
         for p in model.parameters():
             p.requires_grad_(False)
-        modules = apply_loraxs(model, [t.name for t in targets], ranks, alphas, rslora=rslora, seed=seed)
-        for head in head_modules:
+        names = [t.name for t in targets]
+        modules = apply_loraxs(model, names, ranks, alphas, rslora=rslora, seed=seed)
+        adapted = adapted_heads(head_modules, names)  # every-linear: their R trains, their W stays frozen
+        for head in [h for h in head_modules if h not in adapted]:
             for p in model.get_submodule(head).parameters():
                 p.requires_grad_(True)
         return AdapterSet(self, model, targets, ranks, alphas, modules)

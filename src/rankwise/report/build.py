@@ -20,6 +20,7 @@ from ..rundir import check_writable_path
 from .aggregate import check_fields, group_runs, load_runs, metric_scale, resolve_baselines
 from .configurations.markdown import task_sections
 from .context import ReportContext, Section
+from .frontier import section as frontier_section
 from .lr_ratio import section as lr_ratio_section
 from .placement import section as placement_section
 from .study import section as study_section
@@ -30,8 +31,9 @@ EXTRA_SECTIONS: list[Section] = []
 
 def study_sections() -> list[Section]:
     """The built-in study sections: layer-wise placement (alpaca runs, automatic), the LR-ratio analysis
-    (with `--lr_ratio`) and learned vs uniform at the same budget (with `--study`)."""
-    return [placement_section, lr_ratio_section, study_section]
+    (with `--lr_ratio`), learned vs uniform at the same budget (with `--study`) and the budget frontier (runs that
+    vary the adapter budget, automatic)."""
+    return [placement_section, lr_ratio_section, study_section, frontier_section]
 
 
 def register_section(section: Section) -> Section:

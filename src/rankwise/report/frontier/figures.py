@@ -1,0 +1,100 @@
+"""The budget frontier figure: score against adapter parameters (log scale), one line per arm through its medians
+over seeds, min–max bars, the seeds as faint dots, and uniform's score at its largest budget as a dashed line."""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pandas as pd
+
+from ..figures import palette, pyplot
+from ..placement.analysis import size_levels
+from ..study.figures import tick_labels
+from ..text import thousands
+
+DODGE = 0.035  # decades between neighbouring arms at one budget, so that their seeds do not hide each other
+MARGIN = 1.5  # room beyond the smallest and largest adapter, as a factor
+
+
+def draw_frontier(points: pd.DataFrame, arms: list[str], ylabel: str, title: str,
+                  reference: pd.Series | None = None):
+    """One task's frontier. `points`: `frontier_points` rows of the task; `arms`: in legend order; `reference`:
+    the uniform point whose median is drawn dashed (None: no line)."""
+    fig, ax = pyplot().subplots(figsize=(8.6, 4.8))
+    colours = palette()
+    low, high = _window(points)
+    for k, arm in enumerate(arms):
+        shift = 10 ** (DODGE * (k - (len(arms) - 1) / 2))
+        _draw_arm(ax, points[points["arm"] == arm].sort_values("params"), shift, colours[k % len(colours)], arm,
+                  (low, high))
+    ax.set_ylim(low, high)
+    if reference is not None:
+        ax.axhline(reference["median"], color="0.45", ls="--", lw=1, zorder=1,
+                   label=_wrap(f"reference: {reference['arm']} {reference['budget']}, {reference['median']:.2f}"))
+    if points["edge"].isin(["lowest", "highest"]).any():
+        ax.plot([], [], ls="none", marker="o", mfc="white", mec="0.3", label="open: best LR at the edge of its grid")
+    _log_axis(ax, points.dropna(subset=["params"]))
+    ax.set_xlabel("adapter parameters at the final ranks (log scale)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=11)
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    first = [labels.index(_wrap(arm)) for arm in arms if _wrap(arm) in labels]  # arms first, then the notes
+    order = first + [i for i in range(len(labels)) if i not in first]
+    ax.legend([handles[i] for i in order], [labels[i] for i in order], loc="upper left", bbox_to_anchor=(1.02, 1.0),
+              fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def _window(points: pd.DataFrame) -> tuple[float, float]:
+    """The y range: every median with room around it, and the seeds unless one lies far outside (a collapsed
+    seed would squash every line into a band)."""
+    medians = points["median"].to_numpy(float)
+    scores = np.concatenate([np.asarray(s, float) for s in points["scores"]])
+    pad = max(1.0, 0.2 * (medians.max() - medians.min()))
+    low, high = max(scores.min(), medians.min() - pad), min(scores.max(), medians.max() + pad)
+    return low - 0.04 * (high - low), high + 0.04 * (high - low)
+
+
+def _draw_arm(ax, g: pd.DataFrame, shift: float, colour, arm: str, window: tuple[float, float]) -> None:
+    """An arm's medians joined by a line, min–max bars, its seeds as dots (one outside the y range as a triangle
+    on the edge, with its value); a best learning rate at the edge of its grid as an open marker."""
+    x = g["params"].to_numpy(float) * shift
+    low = np.array([min(s) for s in g["scores"]])
+    high = np.array([max(s) for s in g["scores"]])
+    median = g["median"].to_numpy(float)
+    ax.errorbar(x, median, yerr=[median - low, high - median], color=colour, lw=1.6, capsize=3, elinewidth=1,
+                zorder=3, label=_wrap(arm))
+    for xi, scores in zip(x, g["scores"]):
+        ax.scatter([xi] * len(scores), scores, s=10, color=colour, alpha=0.3, lw=0, zorder=2)
+        for score in (v for v in scores if not window[0] <= v <= window[1]):
+            under = score < window[0]
+            edge = window[0] if under else window[1]
+            ax.scatter([xi], [edge], marker="v" if under else "^", s=40, color=colour, zorder=5, clip_on=False)
+            ax.annotate(f"{score:.1f}", (xi, edge), textcoords="offset points", xytext=(4, 3 if under else -9),
+                        fontsize=7, color=colour)
+    edge = g["edge"].isin(["lowest", "highest"]).to_numpy()
+    ax.scatter(x[~edge], median[~edge], s=30, color=colour, zorder=4)
+    ax.scatter(x[edge], median[edge], s=30, facecolors="white", edgecolors=colour, linewidths=1.5, zorder=4)
+
+
+def _log_axis(ax, points: pd.DataFrame) -> None:
+    """Log x axis with a tick at each adapter size (sizes within 10% share one, uniform's sizes first), labelled
+    `4,800`, with uniform's rank under it when there is one uniform arm; labels that would print over each other
+    are left off."""
+    ordered = points.sort_values(["uniform", "params"], ascending=[False, True], kind="stable")
+    levels = size_levels(ordered["params"].tolist(), 0.1)
+    ticks = ordered[[levels.index(level) == i for i, level in enumerate(levels)]].sort_values("params")
+    one_uniform = ordered.loc[ordered["uniform"], "arm"].nunique() == 1
+    names = [thousands(t.params) + (f"\n{t.budget}" if one_uniform and t.uniform else "") for t in ticks.itertuples()]
+    shown = tick_labels(ticks["params"].tolist(), MARGIN)
+    ax.set_xscale("log")
+    ax.set_xticks(ticks["params"], [name if label else "" for name, label in zip(names, shown)])
+    ax.minorticks_off()
+    ax.set_xlim(ticks["params"].min() / MARGIN, ticks["params"].max() * MARGIN)
+
+
+def _wrap(text: str, width: int = 34) -> str:
+    return "\n".join(textwrap.wrap(text, width))

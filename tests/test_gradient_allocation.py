@@ -1,0 +1,233 @@
+"""`--allocation gradient`: energies equal their definitions, the solver equals brute force, and the ranks reach
+plan, train, ranks.json and the Python API."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from rankwise.adapters.loraxs import LoraXSLinear
+from rankwise.allocation import gradient as g
+from rankwise.allocation.budget import RankCost
+from rankwise.methods import get_method
+from rankwise.targets import find_targets
+
+
+def _energy_table(rows: list[list[float]], width: int) -> torch.Tensor:
+    out = torch.full((len(rows), width + 1), -math.inf, dtype=torch.float64)
+    for i, row in enumerate(rows):
+        out[i, :len(row)] = torch.tensor(row, dtype=torch.float64)
+    return out
+
+
+def _brute_force(energy: torch.Tensor, cost: RankCost, budget: float, rank_min: int) -> float:
+    choices = [[s for s in range(rank_min, energy.shape[1]) if math.isfinite(energy[i, s])] for i in range(len(energy))]
+    best = -math.inf
+    for ranks in itertools.product(*choices):
+        if cost.total(torch.tensor(ranks, dtype=torch.float64)) <= budget + 1e-9:
+            best = max(best, sum(float(energy[i, s]) for i, s in enumerate(ranks)))
+    return best
+
+
+def _value(energy, ranks) -> float:
+    return sum(float(energy[i, s]) for i, s in enumerate(ranks))
+
+
+@pytest.mark.parametrize("case", range(60))
+def test_exact_solver_equals_brute_force(case):
+    """Random energies (concave or not), LoRA-like linear or LoRA-XS-like quadratic costs, ranks capped per matrix."""
+    gen = torch.Generator().manual_seed(case)
+    n, width = 4, 5
+    rank_min = case % 2
+    lengths = [int(torch.randint(2, width + 2, (1,), generator=gen)) for _ in range(n)]
+    steps = [torch.rand(length - 1, generator=gen).tolist() for length in lengths]
+    if case % 3 == 0:  # concave: decreasing steps
+        steps = [sorted(s, reverse=True) for s in steps]
+    energy = _energy_table([[0.0, *itertools.accumulate(s)] for s in steps], width)
+    if case % 2:
+        cost = RankCost.from_coefficients([(1, 0, 0)] * n)
+    else:
+        cost = RankCost.from_coefficients([(0, int(torch.randint(1, 4, (1,), generator=gen)) * 6, 0) for _ in range(n)])
+    top = cost.total(torch.tensor([length - 1 for length in lengths], dtype=torch.float64))
+    floor = cost.total(float(rank_min))
+    budget = floor + (top - floor) * float(torch.rand(1, generator=gen))
+    ranks, solver = g.solve(energy, cost, budget, rank_min)
+    assert solver == "exact"
+    assert cost.total(torch.tensor(ranks, dtype=torch.float64)) <= budget + 1e-9
+    assert all(rank_min <= r <= length - 1 for r, length in zip(ranks, lengths))
+    assert _value(energy, ranks) == pytest.approx(_brute_force(energy, cost, budget, rank_min), abs=1e-12)
+
+
+def test_greedy_fallback_is_feasible_and_near_optimal(monkeypatch):
+    gen = torch.Generator().manual_seed(0)
+    n, width = 5, 6
+    steps = [sorted(torch.rand(width, generator=gen).tolist(), reverse=True) for _ in range(n)]
+    energy = _energy_table([[0.0, *itertools.accumulate(s)] for s in steps], width)
+    cost = RankCost.from_coefficients([(0, 7, 0), (0, 11, 0), (0, 7, 0), (0, 13, 0), (0, 11, 0)])
+    budget = 7 * 3 + 11 * 2 + 7 * 4 + 13 * 1 + 11 * 3
+    monkeypatch.setattr(g, "DP_CELLS_LIMIT", 0)
+    ranks, solver = g.solve(energy, cost, budget, 1)
+    assert solver == "greedy"
+    assert cost.total(torch.tensor(ranks, dtype=torch.float64)) <= budget
+    optimum = _brute_force(energy, cost, budget, 1)
+    assert optimum - 0.05 * optimum <= _value(energy, ranks) <= optimum + 1e-12
+
+
+def test_lora_energy_is_the_best_rank_s_approximation():
+    grad = torch.randn(12, 7, generator=torch.Generator().manual_seed(1))
+    energy = g.lora_energy(grad, 9)
+    u, s, vh = torch.linalg.svd(grad.double(), full_matrices=False)
+    for rank in range(8):
+        approx = u[:, :rank] @ torch.diag(s[:rank]) @ vh[:rank]
+        assert float(energy[rank]) == pytest.approx(float((approx**2).sum()), rel=1e-10, abs=1e-12)
+    assert math.isinf(float(energy[8])) and math.isinf(float(energy[9]))  # a 12×7 matrix holds rank 7 at most
+
+
+def test_loraxs_energy_is_the_squared_gradient_of_r():
+    """E(s) = ‖∂L/∂R restricted to the top-left s×s block‖² on a real LoraXSLinear, with L = ⟨G, ΔW⟩."""
+    gen = torch.Generator().manual_seed(2)
+    base = torch.nn.Linear(10, 8, bias=False)
+    with torch.no_grad():
+        base.weight.copy_(torch.randn(8, 10, generator=gen))
+    grad = torch.randn(8, 10, generator=gen, dtype=torch.float64)
+    layer = LoraXSLinear(base, rank=6, scale=1.0, seed=0)
+    a, b = layer.lora_A.double(), layer.lora_B.double()
+    r = torch.zeros(6, 6, dtype=torch.float64, requires_grad=True)
+    (grad * (b @ r @ a)).sum().backward()
+    energy = g.loraxs_energy(base.weight.detach(), grad, 6)
+    for s in range(7):
+        assert float(energy[s]) == pytest.approx(float((r.grad[:s, :s] ** 2).sum()), rel=1e-5, abs=1e-9)  # float32 factors
+
+
+def _tiny_bert(num_labels: int = 2) -> BertForSequenceClassification:
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=24, max_position_embeddings=32, num_labels=num_labels)
+    return BertForSequenceClassification(config)
+
+
+def _batches(count: int, num_labels: int = 2):
+    gen = torch.Generator().manual_seed(3)
+    return [{"input_ids": torch.randint(0, 60, (4, 9), generator=gen),
+             "attention_mask": torch.ones(4, 9, dtype=torch.long),
+             "labels": torch.randint(0, num_labels, (4,), generator=gen)} for _ in range(count)]
+
+
+def test_target_gradients_equal_autograd_and_leave_the_model_as_it_was():
+    model = _tiny_bert()
+    model.train()
+    targets = find_targets(model, None)
+    batches = _batches(3)
+    grads = g.target_gradients(model, targets, batches)
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    assert all(p.grad is None for p in model.parameters())
+    model.eval()
+    total = sum(model(**b).loss for b in batches) / 3
+    total.backward()
+    for t, grad in zip(targets, grads):
+        assert torch.allclose(grad, model.get_submodule(t.name).weight.grad, atol=1e-7)
+
+
+@pytest.mark.parametrize("method", ["lora", "loraxs", "dora"])
+def test_gradient_allocation_meets_the_budget_and_follows_the_energy(method):
+    model = _tiny_bert()
+    targets = find_targets(model, None)
+    m = get_method(method)
+    cost = m.rank_cost(targets)
+    budget = cost.total(3.0)
+    result = g.gradient_allocation(m, model, targets, _batches(2), cost, budget, rank_min=1, rank_max=8)
+    assert cost.total(torch.tensor(result.ranks, dtype=torch.float64)) <= budget + 1e-6
+    assert result.solver == "exact" and result.batches == 2
+    assert _value(result.energy, result.ranks) == pytest.approx(
+        _value(result.energy, g.solve(result.energy, cost, budget, 1)[0]))
+    assert _value(result.energy, result.ranks) >= _value(result.energy, [3] * len(targets)) - 1e-12
+    record = result.record()
+    assert record["energy_captured"] == pytest.approx([float(result.energy[i, r]) for i, r in enumerate(result.ranks)])
+
+
+def test_normalized_energies_end_at_one():
+    energy = _energy_table([[0, 2, 3, 3.5], [0, 0.1, 0.15]], 3)
+    normalized = g.normalize_energy(energy)
+    assert normalized[0, 3] == pytest.approx(1.0) and normalized[1, 2] == pytest.approx(1.0)
+    assert normalized[0, 1] == pytest.approx(2 / 3.5) and math.isinf(float(normalized[1, 3]))
+
+
+# ---------------------------------------------------------------------------------------------
+# From the CLI and the API
+# ---------------------------------------------------------------------------------------------
+
+def _cfg(model_dir, data_dir, out, **kw):
+    from rankwise.config import RunConfig
+
+    values = dict(model=str(model_dir), data_dir=str(data_dir), task="cola", output_dir=str(out), num_train_epochs=1,
+                  per_device_train_batch_size=16, logging_steps=2, quiet=True, learning_rate=5e-3,
+                  allocation="gradient", rank=3, allocation_batches=2)
+    values.update(kw)
+    return RunConfig(**values)
+
+
+@pytest.mark.parametrize("method", ["loraxs", "lora"])
+def test_train_uses_the_measured_ranks_and_reloads_them(method, tiny_bert_dir, tiny_glue_dir, tmp_path):
+    import json
+
+    from transformers import AutoModelForSequenceClassification
+
+    import rankwise
+    from rankwise.config import prepare
+    from rankwise.planning import measured_plan
+    from rankwise.train import run_training
+
+    cfg = _cfg(tiny_bert_dir, tiny_glue_dir, tmp_path / "run", method=method)
+    planned = measured_plan(prepare(_cfg(tiny_bert_dir, tiny_glue_dir, tmp_path / "plan", method=method)))
+    summary = run_training(cfg)
+    record = json.loads((tmp_path / "run" / "ranks.json").read_text())
+    ranks = [row["rank"] for row in record["matrices"]]
+    assert ranks == [r.rank for r in planned.rows]  # `rankwise plan` shows what training applies
+    assert record["gradient"]["measured"] and record["gradient"]["batches"] == 2
+    cost = get_method(method).rank_cost(planned.targets)
+    assert cost.total(torch.tensor(ranks, dtype=torch.float64)) <= cost.total(3.0) + 1e-6
+    assert len(set(ranks)) > 1  # the gradients of a random head on this data are not uniform
+    assert summary["hard_ranks"] == dict(zip([r.name for r in planned.rows], ranks))
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=2)
+    adapter = rankwise.load_adapter(base, tmp_path / "run" / "adapter")
+    assert adapter.ranks == ranks
+
+
+def test_api_plan_with_batches_gives_a_peft_rank_pattern():
+    import rankwise
+
+    model = _tiny_bert()
+    without = rankwise.plan(model, method="lora", allocation="gradient", rank=3)
+    assert [r.rank for r in without.rows] == [3] * len(without.rows)
+    with pytest.raises(rankwise.ConfigError, match="batches"):
+        without.lora_config()
+    plan = rankwise.plan(model, method="lora", allocation="gradient", rank=3, batches=_batches(2))
+    config = plan.lora_config()
+    expected = g.gradient_allocation(get_method("lora"), model, plan.targets, _batches(2),
+                                     get_method("lora").rank_cost(plan.targets), plan.gradient["budget"], 1, 12)
+    assert [config.rank_pattern.get(r.name, config.r) for r in plan.rows] == expected.ranks == [r.rank for r in plan.rows]
+
+
+@pytest.mark.parametrize("flags, field", [
+    (["--match_budget"], "match_budget"),
+    (["--rank", "20", "--rank_max", "10"], "rank"),
+    (["--allocation_batches", "0"], "allocation_batches"),
+    (["--rank_min", "5", "--rank_max", "4"], "rank_min"),
+    (["--init", "eva", "--method", "lora"], "init"),
+])
+def test_bad_gradient_options_are_refused(flags, field, capsys):
+    from conftest import run_cli
+
+    assert run_cli("plan", "--model", "minilm", "--task", "sst2", "--allocation", "gradient", *flags) == 2
+    assert f"--{field}" in capsys.readouterr().err
+
+
+def test_gradient_options_without_gradient_allocation_are_refused(capsys):
+    from conftest import run_cli
+
+    assert run_cli("plan", "--model", "minilm", "--task", "sst2", "--allocation_batches", "4") == 2
+    assert "--allocation_batches: only applies to --allocation gradient" in capsys.readouterr().err
