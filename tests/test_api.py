@@ -24,6 +24,7 @@ import rankwise
 from conftest import REPO, run_cli, tiny_gpt2_config
 from rankwise.config import RunConfig
 from rankwise.data import encode_classification, load_glue
+from rankwise.methods import get_method
 from rankwise.models import EMBEDDED, base_model_reference, load_tokenizer, locate_base_model
 from rankwise.train import setup_run, train
 
@@ -474,7 +475,7 @@ def test_push_to_hub_is_refused_offline_before_any_work(loraxs_trained, cola_run
 def test_the_api_docs_examples_run_and_do_what_they_say(tmp_path, monkeypatch, capsys):
     text = (REPO / "docs" / "api.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
-    assert len(blocks) == 5
+    assert len(blocks) == 6
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     for index, block in enumerate(blocks):
@@ -484,6 +485,12 @@ def test_the_api_docs_examples_run_and_do_what_they_say(tmp_path, monkeypatch, c
     plan, peft_model = namespace["plan"], namespace["peft_model"]
     assert sum(p.numel() for p in peft_model.parameters() if p.requires_grad) == plan.trainable_parameters
     assert plan.to_table() in out and len(set(plan.ranks.values())) > 2
+
+    measured = namespace["measured"]  # gradient allocation: within LoRA r4's budget, as the solver chose
+    cost = get_method("lora").rank_cost(measured.targets)
+    ranks = [measured.ranks[r.name] for r in measured.rows]
+    assert cost.total(torch.tensor(ranks, dtype=torch.float64)) <= cost.total(4.0) == measured.gradient["budget"]
+    assert "loss gradients of 1 training batch (" in out and measured.gradient["solver"] == "exact"
 
     model, allocator = namespace["model"], namespace["allocator"]
     assert allocator.step == namespace["trainer"].state.max_steps == 9  # 24 examples, batches of 8, 3 epochs

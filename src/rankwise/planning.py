@@ -193,7 +193,8 @@ class Plan:
         elif self.gradient is not None:
             g = self.gradient
             captured, possible = sum(g["energy_captured"]), sum(g["energy_at_rank_max"])
-            lines.append(f"gradient: ranks from the loss gradients of {g['batches']} training batches "
+            lines.append(f"gradient: ranks from the loss gradients of {g['batches']} training "
+                         f"batch{'es' if g['batches'] != 1 else ''} "
                          f"({g['seconds']:.1f} s): budget {g['budget']:,.0f} parameters, "
                          f"{100 * captured / possible if possible > 0 else 0:.1f}% of the gradient energy at "
                          f"rank_max captured ({g['solver']} solution)")

@@ -196,7 +196,8 @@ def varying_fields(df: pd.DataFrame) -> list[str]:
 
 
 def rank_text(row) -> str:
-    """The ranks of a configuration in a few characters: `r25`, `16→4`, `att 16 / mlp 8`, `5–30, avg 20`."""
+    """The ranks of a configuration in a few characters: `r25`, `16→4`, `att 16 / mlp 8`, `5–30, avg 20`,
+    `1–16, budget r4` (gradient allocation)."""
     allocation = row.get("allocation")
     if not trains_adapter(row.get("method")):
         return "full"
@@ -218,6 +219,10 @@ def rank_text(row) -> str:
         return f"custom ({Path(str(row.get('rank_file'))).name})"
     if allocation == "empirical":
         return f"empirical, r {short_text(row['rank'])}"
+    if allocation == "gradient":  # the budget is uniform --rank's (or --budget), ranks in [rank_min, rank_max]
+        budget = f"budget {row['budget']:,.0f}" if not is_missing(row.get("budget")) else \
+            f"budget r{short_text(row['rank'])}"
+        return f"{short_text(row['rank_min'])}–{short_text(row['rank_max'])}, {budget}"
     return f"r{short_text(row['rank'])}" + (" (matched budget)" if row.get("match_budget") else "")
 
 
