@@ -231,3 +231,18 @@ def test_gradient_options_without_gradient_allocation_are_refused(capsys):
 
     assert run_cli("plan", "--model", "minilm", "--task", "sst2", "--allocation_batches", "4") == 2
     assert "--allocation_batches: only applies to --allocation gradient" in capsys.readouterr().err
+
+
+def test_wrap_builds_the_measured_ranks_and_refuses_without_batches():
+    import rankwise
+
+    with pytest.raises(rankwise.ConfigError, match="batches: are needed by allocation='gradient'"):
+        rankwise.wrap(_tiny_bert(), method="loraxs", allocation="gradient", rank=3)
+    with pytest.raises(rankwise.ConfigError, match="batches: are only read by allocation='gradient'"):
+        rankwise.wrap(_tiny_bert(), method="loraxs", rank=3, batches=_batches(1))
+    model = _tiny_bert()
+    planned = rankwise.plan(_tiny_bert(), method="loraxs", allocation="gradient", rank=3, batches=_batches(2))
+    wrapped, allocator = rankwise.wrap(model, method="loraxs", allocation="gradient", rank=3, batches=_batches(2))
+    assert allocator is None
+    assert [m.rank for m in wrapped.rankwise.adapter.modules] == [r.rank for r in planned.rows]
+    assert len({r.rank for r in planned.rows}) > 1

@@ -111,11 +111,20 @@ def plan(model: nn.Module | str, method: str = "lora", allocation: str = "unifor
     else:
         cfg.model = str(model)
         network, heads = meta_model(cfg)
+    if batches is not None:
+        _check_batches(cfg, batches)
+    result, _ = build_plan(cfg, network, heads, _positive("steps_per_epoch", steps_per_epoch), batches, loss_fn)
+    return result
+
+
+def _check_batches(cfg: RunConfig, batches) -> None:
+    """`batches` go with allocation='gradient' (which `wrap` cannot do without: its adapters are built at once)."""
     if batches is not None and cfg.allocation != "gradient":
         raise ConfigError("batches", f"are only read by allocation='gradient', but allocation is `{cfg.allocation}`",
                           "Drop batches=, or use allocation='gradient'")
-    result, _ = build_plan(cfg, network, heads, _positive("steps_per_epoch", steps_per_epoch), batches, loss_fn)
-    return result
+    if batches is None and cfg.allocation == "gradient":
+        raise ConfigError("batches", "are needed by allocation='gradient': the ranks come from the loss gradients of "
+                          "a few training batches", "Pass batches=[...] (dicts of tensors with labels)")
 
 
 def _positive(name: str, value) -> int:
@@ -153,7 +162,7 @@ class Wrapped:
 
 
 def wrap(model: nn.Module, method: str = "loraxs", allocation: str = "uniform", *, steps_per_epoch: int = 1,
-         **options) -> tuple[nn.Module, RankAllocator | None]:
+         batches=None, loss_fn=None, **options) -> tuple[nn.Module, RankAllocator | None]:
     """Put `method`'s adapters on `model` at the ranks `allocation` gives, as `rankwise train` would.
 
     Returns (model, allocator): the model to train (LoRA-XS adapts `model` in place; LoRA and DoRA return a
@@ -166,9 +175,11 @@ def wrap(model: nn.Module, method: str = "loraxs", allocation: str = "uniform", 
 
     `options`: as for `plan` (`rank_min`, `rank_max`, `rank_average`, `alpha_min`, `alpha_max`, `alpha_scheduler`,
     `memory_start`, `epochs_rank_discrete`, `rank_allocation_lr`, `seed`, ...). The plan and state are kept on the
-    returned model as `model.rankwise` (see Wrapped)."""
+    returned model as `model.rankwise` (see Wrapped). `allocation="gradient"` needs `batches` (and `loss_fn`), as
+    for `plan`."""
     _check_model(model, "wrap")
     cfg = _config("wrap", method, allocation, options)
+    _check_batches(cfg, batches)
     adapter_method = get_method(cfg.method)
     if not adapter_method.trains_adapter:
         raise ConfigError("method", f"`{cfg.method}` trains every weight: there are no adapters to wrap",
@@ -182,7 +193,7 @@ def wrap(model: nn.Module, method: str = "loraxs", allocation: str = "uniform", 
                           "see", f"Wrap with init='default', or use `rankwise train --init {cfg.init}`")
     heads = head_modules(model)
     base_model = getattr(model, "name_or_path", None) or None
-    result, allocator = build_plan(cfg, model, heads, _positive("steps_per_epoch", steps_per_epoch))
+    result, allocator = build_plan(cfg, model, heads, _positive("steps_per_epoch", steps_per_epoch), batches, loss_fn)
     adapter = build_adapter(model, cfg.method, result.targets, result.allocated_ranks, [r.alpha for r in result.rows],
                             rslora=cfg.alpha_policy == "rslora", dropout=cfg.lora_dropout, head_modules=heads,
                             task_type=result.task_type, seed=cfg.seed, init=cfg.init, run_config=cfg)
