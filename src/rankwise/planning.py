@@ -207,10 +207,11 @@ class Plan:
 
 
 def build_plan(cfg, model: nn.Module, head_modules: list[str], steps_per_epoch: int = 1, batches=None,
-               loss_fn=None) -> tuple[Plan, RankAllocator | None]:
+               loss_fn=None, distributed: bool = False) -> tuple[Plan, RankAllocator | None]:
     """The plan for a resolved config on `model` (real or on the meta device), and the rank allocator
     for learned allocation. `batches` (with `loss_fn(model, batch)`, default `model(**batch).loss`): the training
-    batches `gradient` allocation measures on (the model must have its weights). Raises ConfigError for strategy
+    batches `gradient` allocation measures on (the model must have its weights; `distributed`: every process of a
+    run measures them and process 0's energies count). Raises ConfigError for strategy
     problems (custom file, budget, ranks larger than their matrices) and for a --max_seq_length the model's
     positions cannot hold."""
     check_max_seq_length(cfg.max_seq_length, model, default_max_seq_length(cfg.task), cfg.model)
@@ -237,7 +238,7 @@ def build_plan(cfg, model: nn.Module, head_modules: list[str], steps_per_epoch: 
         ranks, budget = method.initial_ranks(cfg, targets)
         shown = ranks
     elif cfg.allocation == "gradient":  # without batches: the budget checked, uniform --rank shown until measured
-        gradient = allocate_by_gradient(cfg, model, targets, batches, loss_fn)
+        gradient = allocate_by_gradient(cfg, model, targets, batches, loss_fn, distributed)
         ranks = shown = gradient.ranks if gradient.ranks else [cfg.rank] * len(targets)
     else:
         ranks = static_ranks(cfg, targets, method.rank_cost(targets))  # checks every rank fits its matrix
@@ -277,7 +278,8 @@ def measured_plan(cfg) -> Plan:
     return plan
 
 
-def allocate_by_gradient(cfg, model: nn.Module, targets: list[TargetMatrix], batches, loss_fn=None):
+def allocate_by_gradient(cfg, model: nn.Module, targets: list[TargetMatrix], batches, loss_fn=None,
+                         distributed: bool = False):
     """`gradient` allocation's ranks for a resolved config: the budget is --budget, else uniform --rank's
     parameters; ranks in [rank_min, rank_max] (and each matrix's smaller dimension). Without `batches` only the
     budget is checked: the result has no ranks (`measured` False)."""
@@ -286,17 +288,22 @@ def allocate_by_gradient(cfg, model: nn.Module, targets: list[TargetMatrix], bat
     field = "budget" if cfg.budget is not None else "rank"
     budget = float(cfg.budget) if cfg.budget is not None else cost.total(float(cfg.rank))
     limits = [min(cfg.rank_max, t.in_features, t.out_features) for t in targets]
-    check_feasible(cost, budget, cfg.rank_min, cfg.rank_max, field)
     if cfg.rank_min > min(limits):
         raise ConfigError("rank_min", f"({cfg.rank_min}) exceeds the smallest target matrix dimension "
                           f"({min(limits)})", f"Use --rank_min {min(limits)} or less")
+    check_feasible(cost, budget, cfg.rank_min, cfg.rank_max, field)
+    most = float(cost.cost(torch.tensor(limits, dtype=torch.float64)).sum())  # matrices smaller than rank_max
+    if budget > most + 1e-6:
+        raise ConfigError(field, f"budget {budget:,.0f} is more than the {len(targets)} target matrices can hold "
+                          f"with ranks up to --rank_max {cfg.rank_max} and their own sizes ({most:,.0f} parameters)",
+                          f"Lower --{field}, or raise --rank_max")
     if batches is None:
         return GradientAllocation.unmeasured(budget, cfg.allocation_batches, cfg.gradient_normalize)
     if any(p.is_meta for p in model.parameters()):
         raise ConfigError("allocation", "`gradient` needs the model's weights, but it is on the meta device",
                           "Load the model with its weights (from_pretrained)")
     return gradient_allocation(method, model, targets, batches, cost, budget, cfg.rank_min, cfg.rank_max,
-                               normalized=cfg.gradient_normalize, loss_fn=loss_fn)
+                               normalized=cfg.gradient_normalize, loss_fn=loss_fn, distributed=distributed)
 
 
 def learned_alphas(alphas: list[float], cfg, allocator: RankAllocator) -> list[float]:

@@ -27,7 +27,7 @@ from typing import Iterator
 
 from .config import RunConfig, applies
 from .errors import RunDirError
-from .naming import NOT_IDENTITY
+from .naming import NAME_DEFAULTS, NOT_IDENTITY
 from .rundir import SUMMARY, RunDir, check_writable_path, read_json, replace_dir, sibling
 
 # Every entry rankwise writes in a run directory (DESIGN.md → Outputs; generations.jsonl for instruction
@@ -139,7 +139,8 @@ def inspect(path: str | Path) -> DirState:
 def config_conflicts(cfg: RunConfig, run_dir: str | Path | None = None) -> list[str]:
     """`field: X there, Y here` for each setting that changes results (and applies to this allocation and
     method) where the run in `run_dir` (default: cfg.output_dir) was trained with another value than `cfg`
-    asks for. Fields its config.json lacks (written by an older rankwise) are not compared."""
+    asks for. A field its config.json lacks (written by an older rankwise) is compared as the value it had then
+    when its default changed since (naming.NAME_DEFAULTS), and not compared otherwise."""
     stored = _rankwise_config(Path(run_dir or cfg.output_dir))
     return [] if stored is None else stored_config_conflicts(stored, cfg)
 
@@ -147,6 +148,7 @@ def config_conflicts(cfg: RunConfig, run_dir: str | Path | None = None) -> list[
 def stored_config_conflicts(stored: dict, cfg: RunConfig) -> list[str]:
     """`config_conflicts` against a stored config mapping (a run's config.json, a checkpoint's state)."""
     wanted = json.loads(json.dumps(cfg.to_dict(), default=str))  # tuples become lists, as in the file
+    stored = {**{name: old for name, old in NAME_DEFAULTS.items() if name not in stored}, **stored}
     return [f"{name}: {stored[name]!r} there, {value!r} here" for name, value in wanted.items()
             if name not in NOT_IDENTITY and name in stored and stored[name] != value
             and applies(name, cfg.allocation, cfg.method)]

@@ -90,7 +90,8 @@ def setup_run(cfg: RunConfig) -> Setup:
     total_steps = cfg.max_steps or steps_per_epoch * cfg.num_train_epochs
     measured = measuring_batches(cfg, task, process_state().device, processes) if cfg.allocation == "gradient" \
         else None
-    plan, allocator = build_plan(cfg, task.model, task.head_modules, steps_per_epoch, measured)
+    plan, allocator = build_plan(cfg, task.model, task.head_modules, steps_per_epoch, measured,
+                                 distributed=processes > 1)
     check_head_saving(cfg, plan)
     adapter = build_adapter(task.model, cfg.method, plan.targets, plan.allocated_ranks, [r.alpha for r in plan.rows],
                             rslora=cfg.alpha_policy == "rslora", dropout=cfg.lora_dropout,

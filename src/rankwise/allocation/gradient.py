@@ -3,11 +3,13 @@
 A few training batches (`--allocation_batches`, default 8) give each target matrix's loss gradient
 G_i = ∂L/∂W_i (the mean over the batches; base weights as loaded, the head at its initialisation, dropout off).
 The energy E_i(s) is how much of that gradient a rank-s adapter of the method can follow, i.e. the squared norm
-of the gradient of its trainable parameters (the first-order loss decrease of a step on them):
+of the loss gradient restricted to what a rank-s adapter can change:
 
-- LoRA, DoRA: the top-s squared singular values of G_i (the best rank-s approximation of the gradient);
+- LoRA, DoRA: the top-s squared singular values of G_i (the best rank-s approximation of the gradient: what a
+  rank-s update can represent; at LoRA's initialisation, B = 0, the first step's gain is not this);
 - LoRA-XS: ‖(U_rᵀ G_i V_r Σ_r)[:s, :s]‖², the gradient of its r×r matrix R between the frozen SVD factors of W
   (rankwise's A = Σ_r V_rᵀ, B = U_r; the singular values weight the columns, as they scale R's inputs).
+The update scale α/s (constant α) is left out: with `--alpha_policy ratio` every matrix has uniform --rank's scale.
 
 Ranks maximise Σ_i E_i(s_i) subject to Σ_i c_i(s_i) ≤ budget and rank_min ≤ s_i ≤ rank_max (and the matrix's
 smaller dimension). `solve` does it exactly by dynamic programming over the budget, counted in units of the
@@ -163,8 +165,11 @@ def _cost_steps(energy: torch.Tensor, cost: RankCost, rank_min: int) -> tuple[li
     steps, allowed = [], []
     for i in range(len(energy)):
         top = int(torch.isfinite(energy[i]).nonzero().max())
+        if top < rank_min:
+            raise ValueError(f"matrix {i} can hold rank {top} at most, below rank_min {rank_min}")
         ranks = torch.arange(rank_min, top + 1, dtype=torch.float64)
-        extra = cost.quad[i] * ranks**2 + cost.lin[i] * ranks - cost.quad[i] * rank_min**2 - cost.lin[i] * rank_min
+        matrix = RankCost(cost.quad[i:i + 1], cost.lin[i:i + 1], cost.const[i:i + 1])
+        extra = [matrix.cost(float(r)) - matrix.cost(float(rank_min)) for r in ranks]
         steps.append([int(round(float(x))) for x in extra])
         allowed.append(top)
     return steps, allowed
@@ -239,12 +244,15 @@ def energy_curves(method, model: nn.Module, targets: list[TargetMatrix], grads: 
 
 def gradient_allocation(method, model: nn.Module, targets: list[TargetMatrix], batches, cost: RankCost,
                         budget: float, rank_min: int, rank_max: int, normalized: bool = False,
-                        loss_fn=None) -> GradientAllocation:
-    """Measure gradients on `batches`, turn them into energies and solve for the ranks."""
+                        loss_fn=None, distributed: bool = False) -> GradientAllocation:
+    """Measure gradients on `batches`, turn them into energies and solve for the ranks. `distributed`: every
+    process of the run calls this on the same batches, and process 0's energies are used (training)."""
     started = time.perf_counter()
     batches = list(batches)
     grads = target_gradients(model, targets, batches, loss_fn)
-    energy = _agreed(energy_curves(method, model, targets, grads, rank_max))
+    energy = energy_curves(method, model, targets, grads, rank_max)
+    if distributed:
+        energy = _agreed(energy)
     if normalized:
         energy = normalize_energy(energy)
     ranks, solver = solve(energy, cost, budget, rank_min)
