@@ -14,6 +14,7 @@ from ..study.figures import tick_labels
 from ..text import thousands
 
 DODGE = 0.035  # decades between neighbouring arms at one budget, so that their seeds do not hide each other
+SPREAD = 0.1  # at most this many decades between the first and the last arm (a point stays by its budget)
 MARGIN = 1.5  # room beyond the smallest and largest adapter, as a factor
 
 
@@ -24,8 +25,9 @@ def draw_frontier(points: pd.DataFrame, arms: list[str], ylabel: str, title: str
     fig, ax = pyplot().subplots(figsize=(8.6, 4.8))
     colours = palette()
     low, high = _window(points)
+    dodge = min(DODGE, SPREAD / max(len(arms) - 1, 1))
     for k, arm in enumerate(arms):
-        shift = 10 ** (DODGE * (k - (len(arms) - 1) / 2))
+        shift = 10 ** (dodge * (k - (len(arms) - 1) / 2))
         _draw_arm(ax, points[points["arm"] == arm].sort_values("params"), shift, colours[k % len(colours)], arm,
                   (low, high))
     ax.set_ylim(low, high)
