@@ -162,17 +162,14 @@ def solve(energy: torch.Tensor, cost: RankCost, budget: float, rank_min: int) ->
 
 def _cost_steps(energy: torch.Tensor, cost: RankCost, rank_min: int) -> tuple[list[list[int]], list[int]]:
     """Per matrix, the extra cost of ranks rank_min..its largest allowed rank over rank_min, and that largest rank."""
-    steps, allowed = [], []
-    for i in range(len(energy)):
-        top = int(torch.isfinite(energy[i]).nonzero().max())
-        if top < rank_min:
-            raise ValueError(f"matrix {i} can hold rank {top} at most, below rank_min {rank_min}")
-        ranks = torch.arange(rank_min, top + 1, dtype=torch.float64)
-        matrix = RankCost(cost.quad[i:i + 1], cost.lin[i:i + 1], cost.const[i:i + 1])
-        extra = [matrix.cost(float(r)) - matrix.cost(float(rank_min)) for r in ranks]
-        steps.append([int(round(float(x))) for x in extra])
-        allowed.append(top)
-    return steps, allowed
+    allowed = [int(torch.isfinite(row).nonzero().max()) for row in energy]
+    too_small = [i for i, top in enumerate(allowed) if top < rank_min]
+    if too_small:
+        raise ValueError(f"matrix {too_small[0]} can hold rank {allowed[too_small[0]]} at most, below rank_min "
+                         f"{rank_min}")
+    table = torch.stack([cost.cost(float(r)) for r in range(rank_min, max(allowed) + 1)], dim=1)  # (n, ranks)
+    extra = (table - table[:, :1]).round().long().tolist()
+    return [row[:top - rank_min + 1] for row, top in zip(extra, allowed)], allowed
 
 
 def _solve_exact(energy, steps, unit: int, capacity: int, rank_min: int) -> list[int]:

@@ -195,6 +195,13 @@ def varying_fields(df: pd.DataFrame) -> list[str]:
     return out
 
 
+def is_uniform(row) -> bool:
+    """A fixed uniform rank of a method that trains adapters at the ranks it is given (the reports' baseline)."""
+    method, init = row.get("method"), row.get("init")
+    return (row.get("allocation") == "uniform" and trains_adapter(method) and not allocates_ranks(method)
+            and (is_missing(init) or init == "default"))
+
+
 def rank_text(row) -> str:
     """The ranks of a configuration in a few characters: `r25`, `16→4`, `att 16 / mlp 8`, `5–30, avg 20`,
     `1–16, budget r4` (gradient allocation)."""
@@ -406,8 +413,7 @@ def resolve_baselines(groups: pd.DataFrame, baseline: str | None) -> list[str]:
                               "Labels: " + "; ".join(f"`{l}`" for l in groups["label"]))
         return matched["label"].tolist()
     adapters = groups[groups["method"].map(trains_adapter)]
-    uniform = adapters[(adapters.get("allocation") == "uniform") & ~adapters["method"].map(allocates_ranks)
-                       & (adapters["init"].fillna("default") == "default" if "init" in adapters else True)]
+    uniform = adapters[adapters.apply(is_uniform, axis=1)] if len(adapters) else adapters
     # Fixed-rank runs are the baseline of other allocations; a report of fixed-rank and full fine-tuning runs
     # only (e.g. an LR sweep) has nothing to hold them against.
     return uniform["label"].tolist() if 0 < len(uniform) < len(adapters) else []

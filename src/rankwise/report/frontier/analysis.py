@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from ...methods import allocates_ranks, trains_adapter
-from ..aggregate import IDENTITY_FIELDS, METHOD_NAMES, applicable, describe_config, rank_text, varying_fields
+from ..aggregate import (IDENTITY_FIELDS, METHOD_NAMES, applicable, describe_config, is_uniform, rank_text,
+                         varying_fields)
 from ..placement.analysis import size_levels
 from ..stats import holm, select_learning_rates, verdict
 from ..study.analysis import LR_FIELDS, adapter_params, compare_arms, runs_at
@@ -113,13 +114,6 @@ def _arm_names(runs: pd.DataFrame, key: pd.Series, followers: pd.Series) -> dict
         for n, k in enumerate([k for k in names if names[k] == name], 1):
             names[k] = f"{name} #{n}"
     return names
-
-
-def is_uniform(row) -> bool:
-    """A fixed uniform rank of a method that trains adapters at the ranks it is given (the reference line)."""
-    method, init = row.get("method"), row.get("init")
-    return (row.get("allocation") == "uniform" and trains_adapter(method) and not allocates_ranks(method)
-            and (is_missing(init) or init == "default"))
 
 
 def varies_budget(frame: pd.DataFrame) -> list[str]:
