@@ -270,8 +270,9 @@ def test_dora_wraps_plans_and_exports_like_lora(tiny_bert_dir, tiny_glue_dir, tm
                          rank_mlp=2)
     peft_model = get_peft_model(fresh(tiny_bert_dir), plan.lora_config())
     assert sum(p.numel() for p in peft_model.parameters() if p.requires_grad) == plan.trainable_parameters
-    with pytest.raises(rankwise.ConfigError, match="--allocation: `learned` needs rank masks"):
-        rankwise.wrap(fresh(tiny_bert_dir), method="dora", allocation="learned")
+    learned, allocator = rankwise.wrap(fresh(tiny_bert_dir), method="dora", allocation="learned", rank_min=2,
+                                       rank_max=6, rank_average=4, rank_annealing=True)
+    assert allocator is not None and learned.rankwise.hard_ranks() == [4] * len(plan.rows)  # masks work on DoRA
 
     model, allocator = rankwise.wrap(fresh(tiny_bert_dir, **LABELS), method="dora", allocation="attention_heavy",
                                      rank_attention=4, rank_mlp=2)

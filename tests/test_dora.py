@@ -130,13 +130,39 @@ def test_evaluate_reproduces_the_runs_final_metrics(dora_run, tmp_path, capsys):
     assert metrics["eval_loss"] == pytest.approx(summary["final"]["eval_loss"], abs=1e-5)
 
 
-def test_dora_refuses_learned_allocation_and_the_compact_format(dora_run, tiny_bert_dir, tiny_glue_dir, tmp_path,
-                                                                capsys):
-    code = run_cli("train", "--model", tiny_bert_dir, "--data_dir", tiny_glue_dir, "--method", "dora",
-                   "--allocation", "learned", "--output_dir", tmp_path / "x")
-    err = capsys.readouterr().err
-    assert code == 2 and "--allocation: `learned` needs rank masks, which --method dora does not have" in err
-    assert "DoRA's weight norm" in err and not (tmp_path / "x").exists()
+def test_masked_dora_layer_equals_its_definition():
+    """Rank masks on DoRA: the layer computes m ⊙ V x / ‖V‖_c with V = W + s·B·diag(q)·A, the weight norm
+    included (PEFT computes it through lora_A's forward, where the mask hook sits)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from rankwise.targets import find_targets
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                                     num_attention_heads=2, intermediate_size=24))
+    targets = find_targets(model, None)
+    adapter = get_method("dora").build(model, targets, [6] * len(targets), [6.0] * len(targets))
+    layer = adapter.modules[0]
+    with torch.no_grad():
+        layer.lora_B["default"].weight.normal_()
+        layer.lora_magnitude_vector["default"].weight.mul_(1.3)
+    keep = torch.rand(len(targets), 6, generator=torch.Generator().manual_seed(1))
+    keep[:, 4:] = 0.0
+    adapter.set_keep(keep)
+    x = torch.randn(3, 5, 16)
+    layer.eval()
+    with torch.no_grad():
+        out = layer(x)
+        a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+        v = layer.base_layer.weight + layer.scaling["default"] * b @ torch.diag(keep[0]) @ a
+        m = layer.lora_magnitude_vector["default"].weight
+        expected = (x @ v.T) * (m / v.norm(dim=1)) + layer.base_layer.bias
+        assert torch.allclose(out, expected, atol=1e-5)
+        adapter.set_keep(None)  # unmasked: a different norm and output
+        assert not torch.allclose(layer(x), out, atol=1e-3)
+
+
+def test_dora_refuses_the_compact_format(dora_run, tmp_path, capsys):
     assert run_cli("export", dora_run[0], "--format", "compact", "--out", tmp_path / "c") == 2
     err = capsys.readouterr().err
     assert "`compact` needs a `loraxs` run (or `lora` one)" in err and "--format peft" in err

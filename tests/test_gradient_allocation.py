@@ -147,7 +147,7 @@ def test_gradient_allocation_meets_the_budget_and_follows_the_energy(method):
     # the energies are those of the definitions, from autograd's gradients
     grads = g.target_gradients(model, targets, _batches(2))
     expected = g.energy_curves(m, model, targets, grads, 8)
-    assert torch.allclose(result.energy, expected, equal_nan=True)
+    assert torch.allclose(result.energy, expected, rtol=1e-6, atol=0, equal_nan=True)  # energies are ~1e-10
 
 
 def test_normalized_energies_end_at_one():
@@ -263,3 +263,96 @@ def test_a_budget_beyond_what_small_matrices_hold_is_refused(capsys, tiny_bert_d
                    "--allocation", "gradient", "--rank_max", "40", "--budget", str(12 * 33 * 33))
     assert code == 2
     assert "--budget: budget 13,068 is more than the 12 target matrices can hold" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# --allocation_head_steps: measure through a head trained alone first
+# ---------------------------------------------------------------------------------------------
+
+def test_head_steps_measure_through_the_trained_head_and_reset_it():
+    """The gradients equal those measured by hand after the same AdamW steps on the head alone; afterwards the
+    head, requires_grad, .grad, the training mode and the global RNG are as before."""
+    model = _tiny_bert()
+    model.train()
+    targets = find_targets(model, None)
+    head = list(model.classifier.parameters())
+    before = [p.detach().clone() for p in head]
+    m = get_method("loraxs")
+    cost = m.rank_cost(targets)
+    rng = torch.get_rng_state()
+    warmed = g.gradient_allocation(m, model, targets, _batches(2), cost, cost.total(3.0), 1, 8,
+                                   head=head, head_steps=5, head_lr=1e-2)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(p, b) for p, b in zip(head, before))
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    assert all(p.grad is None for p in model.parameters())
+    assert warmed.head_steps == 5 and warmed.record()["head_steps"] == 5
+
+    by_hand = _tiny_bert()  # the same weights (seeded); its head trained by hand: 5 steps over 2 batches, cycled
+    by_hand.eval()
+    for p in by_hand.parameters():
+        p.requires_grad_(False)
+    hand_head = list(by_hand.classifier.parameters())
+    for p in hand_head:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(hand_head, lr=1e-2, weight_decay=0.0)
+    batches = _batches(2)
+    for step in range(5):
+        optimizer.zero_grad()
+        by_hand(**batches[step % 2]).loss.backward()
+        optimizer.step()
+    for p in by_hand.parameters():
+        p.requires_grad_(True)
+    grads = g.target_gradients(by_hand, targets, batches)
+    expected = g.energy_curves(m, by_hand, targets, grads, 8)
+    assert torch.allclose(warmed.energy, expected, rtol=1e-5, atol=0, equal_nan=True)  # energies are ~1e-10
+    cold = g.gradient_allocation(m, model, targets, _batches(2), cost, cost.total(3.0), 1, 8)
+    assert not torch.allclose(cold.energy, warmed.energy, rtol=1e-2, atol=0, equal_nan=True)  # the head moved
+    assert cold.ranks != warmed.ranks
+
+
+def test_head_steps_in_training_are_recorded_and_training_starts_from_the_same_head(tiny_bert_dir, tiny_glue_dir,
+                                                                                    tmp_path):
+    import json
+
+    from rankwise.config import prepare
+    from rankwise.planning import measured_plan
+    from rankwise.train import run_training
+
+    cfg = _cfg(tiny_bert_dir, tiny_glue_dir, tmp_path / "run", allocation_head_steps=4, num_train_epochs=1)
+    planned = measured_plan(prepare(_cfg(tiny_bert_dir, tiny_glue_dir, tmp_path / "plan", allocation_head_steps=4)))
+    cold = measured_plan(prepare(_cfg(tiny_bert_dir, tiny_glue_dir, tmp_path / "cold")))
+    assert planned.gradient["head_steps"] == 4 and cold.gradient["head_steps"] == 0
+    assert planned.gradient["energy"] != cold.gradient["energy"]
+    run_training(cfg)
+    record = json.loads((tmp_path / "run" / "ranks.json").read_text())
+    assert record["gradient"]["head_steps"] == 4
+    assert [row["rank"] for row in record["matrices"]] == [r.rank for r in planned.rows]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--allocation_head_steps", "-1"], "--allocation_head_steps: must be 0 or a positive integer"),
+    (["--allocation_head_steps", "4", "--freeze_head"], "--allocation_head_steps: trains the head before measuring"),
+])
+def test_bad_head_steps_are_refused(args, message, capsys):
+    from conftest import run_cli
+
+    assert run_cli("plan", "--model", "minilm", "--task", "sst2", "--allocation", "gradient", *args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_head_steps_on_a_causal_lm_are_refused():
+    """A causal LM keeps its pretrained head: there is no new head to warm up, so the option is an error."""
+    from conftest import tiny_llama_config
+    from transformers import LlamaForCausalLM
+
+    import rankwise
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_llama_config(vocab_size=60, num_hidden_layers=1))
+    ids = torch.randint(0, 60, (2, 8))
+    batches = [{"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}]
+    with pytest.raises(rankwise.ConfigError, match="allocation_head_steps: the model has no newly initialised head"):
+        rankwise.plan(model, method="lora", allocation="gradient", rank=2, allocation_head_steps=3, batches=batches)
+    plan = rankwise.plan(model, method="lora", allocation="gradient", rank=2, batches=batches)
+    assert plan.gradient["measured"] and plan.gradient["head_steps"] == 0

@@ -22,7 +22,7 @@ LEARNED = dict(allocation="learned", rank_min=2, rank_max=8, rank_average=5, alp
                rank_allocation_lr=0.05, logging_steps=1)
 
 
-@pytest.mark.parametrize("method", ["loraxs", "lora"])
+@pytest.mark.parametrize("method", ["loraxs", "lora", "dora"])
 def test_learned_run_moves_ranks_within_budget_and_evaluates_hard(method, tiny_bert_dir, tiny_glue_dir, tmp_path):
     import rankwise
     from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding

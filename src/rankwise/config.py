@@ -122,6 +122,11 @@ class RunConfig:
     allocation_batches: int = _f(8, "`gradient`: training batches whose mean loss gradient decides the ranks "
                                  "(before training: 3-4 s for MiniLM on 2 CPU cores; on STS-B and SST-2, 4 batches "
                                  "gave the ranks 16 did, at half the time).", "allocation")
+    allocation_head_steps: int = _f(0, "`gradient`: train the task's new classification head alone for this many "
+                                    "steps (AdamW at --cls_learning_rate, on the measuring batches) before "
+                                    "measuring, so the gradients do not pass through a random head; the head is "
+                                    "reset to its initial weights before training (default 0: measure at the "
+                                    "head's initialisation).", "allocation")
     gradient_normalize: bool = _f(False, "`gradient`: divide each matrix's gradient energies by their value at its "
                                   "largest rank, so only the spectrum's shape decides (default: raw energies).",
                                   "allocation")
@@ -314,7 +319,7 @@ LEARNED_ONLY = ("rank_average", "memory_start", "memory_end", "epochs_memory_sta
                 "tau", "rank_allocation_lr", "rank_allocation_weights_init", "budget_mode", "rounding", "rank_start",
                 "alpha_schedule_span", "rank_allocation_weight_decay", "rank_annealing", "learned_scale")
 RANK_RANGE = ("rank_min", "rank_max")  # learned and gradient allocation
-GRADIENT_ONLY = ("allocation_batches", "gradient_normalize")
+GRADIENT_ONLY = ("allocation_batches", "gradient_normalize", "allocation_head_steps")
 STATIC_ONLY = {"rank_first": "linear_decay", "rank_last": "linear_decay", "rank_attention": "attention_heavy",
                "rank_mlp": "attention_heavy", "rank_file": "custom", "resample_layer_ranks": "custom"}
 BUDGET_MATCHING = ("budget", "match_budget")  # rescale a static strategy (LoRA-XS or LoRA adapters) to a budget
@@ -657,6 +662,11 @@ def _validate_allocation(cfg: RunConfig) -> None:
         _validate_rank_range(cfg)
         _require(cfg.allocation_batches >= 1, "allocation_batches",
                  f"must be a positive integer, got {cfg.allocation_batches}")
+        _require(cfg.allocation_head_steps >= 0, "allocation_head_steps",
+                 f"must be 0 or a positive integer, got {cfg.allocation_head_steps}")
+        _require(not (cfg.allocation_head_steps and cfg.freeze_head), "allocation_head_steps",
+                 "trains the head before measuring, but --freeze_head keeps it at its initialisation during training, "
+                 "so the ranks would follow a head the run never has", "Drop --allocation_head_steps or --freeze_head")
         _require(cfg.budget is not None or cfg.rank_min <= cfg.rank <= cfg.rank_max, "rank",
                  f"({cfg.rank}) sets the budget to uniform rank {cfg.rank}'s parameters, which ranks in [rank_min, "
                  f"rank_max] = [{cfg.rank_min}, {cfg.rank_max}] cannot spend", "Choose --rank between --rank_min and "

@@ -194,7 +194,8 @@ class Plan:
             g = self.gradient
             captured, possible = sum(g["energy_captured"]), sum(g["energy_at_rank_max"])
             lines.append(f"gradient: ranks from the loss gradients of {g['batches']} training "
-                         f"batch{'es' if g['batches'] != 1 else ''} "
+                         f"batch{'es' if g['batches'] != 1 else ''}"
+                         f"{' through a head trained %d steps' % g['head_steps'] if g.get('head_steps') else ''} "
                          f"({g['seconds']:.1f} s): budget {g['budget']:,.0f} parameters, "
                          f"{100 * captured / possible if possible > 0 else 0:.1f}% of the gradient energy at "
                          f"rank_max captured ({g['solver']} solution)")
@@ -238,7 +239,7 @@ def build_plan(cfg, model: nn.Module, head_modules: list[str], steps_per_epoch: 
         ranks, budget = method.initial_ranks(cfg, targets)
         shown = ranks
     elif cfg.allocation == "gradient":  # without batches: the budget checked, uniform --rank shown until measured
-        gradient = allocate_by_gradient(cfg, model, targets, batches, loss_fn, distributed)
+        gradient = allocate_by_gradient(cfg, model, targets, batches, loss_fn, distributed, head_modules)
         ranks = shown = gradient.ranks if gradient.ranks else [cfg.rank] * len(targets)
     else:
         ranks = static_ranks(cfg, targets, method.rank_cost(targets))  # checks every rank fits its matrix
@@ -279,10 +280,11 @@ def measured_plan(cfg) -> Plan:
 
 
 def allocate_by_gradient(cfg, model: nn.Module, targets: list[TargetMatrix], batches, loss_fn=None,
-                         distributed: bool = False):
+                         distributed: bool = False, head_modules: list[str] = ()):
     """`gradient` allocation's ranks for a resolved config: the budget is --budget, else uniform --rank's
     parameters; ranks in [rank_min, rank_max] (and each matrix's smaller dimension). Without `batches` only the
-    budget is checked: the result has no ranks (`measured` False)."""
+    budget is checked: the result has no ranks (`measured` False). `head_modules`: the task's new head, trained
+    alone for --allocation_head_steps steps before measuring."""
     method = get_method(cfg.method)
     cost = method.rank_cost(targets)
     field = "budget" if cfg.budget is not None else "rank"
@@ -297,13 +299,29 @@ def allocate_by_gradient(cfg, model: nn.Module, targets: list[TargetMatrix], bat
         raise ConfigError(field, f"budget {budget:,.0f} is more than the {len(targets)} target matrices can hold "
                           f"with ranks up to --rank_max {cfg.rank_max} and their own sizes ({most:,.0f} parameters)",
                           f"Lower --{field}, or raise --rank_max")
+    head = _warmable_head(cfg, model, head_modules, targets)
     if batches is None:
         return GradientAllocation.unmeasured(budget, cfg.allocation_batches, cfg.gradient_normalize)
     if any(p.is_meta for p in model.parameters()):
         raise ConfigError("allocation", "`gradient` needs the model's weights, but it is on the meta device",
                           "Load the model with its weights (from_pretrained)")
     return gradient_allocation(method, model, targets, batches, cost, budget, cfg.rank_min, cfg.rank_max,
-                               normalized=cfg.gradient_normalize, loss_fn=loss_fn, distributed=distributed)
+                               normalized=cfg.gradient_normalize, loss_fn=loss_fn, distributed=distributed,
+                               head=head, head_steps=cfg.allocation_head_steps, head_lr=cfg.cls_learning_rate)
+
+
+def _warmable_head(cfg, model: nn.Module, head_modules, targets: list[TargetMatrix]) -> list[nn.Parameter]:
+    """The parameters --allocation_head_steps trains: the task's new head (without adapted layers). ConfigError
+    when steps are asked for and there is none (a causal LM keeps its pretrained head)."""
+    if not getattr(cfg, "allocation_head_steps", 0):
+        return []
+    adapted = adapted_heads(list(head_modules), [t.name for t in targets])
+    head = [p for h in head_modules if h not in adapted for p in model.get_submodule(h).parameters()]
+    if not head:
+        raise ConfigError("allocation_head_steps", "the model has no newly initialised head to train before "
+                          "measuring (a causal LM keeps its pretrained head; `every-linear` adapts the head's layers)",
+                          "Drop --allocation_head_steps")
+    return head
 
 
 def learned_alphas(alphas: list[float], cfg, allocator: RankAllocator) -> list[float]:

@@ -1,7 +1,8 @@
 """Gradient-energy allocation (`--allocation gradient`): per-matrix ranks from data, in seconds, before training.
 
 A few training batches (`--allocation_batches`, default 8) give each target matrix's loss gradient
-G_i = ∂L/∂W_i (the mean over the batches; base weights as loaded, the head at its initialisation, dropout off).
+G_i = ∂L/∂W_i (the mean over the batches; base weights as loaded, the head at its initialisation, or trained alone
+for `--allocation_head_steps` steps first and then reset, dropout off).
 The energy E_i(s) is how much of that gradient a rank-s adapter of the method can follow, i.e. the squared norm
 of the loss gradient restricted to what a rank-s adapter can change:
 
@@ -19,7 +20,9 @@ table would be too large it falls back to greedy steps of largest energy per par
 
 from __future__ import annotations
 
+import contextlib
 import heapq
+import itertools
 import math
 import time
 from dataclasses import dataclass
@@ -48,6 +51,7 @@ class GradientAllocation:
     batches: int
     seconds: float
     normalized: bool
+    head_steps: int = 0
 
     @classmethod
     def unmeasured(cls, budget: float, batches: int, normalized: bool) -> "GradientAllocation":
@@ -60,7 +64,7 @@ class GradientAllocation:
         captured = [float(self.energy[i, r]) for i, r in enumerate(self.ranks)]
         total = [float(self.energy[i][torch.isfinite(self.energy[i])].max()) for i in range(len(self.ranks))]
         return {"measured": True, "budget": self.budget, "solver": self.solver, "batches": self.batches,
-                "seconds": round(self.seconds, 3), "normalized": self.normalized,
+                "seconds": round(self.seconds, 3), "normalized": self.normalized, "head_steps": self.head_steps,
                 "energy_captured": captured, "energy_at_rank_max": total,
                 "energy": [[float(f"{x:.6g}") if math.isfinite(x) else None for x in row]
                            for row in self.energy.tolist()]}
@@ -106,6 +110,45 @@ def target_gradients(model: nn.Module, targets: list[TargetMatrix], batches, los
                           "Give at least one batch")
     modules = [model.get_submodule(t.name) for t in targets]
     return [weight_matrix(module, total / count) for module, total in zip(modules, sums)]
+
+
+@contextlib.contextmanager
+def warmed_head(model: nn.Module, head: list[nn.Parameter], batches, steps: int, lr: float, loss_fn=None):
+    """The model with its new head trained alone for `steps` AdamW steps (learning rate `lr`) on `batches`, cycled,
+    so measured gradients do not pass through a random head. On exit the head's weights, every parameter's
+    requires_grad and .grad and the training mode are as before: training starts from the same initialisation
+    as without it. Dropout is off (eval mode), as while measuring; no random number is drawn."""
+    if steps == 0 or not head:
+        yield
+        return
+    saved = [p.detach().clone() for p in head]
+    trainable = {id(p): p.requires_grad for p in model.parameters()}
+    saved_grads = {id(p): p.grad for p in model.parameters()}
+    was_training = model.training
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)
+            p.grad = None
+        for p in head:
+            p.requires_grad_(True)
+        model.eval()
+        optimizer = torch.optim.AdamW(head, lr=lr, weight_decay=0.0)
+        for batch in itertools.islice(itertools.cycle(batches), steps):
+            loss = loss_fn(model, batch) if loss_fn is not None else model(**batch).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        for p in head:
+            p.grad = None
+        yield
+    finally:
+        with torch.no_grad():
+            for p, value in zip(head, saved):
+                p.copy_(value)
+        for p in model.parameters():
+            p.requires_grad_(trainable[id(p)])
+            p.grad = saved_grads[id(p)]
+        model.train(was_training)
 
 
 def lora_energy(grad: torch.Tensor, rank_max: int) -> torch.Tensor:
@@ -241,19 +284,23 @@ def energy_curves(method, model: nn.Module, targets: list[TargetMatrix], grads: 
 
 def gradient_allocation(method, model: nn.Module, targets: list[TargetMatrix], batches, cost: RankCost,
                         budget: float, rank_min: int, rank_max: int, normalized: bool = False,
-                        loss_fn=None, distributed: bool = False) -> GradientAllocation:
+                        loss_fn=None, distributed: bool = False, head: list[nn.Parameter] | None = None,
+                        head_steps: int = 0, head_lr: float = 0.0) -> GradientAllocation:
     """Measure gradients on `batches`, turn them into energies and solve for the ranks. `distributed`: every
-    process of the run calls this on the same batches, and process 0's energies are used (training)."""
+    process of the run calls this on the same batches, and process 0's energies are used (training).
+    `head_steps` > 0: the `head` parameters first train alone that many steps at `head_lr` (see warmed_head)."""
     started = time.perf_counter()
     batches = list(batches)
-    grads = target_gradients(model, targets, batches, loss_fn)
+    with warmed_head(model, head or [], batches, head_steps, head_lr, loss_fn):
+        grads = target_gradients(model, targets, batches, loss_fn)
     energy = energy_curves(method, model, targets, grads, rank_max)
     if distributed:
         energy = _agreed(energy)
     if normalized:
         energy = normalize_energy(energy)
     ranks, solver = solve(energy, cost, budget, rank_min)
-    return GradientAllocation(ranks, energy, budget, solver, len(batches), time.perf_counter() - started, normalized)
+    return GradientAllocation(ranks, energy, budget, solver, len(batches), time.perf_counter() - started, normalized,
+                              head_steps if head else 0)
 
 
 def _agreed(energy: torch.Tensor) -> torch.Tensor:

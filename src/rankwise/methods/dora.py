@@ -2,8 +2,10 @@
 m · (W + ΔW) / ‖W + ΔW‖_c with ΔW = (α/r)·B·A as in LoRA and a trainable magnitude vector m (one value per output
 feature, initialised to the column norms of W). Cost r·(in+out) + out per matrix, as PEFT counts it.
 
-Static allocations (and `--match_budget`, which counts the magnitude vectors) work as for LoRA. Learned allocation
-does not: a rank mask on A's output would leave DoRA's weight norm, computed from the unmasked B·A, out of step.
+Static allocations (and `--match_budget`, which counts the magnitude vectors) work as for LoRA, and so do learned
+allocation and rank annealing: LoRA's rank masks multiply the output of `lora_A`, and PEFT computes DoRA's weight
+norm ‖W + s·B·A‖_c through that same forward (`get_lora_weight` runs lora_B(lora_A(I))), so the norm is the masked
+adapter's, ‖W + s·B·diag(q)·A‖_c (tested against that definition).
 Saved in PEFT's format (`rankwise-lora` with `use_dora`), exported as `peft` or `merged`.
 """
 
@@ -23,7 +25,6 @@ class Dora(Lora):
     title = "DoRA"
     summary = "PEFT LoraConfig(use_dora=True): LoRA on the direction of W plus a trainable magnitude per output"
     use_dora = True
-    supports_learned = False
     inits = ("default",)
     export_style = "as_trained"
     export_formats = ("peft", "merged")
@@ -33,11 +34,3 @@ class Dora(Lora):
 
     def cost_coefficients(self, target: TargetMatrix) -> tuple[int, int, int]:
         return 0, target.in_features + target.out_features, target.out_features
-
-    def no_learned_fix(self) -> str:
-        return ("DoRA's weight norm is computed from the unmasked B·A, so rank masks do not apply: use a static "
-                "--allocation (with --match_budget for a budget), or --method lora")
-
-    def set_keep(self, adapter, keep) -> None:
-        if keep is not None:
-            raise ValueError("DoRA has no rank masks (see methods/dora.py)")
