@@ -155,6 +155,11 @@ def test_names_are_readable_deterministic_and_hash_only_when_needed():
     assert run_name(RunConfig(**today)) == run_name(RunConfig(**today, rank_allocation_weights_init="uniform"))
     assert run_name(RunConfig(**today)).startswith("cola_loraxs_learned_r5-30_a0.5-3_lr0.002_avg20_seed0_")
     assert run_name(RunConfig(allocation="uniform", rank=8)) == "cola_loraxs_uniform_r8_lr0.005_seed0"  # n/a there
+    # gradient allocation measured 8 batches until issue 24: those runs keep their name, today's 4 is another run
+    measured = dict(task="stsb", allocation="gradient", rank=4, learning_rate=0.02)
+    assert RunConfig().allocation_batches == 4
+    assert run_name(RunConfig(**measured, allocation_batches=8)) == "stsb_loraxs_gradient_r4_lr0.02_seed0"
+    assert run_name(RunConfig(**measured)).startswith("stsb_loraxs_gradient_r4_lr0.02_seed0_")
     # Defaults written out, resolved, or given with other types name the same run.
     assert run_name(resolve_defaults(RunConfig(**study))) == run_name(RunConfig(**study))
     assert run_name(config_from_dict({**study, "alpha_max": 3, "rank_average": "20", "learning_rate": 5e-3,

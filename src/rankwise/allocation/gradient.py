@@ -1,6 +1,6 @@
 """Gradient-energy allocation (`--allocation gradient`): per-matrix ranks from data, in seconds, before training.
 
-A few training batches (`--allocation_batches`, default 8) give each target matrix's loss gradient
+A few training batches (`--allocation_batches`, default 4) give each target matrix's loss gradient
 G_i = ∂L/∂W_i (the mean over the batches; base weights as loaded, the head at its initialisation, or trained alone
 for `--allocation_head_steps` steps first and then reset, dropout off).
 The energy E_i(s) is how much of that gradient a rank-s adapter of the method can follow, i.e. the squared norm
