@@ -230,7 +230,7 @@ def test_bad_gradient_options_are_refused(flags, field, capsys):
 def test_gradient_options_without_gradient_allocation_are_refused(capsys):
     from conftest import run_cli
 
-    assert run_cli("plan", "--model", "minilm", "--task", "sst2", "--allocation_batches", "4") == 2
+    assert run_cli("plan", "--model", "minilm", "--task", "sst2", "--allocation_batches", "8") == 2
     assert "--allocation_batches: only applies to --allocation gradient" in capsys.readouterr().err
 
 
