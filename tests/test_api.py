@@ -272,7 +272,7 @@ def test_dora_wraps_plans_and_exports_like_lora(tiny_bert_dir, tiny_glue_dir, tm
     assert sum(p.numel() for p in peft_model.parameters() if p.requires_grad) == plan.trainable_parameters
     learned, allocator = rankwise.wrap(fresh(tiny_bert_dir), method="dora", allocation="learned", rank_min=2,
                                        rank_max=6, rank_average=4, rank_annealing=True)
-    assert allocator is not None and learned.rankwise.hard_ranks() == [4] * len(plan.rows)  # masks work on DoRA
+    assert allocator is not None and learned.rankwise.hard_ranks() == [4] * len(plan.rows)  # no longer refused
 
     model, allocator = rankwise.wrap(fresh(tiny_bert_dir, **LABELS), method="dora", allocation="attention_heavy",
                                      rank_attention=4, rank_mlp=2)

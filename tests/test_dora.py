@@ -192,3 +192,39 @@ def test_a_budget_matched_dora_arm_joins_a_sweep(tiny_bert_dir, tiny_glue_dir, t
     lora, dora = (summaries[m]["trainable_parameters"]["adapter"] for m in ("lora", "dora"))
     assert lora == 1152 and lora - 64 < dora <= lora  # LoRA r3's count, magnitudes included, within one rank step
     assert [r["type"] for r in read_jsonl(runs[0] / "metrics.jsonl")].count("eval") == 1
+
+
+def test_a_learned_dora_run_exports_at_its_hard_ranks(tiny_bert_dir, tiny_glue_dir, tmp_path):
+    """Learned allocation on DoRA trains at rank_max under masks: peft and merged exports are cut to the hard ranks
+    (A, B and the magnitudes) and give the trained model's logits without rankwise's masks."""
+    from peft import PeftModel
+
+    import rankwise
+    from test_export import dev_batch, logits
+
+    out = tmp_path / "run"
+    cfg = RunConfig(model=str(tiny_bert_dir), data_dir=str(tiny_glue_dir), task="cola", output_dir=str(out),
+                    num_train_epochs=2, per_device_train_batch_size=16, logging_steps=2, quiet=True,
+                    learning_rate=5e-3, method="dora", allocation="learned", rank_min=2, rank_max=8, rank_average=5,
+                    rank_allocation_lr=0.05, rank_allocation_weights_init="random")
+    setup = setup_run(cfg)
+    summary = train(setup.cfg, setup)
+    hard = list(summary["hard_ranks"].values())
+    assert min(hard) < 8 and len(set(hard)) > 1  # masks cut the adapters, unevenly
+    batch = dev_batch(tiny_bert_dir, tiny_glue_dir)
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=2)
+    trained = logits(rankwise.load_adapter(base, out / "adapter").model, batch)  # masks at the hard ranks
+    assert run_cli("export", out, "--format", "peft", "--out", tmp_path / "peft") == 0
+    assert run_cli("export", out, "--format", "merged", "--out", tmp_path / "merged") == 0
+    record = json.loads((tmp_path / "peft" / "export.json").read_text())
+    assert list(record["hard_ranks"].values()) == hard
+    rows = setup.plan.rows
+    assert record["adapter_parameters"]["after"] == sum(r * (t.in_features + t.out_features) + t.out_features
+                                                       for r, t in zip(hard, rows))
+    config = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
+    assert config["use_dora"] is True
+    plain = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=2),
+                                      str(tmp_path / "peft"))
+    assert torch.allclose(logits(plain, batch), trained, atol=TOL, rtol=0)
+    merged = AutoModelForSequenceClassification.from_pretrained(tmp_path / "merged")
+    assert torch.allclose(logits(merged, batch), trained, atol=TOL, rtol=0)

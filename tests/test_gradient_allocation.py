@@ -274,6 +274,9 @@ def test_head_steps_measure_through_the_trained_head_and_reset_it():
     head, requires_grad, .grad, the training mode and the global RNG are as before."""
     model = _tiny_bert()
     model.train()
+    model.bert.embeddings.requires_grad_(False)  # a mixed state to restore: some frozen, a .grad left over
+    model.classifier.weight.grad = torch.full_like(model.classifier.weight, 7.0)
+    trainable = [p.requires_grad for p in model.parameters()]
     targets = find_targets(model, None)
     head = list(model.classifier.parameters())
     before = [p.detach().clone() for p in head]
@@ -284,8 +287,11 @@ def test_head_steps_measure_through_the_trained_head_and_reset_it():
                                    head=head, head_steps=5, head_lr=1e-2)
     assert torch.equal(torch.get_rng_state(), rng)
     assert all(torch.equal(p, b) for p, b in zip(head, before))
-    assert model.training and all(p.requires_grad for p in model.parameters())
-    assert all(p.grad is None for p in model.parameters())
+    assert model.training and [p.requires_grad for p in model.parameters()] == trainable
+    assert torch.equal(model.classifier.weight.grad, torch.full_like(model.classifier.weight, 7.0))
+    assert all(p.grad is None for n, p in model.named_parameters() if n != "classifier.weight")
+    model.classifier.weight.grad = None
+    model.requires_grad_(True)
     assert warmed.head_steps == 5 and warmed.record()["head_steps"] == 5
 
     by_hand = _tiny_bert()  # the same weights (seeded); its head trained by hand: 5 steps over 2 batches, cycled
@@ -312,7 +318,7 @@ def test_head_steps_measure_through_the_trained_head_and_reset_it():
 
 
 def test_head_steps_in_training_are_recorded_and_training_starts_from_the_same_head(tiny_bert_dir, tiny_glue_dir,
-                                                                                    tmp_path):
+                                                                                    tmp_path, monkeypatch):
     import json
 
     from rankwise.config import prepare
@@ -324,10 +330,24 @@ def test_head_steps_in_training_are_recorded_and_training_starts_from_the_same_h
     cold = measured_plan(prepare(_cfg(tiny_bert_dir, tiny_glue_dir, tmp_path / "cold")))
     assert planned.gradient["head_steps"] == 4 and cold.gradient["head_steps"] == 0
     assert planned.gradient["energy"] != cold.gradient["energy"]
+    heads = {}
+    import rankwise.train as training
+
+    build = training.build_adapter
+
+    def capture(*args, **kwargs):  # the head as training receives it, once the ranks are measured
+        adapter = build(*args, **kwargs)
+        heads[len(heads)] = {n: p.detach().clone() for n, p in adapter.model.named_parameters() if "classifier" in n}
+        return adapter
+
+    monkeypatch.setattr(training, "build_adapter", capture)
     run_training(cfg)
+    run_training(_cfg(tiny_bert_dir, tiny_glue_dir, tmp_path / "cold_run"))
     record = json.loads((tmp_path / "run" / "ranks.json").read_text())
     assert record["gradient"]["head_steps"] == 4
     assert [row["rank"] for row in record["matrices"]] == [r.rank for r in planned.rows]
+    assert heads[0].keys() == heads[1].keys() and heads[0]
+    assert all(torch.equal(heads[0][n], heads[1][n]) for n in heads[0])  # trained from the same initial head
 
 
 @pytest.mark.parametrize("args, message", [
@@ -356,3 +376,26 @@ def test_head_steps_on_a_causal_lm_are_refused():
         rankwise.plan(model, method="lora", allocation="gradient", rank=2, allocation_head_steps=3, batches=batches)
     plan = rankwise.plan(model, method="lora", allocation="gradient", rank=2, batches=batches)
     assert plan.gradient["measured"] and plan.gradient["head_steps"] == 0
+
+
+def test_head_steps_on_batches_without_labels_give_the_clear_error():
+    import rankwise
+
+    unlabeled = [{k: v for k, v in b.items() if k != "labels"} for b in _batches(2)]
+    with pytest.raises(rankwise.ConfigError, match="`gradient` needs batches with labels"):
+        rankwise.plan(_tiny_bert(), method="lora", allocation="gradient", rank=2, allocation_head_steps=2,
+                      batches=unlabeled)
+
+
+def test_a_run_from_before_head_steps_existed_is_not_taken_for_a_warmed_one():
+    """An older config.json has no `allocation_head_steps`: it measured at the head's initialisation (0 steps)."""
+    import json
+
+    from rankwise.config import RunConfig, resolve_defaults
+    from rankwise.runstate import stored_config_conflicts
+
+    cfg = resolve_defaults(RunConfig(task="stsb", allocation="gradient", rank=4, allocation_head_steps=32))
+    old = {k: v for k, v in json.loads(json.dumps(cfg.to_dict(), default=str)).items() if k != "allocation_head_steps"}
+    assert stored_config_conflicts(old, cfg) == ["allocation_head_steps: 0 there, 32 here"]
+    cfg.allocation_head_steps = 0
+    assert stored_config_conflicts(old, cfg) == []

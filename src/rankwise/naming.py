@@ -33,6 +33,7 @@ NAME_DEFAULTS = {
     "rank_allocation_weights_init": "random",  # the default was `random` until the study's ablation (issue 9)
     "learned_scale": "rank_max",  # learned adapters had the scale α/rank_max until issue 24
     "allocation_batches": 8,  # gradient allocation measured 8 batches until issue 24's slice showed 4 suffice
+    "allocation_head_steps": 0,  # added in issue 24: older config.json files lack it and measured at the head's init
 }
 
 

@@ -92,11 +92,7 @@ def target_gradients(model: nn.Module, targets: list[TargetMatrix], batches, los
             w.requires_grad_(True)
         model.eval()
         for batch in batches:
-            loss = loss_fn(model, batch) if loss_fn is not None else model(**batch).loss
-            if loss is None:
-                raise ConfigError("allocation", "the model returned no loss for a training batch: `gradient` needs "
-                                  "batches with labels", "Give batches that include `labels`")
-            grads = torch.autograd.grad(loss, weights)
+            grads = torch.autograd.grad(_batch_loss(model, batch, loss_fn), weights)
             for total, grad in zip(sums, grads):
                 total += grad.float()
             count += 1
@@ -110,6 +106,14 @@ def target_gradients(model: nn.Module, targets: list[TargetMatrix], batches, los
                           "Give at least one batch")
     modules = [model.get_submodule(t.name) for t in targets]
     return [weight_matrix(module, total / count) for module, total in zip(modules, sums)]
+
+
+def _batch_loss(model: nn.Module, batch, loss_fn=None) -> torch.Tensor:
+    loss = loss_fn(model, batch) if loss_fn is not None else model(**batch).loss
+    if loss is None:
+        raise ConfigError("allocation", "the model returned no loss for a training batch: `gradient` needs "
+                          "batches with labels", "Give batches that include `labels`")
+    return loss
 
 
 @contextlib.contextmanager
@@ -134,7 +138,7 @@ def warmed_head(model: nn.Module, head: list[nn.Parameter], batches, steps: int,
         model.eval()
         optimizer = torch.optim.AdamW(head, lr=lr, weight_decay=0.0)
         for batch in itertools.islice(itertools.cycle(batches), steps):
-            loss = loss_fn(model, batch) if loss_fn is not None else model(**batch).loss
+            loss = _batch_loss(model, batch, loss_fn)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

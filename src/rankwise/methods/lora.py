@@ -155,6 +155,8 @@ class Lora(AdapterMethod):
             for name, layer in zip(names, layers):
                 layer.lora_A[PEFT_ADAPTER_NAME].weight.copy_(tensors[f"{name}.lora_A"])
                 layer.lora_B[PEFT_ADAPTER_NAME].weight.copy_(tensors[f"{name}.lora_B"])
+                if self.use_dora:  # after A and B: PEFT set m from them when it built the layer
+                    layer.lora_magnitude_vector[PEFT_ADAPTER_NAME].weight.copy_(tensors[f"{name}.lora_magnitude_vector"])
         load_head(peft_model, tensors, meta["head_modules"], directory)
         return AdapterSet(self, peft_model, targets, ranks, alphas, layers, KeepHooks(layers))
 

@@ -224,7 +224,7 @@ def _name_base_model(directory: Path, reference: dict) -> None:
 
 def export_adapter_run(run: FinishedRun, fmt: str, out: Path, *, tokenizer, verify: bool, log,
                        allow_base_model_mismatch: bool = False) -> dict:
-    """An adapter truncated to its hard ranks (LoRA-XS, LoRA): `compact` tensors, or built from them at the hard
+    """An adapter truncated to its hard ranks (LoRA-XS, LoRA, DoRA): `compact` tensors, or built from them at the hard
     ranks and saved as a `peft` adapter or `merged` into the base weights."""
     trained = load_adapter(run.load_base(), run.weights, allow_base_model_mismatch)
     meta = read_adapter_metadata(run.weights)
@@ -266,8 +266,8 @@ def export_adapter_run(run: FinishedRun, fmt: str, out: Path, *, tokenizer, veri
 
 def export_trained_adapter(run: FinishedRun, fmt: str, out: Path, *, tokenizer, verify: bool, log,
                            allow_base_model_mismatch: bool = False) -> dict:
-    """An adapter that is already at its final ranks in PEFT's format (AdaLoRA: pruned while training; DoRA:
-    static ranks): `peft` copies the run's files, `merged` adds ΔW into the base weights."""
+    """An adapter that is already at its final ranks in PEFT's format (AdaLoRA: pruned while training): `peft`
+    copies the run's files, `merged` adds ΔW into the base weights."""
     trained = load_adapter(run.load_base(), run.weights, allow_base_model_mismatch)
     meta = read_adapter_metadata(run.weights)
     hard_ranks = trained.method.current_ranks(trained)
