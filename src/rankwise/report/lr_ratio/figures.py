@@ -20,6 +20,15 @@ def _panels(points: pd.DataFrame) -> list[tuple[str, str | None]]:
     return keys or [(FULL_FINETUNING, None)]
 
 
+def _write(fig, path: Path) -> Path:
+    """Save atomically: a reader (or a killed report) never leaves half a PNG at `path`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    tmp.replace(path)
+    return path
+
+
 def _rank_colours(n: int) -> list:
     from matplotlib import colormaps
 
@@ -65,8 +74,7 @@ def plot_loss_vs_lr(points: pd.DataFrame, optima: pd.DataFrame, summary: pd.Data
         ax.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2,
                   frameon=False)
     fig.suptitle(title + "\nline: median over seeds; band: min–max over seeds; dotted: fitted optimum")
-    fig.savefig(path)
-    return path
+    return _write(fig, path)
 
 
 def _loss_curve(ax, curve: pd.Series, part: pd.DataFrame, optima: pd.DataFrame, colour, diverged_y: float) -> None:
@@ -110,8 +118,7 @@ def plot_ratio_vs_rank(summary: pd.DataFrame, path: Path, title: str) -> Path | 
         ax.plot([], [], ls="none", marker="$†$", color="grey", label="† an optimum fell back to a grid edge: a bound")
     ax.legend(fontsize=8, loc="best")
     ax.set_title(title)
-    fig.savefig(path)
-    return path
+    return _write(fig, path)
 
 
 def _ratio_series(ax, rows: pd.DataFrame) -> tuple[list[float], bool]:
