@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
-from transformers.pytorch_utils import Conv1D
 
 from .adapters import alphas_for
 from .allocation import RankAllocator, static_ranks
@@ -30,7 +29,7 @@ from .data.files import load_text_data
 from .errors import ConfigError
 from .methods import METHODS, get_method
 from .models import check_max_seq_length, head_modules, hub_kwargs, load_error, quiet_transformers, resolve_model
-from .targets import TargetMatrix, adapted_heads, find_targets
+from .targets import TargetMatrix, adapted_heads, fan_in_fan_out, find_targets
 
 
 @dataclass
@@ -251,10 +250,10 @@ def build_plan(cfg, model: nn.Module, head_modules: list[str], steps_per_epoch: 
     rows = [PlanRow(t.name, t.layer, t.kind, t.in_features, t.out_features, shown_rank, alpha,
                     method.matrix_parameters(t, rank))
             for t, rank, shown_rank, alpha in zip(targets, ranks, shown, alphas)]
-    conv1d = any(isinstance(model.get_submodule(t.name), Conv1D) for t in targets)  # GPT-2: W stored in×out
     return Plan(cfg.method, cfg.allocation if method.trains_adapter else "none", rows, ranks, model_parameters,
-                head_parameters, budget, init=cfg.init, gradient=gradient.record() if gradient is not None else None, lora_alpha=cfg.lora_alpha, alpha_policy=cfg.alpha_policy,
-                lora_dropout=cfg.lora_dropout, head_modules=list(head_modules), fan_in_fan_out=conv1d,
+                head_parameters, budget, init=cfg.init, gradient=gradient.record() if gradient is not None else None,
+                lora_alpha=cfg.lora_alpha, alpha_policy=cfg.alpha_policy, lora_dropout=cfg.lora_dropout,
+                head_modules=list(head_modules), fan_in_fan_out=fan_in_fan_out(model, [t.name for t in targets]),
                 task_type=peft_task_type(model)), allocator
 
 

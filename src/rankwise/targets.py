@@ -73,6 +73,11 @@ def linear_shape(module: nn.Module) -> tuple[int, int]:
     return int(module.in_features), int(module.out_features)
 
 
+def fan_in_fan_out(model: nn.Module, names) -> bool:
+    """Whether the modules `names` of `model` store W as in×out (GPT-2's Conv1D): PEFT's `fan_in_fan_out`."""
+    return any(isinstance(model.get_submodule(n), Conv1D) for n in names)
+
+
 def weight_matrix(module: nn.Module, tensor=None):
     """`tensor` (default: the module's weight), shaped like the module's weight, as out×in: GPT-2's Conv1D
     stores W as in×out."""

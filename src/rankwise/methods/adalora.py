@@ -189,9 +189,9 @@ class AdaLora(AdapterMethod):
         """Wrap `model` in a PEFT AdaLoRA model over exactly `targets` (full module paths)."""
         import torch
         from peft import AdaLoraConfig, get_peft_model
-        from transformers.pytorch_utils import Conv1D
 
         from ..adapters.lora import peft_heads, peft_quietly
+        from ..targets import fan_in_fan_out
 
         for p in model.parameters():
             p.requires_grad_(False)
@@ -204,7 +204,7 @@ class AdaLora(AdapterMethod):
             beta1=cfg.adalora_beta1, beta2=cfg.adalora_beta2, orth_reg_weight=cfg.adalora_orth_reg_weight,
             total_step=total_steps, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
             target_modules=list(names), modules_to_save=modules_to_save, task_type=task_type,
-            fan_in_fan_out=any(isinstance(model.get_submodule(n), Conv1D) for n in names))
+            fan_in_fan_out=fan_in_fan_out(model, names))
         torch.manual_seed(seed)  # PEFT initialises A and B with the global generator
         with peft_quietly():
             peft_model = get_peft_model(model, config)

@@ -48,17 +48,16 @@ class Lora(AdapterMethod):
     def build(self, model, targets, ranks, alphas, *, rslora=False, dropout=0.0, head_modules=(), task_type=None,
               seed=0, init="default", cfg=None, total_steps=0) -> AdapterSet:
         import torch  # PEFT and transformers are slow to import: only where adapters are built
-        from transformers.pytorch_utils import Conv1D
 
         from ..adapters.lora import KeepHooks, apply_lora, lora_config, lora_layers
+        from ..targets import fan_in_fan_out
 
         for p in model.parameters():
             p.requires_grad_(False)
         names = [t.name for t in targets]
         torch.manual_seed(seed)  # PEFT initialises lora_A with the global generator
-        conv1d = any(isinstance(model.get_submodule(n), Conv1D) for n in names)  # GPT-2: W stored in×out
         config = lora_config(names, ranks, alphas, rslora, dropout, list(head_modules), task_type,
-                             fan_in_fan_out=conv1d, use_dora=self.use_dora)
+                             fan_in_fan_out=fan_in_fan_out(model, names), use_dora=self.use_dora)
         if init == "eva":
             config.init_lora_weights = "eva"
         peft_model = apply_lora(model, config)
@@ -137,17 +136,17 @@ class Lora(AdapterMethod):
     def attach(self, model, targets, tensors, meta, directory) -> AdapterSet:
         """A PEFT LoRA model at the compact ranks, with α chosen so each matrix keeps its trained scale."""
         import torch
-        from transformers.pytorch_utils import Conv1D
 
         from ..adapters.io import compact_alphas, load_head
         from ..adapters.lora import KeepHooks, apply_lora, lora_config, lora_layers
+        from ..targets import fan_in_fan_out
 
         names = [t.name for t in targets]
         ranks = [int(tensors[f"{n}.lora_A"].shape[0]) for n in names]
         alphas = compact_alphas(meta["scales"], ranks, bool(meta.get("rslora")))
-        conv1d = any(isinstance(model.get_submodule(n), Conv1D) for n in names)
         config = lora_config(names, ranks, alphas, bool(meta.get("rslora")), float(meta.get("lora_dropout") or 0.0),
-                             meta["head_modules"], meta.get("peft_task_type"), fan_in_fan_out=conv1d,
+                             meta["head_modules"], meta.get("peft_task_type"),
+                             fan_in_fan_out=fan_in_fan_out(model, names),
                              use_dora=self.use_dora)
         peft_model = apply_lora(model, config)
         layers = lora_layers(peft_model, names)
