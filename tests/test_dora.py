@@ -228,3 +228,21 @@ def test_a_learned_dora_run_exports_at_its_hard_ranks(tiny_bert_dir, tiny_glue_d
     assert torch.allclose(logits(plain, batch), trained, atol=TOL, rtol=0)
     merged = AutoModelForSequenceClassification.from_pretrained(tmp_path / "merged")
     assert torch.allclose(logits(merged, batch), trained, atol=TOL, rtol=0)
+
+
+def test_the_export_check_loads_a_peft_export_with_peft_alone(tiny_bert_dir, tiny_glue_dir, tmp_path, monkeypatch):
+    """A learned DoRA run copied as trained (at rank_max, its hard ranks only in rankwise.json) would reload through
+    rankwise to the right logits, but not through plain PEFT: the export check refuses it and writes nothing."""
+    from rankwise.methods.dora import Dora
+
+    out = tmp_path / "run"
+    cfg = RunConfig(model=str(tiny_bert_dir), data_dir=str(tiny_glue_dir), task="cola", output_dir=str(out),
+                    num_train_epochs=2, per_device_train_batch_size=16, logging_steps=2, quiet=True,
+                    learning_rate=5e-3, method="dora", allocation="learned", rank_min=2, rank_max=8, rank_average=5,
+                    rank_allocation_lr=0.05, rank_allocation_weights_init="random")
+    setup = setup_run(cfg)
+    train(setup.cfg, setup)
+    monkeypatch.setattr(Dora, "export_style", "as_trained")  # the mistake this check must catch
+    with pytest.raises(RuntimeError, match="export check failed: the reloaded peft export's logits differ"):
+        run_cli("export", out, "--format", "peft", "--out", tmp_path / "peft")
+    assert not (tmp_path / "peft").exists()

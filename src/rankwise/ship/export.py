@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import os
 import shutil
@@ -324,11 +325,16 @@ def _save_merged(model: nn.Module, tokenizer, directory: Path) -> None:
 
 def _verify(record: dict, tmp: Path, task: str | None, probe: dict, reference: torch.Tensor,
             allow_base_model_mismatch: bool = False) -> None:
-    """Reload the export being written in `tmp` and compare its logits on `probe` with the trained model's;
+    """Reload the export being written in `tmp` (a `peft` one with PEFT alone, as its users will) and compare its
+    logits on `probe` with the trained model's;
     records the difference, raises (so nothing is kept) beyond VERIFY_TOLERANCE."""
     fmt = record["format"]
-    reloaded = (load_source(adapter=str(tmp), allow_base_model_mismatch=allow_base_model_mismatch) if fmt != "merged"
-                else load_source(model=str(tmp)))
+    if fmt == "merged":
+        reloaded = load_source(model=str(tmp))
+    else:
+        reloaded = load_source(adapter=str(tmp), allow_base_model_mismatch=allow_base_model_mismatch)
+        if fmt == "peft":  # as plain PEFT loads it: rankwise.json (hard-rank masks included) plays no part
+            reloaded = dataclasses.replace(reloaded, kind="peft")
     difference = float((logits_of(reloaded.load(task)[0], probe) - reference).abs().max())
     record["verified_max_abs_logit_difference"] = difference
     if not difference <= VERIFY_TOLERANCE:
