@@ -74,38 +74,26 @@ class GradientAllocation:
 # Gradients and energies
 # ---------------------------------------------------------------------------------------------
 
-def target_gradients(model: nn.Module, targets: list[TargetMatrix], batches, loss_fn=None) -> list[torch.Tensor]:
-    """G_i (out×in, float32) of every target: the mean loss gradient over `batches` (dicts of tensors with labels).
-    `loss_fn(model, batch)` gives the loss (default: `model(**batch).loss`). The model's training mode, its
-    parameters' requires_grad and their .grad are restored; nothing is stepped."""
-    weights = [model.get_submodule(t.name).weight for t in targets]
+@contextlib.contextmanager
+def _only_trainable(model: nn.Module, params: list[nn.Parameter]):
+    """The model in eval mode (dropout off) with only `params` requiring gradients and no .grad anywhere; on exit
+    every parameter's requires_grad and .grad and the training mode are as before."""
     trainable = {id(p): p.requires_grad for p in model.parameters()}
     saved_grads = {id(p): p.grad for p in model.parameters()}
     was_training = model.training
-    sums = [torch.zeros_like(w, dtype=torch.float32) for w in weights]
-    count = 0
     try:
         for p in model.parameters():
             p.requires_grad_(False)
             p.grad = None
-        for w in weights:
-            w.requires_grad_(True)
+        for p in params:
+            p.requires_grad_(True)
         model.eval()
-        for batch in batches:
-            grads = torch.autograd.grad(_batch_loss(model, batch, loss_fn), weights)
-            for total, grad in zip(sums, grads):
-                total += grad.float()
-            count += 1
+        yield
     finally:
         for p in model.parameters():
             p.requires_grad_(trainable[id(p)])
             p.grad = saved_grads[id(p)]
         model.train(was_training)
-    if count == 0:
-        raise ConfigError("allocation_batches", "no training batch was given to measure gradients on",
-                          "Give at least one batch")
-    modules = [model.get_submodule(t.name) for t in targets]
-    return [weight_matrix(module, total / count) for module, total in zip(modules, sums)]
 
 
 def _batch_loss(model: nn.Module, batch, loss_fn=None) -> torch.Tensor:
@@ -114,6 +102,26 @@ def _batch_loss(model: nn.Module, batch, loss_fn=None) -> torch.Tensor:
         raise ConfigError("allocation", "the model returned no loss for a training batch: `gradient` needs "
                           "batches with labels", "Give batches that include `labels`")
     return loss
+
+
+def target_gradients(model: nn.Module, targets: list[TargetMatrix], batches, loss_fn=None) -> list[torch.Tensor]:
+    """G_i (out×in, float32) of every target: the mean loss gradient over `batches` (dicts of tensors with labels).
+    `loss_fn(model, batch)` gives the loss (default: `model(**batch).loss`). The model's training mode, its
+    parameters' requires_grad and their .grad are restored; nothing is stepped."""
+    weights = [model.get_submodule(t.name).weight for t in targets]
+    sums = [torch.zeros_like(w, dtype=torch.float32) for w in weights]
+    count = 0
+    with _only_trainable(model, weights):
+        for batch in batches:
+            grads = torch.autograd.grad(_batch_loss(model, batch, loss_fn), weights)
+            for total, grad in zip(sums, grads):
+                total += grad.float()
+            count += 1
+    if count == 0:
+        raise ConfigError("allocation_batches", "no training batch was given to measure gradients on",
+                          "Give at least one batch")
+    modules = [model.get_submodule(t.name) for t in targets]
+    return [weight_matrix(module, total / count) for module, total in zip(modules, sums)]
 
 
 @contextlib.contextmanager
@@ -126,33 +134,19 @@ def warmed_head(model: nn.Module, head: list[nn.Parameter], batches, steps: int,
         yield
         return
     saved = [p.detach().clone() for p in head]
-    trainable = {id(p): p.requires_grad for p in model.parameters()}
-    saved_grads = {id(p): p.grad for p in model.parameters()}
-    was_training = model.training
     try:
-        for p in model.parameters():
-            p.requires_grad_(False)
-            p.grad = None
-        for p in head:
-            p.requires_grad_(True)
-        model.eval()
-        optimizer = torch.optim.AdamW(head, lr=lr, weight_decay=0.0)
-        for batch in itertools.islice(itertools.cycle(batches), steps):
-            loss = _batch_loss(model, batch, loss_fn)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        for p in head:
-            p.grad = None
+        with _only_trainable(model, head):
+            optimizer = torch.optim.AdamW(head, lr=lr, weight_decay=0.0)
+            for batch in itertools.islice(itertools.cycle(batches), steps):
+                loss = _batch_loss(model, batch, loss_fn)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
         yield
     finally:
         with torch.no_grad():
             for p, value in zip(head, saved):
                 p.copy_(value)
-        for p in model.parameters():
-            p.requires_grad_(trainable[id(p)])
-            p.grad = saved_grads[id(p)]
-        model.train(was_training)
 
 
 def lora_energy(grad: torch.Tensor, rank_max: int) -> torch.Tensor:
