@@ -194,7 +194,20 @@ def test_a_budget_matched_dora_arm_joins_a_sweep(tiny_bert_dir, tiny_glue_dir, t
     assert [r["type"] for r in read_jsonl(runs[0] / "metrics.jsonl")].count("eval") == 1
 
 
-def test_a_learned_dora_run_exports_at_its_hard_ranks(tiny_bert_dir, tiny_glue_dir, tmp_path):
+@pytest.fixture(scope="module")
+def learned_dora_run(tiny_bert_dir, tiny_glue_dir, tmp_path_factory):
+    """Learned allocation on DoRA (random allocation init, so the hard ranks differ): trained at rank_max 8."""
+    out = tmp_path_factory.mktemp("learned_dora") / "run"
+    cfg = RunConfig(model=str(tiny_bert_dir), data_dir=str(tiny_glue_dir), task="cola", output_dir=str(out),
+                    num_train_epochs=2, per_device_train_batch_size=16, logging_steps=2, quiet=True,
+                    learning_rate=5e-3, method="dora", allocation="learned", rank_min=2, rank_max=8, rank_average=5,
+                    rank_allocation_lr=0.05, rank_allocation_weights_init="random")
+    setup = setup_run(cfg)
+    summary = train(setup.cfg, setup)
+    return out, setup, summary
+
+
+def test_a_learned_dora_run_exports_at_its_hard_ranks(learned_dora_run, tiny_bert_dir, tiny_glue_dir, tmp_path):
     """Learned allocation on DoRA trains at rank_max under masks: peft and merged exports are cut to the hard ranks
     (A, B and the magnitudes) and give the trained model's logits without rankwise's masks."""
     from peft import PeftModel
@@ -202,13 +215,7 @@ def test_a_learned_dora_run_exports_at_its_hard_ranks(tiny_bert_dir, tiny_glue_d
     import rankwise
     from test_export import dev_batch, logits
 
-    out = tmp_path / "run"
-    cfg = RunConfig(model=str(tiny_bert_dir), data_dir=str(tiny_glue_dir), task="cola", output_dir=str(out),
-                    num_train_epochs=2, per_device_train_batch_size=16, logging_steps=2, quiet=True,
-                    learning_rate=5e-3, method="dora", allocation="learned", rank_min=2, rank_max=8, rank_average=5,
-                    rank_allocation_lr=0.05, rank_allocation_weights_init="random")
-    setup = setup_run(cfg)
-    summary = train(setup.cfg, setup)
+    out, setup, summary = learned_dora_run
     hard = list(summary["hard_ranks"].values())
     assert min(hard) < 8 and len(set(hard)) > 1  # masks cut the adapters, unevenly
     batch = dev_batch(tiny_bert_dir, tiny_glue_dir)
@@ -230,19 +237,12 @@ def test_a_learned_dora_run_exports_at_its_hard_ranks(tiny_bert_dir, tiny_glue_d
     assert torch.allclose(logits(merged, batch), trained, atol=TOL, rtol=0)
 
 
-def test_the_export_check_loads_a_peft_export_with_peft_alone(tiny_bert_dir, tiny_glue_dir, tmp_path, monkeypatch):
+def test_the_export_check_loads_a_peft_export_with_peft_alone(learned_dora_run, tmp_path, monkeypatch):
     """A learned DoRA run copied as trained (at rank_max, its hard ranks only in rankwise.json) would reload through
     rankwise to the right logits, but not through plain PEFT: the export check refuses it and writes nothing."""
     from rankwise.methods.dora import Dora
 
-    out = tmp_path / "run"
-    cfg = RunConfig(model=str(tiny_bert_dir), data_dir=str(tiny_glue_dir), task="cola", output_dir=str(out),
-                    num_train_epochs=2, per_device_train_batch_size=16, logging_steps=2, quiet=True,
-                    learning_rate=5e-3, method="dora", allocation="learned", rank_min=2, rank_max=8, rank_average=5,
-                    rank_allocation_lr=0.05, rank_allocation_weights_init="random")
-    setup = setup_run(cfg)
-    train(setup.cfg, setup)
     monkeypatch.setattr(Dora, "export_style", "as_trained")  # the mistake this check must catch
     with pytest.raises(RuntimeError, match="export check failed: the reloaded peft export's logits differ"):
-        run_cli("export", out, "--format", "peft", "--out", tmp_path / "peft")
+        run_cli("export", learned_dora_run[0], "--format", "peft", "--out", tmp_path / "peft")
     assert not (tmp_path / "peft").exists()
