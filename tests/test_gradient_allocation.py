@@ -87,13 +87,14 @@ def test_lora_energy_is_the_best_rank_s_approximation():
     assert math.isinf(float(energy[8])) and math.isinf(float(energy[9]))  # a 12×7 matrix holds rank 7 at most
 
 
-def test_loraxs_energy_is_the_squared_gradient_of_r():
+@pytest.mark.parametrize("out_features, in_features", [(8, 10), (10, 8)])  # W Wᵀ's eigenvectors; the SVD
+def test_loraxs_energy_is_the_squared_gradient_of_r(out_features, in_features):
     """E(s) = ‖∂L/∂R restricted to the top-left s×s block‖² on a real LoraXSLinear, with L = ⟨G, ΔW⟩."""
     gen = torch.Generator().manual_seed(2)
-    base = torch.nn.Linear(10, 8, bias=False)
+    base = torch.nn.Linear(in_features, out_features, bias=False)
     with torch.no_grad():
-        base.weight.copy_(torch.randn(8, 10, generator=gen))
-    grad = torch.randn(8, 10, generator=gen, dtype=torch.float64)
+        base.weight.copy_(torch.randn(out_features, in_features, generator=gen))
+    grad = torch.randn(out_features, in_features, generator=gen, dtype=torch.float64)
     layer = LoraXSLinear(base, rank=6, scale=1.0, seed=0)
     a, b = layer.lora_A.double(), layer.lora_B.double()
     r = torch.zeros(6, 6, dtype=torch.float64, requires_grad=True)

@@ -156,10 +156,20 @@ def lora_energy(grad: torch.Tensor, rank_max: int) -> torch.Tensor:
 
 
 def loraxs_energy(weight: torch.Tensor, grad: torch.Tensor, rank_max: int) -> torch.Tensor:
-    """E(s) for s = 0..rank_max: ‖(U_rᵀ G V_r Σ_r)[:s, :s]‖², the squared gradient of LoRA-XS's R at rank s."""
-    u, sigma, vh = torch.linalg.svd(weight.double(), full_matrices=False)
-    r = min(rank_max, len(sigma))
-    block = (u[:, :r].T @ grad.double() @ vh[:r].T) * sigma[:r]  # ∂L/∂R = Bᵀ G Aᵀ with A = Σ Vᵀ, B = U
+    """E(s) for s = 0..rank_max: ‖(U_rᵀ G V_r Σ_r)[:s, :s]‖², the squared gradient of LoRA-XS's R at rank s.
+
+    When W (out×in) is not taller than wide, V_r Σ_r = Wᵀ U_r, so the block is U_rᵀ G Wᵀ U_r with U_r the top
+    eigenvectors of W Wᵀ (out×out): a third of the SVD's time on MiniLM's matrices, and the same energies (a
+    singular vector's sign cancels in the squares). Taller matrices take the SVD."""
+    w, g = weight.double(), grad.double()
+    r = min(rank_max, *w.shape)
+    if w.shape[0] <= w.shape[1]:
+        _, vectors = torch.linalg.eigh(w @ w.T)  # ascending eigenvalues σ²
+        u = vectors.flip(1)[:, :r]
+        block = u.T @ g @ w.T @ u  # ∂L/∂R = Bᵀ G Aᵀ with A = Σ Vᵀ, B = U
+    else:
+        u, sigma, vh = torch.linalg.svd(w, full_matrices=False)
+        block = (u[:, :r].T @ g @ vh[:r].T) * sigma[:r]
     squared = block**2
     cumulative = torch.stack([squared[:s, :s].sum() for s in range(1, r + 1)])
     return _cumulative(torch.diff(cumulative, prepend=cumulative.new_zeros(1)), rank_max)
