@@ -247,3 +247,15 @@ def test_rank_max_belongs_to_the_budget_or_to_the_arm(tmp_path, pairs, arms):
     frame = frontier_runs(load_runs([tmp_path]))
     assert set(frame["arm"]) == arms
     assert frame.groupby("arm")["point"].nunique().tolist() == [2] * len(arms)  # each arm at both budgets
+
+
+def test_every_arm_has_its_own_colour_and_uniform_is_black():
+    """The slice had 14 arms: with tab10 alone, uniform and rank annealing were both blue."""
+    from rankwise.report.frontier.figures import arm_colours
+
+    for n in (3, 10, 11, 14, 20):
+        arms = ["uniform"] + [f"arm {k}" for k in range(n - 1)]
+        colours = arm_colours(arms, "uniform")
+        assert colours[0] == "black"
+        assert len({str(c) for c in colours}) == n
+    assert len({str(c) for c in arm_colours([f"a{k}" for k in range(5)], None)}) == 5

@@ -311,3 +311,23 @@ def test_a_section_lists_only_the_figures_its_markdown_links_not_stale_ones_in_t
     ctx = ReportContext(runs=pd.DataFrame(), groups=pd.DataFrame(), out=tmp_path)
     ctx.add_linked_figures("text\n![Loss vs LR](lr_ratio_loss_vs_lr.png)\n[a link](notes.md) ![x](b.png)\n")
     assert ctx.figures == [tmp_path / "lr_ratio_loss_vs_lr.png", tmp_path / "b.png"]
+
+
+def test_seeds_of_one_configuration_stay_together_across_a_changed_default():
+    """A learned run from before --allocation_batches' default changed (8, a gradient-only field) and one from
+    after (4), or one whose config.json predates a field, are one configuration; gradient runs that measured 8
+    and 4 batches are two."""
+    from rankwise.config import RunConfig, resolve_defaults
+    from rankwise.report.aggregate import config_id
+
+    learned = resolve_defaults(RunConfig(task="stsb", allocation="learned", rank_min=1, rank_max=12,
+                                         rank_average=4)).to_dict()
+    before = {**learned, "allocation_batches": 8}
+    before.pop("allocation_head_steps")
+    assert config_id(before) == config_id(learned)
+    gradient = resolve_defaults(RunConfig(task="stsb", allocation="gradient", rank=4)).to_dict()
+    assert config_id({**gradient, "allocation_batches": 8}) != config_id(gradient)
+    old_gradient = dict(gradient)
+    old_gradient.pop("allocation_head_steps")  # measured at the head's initialisation: today's default 0
+    assert config_id(old_gradient) == config_id(gradient)
+    assert config_id({**gradient, "allocation_head_steps": 32}) != config_id(gradient)

@@ -120,7 +120,8 @@ class RunConfig:
     rank_max: Optional[int] = _f(None, "`learned`, `gradient`: largest rank (learned adapters are built at this "
                                  "size). Default 30 (learned), 4 × --rank (gradient).", "allocation")
     allocation_batches: int = _f(4, "`gradient`: training batches whose mean loss gradient decides the ranks "
-                                 "(before training: about 2 s for MiniLM on 2 CPU cores, under 2% of a 3-epoch run "
+                                 "(before training: about 2 s for MiniLM on 2 CPU cores, under 2 percent of a 3-epoch "
+                                 "run "
                                  "on 2,000 examples; on STS-B and SST-2, 4 batches gave the ranks 8 and 16 did).",
                                  "allocation")
     allocation_head_steps: int = _f(0, "`gradient`: train the task's new classification head alone for this many "

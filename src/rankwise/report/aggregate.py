@@ -68,8 +68,16 @@ def metric_scale(metric: str | None, greater_is_better: bool) -> float:
 
 
 def config_id(config: dict) -> str:
-    """Identity of a configuration over seeds: every result-relevant field except the seed."""
-    identity = {k: config.get(k) for k in IDENTITY_FIELDS}
+    """Identity of a configuration over seeds: every result-relevant field that applies to its method and
+    allocation, except the seed. A field an older config.json lacks counts as the default it had then
+    (naming.NAME_DEFAULTS), so a changed default of a field that does not apply (a gradient option on a learned
+    run) or a field added since does not split one configuration's seeds into two."""
+    from ..naming import NAME_DEFAULTS
+
+    allocation, method, task = config.get("allocation"), config.get("method"), config.get("task")
+    known = allocation is not None and method is not None
+    identity = {k: NAME_DEFAULTS[k] if config.get(k) is None and k in NAME_DEFAULTS else config.get(k)
+                for k in IDENTITY_FIELDS if not known or applies(k, allocation, method, task)}
     return hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 

@@ -23,13 +23,12 @@ def draw_frontier(points: pd.DataFrame, arms: list[str], ylabel: str, title: str
     """One task's frontier. `points`: `frontier_points` rows of the task; `arms`: in legend order; `reference`:
     the uniform point whose median is drawn dashed (None: no line)."""
     fig, ax = pyplot().subplots(figsize=(8.6, 4.8))
-    colours = palette()
     low, high = _window(points)
     dodge = min(DODGE, SPREAD / max(len(arms) - 1, 1))
-    for k, arm in enumerate(arms):
+    colours = arm_colours(arms, reference["arm"] if reference is not None else None)
+    for k, (arm, colour) in enumerate(zip(arms, colours)):
         shift = 10 ** (dodge * (k - (len(arms) - 1) / 2))
-        _draw_arm(ax, points[points["arm"] == arm].sort_values("params"), shift, colours[k % len(colours)], arm,
-                  (low, high))
+        _draw_arm(ax, points[points["arm"] == arm].sort_values("params"), shift, colour, arm, (low, high))
     ax.set_ylim(low, high)
     if reference is not None:
         ax.axhline(reference["median"], color="0.45", ls="--", lw=1, zorder=1,
@@ -48,6 +47,15 @@ def draw_frontier(points: pd.DataFrame, arms: list[str], ylabel: str, title: str
               fontsize=8, frameon=False)
     fig.tight_layout()
     return fig
+
+
+def arm_colours(arms: list[str], baseline: str | None) -> list:
+    """One colour per arm, none repeated: the baseline (uniform) black, the others from tab10, or tab20 when
+    more than ten arms would otherwise share colours."""
+    others = [arm for arm in arms if arm != baseline]
+    cycle = palette() if len(others) <= 10 else pyplot().get_cmap("tab20").colors
+    picked = iter(cycle[k % len(cycle)] for k in range(len(others)))
+    return ["black" if arm == baseline else next(picked) for arm in arms]
 
 
 def _window(points: pd.DataFrame) -> tuple[float, float]:
