@@ -318,16 +318,17 @@ def test_seeds_of_one_configuration_stay_together_across_a_changed_default():
     after (4), or one whose config.json predates a field, are one configuration; gradient runs that measured 8
     and 4 batches are two."""
     from rankwise.config import RunConfig, resolve_defaults
+    from rankwise.naming import with_old_defaults  # how the report reads a run's config.json
     from rankwise.report.aggregate import config_id
 
     learned = resolve_defaults(RunConfig(task="stsb", allocation="learned", rank_min=1, rank_max=12,
                                          rank_average=4)).to_dict()
     before = {**learned, "allocation_batches": 8}
     before.pop("allocation_head_steps")
-    assert config_id(before) == config_id(learned)
+    assert config_id(with_old_defaults(before)) == config_id(learned)
     gradient = resolve_defaults(RunConfig(task="stsb", allocation="gradient", rank=4)).to_dict()
     assert config_id({**gradient, "allocation_batches": 8}) != config_id(gradient)
     old_gradient = dict(gradient)
     old_gradient.pop("allocation_head_steps")  # measured at the head's initialisation: today's default 0
-    assert config_id(old_gradient) == config_id(gradient)
+    assert config_id(with_old_defaults(old_gradient)) == config_id(gradient)
     assert config_id({**gradient, "allocation_head_steps": 32}) != config_id(gradient)

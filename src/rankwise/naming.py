@@ -37,6 +37,12 @@ NAME_DEFAULTS = {
 }
 
 
+def with_old_defaults(stored: dict) -> dict:
+    """A stored config mapping (a run's config.json) with the fields it lacks because an older rankwise wrote
+    it filled with the values they had then (NAME_DEFAULTS): what that run was trained with."""
+    return {**{name: old for name, old in NAME_DEFAULTS.items() if name not in stored}, **stored}
+
+
 def _g(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 

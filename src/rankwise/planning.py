@@ -218,7 +218,7 @@ def build_plan(cfg, model: nn.Module, head_modules: list[str], steps_per_epoch: 
     model_parameters = sum(p.numel() for p in model.parameters())
     targets = find_targets(model, cfg.target_modules)
     method = get_method(cfg.method)
-    head_parameters = trained_head_parameters(cfg, model, head_modules, targets)
+    head_parameters = sum(p.numel() for p in trained_head(cfg, model, head_modules, targets))
     allocator, budget, gradient = None, None, None
     if not method.trains_adapter:  # every weight trains: each matrix at its full rank
         ranks = [min(t.in_features, t.out_features) for t in targets]
@@ -310,12 +310,11 @@ def allocate_by_gradient(cfg, model: nn.Module, targets: list[TargetMatrix], bat
 
 
 def _warmable_head(cfg, model: nn.Module, head_modules, targets: list[TargetMatrix]) -> list[nn.Parameter]:
-    """The parameters --allocation_head_steps trains: the task's new head (without adapted layers). ConfigError
-    when steps are asked for and there is none (a causal LM keeps its pretrained head)."""
-    if not getattr(cfg, "allocation_head_steps", 0):
+    """The parameters --allocation_head_steps trains: the head training trains (--freeze_head was refused).
+    ConfigError when steps are asked for and there is none (a causal LM keeps its pretrained head)."""
+    if not cfg.allocation_head_steps:
         return []
-    adapted = adapted_heads(list(head_modules), [t.name for t in targets])
-    head = [p for h in head_modules if h not in adapted for p in model.get_submodule(h).parameters()]
+    head = trained_head(cfg, model, list(head_modules), targets)
     if not head:
         raise ConfigError("allocation_head_steps", "the model has no newly initialised head to train before "
                           "measuring (a causal LM keeps its pretrained head; `every-linear` adapts the head's layers)",
@@ -342,13 +341,13 @@ def peft_task_type(model: nn.Module) -> str | None:
     return None
 
 
-def trained_head_parameters(cfg, model: nn.Module, head_modules: list[str], targets: list[TargetMatrix]) -> int:
-    """Parameters the task head trains: none with --freeze_head, nor in a head module whose layers hold adapters
-    (`every-linear`: PEFT adapts a layer or trains it, not both)."""
+def trained_head(cfg, model: nn.Module, head_modules: list[str], targets: list[TargetMatrix]) -> list[nn.Parameter]:
+    """The parameters the task head trains: none with --freeze_head, nor in a head module whose layers hold
+    adapters (`every-linear`: PEFT adapts a layer or trains it, not both)."""
     if getattr(cfg, "freeze_head", False):
-        return 0
+        return []
     adapted = adapted_heads(head_modules, [t.name for t in targets]) if get_method(cfg.method).trains_adapter else []
-    return sum(p.numel() for h in head_modules if h not in adapted for p in model.get_submodule(h).parameters())
+    return [p for h in head_modules if h not in adapted for p in model.get_submodule(h).parameters()]
 
 
 def check_head_saving(cfg, plan: Plan) -> None:

@@ -27,7 +27,7 @@ from typing import Iterator
 
 from .config import RunConfig, applies
 from .errors import RunDirError
-from .naming import NAME_DEFAULTS, NOT_IDENTITY
+from .naming import NOT_IDENTITY, with_old_defaults
 from .rundir import SUMMARY, RunDir, check_writable_path, read_json, replace_dir, sibling
 
 # Every entry rankwise writes in a run directory (DESIGN.md → Outputs; generations.jsonl for instruction
@@ -148,7 +148,7 @@ def config_conflicts(cfg: RunConfig, run_dir: str | Path | None = None) -> list[
 def stored_config_conflicts(stored: dict, cfg: RunConfig) -> list[str]:
     """`config_conflicts` against a stored config mapping (a run's config.json, a checkpoint's state)."""
     wanted = json.loads(json.dumps(cfg.to_dict(), default=str))  # tuples become lists, as in the file
-    stored = {**{name: old for name, old in NAME_DEFAULTS.items() if name not in stored}, **stored}
+    stored = with_old_defaults(stored)
     return [f"{name}: {stored[name]!r} there, {value!r} here" for name, value in wanted.items()
             if name not in NOT_IDENTITY and name in stored and stored[name] != value
             and applies(name, cfg.allocation, cfg.method)]

@@ -31,6 +31,7 @@ class Dora(Lora):
     cost_formula = "r*(in+out)+out per matrix"
     cost_symbol = "Σ r·(in+out) + out"
     stored_parts = "A, B, m"
+    tensor_parts = ("lora_A", "lora_B", "lora_magnitude_vector")
 
     def cost_coefficients(self, target: TargetMatrix) -> tuple[int, int, int]:
         return 0, target.in_features + target.out_features, target.out_features

@@ -152,10 +152,8 @@ class Lora(AdapterMethod):
         layers = lora_layers(peft_model, names)
         with torch.no_grad():
             for name, layer in zip(names, layers):
-                layer.lora_A[PEFT_ADAPTER_NAME].weight.copy_(tensors[f"{name}.lora_A"])
-                layer.lora_B[PEFT_ADAPTER_NAME].weight.copy_(tensors[f"{name}.lora_B"])
-                if self.use_dora:  # after A and B: PEFT set m from them when it built the layer
-                    layer.lora_magnitude_vector[PEFT_ADAPTER_NAME].weight.copy_(tensors[f"{name}.lora_magnitude_vector"])
+                for part in self.tensor_parts:  # lora_A, lora_B (and DoRA's lora_magnitude_vector): each has .weight
+                    getattr(layer, part)[PEFT_ADAPTER_NAME].weight.copy_(tensors[f"{name}.{part}"])
         load_head(peft_model, tensors, meta["head_modules"], directory)
         return AdapterSet(self, peft_model, targets, ranks, alphas, layers, KeepHooks(layers))
 

@@ -23,6 +23,7 @@ import pandas as pd
 from ..config import FIELDS, applies
 from ..errors import ConfigError, RunDirError
 from ..methods import allocates_ranks, titles, trains_adapter
+from ..naming import with_old_defaults
 from ..rundir import SUMMARY, read_json, read_jsonl, read_summary
 from .text import is_missing, short_text, value_text
 
@@ -69,15 +70,11 @@ def metric_scale(metric: str | None, greater_is_better: bool) -> float:
 
 def config_id(config: dict) -> str:
     """Identity of a configuration over seeds: every result-relevant field that applies to its method and
-    allocation, except the seed. A field an older config.json lacks counts as the default it had then
-    (naming.NAME_DEFAULTS), so a changed default of a field that does not apply (a gradient option on a learned
-    run) or a field added since does not split one configuration's seeds into two."""
-    from ..naming import NAME_DEFAULTS
-
+    allocation, except the seed, so a changed default of a field that does not apply (a gradient option on a
+    learned run) does not split one configuration's seeds into two."""
     allocation, method, task = config.get("allocation"), config.get("method"), config.get("task")
     known = allocation is not None and method is not None
-    identity = {k: NAME_DEFAULTS[k] if config.get(k) is None and k in NAME_DEFAULTS else config.get(k)
-                for k in IDENTITY_FIELDS if not known or applies(k, allocation, method, task)}
+    identity = {k: config.get(k) for k in IDENTITY_FIELDS if not known or applies(k, allocation, method, task)}
     return hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
@@ -94,7 +91,8 @@ def read_matrices(run_dir: Path) -> list[dict]:
 
 def _run_row(run_dir: Path, summary: dict) -> dict:
     config_file = run_dir / "config.json"
-    config = read_json(config_file).get("config", {}) if config_file.is_file() else {}
+    config = read_json(config_file).get("config") if config_file.is_file() else None
+    config = with_old_defaults(config) if config is not None else {}  # fields an older rankwise did not write
     row: dict = {field: config.get(field, summary.get(field)) for field in CONFIG_FIELDS}
     for key in ("task", "method", "allocation", "seed"):
         if row.get(key) is None:

@@ -353,6 +353,7 @@ def _record(run: FinishedRun, fmt: str, out: Path, meta: dict, tensors: dict[str
         head = sum(v.numel() for k, v in tensors.items() if k.startswith("head."))
         stored_after = sum(v.numel() for k, v in tensors.items() if not k.startswith("head."))
         stored_before = sum(t.in_features * r + t.out_features * r + (r * r if "lora_R" in method.tensor_parts else 0)
+                            + (t.out_features if "lora_magnitude_vector" in method.tensor_parts else 0)
                             for t, r in zip(targets, allocated))
     else:
         head, stored_before, stored_after = None, before, after

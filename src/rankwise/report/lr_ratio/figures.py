@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ...methods import FULL_FINETUNING
+from ..figures import save_figure
 from .analysis import METHOD_NAMES, POLICY_NAMES, REFERENCE_RATIO, is_reference
 
 
@@ -18,15 +19,6 @@ def _panels(points: pd.DataFrame) -> list[tuple[str, str | None]]:
     policies = list(POLICY_NAMES)
     keys = sorted(keys, key=lambda k: (k[0], policies.index(k[1]) if k[1] in policies else len(policies)))
     return keys or [(FULL_FINETUNING, None)]
-
-
-def _write(fig, path: Path) -> Path:
-    """Save atomically: a reader (or a killed report) never leaves half a PNG at `path`."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    tmp.replace(path)
-    return path
 
 
 def _rank_colours(n: int) -> list:
@@ -74,7 +66,7 @@ def plot_loss_vs_lr(points: pd.DataFrame, optima: pd.DataFrame, summary: pd.Data
         ax.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2,
                   frameon=False)
     fig.suptitle(title + "\nline: median over seeds; band: min–max over seeds; dotted: fitted optimum")
-    return _write(fig, path)
+    return save_figure(fig, path)
 
 
 def _loss_curve(ax, curve: pd.Series, part: pd.DataFrame, optima: pd.DataFrame, colour, diverged_y: float) -> None:
@@ -118,7 +110,7 @@ def plot_ratio_vs_rank(summary: pd.DataFrame, path: Path, title: str) -> Path | 
         ax.plot([], [], ls="none", marker="$†$", color="grey", label="† an optimum fell back to a grid edge: a bound")
     ax.legend(fontsize=8, loc="best")
     ax.set_title(title)
-    return _write(fig, path)
+    return save_figure(fig, path)
 
 
 def _ratio_series(ax, rows: pd.DataFrame) -> tuple[list[float], bool]:
