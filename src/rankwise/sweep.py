@@ -52,7 +52,7 @@ from .naming import run_name
 from .rundir import SUMMARY
 from .runstate import check_output_dir, checkpoints, config_conflicts, inspect, run_lock, run_state
 
-SPEC_KEYS = ("base", "grid", "variants", "seeds", "output_dir", "description")
+SPEC_KEYS = ("base", "grid", "variants", "seeds", "output_dir", "description", "search")
 BACKENDS = ("local", "ray")
 RUN_STATES = ("new", "finished", "running", "unfinished", "failed", "corrupt", "foreign", "conflict")  # run_state, describe_runs
 
@@ -158,8 +158,13 @@ def parse_sweep(data: dict, source: str = "sweep") -> dict:
     output_dir = data.get("output_dir")
     if output_dir is not None and not isinstance(output_dir, str):
         raise ConfigError(_where(source), "`output_dir` must be a path")
+    search = None
+    if data.get("search") is not None:  # adaptive learning-rate search (rankwise.search)
+        from .search import parse_search
+
+        search = parse_search(data["search"], base, grid, variants, seeds, source)
     return {"base": base, "grid": grid, "variants": variants, "seeds": seeds, "output_dir": output_dir,
-            "description": data.get("description"), "source": source}
+            "description": data.get("description"), "source": source, "search": search}
 
 
 def override(spec: dict, values: dict[str, Any] | None = None, seeds: list[int] | None = None) -> dict:
@@ -214,18 +219,23 @@ def expand(spec: dict, output_dir: str | None = None, check_resources: bool | st
     root = Path(output_dir or spec.get("output_dir") or default_output_root(spec))
     source = spec.get("source", "sweep")
     configs, seen = [], set()
-    for values in point_values(spec):
-        for seed in spec["seeds"]:
-            cfg = config_from_dict({**values, "seed": seed}, source=source)
-            name = run_name(cfg)
-            if name in seen:
-                continue
-            seen.add(name)
-            cfg.output_dir = str(root / name)
-            try:
-                configs.append(prepare(cfg))
-            except ConfigError as exc:
-                raise ConfigError(exc.field, f"{exc.problem} (in {source}, run {name})", exc.fix) from None
+    if spec.get("search"):  # a search's runs depend on its scores: the ones it starts with (rankwise.search)
+        from .search import known_runs
+
+        runs = [(values, values.pop("seed")) for values in known_runs(spec)]
+    else:
+        runs = [(values, seed) for values in point_values(spec) for seed in spec["seeds"]]
+    for values, seed in runs:
+        cfg = config_from_dict({**values, "seed": seed}, source=source)
+        name = run_name(cfg)
+        if name in seen:
+            continue
+        seen.add(name)
+        cfg.output_dir = str(root / name)
+        try:
+            configs.append(prepare(cfg))
+        except ConfigError as exc:
+            raise ConfigError(exc.field, f"{exc.problem} (in {source}, run {name})", exc.fix) from None
     if check_resources:
         check_configs(configs, allow_network=check_resources != "local")
     return configs

@@ -129,6 +129,8 @@ def cmd_sweep(args) -> int:
         spec = override(spec, forced, args.seeds)
     if args.quiet:
         spec = override(spec, {"quiet": True})
+    if spec.get("search"):
+        return _cmd_search(args, spec)
     configs = expand(spec, args.output_dir, check_resources=not args.dry_run)
     root = Path(configs[0].output_dir).parent
     points, seeds = len(point_values(spec)), len(spec["seeds"])
@@ -160,3 +162,41 @@ def cmd_sweep(args) -> int:
         print(f"{record['status']}: {record['name']}: {record['message']}")
     print(f"report: rankwise report {os.path.relpath(root) if not root.is_absolute() else root} --out {root / 'report'}")
     return 1 if any(r["status"] == "failed" for r in records) else 0
+
+
+def _cmd_search(args, spec: dict) -> int:
+    """A sweep with a `search:` block: each arm's learning rate searched on the search seeds, then the sweep's seeds
+    run at the chosen rate (rankwise.search)."""
+    from ..search import describe, run_config, run_search, search_arms
+    from ..sweep import check_configs, expand, run_sweep
+
+    search = spec["search"]
+    configs = expand(spec, args.output_dir, check_resources=not args.dry_run)  # the runs every search starts with
+    root = Path(configs[0].output_dir).parent
+    arms = search_arms(spec)
+    if args.selections:
+        firsts = [run_config(spec, arm, search.start[0], search.seeds[0], root) for arm in arms]
+        kept = {c.output_dir for c in select(firsts, args.selections)}
+        arms = [arm for arm, c in zip(arms, firsts) if c.output_dir in kept]
+        print(f"--only: {len(arms)} of the {len(firsts)} arms")
+    halving = f", halving (keep the best 1/{search.halving} after each search seed)" if search.halving else ""
+    print(f"{args.config}: {len(arms)} arms; {search.field} searched from "
+          f"{', '.join(f'{r:g}' for r in search.start)} (steps of ×{search.factor:g}, at most {search.max_rates} "
+          f"rates) on seeds {', '.join(map(str, search.seeds))}{halving}; then seeds "
+          f"{', '.join(map(str, spec['seeds']))} at each arm's chosen rate; runs under {root}")
+    if args.dry_run:
+        for note in dict.fromkeys(check_configs(configs, allow_network=False)):
+            print(f"note: {note}")
+        for line in describe(spec, arms, root):
+            print(line)
+        print("dry run: nothing was run")
+        return 0
+
+    def run_batch(batch):
+        return run_sweep(batch, jobs=args.jobs, backend=args.backend, ray_address=args.ray_address, quiet=args.quiet,
+                         gpus_per_run=args.ray_gpus_per_run)
+
+    data = run_search(spec, arms, root, run_batch)
+    print(f"report: rankwise report {os.path.relpath(root) if not root.is_absolute() else root} --out {root / 'report'}")
+    return 1 if any(arm["status"].startswith("failed") for arm in data["arms"]) else 0
+
