@@ -155,7 +155,7 @@ def test_bad_files_are_refused_before_any_work(content, extra, expected, tiny_be
 
 @pytest.mark.parametrize("lines,expected", [
     (['{"text": "a", "label": 0.5}', '{"text": "b", "label": NaN}', '{"text": "c", "label": 1.5}'],
-     "line 2: the regression target `label` is nan"),
+     "the label (`label`) is missing in 1 of 3 rows: line 2 (`nan`)"),
     (['{"text": "a", "label": 1}', '{"text": "b", "label": "spam"}'], "line 2: label `spam` is text but the first"),
     (['{"text": "a", "label": 1}', '{"text": "b" "label": 2}'], "line 2: not valid JSON"),
 ])

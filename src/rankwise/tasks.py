@@ -48,7 +48,8 @@ def prepare_text(cfg) -> PreparedTask:
         metrics=lambda preds, gold: text_metrics(preds, gold, data.num_labels),
         main_metric=text_main_metric(data.num_labels),
         info={"data_source": data.source, "columns": data.columns, "label_names": data.label_names,
-              "problem_type": "regression" if data.regression else "single_label_classification"})
+              "problem_type": "regression" if data.regression else "single_label_classification",
+              "problem_type_reason": data.problem_reason})
 
 
 def _sequence_classification(cfg, train_examples, eval_examples: dict, num_labels: int, label_names, metrics,

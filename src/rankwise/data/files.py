@@ -3,10 +3,13 @@
 
 The columns are named by --text_column / --text_pair_column / --label_column (defaults below). Labels are strings
 or integers (a classification: the label set is read from the training split and recorded, names kept for exports
-and predictions) or floats that are not whole numbers (a regression; --problem_type forces either). Without
+and predictions) or floats that are not whole numbers (a regression; --problem_type forces either), and the decision
+is recorded with its reason. Labels are checked as pandas reads a column: a label that is empty, null, NaN or one of
+read_csv's missing-value strings (NA, n/a, nan, null, ...) is missing, and a list or object is not a label. Without
 validation data, a fixed share of the training data is held out (--validation_split, the same split for every
-seed). Every problem (a missing column, an empty file, one class, a NaN target, mixed label types, an empty text
-column, a line that does not parse) is one DataError naming the file, the line or column, and the fix.
+seed). Every problem (a missing column, a column named twice, an empty file, one class, a missing or non-scalar
+label, a number column with a stray string, mixed label types, an empty text column, a line that does not parse)
+is one DataError naming the file, the line (or record) and value, and the fix. Fields of any size are read.
 
 `ag_news` is the LR-ratio study's setup: its training split cut 90/10 (seed 36), the first 10,000 and 2,000
 examples of the two parts as training and validation data, and its test split.
@@ -14,15 +17,19 @@ examples of the two parts as training and validation data, and its test split.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import random
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from pandas._libs.parsers import STR_NA_VALUES  # read_csv's default missing-value strings
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
@@ -47,6 +54,7 @@ class TextData:
     label_names: list[str] | None  # None: regression
     source: str
     columns: dict = field(default_factory=dict)  # text, text_pair, label
+    problem_reason: str = ""  # why it is a classification or a regression
 
     @property
     def regression(self) -> bool:
@@ -87,7 +95,41 @@ def read_rows(path: str | Path, option: str = "train_file") -> list[dict]:
     return rows
 
 
+def row_unit(path: str | Path | None) -> str:
+    """What a row's `__line__` counts: `line` in CSV, TSV and JSONL files, `record` in JSON lists, Parquet files and
+    datasets (None)."""
+    return "line" if path is not None and FORMATS.get(Path(path).suffix.lower()) in ("csv", "tsv", "jsonl") \
+        else "record"
+
+
+@contextlib.contextmanager
+def _any_field_size():
+    """Python's csv module refuses fields over 128 KiB by default; pandas has no such limit, nor does rankwise."""
+    previous = csv.field_size_limit()
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(previous)
+
+
+def _check_header(header: list[str], path: Path, option: str) -> None:
+    """A column named twice would be read from one of its columns only: refused, naming both positions."""
+    seen: dict[str, int] = {}
+    for position, name in enumerate(header, 1):
+        if name in seen:
+            raise DataError(f"--{option} `{path}`, line 1: columns {seen[name]} and {position} are both named "
+                            f"`{name}`, so one of them would be ignored. Rename one (pandas would read them as "
+                            f"`{name}` and `{name}.1`)")
+        seen[name] = position
+
+
 def _delimited_rows(text: str, path: Path, option: str, delimiter: str) -> list[dict]:
+    with _any_field_size():
+        return _read_delimited(text, path, option, delimiter)
+
+
+def _read_delimited(text: str, path: Path, option: str, delimiter: str) -> list[dict]:
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     try:
         header = next(reader)
@@ -95,6 +137,7 @@ def _delimited_rows(text: str, path: Path, option: str, delimiter: str) -> list[
         return []
     except csv.Error as exc:
         raise DataError(f"--{option} `{path}`, line 1: {exc}") from None
+    _check_header(header, path, option)
     rows = []
     try:
         for values in reader:
@@ -110,9 +153,29 @@ def _delimited_rows(text: str, path: Path, option: str, delimiter: str) -> list[
     return rows
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple]) -> dict:
+    """json's object_pairs_hook: a key given twice in one object (json keeps the last silently) is refused."""
+    keys = [k for k, _ in pairs]
+    twice = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
+    if twice is not None:
+        raise _DuplicateKey(twice)
+    return dict(pairs)
+
+
+def _duplicate_key_error(where: str, key: str) -> DataError:
+    return DataError(f"{where}: the key `{key}` appears twice in one object, so one of its values would be "
+                     "ignored. Keep one (or rename the other)")
+
+
 def _json_rows(text: str, path: Path, option: str, _delimiter: str) -> list[dict]:
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        raise _duplicate_key_error(f"--{option} `{path}`", exc.args[0]) from None
     except json.JSONDecodeError as exc:
         raise DataError(f"--{option} `{path}`, line {exc.lineno}: not valid JSON ({exc.msg})") from None
     if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):  # column-oriented
@@ -131,7 +194,9 @@ def _jsonl_rows(text: str, path: Path, option: str, _delimiter: str) -> list[dic
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line, object_pairs_hook=_unique_keys)
+        except _DuplicateKey as exc:
+            raise _duplicate_key_error(f"--{option} `{path}`, line {line_number}", exc.args[0]) from None
         except json.JSONDecodeError as exc:
             raise DataError(f"--{option} `{path}`, line {line_number}: not valid JSON ({exc.msg})") from None
         if not isinstance(row, dict):
@@ -200,7 +265,7 @@ def _dataset_rows(cfg) -> tuple[dict[str, list[dict]], str, dict[str, list[str]]
 # Rows -> examples
 # ---------------------------------------------------------------------------------------------
 
-def _columns(cfg, rows: list[dict], where: str) -> tuple[str, str | None, str]:
+def _columns(cfg, rows: list[dict], where) -> tuple[str, str | None, str]:
     found = [c for c in rows[0] if c != "__line__"]
     text = cfg.text_column or next((c for c in TEXT_DEFAULTS if c in found), None)
     if text is None or text not in found:
@@ -217,70 +282,173 @@ def _columns(cfg, rows: list[dict], where: str) -> tuple[str, str | None, str]:
     return text, pair, label
 
 
+@dataclass(frozen=True)
+class _Source:
+    """Where a split's rows come from, for messages: `--train_file `x.csv``, and what a row number counts."""
+
+    name: str
+    unit: str  # `line` or `record` (see row_unit)
+
+    def __str__(self) -> str:
+        return self.name
+
+    def at(self, row: dict) -> str:
+        return f"{self.name}, {self.unit} {row['__line__']}"
+
+
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
-def _problem(cfg, train: list[dict], label: str, where: str, class_names: list[str] | None) -> str:
-    """`single_label_classification` or `regression`, from --problem_type or the training labels."""
-    values = [r[label] for r in train]
-    if cfg.problem_type != "auto":
-        return cfg.problem_type
-    if class_names is not None:
-        return "single_label_classification"
-    numbers = [v for v in values if _is_number(v)]
-    texts = [v for v in values if isinstance(v, str)]
-    if numbers and texts:
-        row = next(r for r in train if isinstance(r[label], str) != isinstance(values[0], str))
-        raise DataError(f"{where}, line {row['__line__']}: label `{row[label]}` is "
-                        f"{'text' if isinstance(row[label], str) else 'a number'} but the first label "
-                        f"(`{values[0]}`) is {'text' if isinstance(values[0], str) else 'a number'}: the "
-                        f"`{label}` column mixes label types. Make every label a class name, or every one a number")
-    if texts:  # CSV/TSV give strings: numbers written as text count as numbers
-        try:
-            parsed = [float(v) for v in texts]
-        except ValueError:
-            return "single_label_classification"
-        return "single_label_classification" if all(math.isfinite(x) and x.is_integer() for x in parsed) \
-            else "regression"
-    return "single_label_classification" if all(float(v).is_integer() for v in numbers if math.isfinite(float(v))) \
-        else "regression"
-
-
-def _label_value(row: dict, label: str, where: str, regression: bool) -> float | str:
-    value = row[label]
-    if value is None or (isinstance(value, str) and not value.strip()):
-        raise DataError(f"{where}, line {row['__line__']}: the label (`{label}`) is empty")
-    if not regression:
-        if _is_number(value) and float(value).is_integer():
-            return str(int(value))
-        return str(value).strip()
+def _spelled_number(text: str) -> float | None:
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise DataError(f"{where}, line {row['__line__']}: `{value}` is not a number, but the task is a regression "
-                        f"(--problem_type)") from None
-    if not math.isfinite(number):
-        raise DataError(f"{where}, line {row['__line__']}: the regression target `{label}` is {value}; every "
-                        "target must be a finite number")
-    return number
+        return float(text)
+    except ValueError:
+        return None
 
 
-def _examples(rows: list[dict], columns: tuple, where: str, regression: bool, label_index: dict | None,
-              class_names: list[str] | None) -> list[Example]:
+def label_kind(value) -> str:
+    """How a data library reads one label: `missing` (None, NaN, empty, or one of read_csv's missing-value
+    strings such as NA, n/a, nan, null), `nonscalar` (a list, object or array), `boolean`, `number`,
+    `number_text` (a string that spells a number, as every CSV field is) or `text`."""
+    if not pd.api.types.is_scalar(value):
+        return "nonscalar"
+    if isinstance(value, str):
+        text = value.strip()
+        if text in STR_NA_VALUES:
+            return "missing"
+        return "number_text" if _spelled_number(text) is not None else "text"
+    if pd.isna(value):
+        return "missing"
+    if isinstance(value, (bool, np.bool_)):
+        return "boolean"
+    return "number" if _is_number(value) else "text"
+
+
+def _shown(value) -> str:
+    """A value as the user wrote it: JSON for lists and objects, else its text."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, (list, dict, tuple)):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def _check_labels(rows: list[dict], label: str, where: _Source) -> None:
+    """Refuse rows whose label is missing (listing them, with their values), not one value, or not finite."""
+    missing = [r for r in rows if label_kind(r.get(label)) == "missing"]
+    if missing:
+        listed = ", ".join(f"{where.unit} {r['__line__']} ({_given(r, label)})" for r in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise DataError(f"{where}: the label (`{label}`) is missing in {len(missing)} of {len(rows)} rows: {listed}"
+                        f"{more}. Fill in those labels or remove the rows (empty fields, null, NaN and pandas' "
+                        "missing-value strings such as NA, n/a and nan count as missing)")
+    for row in rows:
+        value = row[label]
+        kind = label_kind(value)
+        if kind == "nonscalar":
+            raise DataError(f"{where.at(row)}: label `{_shown(value)}` is a {type(value).__name__}, not one value. "
+                            f"A label is one class name or number (write `{_shown(_first(value))}`, not "
+                            f"`{_shown(value)}`); multi-label data is not supported")
+        number = float(value) if kind == "number" else _spelled_number(value.strip()) if kind == "number_text" \
+            else 0.0
+        if not math.isfinite(number):
+            raise DataError(f"{where.at(row)}: label `{_shown(value)}` is not a finite number. Fix it or remove "
+                            "the row")
+
+
+def _given(row: dict, column: str) -> str:
+    return f"`{_shown(row[column])}`" if column in row else f"no `{column}` key"
+
+
+def _first(value):
+    items = list(value.values()) if isinstance(value, dict) else list(value)
+    return items[0] if items else "..."
+
+
+GROUPS = {"number": "a number", "boolean": "true or false", "text": "text", "number_text": "text"}
+
+
+def _problem(cfg, train: list[dict], label: str, where: _Source, class_names: list[str] | None) -> tuple[str, str]:
+    """(`single_label_classification` or `regression`, why), from --problem_type or the training labels. Mixed
+    label types, and a number column with a stray text (or a text column with a stray number), are refused."""
+    if cfg.problem_type != "auto":
+        return cfg.problem_type, f"--problem_type {cfg.problem_type}"
+    if class_names is not None:
+        return "single_label_classification", f"`{label}` is a ClassLabel feature of the dataset"
+    first: dict[str, dict] = {}  # kind -> first row with it
+    for row in train:
+        first.setdefault(label_kind(row[label]), row)
+    groups = {GROUPS[kind]: row for kind, row in sorted(first.items(), key=lambda kv: kv[1]["__line__"])}
+    if len(groups) > 1:
+        (kind_a, row_a), (kind_b, row_b) = list(groups.items())[:2]
+        raise DataError(f"{where.at(row_b)}: label `{_shown(row_b[label])}` is {kind_b} but the first label "
+                        f"(`{_shown(row_a[label])}`, {where.unit} {row_a['__line__']}) is {kind_a}: the `{label}` "
+                        "column mixes label types. Make every label a class name, or every one a number")
+    if "text" in first and "number_text" in first:
+        _stray_label(train, label, where)
+    if "text" in first or "boolean" in first:
+        return "single_label_classification", f"labels such as `{_shown(next(iter(first.values()))[label])}` are " \
+                                              "class names"
+    fraction = next((r for r in train if not float(str(r[label]).strip()).is_integer()), None)
+    if fraction is None:
+        return "single_label_classification", ("every label is a whole number, so each is a class (pass "
+                                                "--problem_type regression for a numeric target)")
+    return "regression", (f"labels such as `{_shown(fraction[label])}` ({where.unit} {fraction['__line__']}) are not "
+                          "whole numbers (pass --problem_type single_label_classification to read them as classes)")
+
+
+def _stray_label(train: list[dict], label: str, where: _Source) -> None:
+    numbers = [r for r in train if label_kind(r[label]) == "number_text"]
+    texts = [r for r in train if label_kind(r[label]) == "text"]
+    stray, others, what = (texts, numbers, "numbers") if len(numbers) >= len(texts) else (numbers, texts, "text")
+    row, example = stray[0], others[0]
+    is_not = "not a number" if what == "numbers" else "a number"
+    rows = ", ".join(f"{where.unit} {r['__line__']}" for r in stray[:5]) + (", ..." if len(stray) > 5 else "")
+    raise DataError(f"{where.at(row)}: label `{_shown(row[label])}` is {is_not}, but {len(others)} of the "
+                    f"{len(train)} labels of `{label}` are {what} (e.g. `{_shown(example[label])}`, {where.unit} "
+                    f"{example['__line__']}); {len(stray)} {'is' if len(stray) == 1 else 'are'} not ({rows}). Fix the stray value(s) or remove their "
+                    "rows; to read every label as a class name, pass --problem_type single_label_classification")
+
+
+def _label_value(row: dict, label: str, where: _Source, regression: bool, reason: str) -> float | str:
+    """A checked label (see _check_labels) as a class name or a regression target."""
+    value = row[label]
+    kind = label_kind(value)
+    if not regression:
+        if kind in ("number", "number_text"):
+            number = float(value) if kind == "number" else float(value.strip())
+            return str(int(number)) if number.is_integer() else str(number)
+        return str(value).strip()
+    if kind not in ("number", "number_text"):
+        raise DataError(f"{where.at(row)}: label `{_shown(value)}` is not a number, but the task is a regression "
+                        f"({reason})")
+    return float(value)
+
+
+def _text(row: dict, column: str, where: _Source) -> str:
+    value = row.get(column)
+    if not pd.api.types.is_scalar(value):
+        raise DataError(f"{where.at(row)}: the text (`{column}`) is a {type(value).__name__} (`{_shown(value)}`), "
+                        "not a text. Give one string per row")
+    return "" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+
+
+def _examples(rows: list[dict], columns: tuple, where: _Source, regression: bool, label_index: dict | None,
+              class_names: list[str] | None, reason: str) -> list[Example]:
     text, pair, label = columns
+    _check_labels(rows, label, where)
     examples = []
     for row in rows:
-        value = _label_value(row, label, where, regression)
+        value = _label_value(row, label, where, regression, reason)
         if not regression:
             key = class_names[int(value)] if class_names is not None and value.isdigit() and \
                 int(value) < len(class_names) else value
             if key not in label_index:
-                raise DataError(f"{where}, line {row['__line__']}: label `{value}` is not among the training "
-                                f"labels ({', '.join(label_index)})")
+                raise DataError(f"{where.at(row)}: label `{value}` is not among the training labels "
+                                f"({', '.join(label_index)}; {reason})")
             value = label_index[key]
-        texts = tuple("" if row.get(c) is None else str(row[c]) for c in (text, pair) if c is not None)
-        examples.append(Example(texts, value))
+        examples.append(Example(tuple(_text(row, c, where) for c in (text, pair) if c is not None), value))
     if not any(e.texts[0].strip() for e in examples):
         raise DataError(f"{where}: the text column `{text}` is empty in every row")
     return examples
@@ -297,53 +465,61 @@ def _split_off(rows: list[dict], fraction: float) -> tuple[list[dict], list[dict
     return [rows[i] for i in sorted(order[held:])], [rows[i] for i in sorted(order[:held])]
 
 
-def load_text_data(cfg) -> TextData:
-    """The examples of `--task text` from --train_file (with --validation_file / --test_file) or --dataset."""
-    class_names = None
+def _read_splits(cfg) -> tuple[dict, str, dict, list[str] | None]:
+    """({split: rows}, source, {split: _Source}, ClassLabel names of the label column or None)."""
     if cfg.dataset is not None:
         splits, source, names = _dataset_rows(cfg)
         if "train" not in splits:
             raise DataError(f"--dataset `{cfg.dataset}` has no `train` split (it has {', '.join(splits)})")
-        train, validation, test = splits["train"], splits.get("validation"), splits.get("test")
-        where = {"train": f"--dataset {cfg.dataset} (train)", "validation": f"--dataset {cfg.dataset} (validation)",
-                 "test": f"--dataset {cfg.dataset} (test)"}
-        columns = _columns(cfg, train, where["train"])
-        class_names = names.get(columns[2])
-    else:
-        train = read_rows(cfg.train_file, "train_file")
-        validation = read_rows(cfg.validation_file, "validation_file") if cfg.validation_file else None
-        test = read_rows(cfg.test_file, "test_file") if cfg.test_file else None
-        source = str(cfg.train_file)
-        where = {"train": f"--train_file `{cfg.train_file}`", "validation": f"--validation_file `{cfg.validation_file}`",
-                 "test": f"--test_file `{cfg.test_file}`"}
-        columns = _columns(cfg, train, where["train"])
-    for split, rows in (("validation", validation), ("test", test)):
-        if rows is not None:
-            _columns(cfg, rows, where[split])  # the same columns in every split
-    regression = _problem(cfg, train, columns[2], where["train"], class_names) == "regression"  # every row
+        where = {split: _Source(f"--dataset {cfg.dataset} ({split})", "record") for split in splits}
+        label = _columns(cfg, splits["train"], where["train"])[2]
+        return splits, source, where, names.get(label)
+    splits = {"train": read_rows(cfg.train_file, "train_file")}
+    for split, option in (("validation", "validation_file"), ("test", "test_file")):
+        if getattr(cfg, option):
+            splits[split] = read_rows(getattr(cfg, option), option)
+    where = {split: _Source(f"--{option} `{getattr(cfg, option)}`", row_unit(getattr(cfg, option)))
+             for split, option in (("train", "train_file"), ("validation", "validation_file"), ("test", "test_file"))
+             if split in splits}
+    return splits, str(cfg.train_file), where, None
+
+
+def _label_names(train: list[dict], label: str, where: _Source, reason: str) -> list[str]:
+    values = sorted({_label_value(r, label, where, False, reason) for r in train},
+                    key=lambda v: (not v.lstrip("-").isdigit(), int(v) if v.lstrip("-").isdigit() else 0, v))
+    if len(values) < 2:
+        raise DataError(f"{where}: the label column `{label}` has one class (`{values[0]}`); a classifier needs at "
+                        f"least two ({reason}). Check --label_column")
+    return values
+
+
+def load_text_data(cfg) -> TextData:
+    """The examples of `--task text` from --train_file (with --validation_file / --test_file) or --dataset."""
+    splits, source, where, class_names = _read_splits(cfg)
+    columns = _columns(cfg, splits["train"], where["train"])
+    for split in ("validation", "test"):
+        if splits.get(split) is not None:
+            _columns(cfg, splits[split], where[split])  # the same columns in every split
+    _check_labels(splits["train"], columns[2], where["train"])
+    problem, reason = _problem(cfg, splits["train"], columns[2], where["train"], class_names)  # every row
+    regression = problem == "regression"
+    train, validation, test = splits["train"], splits.get("validation"), splits.get("test")
     held_out = validation is None
     if held_out:
         train, validation = _split_off(train, cfg.validation_split)
+        where["validation"] = _Source(f"{where['train']} (held-out validation)", where["train"].unit)
     label_names, label_index = None, None
     if not regression:
-        if class_names is not None:
-            label_names = class_names
-        else:
-            values = sorted({_label_value(r, columns[2], where["train"], False) for r in train},
-                            key=lambda v: (not v.lstrip("-").isdigit(), int(v) if v.lstrip("-").isdigit() else 0, v))
-            if len(values) < 2:
-                raise DataError(f"{where['train']}: the label column `{columns[2]}` has one class (`{values[0]}`); "
-                                "a classifier needs at least two. Check --label_column")
-            label_names = values
+        label_names = class_names if class_names is not None else _label_names(train, columns[2], where["train"],
+                                                                               reason)
         label_index = {name: i for i, name in enumerate(label_names)}
-    if held_out:
-        where["validation"] = f"{where['train']} (held-out validation)"
-    examples = {split: _examples(rows, columns, where[split], regression, label_index, class_names)
+    examples = {split: _examples(rows, columns, where[split], regression, label_index, class_names, reason)
                 for split, rows in (("train", train), ("validation", validation), ("test", test)) if rows is not None}
     return TextData(train=examples["train"], evals={"eval": examples["validation"]}, test=examples.get("test"),
                     label_names=label_names, source=source + (f"; validation: {cfg.validation_split:g} of it held out "
                                                               f"(seed {SPLIT_SEED})" if held_out else ""),
-                    columns={"text": columns[0], "text_pair": columns[1], "label": columns[2]})
+                    columns={"text": columns[0], "text_pair": columns[1], "label": columns[2]},
+                    problem_reason=reason)
 
 
 # ---------------------------------------------------------------------------------------------
