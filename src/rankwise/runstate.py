@@ -7,8 +7,10 @@ the same config; it replaces a finished run only with `--overwrite_output_dir`, 
 new run is trained in a hidden sibling and swapped in when it ends, so a kill at any moment leaves the old
 run or the new one, complete. A directory holding anything rankwise did not write is never touched.
 
-The lock is `<parent>/.locks/<name>.lock` (flock, released by the kernel when the process dies), the same
-for `train`, `glue` and `sweep`; it records its holder (pid, host, command) so a refused writer can say who.
+The lock is `<parent>/.locks/<name>.lock` of the directory's real path (symlinks, `..` and relative paths
+resolved, so every spelling of one directory takes one lock; flock, released by the kernel when the process dies),
+the same for `train`, `glue` and `sweep`; it records its holder (pid, host, command) so a refused writer can say
+who.
 """
 
 from __future__ import annotations
@@ -212,7 +214,9 @@ _held: dict[Path, int] = {}  # lock files this process holds -> depth (a sweep h
 
 
 def lock_path(run_dir: str | Path) -> Path:
-    run_dir = Path(os.path.abspath(run_dir))
+    """The lock file of a run directory, named after its real path: a symlink to the directory or to a parent,
+    `..` in the path and another working directory all give the same lock."""
+    run_dir = Path(os.path.realpath(run_dir))
     return run_dir.parent / ".locks" / f"{run_dir.name}.lock"
 
 
@@ -325,15 +329,15 @@ def claim_output_dir(cfg: RunConfig, resume_from: Path | None = None) -> Iterato
     run of the same config is cleared (only the entries rankwise writes), unless it is resumed from one of its
     checkpoints (`resume_from`), which keeps it; with --overwrite_output_dir a rankwise run is replaced at the
     end (`Claim.commit`)."""
-    final = Path(cfg.output_dir)
+    final = Path(os.path.realpath(cfg.output_dir))  # through a symlink, the real directory is written (and replaced)
     with run_lock(final, tries=1) as locked:
         if not locked:
-            raise RunDirError(f"--output_dir `{final}` is being written by {lock_holder(final)}. Wait for it to "
-                              "end, or choose another --output_dir")
+            raise RunDirError(f"--output_dir `{cfg.output_dir}` is being written by {lock_holder(final)}. Wait for "
+                              "it to end, or choose another --output_dir")
         _recover(final)
         state = check_output_dir(cfg)
         resuming_here = resume_from is not None and state.kind in ("unfinished", "failed") \
-            and Path(os.path.abspath(resume_from)).parent == Path(os.path.abspath(final))
+            and Path(os.path.realpath(resume_from)).parent == final
         if state.kind != "new" and not resuming_here and (cfg.overwrite_output_dir
                                                           or state.kind not in ("unfinished", "failed")):
             write_to = sibling(final, "overwrite-new")
