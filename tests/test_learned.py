@@ -125,8 +125,7 @@ def test_the_per_step_soft_allocation_path_never_waits_for_the_host(budget_mode)
     allocator = _allocator()
     allocator.budget_mode = budget_mode
     reference = allocator.keep(3, training=True)
-    allocator.cost = RankCost(*(t.to("meta") for t in (allocator.cost.quad, allocator.cost.lin, allocator.cost.const)))
-    allocator.to("meta")
+    allocator.to("meta")  # its costs follow the weights to their device
     keep = allocator.keep(3, training=True)
     masks = square_masks(keep)
     assert keep.device.type == "meta" and keep.shape == reference.shape and masks.shape == (6, 10, 10)

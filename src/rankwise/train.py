@@ -42,6 +42,7 @@ from .errors import ConfigError, DataError, RankwiseError, RunDirError
 from .methods import AdapterSet, build_adapter
 from .models import check_hub_upload
 from .planning import Plan, build_plan, check_head_saving, measuring_batches
+from .devices import half_precision_base, to_host
 from .rundir import RunDir, read_jsonl, write_jsonl_atomic
 from .ship.export import push_export
 from .runstate import Claim, check_output_dir, checkpoints, claim_output_dir, stored_config_conflicts
@@ -241,29 +242,91 @@ def _head_parameters(model, head: str):
             yield p
 
 
-class GuardedAdamW(torch.optim.AdamW):
-    """AdamW that skips (and counts) a step whose gradients are not all finite: the divergence guard. Under
-    data parallelism the gradients are already averaged, so every process takes the same decision. `after_step`
-    runs after each step taken (the method's hooks, e.g. AdaLoRA's rank allocation, which reads the gradients)."""
+class StepLedger:
+    """The divergence guard's counters and the training loss of the current logging window, kept on the device so
+    that a training step never waits for the host; read (one copy) on logging steps and in checkpoints.
 
-    def __init__(self, groups: list[dict], after_step=None):
-        super().__init__(groups)
+    Per optimiser step: `skipped` steps in all, `consecutive` non-finite steps now, `worst` the longest such run
+    since the last read (a run that reached --max_bad_steps between two logging steps is still seen), `taken` steps
+    since the last train record and the sum of their losses (`window_loss`; a skipped step's loss is left out, so
+    the logged loss is the mean over the steps taken)."""
+
+    FIELDS = ("skipped", "consecutive", "worst", "taken", "window_loss")
+
+    def __init__(self, device: torch.device, values: dict | None = None):
+        values = values or {}
+        self.values = torch.tensor([float(values.get(k, 0)) for k in self.FIELDS], dtype=torch.float64,
+                                   device=device)
+        self.pending = torch.zeros((), dtype=torch.float64, device=device)  # the current step's loss so far
+
+    def add_loss(self, loss: torch.Tensor) -> None:
+        """A micro-batch's loss (already divided by the accumulation steps, as Trainer returns it)."""
+        self.pending += loss.detach().to(self.pending)
+
+    def record_step(self, bad: torch.Tensor) -> None:
+        """One optimiser step; `bad` (a 0-dim bool on the device) says it was skipped."""
+        skipped, consecutive, worst, taken, window_loss = self.values.unbind()
+        bad = bad.to(self.values.dtype)
+        consecutive = (consecutive + 1) * bad
+        loss = torch.where(bad > 0, torch.zeros_like(self.pending), self.pending)
+        self.values = torch.stack([skipped + bad, consecutive, torch.maximum(worst, consecutive), taken + 1 - bad,
+                                   window_loss + loss])
+        self.pending = torch.zeros_like(self.pending)
+
+    def read(self) -> dict:
+        """The counters on the host (one copy)."""
+        values = to_host(self.values)
+        return {k: (v if k == "window_loss" else int(v)) for k, v in zip(self.FIELDS, values)}
+
+    def reset_window(self) -> None:
+        """After a train record: a new logging window (the current run of bad steps goes on)."""
+        skipped, consecutive, _, _, _ = self.values.unbind()
+        zero = torch.zeros_like(skipped)
+        self.values = torch.stack([skipped, consecutive, consecutive, zero, zero])
+
+
+def _fused_supported(groups: list[dict]) -> bool:
+    from torch.optim.optimizer import _get_fused_kernels_supported_devices
+
+    devices = set(_get_fused_kernels_supported_devices())
+    return all(p.device.type in devices and p.is_floating_point() for g in groups for p in g["params"])
+
+
+class GuardedAdamW(torch.optim.AdamW):
+    """AdamW whose step is the divergence guard: a step whose gradients are not all finite is skipped and counted.
+    The decision stays on the device: the fused AdamW kernel skips the update (and its step count) when `found_inf`
+    is set, as it does for a GradScaler's overflow steps under --fp16, which it counts as skipped too. Under data
+    parallelism the gradients are already averaged, so every process takes the same decision. `after_step(bad)`
+    runs after every step with the device flag (the method's hooks, e.g. AdaLoRA's rank allocation, which reads
+    the gradients and must leave a skipped step out)."""
+
+    def __init__(self, groups: list[dict], after_step=None, ledger_values: dict | None = None):
+        self.fused = _fused_supported(groups)
+        super().__init__(groups, fused=True if self.fused else None)
         self.after_step = after_step
-        self.skipped, self.consecutive_bad = 0, 0
-        self.taken_since_log = 0  # steps taken since the last train record: none, no record (all were skipped)
+        device = next(p.device for g in groups for p in g["params"])
+        self.ledger = StepLedger(device, ledger_values)
 
     @torch.no_grad()
     def step(self, closure=None):
         grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
-        finite = bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()) if grads else True  # one sync
-        if not finite:
-            self.skipped, self.consecutive_bad = self.skipped + 1, self.consecutive_bad + 1
-            return None
-        self.consecutive_bad = 0
-        self.taken_since_log += 1
-        loss = super().step(closure)
+        if grads:
+            bad = ~torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()
+        else:
+            bad = torch.zeros((), dtype=torch.bool, device=self.ledger.values.device)
+        overflow = getattr(self, "found_inf", None)  # set by a GradScaler (fp16) just before this step
+        if overflow is not None:
+            bad = bad | (overflow.to(bad.device) > 0)
+        loss = None
+        if self.fused:
+            self.found_inf = bad.to(torch.float32)
+            loss = super().step(closure)
+        elif not bool(bad):  # without the fused kernel the skip is decided on the host (one synchronisation)
+            loss = super().step(closure)
+        self.found_inf = None
+        self.ledger.record_step(bad)
         if self.after_step is not None:
-            self.after_step()
+            self.after_step(bad)
         return loss
 
 
@@ -271,21 +334,43 @@ class GuardedAdamW(torch.optim.AdamW):
 # Learned allocation on the model
 # ---------------------------------------------------------------------------------------------
 
-def attach_allocator(adapter: AdapterSet, allocator: RankAllocator) -> None:
-    """Make the allocator a submodule of the model (one parameter set for data parallelism, checkpoints and
-    device placement) and set the masks of `allocator.step` before every forward: soft while training in the
-    soft phase, hard otherwise (evaluation)."""
+def attach_allocator(adapter: AdapterSet, allocator: RankAllocator, hook: bool = True) -> None:
+    """Make the allocator a submodule of the model (one parameter set for checkpoints and device placement).
+    `hook`: also set the masks of `allocator.step` before every forward (soft while training in the soft phase, hard
+    otherwise), for training loops that know nothing of the allocator (rankwise.wrap). `rankwise train` sets them
+    itself, once per micro-batch and outside the model's forward, so that a compiled model sees a mask tensor, not
+    the step counter (which would recompile it every step)."""
     adapter.model.add_module(ALLOCATOR_MODULE, allocator)
+    allocator.hook = None
+    if hook:
+        def set_masks(module, _args):
+            adapter.set_keep(allocator.keep(allocator.step, training=module.training))
 
-    def set_masks(module, _args):
-        adapter.set_keep(allocator.keep(allocator.step, training=module.training))
-
-    allocator.hook = adapter.model.register_forward_pre_hook(set_masks)
+        allocator.hook = adapter.model.register_forward_pre_hook(set_masks)
 
 
 def detach_allocator(adapter: AdapterSet, allocator: RankAllocator) -> None:
-    allocator.hook.remove()
+    if allocator.hook is not None:
+        allocator.hook.remove()
     del adapter.model._modules[ALLOCATOR_MODULE]
+
+
+def loader_options(workers: int, device) -> dict:
+    """DataLoader options for `device`: pinned memory on a GPU (so batches copy without blocking), and `workers`
+    persistent worker processes."""
+    options = {"num_workers": workers, "pin_memory": torch.device(device).type == "cuda"}
+    if workers:
+        options["persistent_workers"] = True
+    return options
+
+
+def ignore_in_ddp(model, names: list[str]) -> None:
+    """Leave parameters out of DistributedDataParallel's gradient reduction (the allocation weights: they take no
+    part in the forward in the discrete phase, and DDP would otherwise need find_unused_parameters for the whole
+    run); their gradients are averaged by `RankwiseTrainer` instead."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, names)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,10 +403,11 @@ class RankwiseTrainer(Trainer):
     # --- optimiser and schedule ---------------------------------------------------------------
     def create_optimizer(self, model=None):
         if self.optimizer is None:
-            self.optimizer = GuardedAdamW(_param_groups(self.setup), after_step=self._after_optimizer_step)
-            if self._resumed:
-                self.optimizer.skipped = self._resumed["skipped_steps"]
-                self.optimizer.consecutive_bad = self._resumed["consecutive_bad_steps"]
+            resumed = self._resumed or {}
+            ledger = resumed.get("ledger") or {"skipped": resumed.get("skipped_steps", 0),  # older checkpoints
+                                               "consecutive": resumed.get("consecutive_bad_steps", 0)}
+            self.optimizer = GuardedAdamW(_param_groups(self.setup), after_step=self._after_optimizer_step,
+                                          ledger_values=ledger)
         return self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
@@ -334,8 +420,46 @@ class RankwiseTrainer(Trainer):
     def guard(self) -> GuardedAdamW:
         return self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer
 
-    def _after_optimizer_step(self) -> None:
-        self.method_hooks.after_optimizer_step(self.state.global_step)
+    def _after_optimizer_step(self, skipped: torch.Tensor) -> None:
+        self.method_hooks.after_optimizer_step(self.state.global_step, skipped)
+
+    def ledger_counts(self) -> dict:
+        """The guard's counters on the host (one copy; every process calls it together under data parallelism,
+        which averages the window's loss over the processes)."""
+        if self.optimizer is None:
+            return {name: 0 for name in StepLedger.FIELDS}
+        ledger = self.guard.ledger
+        if self.setup.processes > 1:
+            averaged = self.accelerator.reduce(ledger.values.clone(), reduction="mean")
+            return dict(zip(StepLedger.FIELDS, [v if k == "window_loss" else int(round(v))
+                                                 for k, v in zip(StepLedger.FIELDS, to_host(averaged))]))
+        return ledger.read()
+
+    # --- the training step ----------------------------------------------------------------------
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """Trainer's step with the rank masks of this optimiser step set first (learned allocation), the loss kept
+        on the device for the train record, and the allocation weights' gradients averaged over the processes."""
+        self.set_masks(training=True)
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self.guard.ledger.add_loss(loss)
+        if self.setup.processes > 1 and self.accelerator.sync_gradients:
+            self._average_allocation_gradients()
+        return loss
+
+    def set_masks(self, training: bool) -> None:
+        allocator = self.setup.allocator
+        if allocator is not None:
+            self.setup.adapter.set_keep(allocator.keep(allocator.step, training=training))
+
+    def _average_allocation_gradients(self) -> None:
+        """DDP leaves the allocation weights out (`ignore_in_ddp`): average their gradients here, on the last
+        micro-batch of the step and before clipping, as DDP would."""
+        allocator = self.setup.allocator
+        if allocator is None or allocator.weights.grad is None:
+            return
+        grad = allocator.weights.grad
+        torch.distributed.all_reduce(grad)
+        grad.div_(self.setup.processes)
 
     # --- evaluation ---------------------------------------------------------------------------
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict:
@@ -343,14 +467,16 @@ class RankwiseTrainer(Trainer):
         task = self.setup.task
         if self._eval_loaders is None:
             self._eval_loaders = {split: self.accelerator.prepare(torch.utils.data.DataLoader(
-                features, batch_size=self.args.per_device_eval_batch_size, collate_fn=task.collate))
+                features, batch_size=self.args.per_device_eval_batch_size, collate_fn=task.collate,
+                **loader_options(self.args.dataloader_num_workers, self.args.device)))
                 for split, features in task.eval_sets.items()}
+        self.set_masks(training=False)
         with self.method_hooks.evaluating():
             metrics = task.evaluate(self.model, self._eval_loaders, self.accelerator)
         epoch = self.state.epoch or 0.0
         record = {"type": "eval", "step": self.state.global_step,
                   "epoch": int(round(epoch)) if abs(epoch - round(epoch)) < 1e-6 else round(epoch, 4), **metrics,
-                  "skipped_steps": self.guard.skipped if self.optimizer is not None else 0}
+                  "skipped_steps": self.ledger_counts()["skipped"]}
         if self.run is not None:
             self.run.append_jsonl("metrics.jsonl", record)
         self.evaluations.append(record)
@@ -405,19 +531,19 @@ class RankwiseTrainer(Trainer):
                    if p.requires_grad}
         allocator = self.setup.allocator
         if allocator is not None:
-            tensors["rankwise.allocator_generator"] = allocator.generator.get_state()
+            tensors["rankwise.allocator_generator"] = allocator.noise_state()
         save_file(tensors, str(directory / TRAINABLE_FILE))
-        guard = self.guard if self.optimizer is not None else None
-        state = {"config": self.setup.cfg.to_dict(), "step": self.state.global_step,
-                 "skipped_steps": guard.skipped if guard else 0,
-                 "consecutive_bad_steps": guard.consecutive_bad if guard else 0}
+        ledger = self.ledger_counts()  # the guard's counters and the open logging window, so a resumed run logs
+        state = {"config": self.setup.cfg.to_dict(), "step": self.state.global_step,  # what this one would have
+                 "skipped_steps": ledger["skipped"], "consecutive_bad_steps": ledger["consecutive"],
+                 "ledger": ledger}
         (directory / STATE_FILE).write_text(json.dumps(state, indent=2, default=str))
 
     def _load_trainable(self, checkpoint: Path) -> dict:
         tensors = load_file(str(checkpoint / TRAINABLE_FILE))
         generator = tensors.pop("rankwise.allocator_generator", None)
         if generator is not None and self.setup.allocator is not None:
-            self.setup.allocator.generator.set_state(generator)
+            self.setup.allocator.load_noise_state(generator)
         parameters = dict(self.model.named_parameters())
         missing = sorted(set(name for name, p in parameters.items() if p.requires_grad) - set(tensors))
         if missing:
@@ -457,21 +583,6 @@ class RunDirCallback(TrainerCallback):
         if self.trainer.setup.allocator is not None:
             self.trainer.setup.allocator.step = state.global_step
 
-    def on_step_end(self, args, state, control, **kwargs):
-        trainer, cfg = self.trainer, self.trainer.setup.cfg
-        guard = trainer.guard
-        if guard.consecutive_bad >= cfg.max_bad_steps:
-            scale = max(trainer.setup.adapter.scales(), default=None)
-            kind = "alpha/sqrt(r)" if cfg.alpha_policy == "rslora" else "alpha/r"
-            epoch = math.ceil(state.epoch or 0)
-            trainer.end_as_diverged(
-                f"loss or gradient norm was non-finite for {guard.consecutive_bad} consecutive steps (up to step "
-                f"{state.global_step}, epoch {epoch}); {guard.skipped} steps skipped in all. Likely cause: the "
-                f"learning rate ({cfg.learning_rate:g}) is too high"
-                + (f" or the adapter scale {kind} (up to {scale:g}) is too large" if scale else "")
-                + ". Lower it, or raise --max_bad_steps to tolerate more")
-            control.should_evaluate = control.should_save = False
-
     def on_epoch_end(self, args, state, control, **kwargs):
         if self.trainer.status != "completed":  # a diverged run is not evaluated or checkpointed again
             control.should_evaluate = control.should_save = False
@@ -479,19 +590,35 @@ class RunDirCallback(TrainerCallback):
             control.should_log = True
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        """On logging steps (and at each epoch's end): the train record, the allocation record, and the divergence
+        check. The guard's counters are read here, not after every step, so the steps between cost no host
+        synchronisation; a run of --max_bad_steps bad steps is caught at the next logging step."""
         trainer = self.trainer
         if not logs or "loss" not in logs:
             return
-        taken, trainer.guard.taken_since_log = trainer.guard.taken_since_log, 0
-        if trainer.run is None or not taken:  # every step since the last record was skipped: no loss to report
-            return
-        record = {"type": "train", "step": state.global_step, "epoch": round(state.epoch, 4), "loss": logs["loss"],
-                  "learning_rate": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
-                  "skipped_steps": trainer.guard.skipped}
-        trainer.run.append_jsonl("metrics.jsonl", record)
-        trainer.log_allocation(state.global_step)
+        counts = trainer.ledger_counts()
+        trainer.guard.ledger.reset_window()
+        if trainer.run is not None and counts["taken"]:  # all steps since the last record skipped: no loss
+            record = {"type": "train", "step": state.global_step, "epoch": round(state.epoch, 4),
+                      "loss": counts["window_loss"] / counts["taken"], "learning_rate": logs.get("learning_rate"),
+                      "grad_norm": logs.get("grad_norm"), "skipped_steps": counts["skipped"]}
+            trainer.run.append_jsonl("metrics.jsonl", record)
+            trainer.log_allocation(state.global_step)
+        if counts["worst"] >= trainer.setup.cfg.max_bad_steps:
+            self._diverged(state, counts)
+            control.should_evaluate = control.should_save = False
 
-
+    def _diverged(self, state, counts: dict) -> None:
+        trainer, cfg = self.trainer, self.trainer.setup.cfg
+        scale = max(trainer.setup.adapter.scales(), default=None)
+        kind = "alpha/sqrt(r)" if cfg.alpha_policy == "rslora" else "alpha/r"
+        epoch = math.ceil(state.epoch or 0)
+        trainer.end_as_diverged(
+            f"loss or gradient norm was non-finite for {counts['worst']} consecutive steps (up to step "
+            f"{state.global_step}, epoch {epoch}); {counts['skipped']} steps skipped in all. Likely cause: the "
+            f"learning rate ({cfg.learning_rate:g}) is too high"
+            + (f" or the adapter scale {kind} (up to {scale:g}) is too large" if scale else "")
+            + ". Lower it, or raise --max_bad_steps to tolerate more")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -518,7 +645,11 @@ def training_arguments(setup: Setup, output_dir: Path) -> TrainingArguments:
             activation_checkpointing=cfg.gradient_checkpointing, dataloader_num_workers=cfg.dataloader_num_workers,
             torch_compile=cfg.torch_compile, report_to=[] if cfg.report_to == "none" else [cfg.report_to],
             disable_tqdm=cfg.quiet, remove_unused_columns=False, label_names=["labels"],
-            ddp_find_unused_parameters=setup.allocator is not None, use_cpu=not torch.cuda.is_available())
+            ddp_find_unused_parameters=False, use_cpu=not torch.cuda.is_available(),
+            # Sync-free steps on a GPU: rankwise's guard skips non-finite steps itself (transformers' filter reads
+            # every step's loss on the host), and pinned batches copy without blocking.
+            logging_nan_inf_filter=False, dataloader_pin_memory=torch.cuda.is_available(),
+            accelerator_config={"non_blocking": torch.cuda.is_available()})
     except ValueError as exc:  # an option this transformers or this device refuses
         raise ConfigError("training options", str(exc).strip().splitlines()[0]) from None
 
@@ -589,7 +720,9 @@ def _train(setup: Setup, write_to: Path, claim: Claim | None) -> dict:
             _keep_records_until(run, json.loads((setup.resume_from / STATE_FILE).read_text())["step"])
     if allocator is not None:
         allocator.step = 0
-        attach_allocator(adapter, allocator)
+        attach_allocator(adapter, allocator, hook=False)  # RankwiseTrainer sets the masks
+        if setup.processes > 1 and allocator.weights.requires_grad:
+            ignore_in_ddp(adapter.model, [f"{ALLOCATOR_MODULE}.weights"])
     trainer = RankwiseTrainer(setup, args, run)
     started = time.time()
     trainer.train(resume_from_checkpoint=str(setup.resume_from) if setup.resume_from else None)
@@ -628,13 +761,13 @@ def _finish(setup: Setup, trainer: RankwiseTrainer, run: RunDir | None, wall: fl
     best = pick(evaluations, key=lambda r: r[main]) if evaluations else None
     final = evaluations[-1] if evaluations else None
     at_weights = next((r for r in reversed(evaluations) if r["step"] == weights_step), None)
-    guard = trainer.guard
+    counts = trainer.ledger_counts()
     summary = {
         "status": trainer.status, "message": trainer.message, "task": cfg.task, "method": cfg.method,
         "allocation": cfg.allocation, "seed": cfg.seed, "main_metric": main, "greater_is_better": task.greater_is_better,
         "best": best, "best_epoch": best["epoch"] if best else None, "best_step": best["step"] if best else None,
         "final": final, "epochs_completed": len(evaluations) if cfg.eval_strategy == "epoch" else
-        int(step // setup.steps_per_epoch), "steps": step, "skipped_steps": guard.skipped,
+        int(step // setup.steps_per_epoch), "steps": step, "skipped_steps": counts["skipped"],
         "wall_time_s": round(wall, 2), "steps_per_second": round(step / wall, 4) if wall > 0 else None,
         "saved_weights": {"which": "best" if trainer.weights_step is not None else "final", "step": weights_step,
                           "epoch": at_weights["epoch"] if at_weights else round(weights_step / setup.steps_per_epoch, 4),

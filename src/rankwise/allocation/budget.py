@@ -2,15 +2,19 @@
 
 A matrix's cost at rank s is c(s) = quad·s² + lin·s + const: LoRA-XS spends s² (its r×r matrix R),
 LoRA spends s·(in+out) (A and B), DoRA s·(in+out) + out (A, B and its magnitude vector). A budget M is a total cost over all target matrices.
-Allocation math runs in float64 so a budget is met to ~1e-9 relative.
+Allocation math runs in float64 so a budget is met to ~1e-9 relative. The differentiable path (continuous ranks)
+runs on the allocation weights' device with no host synchronisation; rounding to hard ranks runs on the host, on
+Python numbers, after one copy (`devices.to_host`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import torch
 
+from ..devices import to_host
 from ..errors import ConfigError
 
 
@@ -23,16 +27,20 @@ class RankCost:
     quad: torch.Tensor
     lin: torch.Tensor
     const: torch.Tensor | None = None
+    # (quad, lin, const) per matrix as Python floats, for arithmetic on the host whatever device the tensors are on
+    coefficients: list[tuple[float, float, float]] = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.const is None:
             self.const = torch.zeros_like(self.quad)
+        if self.coefficients is None:
+            self.coefficients = [tuple(c) for c in to_host(torch.stack([self.quad, self.lin, self.const], 1))]
 
     @classmethod
     def from_coefficients(cls, coefficients: list[tuple[float, float, float]]) -> "RankCost":
         """From (quad, lin, const) per matrix."""
         quad, lin, const = (torch.tensor([c[k] for c in coefficients], dtype=torch.float64) for k in range(3))
-        return cls(quad, lin, const)
+        return cls(quad, lin, const, [tuple(float(x) for x in c) for c in coefficients])
 
     @property
     def device(self) -> torch.device:
@@ -42,7 +50,7 @@ class RankCost:
         """The same costs on `device` (itself when already there)."""
         if self.quad.device == torch.device(device):
             return self
-        return RankCost(self.quad.to(device), self.lin.to(device), self.const.to(device))
+        return RankCost(self.quad.to(device), self.lin.to(device), self.const.to(device), self.coefficients)
 
     def __len__(self) -> int:
         return len(self.quad)
@@ -59,7 +67,17 @@ class RankCost:
         return torch.where(self.quad > 0, quadratic, linear)
 
     def total(self, ranks: torch.Tensor | float) -> float:
+        """Σ c_i(s_i) for ranks s (a tensor on the host, or one rank for every matrix)."""
         return float(self.cost(ranks).sum())
+
+    def matrix_cost(self, index: int, rank: float) -> float:
+        """c_i(rank) on the host, for matrix `index`."""
+        quad, lin, const = self.coefficients[index]
+        return quad * rank * rank + lin * rank + const
+
+    def host_total(self, ranks: list[float]) -> float:
+        """Σ c_i(s_i) on the host, for one Python number per matrix."""
+        return sum(self.matrix_cost(i, r) for i, r in enumerate(ranks))
 
     def uniform_rank(self, budget: float) -> float:
         """The rank s (real) at which every matrix together costs `budget`: Σ c_i(s) = budget (bisection)."""
@@ -134,23 +152,29 @@ def capped_ranks(weights: torch.Tensor, cost: RankCost, budget: float, rank_min:
     return ranks.clamp(float(rank_min), float(rank_max))
 
 
-def round_to_budget(ranks: torch.Tensor, cost: RankCost, budget: float, rank_min: int, rank_max: int) -> list[int]:
+def host_values(ranks: torch.Tensor | list[float]) -> list[float]:
+    """Continuous ranks as Python floats (one device-to-host copy for a tensor)."""
+    return [float(x) for x in (to_host(ranks) if isinstance(ranks, torch.Tensor) else ranks)]
+
+
+def round_to_budget(ranks: torch.Tensor | list[float], cost: RankCost, budget: float, rank_min: int,
+                    rank_max: int) -> list[int]:
     """Hard ranks near `ranks` with Σ c_i(r_i) ≤ budget: floor, then add one rank at a time in order of
-    largest fractional part while the budget allows (largest remainder)."""
-    s = ranks.detach().to(torch.float64).clamp(rank_min, rank_max)
-    hard = torch.floor(s + 1e-9).clamp(rank_min, rank_max)
-    remaining = budget - cost.total(hard)
-    fraction = s - hard
-    for i in torch.argsort(fraction, descending=True, stable=True).tolist():
+    largest fractional part while the budget allows (largest remainder). Runs on the host."""
+    s = [min(max(x, rank_min), rank_max) for x in host_values(ranks)]
+    hard = [min(max(math.floor(x + 1e-9), rank_min), rank_max) for x in s]
+    remaining = budget - cost.host_total(hard)
+    fraction = [x - h for x, h in zip(s, hard)]
+    for i in sorted(range(len(s)), key=lambda i: -fraction[i]):  # stable: ties keep matrix order
         if fraction[i] <= 1e-9 or hard[i] >= rank_max:
             continue
-        step = float(cost.cost(hard[i] + 1)[i] - cost.cost(hard[i])[i])
+        step = cost.matrix_cost(i, hard[i] + 1) - cost.matrix_cost(i, hard[i])
         if step <= remaining + 1e-9:
             hard[i] += 1
             remaining -= step
-    return [int(r) for r in hard.tolist()]
+    return hard
 
 
-def round_independently(ranks: torch.Tensor, rank_min: int, rank_max: int) -> list[int]:
-    """The study's rounding: each rank rounded on its own (may exceed the budget)."""
-    return [int(r) for r in torch.round(ranks.detach()).clamp(rank_min, rank_max).tolist()]
+def round_independently(ranks: torch.Tensor | list[float], rank_min: int, rank_max: int) -> list[int]:
+    """The study's rounding: each rank rounded on its own, half to even as torch.round (may exceed the budget)."""
+    return [int(min(max(round(x), rank_min), rank_max)) for x in host_values(ranks)]

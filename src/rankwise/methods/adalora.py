@@ -305,9 +305,48 @@ class AdaLoraHooks(TrainingHooks):
         self.config = adapter.model.peft_config[ADAPTER_NAME]
         self.costs = [triplet_cost(t) for t in adapter.targets]
 
-    def after_optimizer_step(self, step: int) -> None:
-        """PEFT scores triplets from the gradients: call before `zero_grad()`."""
-        self.tuner.update_and_allocate(step)
+    def after_optimizer_step(self, step: int, skipped) -> None:
+        """PEFT's `update_and_allocate(step)` (it scores triplets from the gradients: call before `zero_grad()`),
+        in its parts, so that it costs no host synchronisation between its allocation steps: a step the guard
+        skipped leaves the importance averages as they were (decided on the device), and in the final phase the
+        kept triplets are masked with masks made once on the device (PEFT rebuilds them from lists every step)."""
+        import torch
+
+        config, allocator = self.config, self.tuner.rankallocator
+        final = config.total_step - config.tfinal
+        if step < final:
+            averages = (dict(allocator.exp_avg_ipt), dict(allocator.exp_avg_unc))
+            allocator.update_ipt(self.tuner.model)
+            for before, after in zip(averages, (allocator.exp_avg_ipt, allocator.exp_avg_unc)):
+                for name, value in after.items():
+                    old = before.get(name, torch.zeros_like(value))  # PEFT starts the averages at zero
+                    after[name] = torch.where(skipped, old, value)
+            budget, mask_now = allocator.budget_schedule(step)
+            if mask_now:
+                config.rank_pattern = allocator.mask_to_budget(self.tuner.model, budget)
+        elif step == final:
+            self.tuner.update_and_allocate(step)  # fixes the final masks (rank_pattern) and resets the averages
+            self._final_masks = None
+        else:
+            with torch.no_grad():
+                for parameter, dropped in self.final_masks():
+                    parameter.masked_fill_(dropped, 0.0)
+
+    def final_masks(self) -> list:
+        """(lora_E parameter, bool mask of its dropped triplets) per matrix, from PEFT's final rank_pattern: made
+        once on the parameters' device."""
+        import torch
+
+        if getattr(self, "_final_masks", None) is None:
+            pattern = self.config.rank_pattern
+            masks = []
+            for name, parameter in self.tuner.model.named_parameters():
+                if f"lora_E.{ADAPTER_NAME}" in name:
+                    keep = pattern.get(name, pattern.get(name.replace(f".{ADAPTER_NAME}", "")))
+                    dropped = ~torch.tensor(keep, dtype=torch.bool, device=parameter.device).unsqueeze(-1)
+                    masks.append((parameter, dropped))
+            self._final_masks = masks
+        return self._final_masks
 
     def ranks(self) -> list[int]:
         return adalora_ranks(self.adapter)

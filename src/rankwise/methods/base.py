@@ -66,8 +66,10 @@ class AdapterSet:
 class TrainingHooks:
     """Per-step behaviour a method adds to the training loop (AdaLoRA's rank allocation). The default does nothing."""
 
-    def after_optimizer_step(self, step: int) -> None:
-        """Called after `optimizer.step()` and before `zero_grad()`; `step` counts optimiser steps from 0."""
+    def after_optimizer_step(self, step: int, skipped: "torch.Tensor") -> None:
+        """Called after every `optimizer.step()` and before `zero_grad()`; `step` counts optimiser steps from 0.
+        `skipped` (a 0-dim bool on the device) says the divergence guard skipped this step: read it on the device
+        (e.g. `torch.where`), never on the host, so the step does not wait for the GPU."""
 
     def allocation_record(self, step: int) -> dict | None:
         """The allocation.jsonl record at `step` (the learned-allocation schema), or None."""
@@ -80,6 +82,14 @@ class TrainingHooks:
     def evaluating(self):
         """Context for evaluation (e.g. without a training-only regulariser in the loss)."""
         return contextlib.nullcontext()
+
+    def checkpoint_state(self) -> tuple[dict[str, "torch.Tensor"], dict]:
+        """What a checkpoint must add for a resumed run to go on as if never interrupted (AdaLoRA's allocator state):
+        tensors, saved with the checkpoint's weights, and JSON values. Default: nothing."""
+        return {}, {}
+
+    def load_checkpoint_state(self, tensors: dict[str, "torch.Tensor"], values: dict) -> None:
+        """Restore what `checkpoint_state` saved (tensors on the CPU)."""
 
 
 class AdapterMethod:
