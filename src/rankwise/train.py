@@ -26,11 +26,13 @@ import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from accelerate import PartialState
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import (EarlyStoppingCallback, PrinterCallback, ProgressCallback, Trainer, TrainerCallback,
                           TrainingArguments, get_constant_schedule, get_cosine_schedule_with_warmup,
@@ -51,6 +53,7 @@ from .version import __version__
 
 TRAINABLE_FILE = "rankwise_trainable.safetensors"  # in each checkpoint: every trainable tensor, by name
 STATE_FILE = "rankwise_state.json"  # in each checkpoint: the config and the divergence guard's counters
+METHOD_STATE = "rankwise.method_state."  # TRAINABLE_FILE's prefix of a method's own checkpoint tensors (AdaLoRA)
 ALLOCATOR_MODULE = "rankwise_allocator"
 
 
@@ -110,7 +113,7 @@ def process_state() -> PartialState:
 
 def resolve_checkpoint(cfg: RunConfig) -> Path | None:
     """The checkpoint --resume_from_checkpoint names (`true`: the last one in --output_dir), checked to belong to
-    a run of this config. None when not resuming."""
+    a run of this config and to hold readable files (`check_checkpoint`). None when not resuming."""
     given = cfg.resume_from_checkpoint
     if given is None or given.lower() in ("false", "no", "none"):
         return None
@@ -123,6 +126,10 @@ def resolve_checkpoint(cfg: RunConfig) -> Path | None:
         checkpoint = found[-1]
     else:
         checkpoint = Path(given)
+        if not checkpoint.is_dir():
+            raise ConfigError("resume_from_checkpoint", f"`{given}` " + ("is a file, not a checkpoint directory"
+                                                                         if checkpoint.exists() else "does not exist"),
+                              "Give a checkpoint-N/ directory of the interrupted run, or `true` for its last one")
     if (checkpoint / TRAINABLE_FILE).is_file() and not (checkpoint / "trainer_state.json").is_file():
         raise ConfigError("resume_from_checkpoint", f"`{checkpoint}` is incomplete (the run was killed while writing "
                           "it)", "Give an earlier checkpoint, or `true` for the last complete one")
@@ -130,14 +137,44 @@ def resolve_checkpoint(cfg: RunConfig) -> Path | None:
         raise ConfigError("resume_from_checkpoint", f"`{checkpoint}` is not a rankwise checkpoint (no {STATE_FILE} "
                           f"and {TRAINABLE_FILE})", "Give a checkpoint-N/ directory of a rankwise run, or `true`")
     try:
-        stored = json.loads((checkpoint / STATE_FILE).read_text())["config"]
+        state = json.loads((checkpoint / STATE_FILE).read_text())
+        stored = state["config"]
     except (OSError, ValueError, KeyError, TypeError):
         raise ConfigError("resume_from_checkpoint", f"`{checkpoint / STATE_FILE}` cannot be read") from None
     conflicts = stored_config_conflicts(stored, cfg)
     if conflicts:
         raise ConfigError("resume_from_checkpoint", f"`{checkpoint}` was trained with another config ("
                           + "; ".join(conflicts) + ")", "Resume with the config it was trained with, or train anew")
+    check_checkpoint(checkpoint, state)
     return checkpoint
+
+
+def check_checkpoint(checkpoint: Path, state: dict) -> None:
+    """Refuse, before any work, a checkpoint whose files would fail half-way into a resume: weights that are not a
+    whole safetensors file or hold other tensors than its state records, Trainer files that are not JSON or
+    PyTorch archives (a copy cut short, another program's file)."""
+    def refuse(problem: str):
+        raise ConfigError("resume_from_checkpoint", f"`{checkpoint}` is damaged: {problem}",
+                          "Resume from an earlier checkpoint of the run, or train it anew without "
+                          "--resume_from_checkpoint")
+
+    try:
+        with safe_open(str(checkpoint / TRAINABLE_FILE), framework="pt") as weights:
+            shapes = {name: list(weights.get_slice(name).get_shape()) for name in weights.keys()}
+    except Exception as exc:  # safetensors' errors have no common base
+        refuse(f"{TRAINABLE_FILE} is not a readable safetensors file ({str(exc).strip()[:200]})")
+    recorded = state.get("tensors")  # checkpoints written before it was recorded have none
+    if recorded is not None and recorded != shapes:
+        name = next(n for n in sorted(set(recorded) | set(shapes)) if recorded.get(n) != shapes.get(n))
+        refuse(f"{TRAINABLE_FILE} holds other tensors than its {STATE_FILE} records (`{name}`: "
+               f"{shapes.get(name, 'missing')} there, {recorded.get(name, 'not recorded')} recorded)")
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError) as exc:
+        refuse(f"trainer_state.json cannot be read ({type(exc).__name__})")
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
+        if (checkpoint / name).exists() and not zipfile.is_zipfile(checkpoint / name):
+            refuse(f"{name} is not a PyTorch file (torch.save writes a zip archive)")
 
 
 def check_environment(cfg: RunConfig) -> None:
@@ -532,15 +569,22 @@ class RankwiseTrainer(Trainer):
         allocator = self.setup.allocator
         if allocator is not None:
             tensors["rankwise.allocator_generator"] = allocator.noise_state()
+        method_tensors, method_values = self.method_hooks.checkpoint_state()  # AdaLoRA's allocator
+        tensors.update({METHOD_STATE + k: v.detach().cpu().contiguous() for k, v in method_tensors.items()})
         save_file(tensors, str(directory / TRAINABLE_FILE))
         ledger = self.ledger_counts()  # the guard's counters and the open logging window, so a resumed run logs
         state = {"config": self.setup.cfg.to_dict(), "step": self.state.global_step,  # what this one would have
                  "skipped_steps": ledger["skipped"], "consecutive_bad_steps": ledger["consecutive"],
-                 "ledger": ledger}
+                 "ledger": ledger, "method_state": method_values, "evaluations": self.evaluations,
+                 "tensors": {name: list(t.shape) for name, t in tensors.items()}}  # checked before a resume
         (directory / STATE_FILE).write_text(json.dumps(state, indent=2, default=str))
 
     def _load_trainable(self, checkpoint: Path) -> dict:
-        tensors = load_file(str(checkpoint / TRAINABLE_FILE))
+        try:
+            tensors = load_file(str(checkpoint / TRAINABLE_FILE))
+        except Exception as exc:  # safetensors' errors have no common base; resolve_checkpoint checked it already
+            raise RunDirError(f"checkpoint {checkpoint}: {TRAINABLE_FILE} cannot be read ({exc})") from None
+        method_tensors = {k[len(METHOD_STATE):]: tensors.pop(k) for k in list(tensors) if k.startswith(METHOD_STATE)}
         generator = tensors.pop("rankwise.allocator_generator", None)
         if generator is not None and self.setup.allocator is not None:
             self.setup.allocator.load_noise_state(generator)
@@ -552,10 +596,14 @@ class RankwiseTrainer(Trainer):
         with torch.no_grad():
             for name, tensor in tensors.items():
                 parameters[name].copy_(tensor)
-        return json.loads((checkpoint / STATE_FILE).read_text())
+        state = json.loads((checkpoint / STATE_FILE).read_text())
+        if state.get("method_state") is not None:  # checkpoints written before it have none
+            self.method_hooks.load_checkpoint_state(method_tensors, state["method_state"])
+        return state
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         self._resumed = self._load_trainable(Path(resume_from_checkpoint))
+        self.evaluations = list(self._resumed.get("evaluations", []))  # the summary's best counts them too
 
     def _load_best_model(self) -> None:
         state = self._load_trainable(Path(self.state.best_model_checkpoint))

@@ -377,3 +377,28 @@ class AdaLoraHooks(TrainingHooks):
             yield
         finally:
             self.config.orth_reg_weight = weight
+
+    # --- checkpoints: PEFT's RankAllocator state, by its own names --------------------------------
+    IMPORTANCE = ("ipt", "exp_avg_ipt", "exp_avg_unc")  # RankAllocator's per-parameter scores and averages
+
+    def checkpoint_state(self) -> tuple[dict, dict]:
+        """PEFT's allocator state, which its masks and later allocations depend on: the config's `rank_pattern`
+        (the triplets kept; the final phase re-applies it every step), the importance scores and their averages
+        (`ipt`, `exp_avg_ipt`, `exp_avg_unc`, keyed `<name>/<parameter>`) and the budget the cubic schedule runs
+        between (`init_bgt`, `target_bgt`; its position is the step, which the Trainer restores)."""
+        allocator = self.tuner.rankallocator
+        tensors = {f"{kind}/{name}": value for kind in self.IMPORTANCE
+                   for name, value in getattr(allocator, kind).items()}
+        return tensors, {"rank_pattern": self.config.rank_pattern, "init_bgt": int(allocator.init_bgt),
+                         "target_bgt": int(allocator.target_bgt)}
+
+    def load_checkpoint_state(self, tensors: dict, values: dict) -> None:
+        allocator = self.tuner.rankallocator
+        parameters = dict(self.tuner.model.named_parameters())
+        for kind in self.IMPORTANCE:
+            prefix = f"{kind}/"
+            setattr(allocator, kind, {key[len(prefix):]: value.to(parameters[key[len(prefix):]].device)
+                                      for key, value in tensors.items() if key.startswith(prefix)})
+        self.config.rank_pattern = values.get("rank_pattern")
+        allocator.init_bgt, allocator.target_bgt = values["init_bgt"], values["target_bgt"]
+        self._final_masks = None  # made again from the restored rank_pattern
