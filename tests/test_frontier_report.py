@@ -9,15 +9,18 @@ from pathlib import Path
 
 import matplotlib.image
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
 from rankwise.report import build_report, load_runs
 from rankwise.report.frontier import budget_comparisons, frontier_points, frontier_runs, varies_budget
 from rankwise.report.frontier.figures import draw_frontier
+from rankwise.report.stats import detectable_difference
 from test_report import fake_run
 
 SEEDS = range(5)
+REPORTED = [2, 3, 4]  # seeds 0 and 1 choose each point's learning rate; the others report
 NOISE = [0.0, 0.4, -0.3, 0.2, -0.1]  # each seed's shift, shared by every arm (what pairing by seed removes)
 UNIFORM = {2: 60.0, 4: 70.0, 8: 78.0}
 # per rank: score shift at each learning rate; best inside (r2), at the lowest (r4) and at the highest (r8) rate
@@ -108,20 +111,23 @@ def test_arms_and_the_best_learning_rate_of_each_budget(points):
         ("annealing", "1–24, avg 8"): (0.02, "only")}
 
 
-def test_medians_spreads_and_sizes_are_those_of_the_chosen_seeds(points):
+def test_medians_spreads_and_sizes_are_those_of_the_reporting_seeds(points):
+    """Seeds 0-1 chose the learning rate, so the numbers of a point with several rates come from seeds 2-4; a point
+    run at one rate was not selected and reports all 5."""
     _, found, _ = points
     for r in found.itertuples():
         rank = int(r.budget.split("avg ")[-1]) if "avg" in r.budget else int(r.budget[1:])
         if r.arm == "LoRA-XS uniform":
-            expected, params = [uniform_score(rank, r.learning_rate, s) for s in SEEDS], 12 * rank ** 2
+            expected, params = [uniform_score(rank, r.learning_rate, s) for s in REPORTED], 12 * rank ** 2
         elif r.arm == LEARNED:
-            expected, params = [learned_score(rank, 0.02, s, LEARNED_GAIN) for s in SEEDS], 12 * rank ** 2 - 2
+            expected, params = [learned_score(rank, 0.02, s, LEARNED_GAIN) for s in REPORTED], 12 * rank ** 2 - 2
         else:
             expected, params = [annealing_score(rank, s) for s in SEEDS], 12 * rank ** 2 - 2
         assert r.median == pytest.approx(np.median(expected), abs=1e-9)
         assert r.std == pytest.approx(np.std(expected, ddof=1), abs=1e-9)
-        assert r.n == 5 and r.params == params
+        assert r.n == len(expected) and r.params == params
         assert r.scores == pytest.approx(expected, abs=1e-9)
+        assert r.rule == ("one rate" if r.arm == "annealing" else "seed split")
 
 
 def test_paired_differences_to_uniform_at_the_same_budget_by_hand(points):
@@ -129,26 +135,29 @@ def test_paired_differences_to_uniform_at_the_same_budget_by_hand(points):
     table = budget_comparisons(frame, found, chosen)
     best_uniform_lr = {2: 0.01, 4: 0.005, 8: 0.02}
     hand = {}
-    for rank, lr in best_uniform_lr.items():
-        uniform = np.array([uniform_score(rank, lr, s) for s in SEEDS])
-        hand[(LEARNED, rank)] = np.array([learned_score(rank, 0.02, s, LEARNED_GAIN) for s in SEEDS]) - uniform
-        hand[("annealing", rank)] = np.array([annealing_score(rank, s) for s in SEEDS]) - uniform
+    for rank, lr in best_uniform_lr.items():  # paired on the seeds both report: 2-4
+        uniform = np.array([uniform_score(rank, lr, s) for s in REPORTED])
+        hand[(LEARNED, rank)] = np.array([learned_score(rank, 0.02, s, LEARNED_GAIN) for s in REPORTED]) - uniform
+        hand[("annealing", rank)] = np.array([annealing_score(rank, s) for s in REPORTED]) - uniform
     p = {key: stats.ttest_1samp(diff, 0.0).pvalue for key, diff in hand.items()}
     # Holm written out: the k-th smallest p (from 0) times (m − k), never below the one before, at most 1
     holm, running = {}, 0.0
     for k, key in enumerate(sorted(p, key=p.get)):
         running = max(running, min(1.0, (len(p) - k) * p[key]))
         holm[key] = running
-    expected_verdicts = {(LEARNED, 2): "better", (LEARNED, 4): "better", (LEARNED, 8): "no significant difference",
-                         **{("annealing", rank): "worse" for rank in UNIFORM}}
-    assert len(table) == 6
+    # with 3 pairs annealing's −0.97 (p 0.022) does not survive Holm over 6 (0.087)
+    expected_verdicts = {(LEARNED, 2): "better", (LEARNED, 4): "better", (LEARNED, 8): "not significant",
+                         **{("annealing", rank): "not significant" for rank in UNIFORM}}
+    assert len(table) == 6 and (table["family_size"] == 6).all()
     budgets = found.set_index("point")["budget"]
     for r in table.itertuples():
         key = (r.arm, int(budgets[r.point].split("avg ")[-1]))
         assert r.mean_diff == pytest.approx(hand[key].mean(), abs=1e-9)
         assert r.p_holm == pytest.approx(holm[key], rel=1e-6)
-        assert r.ci_low < hand[key].mean() < r.ci_high and r.n == 5
+        ci = stats.ttest_1samp(hand[key], 0.0).confidence_interval(0.95)
+        assert (r.ci_low, r.ci_high) == pytest.approx((ci.low, ci.high), abs=1e-9) and r.n == 3
         assert budgets[r.reference] == f"r{key[1]}" and r.verdict == expected_verdicts[key]
+        assert r.detectable == pytest.approx(detectable_difference(3, hand[key].std(ddof=1), 0.05 / 6), rel=1e-6)
 
 
 def test_section_answers_first_and_tables_every_point(frontier):
@@ -156,23 +165,32 @@ def test_section_answers_first_and_tables_every_point(frontier):
     section = section_text(out)
     answer = section[:section.index("### CoLA")]
     assert "**Beats uniform at the same budget:**" in answer
-    assert f"- CoLA: `{LEARNED}` at 46 parameters (1–6, avg 2) − `LoRA-XS uniform` r2: +4.02" in answer
-    assert f"- CoLA: `{LEARNED}` at 190 parameters (1–12, avg 4) − `LoRA-XS uniform` r4: +8.28" in answer
-    assert "No significant difference in the other 1 comparison " in answer
+    assert (f"- CoLA: `{LEARNED}` at 46 parameters (1–6, avg 2) − `LoRA-XS uniform` r2: +4.10 (95% t-interval "
+            "+3.35 to +4.85, n=3, Holm p 0.009, detectable 2.41): **better**") in answer
+    assert f"- CoLA: `{LEARNED}` at 190 parameters (1–12, avg 4) − `LoRA-XS uniform` r4: +8.30" in answer
+    assert "No significant difference in the other 4 comparisons " in answer
+    assert "*every arm vs uniform at the same budget, every task*: 6 comparisons" in answer
+    assert "compared on seeds 0, 1 only" in answer and "at the chosen rate (2–4)" in answer
     assert "No arm beats uniform" not in section
     row = next(line for line in section.splitlines() if line.startswith("| LoRA-XS uniform | r4 |"))
-    assert row == "| LoRA-XS uniform | r4 | 192 | 70.00 ± 0.27 | 5 | 0.005 ↓ |  |  |  | uniform |"
-    assert "`LoRA-XS uniform` r4 at 0.005 (lowest); `LoRA-XS uniform` r8 at 0.02 (highest)" in section
-    assert "One learning rate only, so none was chosen: `annealing` 1–6, avg 2;" in section
+    assert row == "| LoRA-XS uniform | r4 | 192 | 69.90 ± 0.25 (n=3) | 0.005 ↓ |  |  |  |  |  |  | uniform |"
+    assert ("**Chosen at the edge of its grid** (a wider grid may move it, and the arm's numbers may understate it): "
+            "`LoRA-XS uniform r4` learning_rate 0.005 (lowest of 3); `LoRA-XS uniform r8` learning_rate 0.02 "
+            "(highest of 3).") in section
+    assert "| `LoRA-XS uniform r2` | `learning_rate` | 0.005, 0.01, 0.02 | 0.01 | inside |" in section
+    assert ("One value per arm, so not searched: `learning_rate` (0.02) for `annealing 1–6, avg 2`; `annealing "
+            "1–12, avg 4`; `annealing 1–24, avg 8`.") in section
+    edges = pd.read_csv(frontier[1] / "frontier_learning_rates.csv")
+    assert len(edges[edges["edge"].isin(["lowest", "highest"])]) == 2  # the section's claims are the CSV's
 
 
 def test_parameters_needed_to_reach_uniform_at_its_largest_budget(frontier):
     section = section_text(frontier[1])
     assert ("**Parameters needed to reach `LoRA-XS uniform` at its largest budget** (r8, 768 parameters, median "
-            "78.00)") in section
+            "77.90)") in section  # 78 + median(−0.3, 0.2, −0.1) over seeds 2-4
     table = section[section.index("| Method | Parameters needed"):]
-    assert "| LoRA-XS uniform | 768 | 1.00× | 78.00 (r8) |" in table
-    assert f"| {LEARNED} | 190 | 0.25× | 78.20 (1–12, avg 4) |" in table  # 78.3 + median(−0.1 …) = 78.2
+    assert "| LoRA-XS uniform | 768 | 1.00× | 77.90 (r8) |" in table
+    assert f"| {LEARNED} | 190 | 0.25× | 78.20 (1–12, avg 4) |" in table  # 78.3 + median(−0.1, −0.1, 0) = 78.2
     assert "| annealing | not reached | – | best 77.20 (1–24, avg 8, 766 parameters) |" in table
 
 
@@ -200,12 +218,12 @@ def test_no_arm_beating_uniform_is_said_plainly_with_every_interval(tmp_path):
     root = write_frontier(tmp_path / "runs", {2: 0.0, 4: 0.0, 8: 0.0}, annealing=False)
     build_report([root], tmp_path / "report")
     section = section_text(tmp_path / "report")
-    assert ("**No arm beats uniform at any budget**: none of the 3 differences to uniform at the same budget has a "
-            "Holm-adjusted p < 0.05 with a 95% interval excluding 0. The intervals:") in section
+    assert ("**No arm beats uniform at any budget**: none of the 3 tested differences to uniform at the same budget "
+            "has a Holm-adjusted p < 0.05. Read each with its detectable difference") in section
     intervals = [line for line in section.splitlines() if line.startswith("- CoLA: `LoRA-XS learned` at ")]
-    assert len(intervals) == 3 and all("95% CI" in line and "Holm p" in line for line in intervals)
-    # learned r2 against uniform r2 at its best learning rate: the seed terms' mean, +0.02
-    assert "- CoLA: `LoRA-XS learned` at 46 parameters (1–6, avg 2) − `LoRA-XS uniform` r2: +0.02" in section
+    assert len(intervals) == 3 and all("95% t-interval" in line and "detectable" in line for line in intervals)
+    # learned r2 against uniform r2 at its best learning rate: the seed terms' mean over seeds 2-4, +0.10
+    assert "- CoLA: `LoRA-XS learned` at 46 parameters (1–6, avg 2) − `LoRA-XS uniform` r2: +0.10" in section
 
 
 def test_no_section_when_no_arm_varies_its_budget(tmp_path):

@@ -14,33 +14,9 @@ from scipy import stats
 
 from rankwise.report import build_report
 from rankwise.report.aggregate import load_runs
-from rankwise.report.stats import holm, paired_comparison, select_learning_rates, verdict
+from rankwise.report.stats import holm, select_learning_rates, verdict
 from rankwise.report.study import arm_names, default_baseline
 from test_report import fake_run
-
-
-def test_paired_comparison_matches_the_textbook_formulas():
-    base = {s: v for s, v in enumerate([50.0, 52.0, 49.0, 51.0, 50.5])}
-    diffs = np.array([3.0, 1.5, 4.0, 2.0, 2.5])
-    arm = {s: base[s] + d for s, d in enumerate(diffs)}
-    arm[7] = 99.0  # a seed the baseline lacks is not paired
-    c = paired_comparison(arm, base)
-    assert c["n"] == 5
-    assert c["mean_diff"] == pytest.approx(diffs.mean(), abs=1e-12)
-    t = diffs.mean() / (diffs.std(ddof=1) / math.sqrt(5))
-    assert c["p_t"] == pytest.approx(2 * stats.t.sf(abs(t), df=4), rel=1e-9)
-    assert c["p_wilcoxon"] == pytest.approx(2 / 2 ** 5)  # all 5 differences positive: the exact minimum
-    assert diffs.min() <= c["ci_low"] < diffs.mean() < c["ci_high"] <= diffs.max()
-    assert paired_comparison(arm, base) == c  # the bootstrap is seeded
-
-
-def test_paired_comparison_degenerate_cases():
-    same = paired_comparison({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0})
-    assert same["mean_diff"] == 0 and math.isnan(same["p_t"]) and math.isnan(same["p_wilcoxon"])
-    constant = paired_comparison({0: 2.0, 1: 3.0, 2: 4.0}, {0: 1.0, 1: 2.0, 2: 3.0})
-    assert constant["mean_diff"] == pytest.approx(1.0) and math.isnan(constant["p_t"])
-    one = paired_comparison({0: 2.0}, {0: 1.0})
-    assert one["n"] == 1 and one["mean_diff"] == 1.0 and math.isnan(one["ci_low"])
 
 
 def test_holm_by_hand():
@@ -50,11 +26,11 @@ def test_holm_by_hand():
     assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
 
 
-def test_verdict_needs_holm_significance_and_an_interval_excluding_zero():
-    c = {"mean_diff": 2.0, "ci_low": 0.5, "ci_high": 3.0, "p_holm": 0.01}
+def test_verdict_needs_holm_significance_and_3_pairs():
+    c = {"mean_diff": 2.0, "ci_low": 0.5, "ci_high": 3.0, "p_holm": 0.01, "n": 5, "exploratory": False}
     assert verdict(c, True) == "better" and verdict(c, False) == "worse"
-    assert verdict({**c, "p_holm": 0.2}, True) == "no significant difference"
-    assert verdict({**c, "ci_low": -0.1}, True) == "no significant difference"
+    assert verdict({**c, "p_holm": 0.2}, True) == "not significant"
+    assert verdict({**c, "n": 2, "exploratory": True}, True) == "exploratory (n=2)"
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +73,14 @@ def test_study_section_answers_per_task_with_figures(study_runs, tmp_path):
     section = text[text.index("## Learned vs uniform rank at the same budget"):]
     assert "**Baseline**: `U20`" in section
     answer = next(line for line in section.splitlines() if line.startswith("- **CoLA**"))
-    assert "`L20` − `U20`" in answer and answer.endswith("**better**.")
-    u25 = next(line for line in section.splitlines() if line.startswith("| U25 | 0.005 |"))
-    assert u25.endswith("| no significant difference |")
+    assert "`L20` − `U20`" in answer and "n=3" in answer and answer.endswith("**better**.")
+    assert "compared on seeds 0, 1 only" in section and "at the chosen rate (2–4)" in section
+    assert ("*learned allocation vs `U20`, every task*: 1 comparison; *the other methods vs `U20`, every task*: "
+            "1 comparison") in section
+    u25 = next(line for line in section.splitlines() if line.startswith("| U25 | **0.005** |"))
+    assert u25.endswith("| not significant |") and "(n=3)**" in u25
+    table = pd.read_csv(out / "study_comparisons.csv")
+    assert set(table["arm"]) == {"U25", "L20"} and (table["n"] == 3).all() and (table["family_size"] == 1).all()
     assert "| Method | Adapter params | CoLA |" in section
     for name in ("study_scores.png", "study_learned_ranks.png", "study_learning_rates.png"):
         image = matplotlib.image.imread(out / name)
@@ -191,9 +172,10 @@ def test_allocation_diagnostics_match_their_definitions(tmp_path):
     assert allocation_diagnostics([tmp_path / "missing"]) is None
 
 
-def test_a_learning_rate_with_fewer_seeds_is_shown_but_never_chosen(study_runs, tmp_path):
-    """A half-finished grid point (here: L20 at 0.02 on 2 seeds, scoring far above everything) must not win
-    the learning-rate selection; the report says it was left out and that L20 had more learning rates."""
+def test_a_rate_run_on_the_selection_seeds_only_can_win_but_reports_nothing(study_runs, tmp_path):
+    """L20 at 0.02 on seeds 0 and 1 only, far above everything: it wins on the selection seeds (where every rate is
+    compared), and since it has no other seed nothing is reported for L20 and its comparison is exploratory (n=0):
+    the report asks for seeds 2-4 at 0.02 instead of reporting the rate that lost."""
     import shutil
 
     root = tmp_path / "runs"
@@ -205,16 +187,19 @@ def test_a_learning_rate_with_fewer_seeds_is_shown_but_never_chosen(study_runs, 
     runs["arm"] = arm_names(runs)
     table = select_learning_rates(runs)
     l20 = table[table["arm"] == "L20"].set_index("learning_rate")
-    assert l20.loc[0.02, "n"] == 2 and l20.loc[0.02, "median"] == pytest.approx(90.0)
-    assert l20["chosen"].to_dict() == {0.005: False, 0.01: True, 0.02: False}
+    assert l20.loc[0.02, "n"] == 2 and l20.loc[0.02, "selection_median"] == pytest.approx(90.0)
+    assert l20["chosen"].to_dict() == {0.005: False, 0.01: False, 0.02: True} and l20["report_n"].max() == 0
     build_report([root], tmp_path / "report", options={"study": True})
     text = (tmp_path / "report" / "report.md").read_text()
-    assert "Each method ran at 2 learning rates per task (3 for `L20` on CoLA)" in text
-    assert "`L20` on CoLA at 0.02 (n=2)" in text
+    assert "(90.00 on the selection seeds)" in text and "exploratory (n=0)" in text
+    assert "No seed beyond the selection seeds at the chosen rate, so nothing is reported" in text
 
 
 def test_one_learning_rate_per_method_claims_no_selection():
-    from rankwise.report.study.markdown import grid_sentence as _grid_sentence
+    from rankwise.report.selection import selection_text
 
-    table = pd.DataFrame({"task": ["cola", "cola"], "arm": ["A", "B"], "learning_rate": [0.01, 0.01], "n": [5, 5]})
-    assert _grid_sentence(table) == "Each method ran at one learning rate per task, so no learning rate was selected."
+    runs = pd.DataFrame([{"task": "cola", "arm": arm, "learning_rate": 0.01, "seed": s, "score": 50.0 + s,
+                          "status": "completed", "greater_is_better": True} for arm in "AB" for s in range(3)])
+    text = selection_text(select_learning_rates(runs))
+    assert "Run at one learning rate, so nothing was selected and every seed reports: `A`; `B`." in text
+    assert "compared on seeds" not in text

@@ -23,6 +23,7 @@ from .context import ReportContext, Section
 from .frontier import section as frontier_section
 from .lr_ratio import section as lr_ratio_section
 from .placement import section as placement_section
+from .results_csv import FROM_CSV_NOTE, portable, read_results, with_search_roles
 from .study import section as study_section
 from .text import plural, task_name, task_order
 
@@ -56,12 +57,15 @@ def build_report(run_dirs: list[str | Path], out: str | Path, group_by: list[str
         if warn is not None:
             warn(text)
 
-    runs, groups, out = _checked_inputs(run_dirs, out, group_by, baseline, note)
+    from_csv = (options or {}).get("from_csv")  # a results.csv instead of run directories (report.results_csv)
+    runs, groups, out = _checked_inputs(run_dirs, out, group_by, baseline, note, from_csv)
     out.mkdir(parents=True, exist_ok=True)
     ctx = ReportContext(runs, groups, out, dict(options or {}))
 
     tasks = task_order(runs["task"])
-    lines = _header(runs, groups, tasks, run_dirs, warnings)
+    lines = _header(runs, groups, tasks, [from_csv] if from_csv else run_dirs, warnings)
+    if from_csv:
+        lines.append(FROM_CSV_NOTE + "\n")
     # Study sections (LR-ratio study, instruction tuning, ...; registered with register_section()) answer the
     # question the runs were made for, so they come first; the per-task tables of every configuration follow.
     for section in (sections if sections is not None else [*study_sections(), *EXTRA_SECTIONS]):
@@ -82,12 +86,14 @@ def build_report(run_dirs: list[str | Path], out: str | Path, group_by: list[str
             "runs": len(runs), "configurations_count": len(groups), "warnings": warnings}
 
 
-def _checked_inputs(run_dirs, out, group_by, baseline, note) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
+def _checked_inputs(run_dirs, out, group_by, baseline, note, from_csv=None
+                    ) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
     """(runs, configurations, output folder), or an error before anything is written."""
     out = check_writable_path(out, "--out")
     if out.exists() and not out.is_dir():
         raise RunDirError(f"--out: `{out}` is a file; the report needs a folder. Choose a new or existing folder")
-    runs = load_runs(run_dirs, warn=note)
+    # runs from a results.csv, or from run directories with the roles a `search:` sweep gave them
+    runs = read_results(from_csv) if from_csv else with_search_roles(load_runs(run_dirs, warn=note), run_dirs)
     if runs.empty:
         raise RunDirError(f"no finished runs (run directories with summary.json) under {', '.join(map(str, run_dirs))}")
     if group_by:
@@ -140,8 +146,9 @@ def _score_text(runs: pd.DataFrame) -> str:
 def _sources(run_dirs) -> str:
     """`a`, `b` for a few paths; `N paths under `parent`` for many (e.g. a shell glob of run directories)."""
     paths = [Path(p) for p in run_dirs]
-    if len(paths) <= 3:
-        return ", ".join(f"`{p}`" for p in paths)
+    if len(paths) <= 3:  # as given, or relative to here when below it (no machine path in a report)
+        return ", ".join(f"`{os.path.relpath(p) if p.is_absolute() and p.is_relative_to(Path.cwd()) else p}`"
+                         for p in paths)
     parent = Path(os.path.commonpath([str(p.absolute()) for p in paths]))
     try:
         parent = parent.relative_to(Path.cwd())
@@ -153,9 +160,9 @@ def _sources(run_dirs) -> str:
 def _write_tables(runs: pd.DataFrame, groups: pd.DataFrame, out: Path) -> tuple[Path, Path]:
     """results.csv (one row per run) and configurations.csv (one row per configuration; lists as JSON)."""
     results = out / "results.csv"
-    runs.to_csv(results, index=False)
+    portable(runs).to_csv(results, index=False)  # no absolute path of this machine in a table
     configurations = out / "configurations.csv"
-    table = groups.copy()
+    table = portable(groups)
     for column in ("scores", "seeds"):
         table[column] = table[column].map(json.dumps)
     table.to_csv(configurations, index=False)

@@ -34,3 +34,15 @@ def save_figure(fig, path: Path, dpi: int = DPI) -> Path | None:
     pyplot().close(fig)
     tmp.replace(path)
     return path
+
+
+KEPT = ("*Kept from the report made from the run directories, not redrawn: it needs their per-step records, which a "
+        "results.csv does not hold.*")
+
+
+def kept_figure(out: Path, name: str, alt: str) -> list[str]:
+    """Markdown lines linking a figure an earlier report left in `out` (with the note that it was kept), or none."""
+    if not (Path(out) / name).is_file():
+        return []
+    return [f"![{alt}]({name})", "", KEPT, ""]
+

@@ -16,7 +16,10 @@ from ...errors import ConfigError
 from ...methods import allocates_ranks, trains_adapter
 from ..aggregate import IDENTITY_FIELDS, applicable, group_runs, resolve_baselines
 from ..context import ReportContext
-from ..text import is_missing, median_std, plural, task_name, value_text
+from ..figures import kept_figure
+from ..selection import edges_text, reported_cell, selection_text
+from ..stats import lr_edges, select_learning_rates
+from ..text import DASH, is_missing, markdown_table, median_std, plural, task_name, value_text
 from .figures import allocation_heatmap, comparison_boxplot, eval_curves, final_ranks, ranks_by_layer, schedules
 from .tables import adaptive_table, configurations_table, group_key, groups_table, not_completed_table
 
@@ -49,12 +52,21 @@ class TaskPart:
     def figure_path(self, name: str) -> Path:
         return self.ctx.out / f"{name}{self.prefix}.png"
 
+    @property
+    def from_csv(self) -> bool:
+        """Made from a results.csv: figures that need per-step records are kept, not drawn."""
+        return bool(self.ctx.options.get("from_csv"))
+
+    def kept(self, name: str, alt: str) -> list[str]:
+        """A kept figure's lines when the report comes from a results.csv, else none."""
+        return kept_figure(self.ctx.out, self.figure_path(name).name, alt) if self.from_csv else []
+
 
 def task_sections(ctx: ReportContext, task: str, prefix: str, heading: str, group_by: list[str] | None,
                   baseline: str | None, top: int) -> list[str]:
     """The markdown lines of one task's part of the report; its figures go to `ctx.out` (listed in ctx.figures)."""
     part = task_part(ctx, task, prefix, heading, baseline)
-    return [*learned_tables(part), *all_configurations(part), *by_group(part, group_by),
+    return [*learned_tables(part), *all_configurations(part), *learning_rates(part), *by_group(part, group_by),
             *seed_figures(part, group_by, top), *focus_ranks(part), *schedule_figure(part), *not_completed(part)]
 
 
@@ -118,14 +130,38 @@ def all_configurations(part: TaskPart) -> list[str]:
     out = [f"{part.heading} All configurations\n"]
     if baselines:
         described = "; ".join(_median_std_of(groups, label) for label in baselines)
-        out.append(f"Baseline{'s' if len(baselines) > 1 else ''}: {described}. Δ is the difference of medians "
-                   "(configuration − baseline).\n")
+        out.append(f"Baseline{'s' if len(baselines) > 1 else ''}: {described}. Δ = configuration − baseline: the "
+                   "mean of the differences paired by seed, with its 95% t-interval and the number of shared seeds; "
+                   "descriptive (the learning rate is not selected here, and no test is made: the study and frontier "
+                   "sections hold the tests). With fewer than 3 shared seeds, the difference of medians, exploratory."
+                   "\n")
     out.append(configurations_table(groups, baselines))
     out.append("\nRanks: `r25` uniform rank; `16→4` linear decay; `5–30, avg 20` learned between rank_min and "
                "rank_max at an average rank of 20 (M: a budget schedule). Adapter params: trainable adapter "
                "parameters at the final ranks (classification head not included). LR: the adapter's learning "
                "rate. Time/run: median wall time of one run.\n")
     return out
+
+
+def learning_rates(part: TaskPart) -> list[str]:
+    """Each arm (a configuration without its learning rates) at the learning rate the report's one rule chooses,
+    with where every learning-rate value sits in its grid; nothing when no arm ran at two rates or more."""
+    from ..study.analysis import configuration_arms, mask_inapplicable
+
+    runs = mask_inapplicable(part.runs.assign(arm=configuration_arms(part.runs)))
+    table = select_learning_rates(runs, part.ctx.options.get("selection_seeds"))
+    if table.empty or table.groupby("arm")["learning_rate"].nunique().max() < 2:
+        return []
+    rows = []
+    for arm, rates in table.groupby("arm", sort=False):
+        chosen = rates[rates["chosen"]]
+        picked = chosen.iloc[0].to_dict() if len(chosen) else None
+        rows.append([f"`{arm}`", rates["rule"].iloc[0], ", ".join(f"{v:g}" for v in sorted(rates["learning_rate"])),
+                     f"{picked['learning_rate']:g}" if picked else DASH, reported_cell(picked)])
+    return [f"{part.heading} Learning rates per arm\n",
+            selection_text(table, noun="configuration without its learning rate (an arm)") + "\n",
+            markdown_table(["Arm", "Rule", "Rates tried", "Chosen", "Reported median ± std"], rows,
+                           ["l", "l", "l", "r", "l"]) + "\n", edges_text(lr_edges(runs, table))]
 
 
 def _median_std_of(groups: pd.DataFrame, label: str) -> str:
@@ -154,6 +190,9 @@ def seed_figures(part: TaskPart, group_by: list[str] | None, top: int) -> list[s
                                                     group_by, part.baselines, part.title))
     if figure:
         out.append(f"{part.heading} Comparison over seeds\n\n![Configurations compared over seeds]({figure.name})\n")
+    if part.from_csv:  # metrics.jsonl is not in a results.csv
+        kept = kept_figure(part.ctx.out, part.figure_path("eval_curves").name, "Validation metric per epoch")
+        return out + ([f"{part.heading} Validation metric per epoch\n", *kept] if kept else [])
     figure = part.ctx.add_figure(eval_curves(part.runs, part.groups, part.figure_path("eval_curves"),
                                              list(part.baselines), top, part.title))
     if figure:
@@ -191,10 +230,14 @@ def focus_ranks(part: TaskPart) -> list[str]:
                                              f"{part.title}final hard rank per target matrix — {label}"))
     if figure:
         out.append(f"![Final ranks per matrix]({figure.name})\n")
+    else:
+        out += part.kept("final_ranks", "Final ranks per matrix")
     figure = part.ctx.add_figure(ranks_by_layer(dirs, part.figure_path("ranks_by_layer"),
                                                 f"{part.title}final hard rank by layer and component — {label}"))
     if figure:
         out.append(f"![Final ranks by layer, one line per component type]({figure.name})\n")
+    else:
+        out += part.kept("ranks_by_layer", "Final ranks by layer, one line per component type")
     if focus["allocation"] == "learned" or allocates_ranks(focus["method"]):
         out += _allocation_over_training(part, focus)
     return out
@@ -207,7 +250,7 @@ def _allocation_over_training(part: TaskPart, focus: pd.Series) -> list[str]:
         run["run_dir"], part.figure_path("allocation_heatmap"),
         f"{part.title}ranks over training — {label}, seed {run['seed']} (the median seed)"))
     if not figure:
-        return []
+        return part.kept("allocation_heatmap", "Allocation over training")
     if allocates_ranks(focus["method"]):
         legend = ("Rows: the adapted matrices in model order (L = layer); both panels: the rank triplets AdaLoRA's "
                   f"masks keep. Run: `{run['run_name']}`.\n")
@@ -242,7 +285,8 @@ def schedule_figure(part: TaskPart) -> list[str]:
     figure = part.ctx.add_figure(schedules(entries, part.figure_path("schedules"),
                                            f"{part.title}schedules of the learned configurations (per optimiser step)"))
     if not figure:
-        return []
+        kept = part.kept("schedules", "Alpha and budget schedules")
+        return [f"{part.heading} Alpha and budget schedules\n", *kept] if kept else []
     return [f"{part.heading} Alpha and budget schedules\n\n![Alpha and budget schedules]({figure.name})\n"]
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pandas as pd
 
 from ..aggregate import METHOD_NAMES, rank_text
-from ..text import DASH, is_missing, markdown_table, median_std, number, short_text, thousands
+from ..stats import MIN_PAIRS, t_interval
+from ..text import DASH, is_missing, markdown_table, median_std, number, short_text, signed, thousands
 
 ADAPTIVE_HEADER = ["Task", "Rank Min", "Rank Max", "Alpha Min", "Alpha Max", "LR", "Rank Avg", "Median ± Std"]
 
@@ -62,11 +63,28 @@ def configurations_table(groups: pd.DataFrame, baselines: dict[str, float] | Non
                number(g.get("final_median"), ".2f"), number(g.get("best_epoch_median")),
                f"{g['n']}" + (f" (+{g['not_completed']} not completed)" if g["not_completed"] else ""),
                duration(g.get("wall_time_median"))]
-        for value in baselines.values():
-            row.append(DASH if is_missing(g["median"]) or is_missing(value) else f"{g['median'] - value:+.2f}")
+        for label in baselines:
+            row.append(difference_cell(g, groups.loc[groups["label"] == label].iloc[0]))
         rows.append(row)
     align = ["l", "l", "l", "l", "r", "r", "l", "r", "r", "r", "r"] + ["r"] * len(baselines)
     return markdown_table(header, rows, align)
+
+
+def difference_cell(config, baseline) -> str:
+    """Configuration − baseline: the mean of the differences paired by seed with its 95% t-interval, `+1.20 [-0.40,
+    +2.80] (n=5)`; with fewer than MIN_PAIRS shared seeds the difference of medians, marked exploratory."""
+    if config["label"] == baseline["label"]:
+        return ""
+    mine = dict(zip(config["seeds"], config["scores"]))
+    theirs = dict(zip(baseline["seeds"], baseline["scores"]))
+    shared = sorted(set(mine) & set(theirs))
+    if len(shared) >= MIN_PAIRS:
+        diffs = [mine[s] - theirs[s] for s in shared]
+        low, high = t_interval(diffs)
+        return f"{signed(sum(diffs) / len(diffs))} [{signed(low)}, {signed(high)}] (n={len(shared)})"
+    if is_missing(config["median"]) or is_missing(baseline["median"]):
+        return DASH
+    return f"{signed(config['median'] - baseline['median'])} (medians; n={len(shared)} paired: exploratory)"
 
 
 def groups_table(groups: pd.DataFrame, by: list[str], best: dict) -> str:

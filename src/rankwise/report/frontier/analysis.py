@@ -17,8 +17,8 @@ from ...methods import allocates_ranks, trains_adapter
 from ..aggregate import (IDENTITY_FIELDS, METHOD_NAMES, applicable, describe_config, is_uniform, rank_text,
                          varying_fields)
 from ..placement.analysis import size_levels
-from ..stats import holm, select_learning_rates, verdict
-from ..study.analysis import LR_FIELDS, adapter_params, compare_arms, runs_at
+from ..stats import holm_within, reported_scores, select_learning_rates
+from ..study.analysis import LR_FIELDS, adapter_params, mask_inapplicable, paired_rows
 from ..text import is_missing
 
 # Fields that set an adapter's size: a point's budget, never part of its arm.
@@ -51,7 +51,7 @@ def frontier_runs(runs: pd.DataFrame) -> pd.DataFrame:
     runs["budget"] = runs.apply(rank_text, axis=1)
     runs["uniform"] = runs.apply(is_uniform, axis=1)
     runs["params"] = adapter_params(runs).astype(float)
-    return runs
+    return mask_inapplicable(runs)
 
 
 def _follower_parts(runs: pd.DataFrame, base: pd.Series, budget: pd.Series) -> pd.Series:
@@ -128,34 +128,32 @@ def by_point(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(arm=frame["point"])
 
 
-def frontier_points(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(points, chosen). `points`: one row per (task, point) at its best learning rate: task, arm, point,
-    budget, method, uniform, params (median over the chosen runs), learning_rate, edge (`lowest` / `highest` of
-    the rates tried, `only` for one rate, else `inside`), median, std, n, scores and seeds. `chosen`: the
+def frontier_points(frame: pd.DataFrame, selection_seeds=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(points, chosen). `points`: one row per (task, point) with a chosen learning rate: task, arm, point, budget,
+    method, uniform, params (median over the reported runs), learning_rate, edge (`lowest` / `highest` of the rates
+    tried, `only` for one rate, else `inside`), rule, selection_median, and over the reporting seeds median, std, n,
+    scores and seeds (n = 0 when the chosen rate has no seed beyond the selection seeds). `chosen`: the
     `select_learning_rates` table by point."""
     per_point = by_point(frame)
-    chosen = select_learning_rates(per_point)
+    chosen = select_learning_rates(per_point, selection_seeds)
     rows = []
     for r in chosen[chosen["chosen"]].itertuples():
-        runs = runs_at(per_point, r.task, r.arm, r.learning_rate).sort_values("seed")
+        reported = reported_scores(per_point, chosen, r.task, r.arm)
+        seeds = sorted(reported)
+        runs = per_point[(per_point["task"] == r.task) & (per_point["arm"] == r.arm)
+                         & (per_point["learning_rate"] == r.learning_rate) & (per_point["status"] == "completed")]
+        if seeds:  # the size of what is reported (a learned adapter's final ranks differ a little by seed)
+            runs = runs[runs["seed"].isin(seeds)]
         first = runs.iloc[0]
-        rates = sorted(chosen.loc[(chosen["task"] == r.task) & (chosen["arm"] == r.arm), "learning_rate"])
         rows.append({"task": r.task, "arm": frame.loc[runs.index[0], "arm"], "point": r.arm,
                      "budget": first["budget"], "method": first["method"], "uniform": bool(first["uniform"]),
-                     "params": float(runs["params"].median()), "learning_rate": r.learning_rate,
-                     "edge": _grid_edge(r.learning_rate, rates), "median": r.median, "std": r.std, "n": r.n,
-                     "greater_is_better": r.greater_is_better, "scores": runs["score"].astype(float).tolist(),
-                     "seeds": runs["seed"].astype(int).tolist()})
+                     "params": float(runs["params"].median()), "learning_rate": r.learning_rate, "edge": r.edge,
+                     "rule": r.rule, "median": r.report_median, "std": r.report_std, "n": r.report_n,
+                     "selection_median": r.selection_median, "greater_is_better": r.greater_is_better,
+                     "scores": [reported[s] for s in seeds], "seeds": seeds})
     points = pd.DataFrame(rows)
     return (points.sort_values(["task", "arm", "params"], kind="stable").reset_index(drop=True) if rows else points,
             chosen)
-
-
-def _grid_edge(rate: float, rates: list[float]) -> str:
-    """Where the best learning rate sits in the rates tried: `only`, `lowest`, `highest` or `inside`."""
-    if len(rates) == 1:
-        return "only"
-    return "lowest" if rate == rates[0] else "highest" if rate == rates[-1] else "inside"
 
 
 def uniform_reference(points: pd.DataFrame, point: pd.Series) -> pd.Series | None:
@@ -178,22 +176,27 @@ def _reference_pairs(points: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(pairs, columns=["task", "reference", "point"])
 
 
+FAMILY = "every arm vs uniform at the same budget, every task"  # the section's one question
+
+
 def budget_comparisons(frame: pd.DataFrame, points: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
-    """One row per non-uniform point with a uniform point at its budget: `compare_arms`' columns (point − uniform,
-    paired by seed) with `arm`, `point`, `reference` (the uniform point) and Holm's correction over every row."""
+    """One row per non-uniform point with a uniform point at its budget: `stats.paired_comparison` of point − uniform
+    on the seeds both report, with `arm` (the arm's name), `point`, `reference` (the uniform point), `budget`,
+    `reference_budget`, and Holm's correction, duplicates and power within the section's one family (`FAMILY`)."""
     per_point = by_point(frame)
     tables = []
     for (task, reference), group in _reference_pairs(points).groupby(["task", "reference"], sort=False):
         picked = chosen[(chosen["task"] == task) & chosen["arm"].isin([reference, *group["point"]])]
-        tables.append(compare_arms(per_point, picked, reference).assign(reference=reference))
+        tables.append(paired_rows(per_point, picked, reference))
     tables = [t for t in tables if not t.empty]
     if not tables:
         return pd.DataFrame()
-    table = pd.concat(tables, ignore_index=True).rename(columns={"arm": "point"})
-    table["arm"] = table["point"].map(points.drop_duplicates("point").set_index("point")["arm"])
-    table["p_holm"] = holm(table["p_t"].tolist())
-    table["verdict"] = [verdict(r, r["greater_is_better"]) for r in table.to_dict("records")]
-    return table
+    table = holm_within(pd.concat(tables, ignore_index=True), FAMILY)  # `arm` is the point here
+    names = points.drop_duplicates("point").set_index("point")
+    return table.rename(columns={"arm": "point"}).assign(
+        arm=lambda t: t["point"].map(names["arm"]), budget=lambda t: t["point"].map(names["budget"]),
+        reference_budget=lambda t: t["reference"].map(names["budget"]),
+        duplicate_of=lambda t: t["duplicate_of"].map(names["arm"]))
 
 
 def parameters_needed(points: pd.DataFrame, reference: pd.Series) -> dict[str, dict]:
@@ -210,6 +213,7 @@ def parameters_needed(points: pd.DataFrame, reference: pd.Series) -> dict[str, d
 
 
 def references(points: pd.DataFrame, task: str) -> list[pd.Series]:
-    """Each uniform arm's largest point on `task`: the scores the other arms are asked to reach."""
-    uniform = points[(points["task"] == task) & points["uniform"]]
+    """Each uniform arm's largest point on `task` with reported seeds: the scores the other arms are asked to
+    reach."""
+    uniform = points[(points["task"] == task) & points["uniform"] & (points["n"] > 0)]
     return [g.loc[g["params"].idxmax()] for _, g in uniform.groupby("arm", sort=False)]

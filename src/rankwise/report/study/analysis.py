@@ -1,12 +1,15 @@
-"""The headline study's numbers: runs → arms → the learning rate chosen per task and arm → seed-paired
-comparisons with the baseline arm; and what training did to the learned allocations.
+"""The headline study's numbers: runs → arms → the learning rate chosen per task and arm (on the selection seeds)
+→ seed-paired comparisons with the baseline arm on the reporting seeds; and what training did to the learned
+allocations.
 
 An *arm* is a configuration without its learning rate: the sweep variant's `label`, else the method and ranks.
-The statistics themselves (learning-rate selection, paired comparison, Holm) are in `report.stats`.
+The statistics themselves (learning-rate selection, paired comparison, Holm within a family, power) are in
+`report.stats`.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +17,11 @@ import pandas as pd
 
 from ...methods import trains_adapter
 from ...rundir import read_jsonl
-from ..aggregate import describe_config, read_matrices, varying_fields
-from ..stats import completed_runs, holm, paired_comparison, pearson, verdict
+from ..aggregate import (applicable, config_id, config_labels, describe_config, rank_text, read_matrices,
+                         varying_fields)
+from ..stats import LR_LIKE_FIELDS, completed_runs, holm_within, paired_comparison, pearson, reported_scores
 
-LR_FIELDS = ("learning_rate", "cls_learning_rate")
+LR_FIELDS = ("learning_rate", "cls_learning_rate")  # an arm is its runs at every value of these
 
 
 def arm_names(runs: pd.DataFrame) -> pd.Series:
@@ -33,6 +37,29 @@ def arm_names(runs: pd.DataFrame) -> pd.Series:
     return runs.apply(name, axis=1) if len(runs) else pd.Series(dtype=object)
 
 
+def configuration_arms(runs: pd.DataFrame) -> pd.Series:
+    """Each run's arm as a configuration without its learning rates: its label when that names one such
+    configuration, else the label or description with the settings that tell them apart (`aggregate.config_labels`
+    on the configurations with their learning rates left out)."""
+    if runs.empty:
+        return pd.Series(dtype=object)
+    masked = runs.copy()
+    for field in LR_FIELDS:
+        masked[field] = None
+    masked["label"] = masked["config_label"] if "config_label" in masked else None  # as configured, not as shown
+    masked["config_id"] = [config_id(row) for row in masked.to_dict("records")]
+    names = config_labels(masked)
+    numbered = names.str.contains(r" #\d+$", regex=True)  # told apart by a field no description shows: the ranks
+    names[numbered] = [re.sub(r" #\d+$", "", name) + f" {rank_text(row)}"
+                       for name, row in zip(names[numbered], masked[numbered].to_dict("records"))]
+    keys = pd.Series(list(zip(names, masked["config_id"])), index=names.index)
+    for name in names[names.duplicated(keep=False)].unique():  # still the same name for different configurations
+        ids = list(dict.fromkeys(masked.loc[names == name, "config_id"]))
+        if len(ids) > 1:
+            names[names == name] = [f"{name} #{ids.index(k[1]) + 1}" for k in keys[names == name]]
+    return names
+
+
 def adapter_params(runs: pd.DataFrame) -> pd.Series:
     """Adapter parameters at the final ranks (what a learned or pruned adapter keeps)."""
     hard = runs.get("params_adapter_at_hard_ranks")
@@ -40,10 +67,19 @@ def adapter_params(runs: pd.DataFrame) -> pd.Series:
 
 
 def with_arms(runs: pd.DataFrame) -> pd.DataFrame:
-    """The runs of the study (those with a method) with two more columns: `arm` and `params` (adapter size)."""
+    """The runs of the study (those with a method) with two more columns, `arm` and `params` (adapter size), and
+    the learning-rate fields that do not apply to a run (a fixed rank's allocation learning rate) as NaN."""
     runs = runs[runs["method"].notna()].copy()
     runs["arm"] = arm_names(runs)
     runs["params"] = adapter_params(runs)
+    return mask_inapplicable(runs)
+
+
+def mask_inapplicable(runs: pd.DataFrame) -> pd.DataFrame:
+    """`runs` with each learning-rate field NaN where it does not apply (so grid edges are checked where it does)."""
+    for field in LR_LIKE_FIELDS:
+        if field in runs and len(runs):
+            runs[field] = pd.to_numeric(applicable(runs, field), errors="coerce")
     return runs
 
 
@@ -78,9 +114,16 @@ def arm_order(chosen: pd.DataFrame, runs: pd.DataFrame, baseline: str | None) ->
     return ([baseline] if baseline in arms else []) + [a for a in arms if a != baseline]
 
 
-def compare_arms(runs: pd.DataFrame, chosen: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    """One row per (task, arm ≠ baseline) at the chosen learning rates: the paired comparison, Holm-adjusted
-    over all rows, and the verdict."""
+def family_name(baseline: str, learned: bool = True) -> str:
+    """The study's two questions, each its own multiple-comparison family: does learned allocation differ from the
+    baseline (the question the study is for), and does any other method?"""
+    return (f"learned allocation vs `{baseline}`, every task" if learned
+            else f"the other methods vs `{baseline}`, every task")
+
+
+def paired_rows(runs: pd.DataFrame, chosen: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """One row per (task, arm ≠ baseline) with a chosen learning rate: `task`, `arm`, `reference` (the baseline),
+    `greater_is_better` and `stats.paired_comparison` on the seeds both report (`stats.reported_scores`)."""
     picked = chosen[chosen["chosen"]]
     rows = []
     for task, per_task in picked.groupby("task", sort=False):
@@ -88,21 +131,24 @@ def compare_arms(runs: pd.DataFrame, chosen: pd.DataFrame, baseline: str) -> pd.
         if base.empty:
             continue
         gib = bool(base["greater_is_better"].iloc[0])
-
-        def scores(arm, lr):
-            g = runs_at(runs, task, arm, lr)
-            return dict(zip(g["seed"].astype(int), g["score"].astype(float)))
-
-        base_scores = scores(baseline, base["learning_rate"].iloc[0])
+        base_scores = reported_scores(runs, chosen, task, baseline)
         for _, row in per_task[per_task["arm"] != baseline].iterrows():
-            rows.append({"task": task, "arm": row["arm"], "greater_is_better": gib,
-                         **paired_comparison(scores(row["arm"], row["learning_rate"]), base_scores, gib)})
-    table = pd.DataFrame(rows)
+            rows.append({"task": task, "arm": row["arm"], "reference": baseline, "greater_is_better": gib,
+                         **paired_comparison(reported_scores(runs, chosen, task, row["arm"]), base_scores)})
+    return pd.DataFrame(rows)
+
+
+def compare_arms(runs: pd.DataFrame, chosen: pd.DataFrame, baseline: str, family: str | None = None
+                 ) -> pd.DataFrame:
+    """`paired_rows` with Holm within `family` (default: `family_name`, learned arms apart from the others), the
+    detectable difference and the verdict (`stats.holm_within`)."""
+    table = paired_rows(runs, chosen, baseline)
     if table.empty:
         return table
-    table["p_holm"] = holm(table["p_t"].tolist())
-    table["verdict"] = [verdict(r, r["greater_is_better"]) for r in table.to_dict("records")]
-    return table
+    if family is None:
+        learned = learned_arms(runs)
+        family = table["arm"].map(lambda arm: family_name(baseline, arm in learned))
+    return holm_within(table, family)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..figures import pyplot
 from ..text import short_matrix_name, short_text, task_name
-from .analysis import runs_at
+from ..stats import reported_scores
 
 
 def draw_learned_ranks(grids: dict[str, pd.DataFrame], rank_range: tuple[float, float] | None = None):
@@ -42,8 +42,8 @@ def draw_learned_ranks(grids: dict[str, pd.DataFrame], rank_range: tuple[float, 
 
 
 def draw_scores(runs: pd.DataFrame, chosen: pd.DataFrame, arms: list[str], tasks: list[str], baseline: str | None):
-    """One panel per task: each arm's per-seed scores at its chosen learning rate (dots), median (bar) and
-    the baseline's median (dashed)."""
+    """One panel per task: each arm's scores at its chosen learning rate on its reporting seeds (dots), median (bar)
+    and the baseline's median (dashed)."""
     plt = pyplot()
     picked = chosen[chosen["chosen"]].set_index(["task", "arm"])
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks) + 1.5, 0.45 * len(arms) + 1.8),
@@ -54,20 +54,22 @@ def draw_scores(runs: pd.DataFrame, chosen: pd.DataFrame, arms: list[str], tasks
         for k, arm in enumerate(arms):
             if (task, arm) not in picked.index:
                 continue
-            g = runs_at(runs, task, arm, picked.loc[(task, arm), "learning_rate"])
+            scores = pd.Series(reported_scores(runs, chosen, task, arm), dtype=float)
+            if scores.empty:
+                continue
             y = len(arms) - 1 - k
-            jitter = np.linspace(-0.15, 0.15, len(g)) if len(g) > 1 else np.zeros(len(g))
-            ax.scatter(g["score"], y + jitter, s=18, color=colours(k % 10), alpha=0.8, zorder=3)
-            ax.plot([g["score"].median()] * 2, [y - 0.3, y + 0.3], color=colours(k % 10), lw=2.5, zorder=4)
+            jitter = np.linspace(-0.15, 0.15, len(scores)) if len(scores) > 1 else np.zeros(len(scores))
+            ax.scatter(scores, y + jitter, s=18, color=colours(k % 10), alpha=0.8, zorder=3)
+            ax.plot([scores.median()] * 2, [y - 0.3, y + 0.3], color=colours(k % 10), lw=2.5, zorder=4)
             if arm == baseline:
-                ax.axvline(g["score"].median(), color="0.4", ls="--", lw=1, zorder=1)
+                ax.axvline(scores.median(), color="0.4", ls="--", lw=1, zorder=1)
         ax.set_title(task_name(task))
         name = metric.iloc[0].replace("eval_", "").replace("_", " ") if len(metric) else "score"
         ax.set_xlabel(f"best {name} × 100")
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].set_yticks(range(len(arms)), list(reversed(arms)))
-    fig.suptitle("Per-seed scores at each method's chosen learning rate\n(dots: seeds; bar: median; dashed: baseline "
-                 "median)", y=1.04)
+    fig.suptitle("Scores at each method's chosen learning rate, reporting seeds only\n(dots: seeds; bar: median; "
+                 "dashed: baseline median)", y=1.04)
     fig.tight_layout()
     return fig
 
