@@ -434,6 +434,7 @@ def _require(ok: bool, name: str, problem: str, fix: str = "") -> None:
         raise ConfigError(name, problem, fix)
 
 
+MAX_LORA_ALPHA = 1e6  # far above any LoRA setting (alpha is usually r to 2r); see validate
 SEED_LIMIT = 2**64  # torch seeds are unsigned 64-bit; it maps a negative seed s to 2^64 + s
 
 
@@ -549,6 +550,10 @@ def validate(cfg: RunConfig) -> None:
     _require(cfg.weight_decay >= 0, "weight_decay", f"must be >= 0, got {cfg.weight_decay}")
     _require(0 <= cfg.lora_dropout < 1, "lora_dropout", f"must be in [0, 1), got {cfg.lora_dropout}")
     _require(cfg.lora_alpha > 0, "lora_alpha", f"must be positive, got {cfg.lora_alpha}")
+    _require(cfg.lora_alpha <= MAX_LORA_ALPHA, "lora_alpha", f"({cfg.lora_alpha:g}) scales the adapter's update by "
+             f"alpha/r, up to {cfg.lora_alpha:g} at rank 1: no LoRA setting is near that, and the run would diverge "
+             "with a message that can only blame the learning rate", f"Give the alpha you mean (usually r to 2r, "
+             f"e.g. 16 or 32; at most {MAX_LORA_ALPHA:g})")
     for name in ("max_train_samples", "max_eval_samples"):
         value = getattr(cfg, name)
         _require(value is None or value >= 1, name, f"must be a positive integer, got {value}")
@@ -557,9 +562,11 @@ def validate(cfg: RunConfig) -> None:
         _require(cfg.num_generations >= 0, "num_generations", f"must be >= 0, got {cfg.num_generations}")
     if cfg.data_dir is not None:
         data_fix = "Point it at a folder holding GLUE task folders (CoLA/, SST-2/, ...) or alpaca/alpaca_data.json"
-        _require(not Path(cfg.data_dir).is_file(), "data_dir", f"`{cfg.data_dir}` is a file, not a directory",
-                 data_fix)
-        _require(Path(cfg.data_dir).is_dir(), "data_dir", f"directory `{cfg.data_dir}` does not exist", data_fix)
+        source = "data_dir"
+        if cfg.data_dir == os.environ.get("RANKWISE_DATA_DIR"):  # filled in from the environment (resolve_defaults)
+            source, data_fix = "$RANKWISE_DATA_DIR", data_fix + ", or give --data_dir (or unset the variable)"
+        _require(not Path(cfg.data_dir).is_file(), source, f"`{cfg.data_dir}` is a file, not a directory", data_fix)
+        _require(Path(cfg.data_dir).is_dir(), source, f"directory `{cfg.data_dir}` does not exist", data_fix)
     if cfg.task == "text":
         _require((cfg.train_file is None) != (cfg.dataset is None), "train_file",
                  "and --dataset both give the training data" if cfg.train_file else
@@ -643,6 +650,18 @@ def _validate_rank_range(cfg: RunConfig) -> None:
              f"({cfg.rank_min}) is greater than --rank_max ({cfg.rank_max})", "Swap them or lower --rank_min")
 
 
+def _check_patterns(rank_file: str) -> None:
+    """A `module_ranks` key must be a regex that says which matrices it means: an empty one matches them all."""
+    from .allocation.static import load_rank_file  # reads config's file helpers
+
+    for pattern in (load_rank_file(rank_file).get("module_ranks") or {}):
+        _require(isinstance(pattern, str), "rank_file", f"`module_ranks` in `{rank_file}` has the key {pattern!r}, "
+                 "not a regex", "Write each key as a quoted regex on module names")
+        _require(pattern != "", "rank_file", f"`module_ranks` in `{rank_file}` has an empty pattern, which matches "
+                 "every matrix", "Give `default: R` for the matrices no pattern names, or a pattern that says which "
+                 "matrices it means")
+
+
 def _validate_allocation(cfg: RunConfig) -> None:
     a = cfg.allocation
     _require(cfg.rank >= 1, "rank", f"must be a positive integer, got {cfg.rank}")
@@ -656,6 +675,7 @@ def _validate_allocation(cfg: RunConfig) -> None:
         _require(cfg.rank_file is not None, "rank_file", "is required by --allocation custom",
                  "Give a JSON/YAML file with `layer_ranks` or `module_ranks`")
         require_file("rank_file", cfg.rank_file, "Give a JSON/YAML file with `layer_ranks` or `module_ranks`")
+        _check_patterns(cfg.rank_file)
     if cfg.budget is not None:  # static and gradient allocations only (check_applicable)
         _require(cfg.budget >= 1, "budget", f"must be a positive integer, got {cfg.budget}")
         _require(cfg.match_budget or a == "gradient", "budget", "is only used with --match_budget",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class RankwiseError(Exception):
     """Bad input the user can fix. The CLI prints the message and exits with status 2."""
@@ -13,11 +15,23 @@ class ConfigError(RankwiseError, ValueError):
 
     def __init__(self, field: str, problem: str, fix: str = ""):
         self.field, self.problem, self.fix = field, problem, fix
-        flag = field if field.startswith("-") or " " in field else f"--{field}"
+        flag = field if field.startswith(("-", "$")) or " " in field else f"--{field}"  # $: an environment variable
         message = f"{flag}: {problem}"
         if fix:
             message += f". {fix}"
         super().__init__(message)
+
+
+    def renamed(self, flags: dict[str, str], texts: dict[str, str] | None = None) -> "ConfigError":
+        """This error as a command with other flag names says it (`rankwise glue --epoch` for num_train_epochs):
+        the field and every `--field` in the text renamed by `flags`, and each `texts` key replaced by its value."""
+        def spell(text: str) -> str:
+            for old, new in (texts or {}).items():
+                text = text.replace(old, new)
+            return re.sub(r"--(\w+)", lambda m: f"--{flags.get(m.group(1), m.group(1))}", text)
+
+        field = flags.get(self.field.removeprefix("--"), self.field)
+        return ConfigError(field, spell(self.problem), spell(self.fix))
 
 
 class DataError(RankwiseError):

@@ -167,7 +167,20 @@ class LRSweep:
         return ranks[len(ranks) // 2]
 
 
+def _check_repeats(sweep: LRSweep) -> None:
+    """A value listed twice would be run once: refused, so the sweep is the one asked for."""
+    for name, values in (("lrs", sweep.lrs), ("full_lrs", sweep.full_lrs), ("ranks", sweep.ranks),
+                         ("seeds", sweep.seeds), ("alpha_policy", sweep.alpha_policies)):
+        values = list(values or [])
+        twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+        if twice is not None:
+            shown = " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+            raise ConfigError(name, f"lists {twice:g} twice ({shown})" if isinstance(twice, float) else
+                              f"lists {twice} twice ({shown})", "List each value once")
+
+
 def _check_sweep(sweep: LRSweep) -> None:
+    _check_repeats(sweep)
     methods = (*ADAPTER_METHODS, FULL_FINETUNING)
     if sweep.method not in methods:
         raise ConfigError("method", f"unknown value `{sweep.method}`", f"Choose one of: {', '.join(methods)}")
@@ -223,8 +236,8 @@ def expand_lr_sweep(sweep: LRSweep) -> list[RunConfig]:
     policy) then full fine-tuning, each over its learning rates. Raises ConfigError before any work."""
     _check_sweep(sweep)
     configs: list[RunConfig] = []
-    main_lrs = list(dict.fromkeys(sweep.lrs or default_lrs(sweep.method)))
-    full_lrs = list(dict.fromkeys(sweep.full_lrs or default_lrs(FULL_FINETUNING)))
+    main_lrs = list(sweep.lrs or default_lrs(sweep.method))  # repeats refused by _check_sweep
+    full_lrs = list(sweep.full_lrs or default_lrs(FULL_FINETUNING))
     for seed in sweep.seeds:
         if not get_method(sweep.method).trains_adapter:
             configs += [_point(sweep, sweep.method, lr, seed) for lr in main_lrs]
@@ -237,8 +250,19 @@ def expand_lr_sweep(sweep: LRSweep) -> list[RunConfig]:
             configs += [_point(sweep, FULL_FINETUNING, lr, seed) for lr in full_lrs]
     unique: dict[str, RunConfig] = {}
     for cfg in configs:  # rank 16 under `constant` and `ratio` can be the very same run
-        unique.setdefault(cfg.output_dir, cfg)
+        kept = unique.setdefault(cfg.output_dir, cfg)
+        differ = sorted(_differences(kept, cfg) - {"alpha_policy"})
+        if differ:  # two points the sweep asked for would be one run
+            shown = "; ".join(f"{n}: {getattr(kept, n)!r} and {getattr(cfg, n)!r}" for n in differ)
+            raise ConfigError("lrs" if differ == ["learning_rate"] else differ[0],
+                              f"two points would share the run directory `{cfg.output_dir}` ({shown}); run names keep "
+                              "3 significant digits of a learning rate",
+                              "Give values that differ in their first 3 significant digits")
     return list(unique.values())
+
+
+def _differences(a: RunConfig, b: RunConfig) -> set[str]:
+    return {name for name, value in a.to_dict().items() if getattr(b, name) != value}
 
 
 # ---------------------------------------------------------------------------------------------

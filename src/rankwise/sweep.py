@@ -98,6 +98,10 @@ def parse_sweep(data: dict, source: str = "sweep") -> dict:
         base = data.get("base") or {}
         grid = data.get("grid") or {}
         variants = data.get("variants") or []
+        if data.get("variants") == []:  # an emptied list would silently run the base configuration instead
+            raise ConfigError(_where(source), "`variants` is an empty list",
+                              "List at least one variant, or remove the `variants:` key to run the base and grid "
+                              "configurations alone")
     else:
         base = {k: v for k, v in data.items() if k not in SPEC_KEYS}
         grid, variants = {}, []

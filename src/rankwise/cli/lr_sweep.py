@@ -123,10 +123,25 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_lr_sweep)
 
 
+def _check_ignored(args) -> None:
+    """Flags the sweep would not read, as given: refused rather than dropped."""
+    if args.seed is not None and args.seeds:
+        raise ConfigError("seed", "and --seeds both give the seeds", "Give one of them (--seeds 0 1 for several)")
+    if args.full_finetune and args.method != "lora":
+        raise ConfigError("method", f"`{args.method}` and --full-finetune both name the method",
+                          "Give one of them (--full-finetune is --method full)")
+    if args.full_finetune or args.method == FULL_FINETUNING:
+        for name, given in (("ranks", args.ranks), ("include_full", args.include_full)):
+            if given:
+                raise ConfigError(name, "does not apply to a sweep of full fine-tuning",
+                                  f"Drop --{name}, or sweep an adapter (--method lora) with --include_full")
+
+
 def sweep_from_args(args):
     """The LRSweep an `lr-sweep` command line asks for."""
     from ..lrsweep import PRESETS, LRSweep
 
+    _check_ignored(args)
     preset = PRESETS[args.preset] if getattr(args, "preset", None) else None
     defaults = {"epochs": 3, "batch_size": 32, "alpha": 32.0, **(preset.sweep if preset else {})}
     for name in ("epochs", "batch_size", "alpha"):
@@ -162,7 +177,7 @@ def sweep_from_args(args):
     model_name = Path(args.model).name or args.model
     output_dir = args.output_dir or str(Path("runs") / f"lr_sweep_{args.task}_{model_name}")
     return LRSweep(method=method, ranks=ranks, alpha=args.alpha, reference_rank=args.rank if args.ranks else None,
-                   alpha_policies=list(dict.fromkeys(args.alpha_policy)), seeds=list(dict.fromkeys(seeds)),
+                   alpha_policies=list(args.alpha_policy), seeds=list(seeds),
                    lrs=args.lrs, include_full=args.include_full and get_method(method).trains_adapter,
                    full_lrs=args.full_lrs, output_dir=output_dir, overrides=overrides,
                    adapter_overrides=adapter_overrides)

@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..config import (RunConfig, config_from_dict, parse_bool, parse_float, parse_int, prepare, read_structured_file,
+from ..config import (RunConfig, config_from_dict, parse_bool, parse_float, parse_int, prepare,
                       resolve_defaults)
 from ..errors import ConfigError
 from ..naming import run_name
@@ -174,9 +174,37 @@ def _layer_ranks_file(output_dir: Path, strategy: str, ranks: list) -> Path:
     return output_dir / "layer_ranks" / f"{strategy}_{digest}.json"
 
 
+def placement_names(args) -> dict[str, str]:
+    """RunConfig field -> the flag of this command that set it, for messages."""
+    rank_file = "config_file" if args.config_file is not None else "custom_ranks" if args.custom_ranks is not None \
+        else "strategy"
+    rank = "lora_rank" if args.lora_rank is not None else "base_rank"
+    return {"model": "model_name", "num_train_epochs": "num_epochs", "per_device_train_batch_size": "batch_size",
+            "per_device_eval_batch_size": "batch_size", "max_seq_length": "max_length",
+            "max_train_samples": "dataset_size", "instruct_split": "split", "rank_file": rank_file, "rank": rank,
+            "rank_attention": "base_rank", "rank_mlp": "base_rank"}
+
+
+def _check_custom_inputs(args) -> None:
+    """--config_file is read and checked whenever it is given, and the custom ranks are refused where no
+    --strategy custom would read them."""
+    if args.config_file is not None:
+        from ..allocation.static import load_rank_file
+
+        load_rank_file(args.config_file)
+    if args.strategy != "custom":
+        for name in ("config_file", "custom_ranks"):
+            if getattr(args, name) is not None:
+                used = f"--strategy is `{args.strategy}`" if args.strategy else \
+                    "--lora_rank trains one rank" if args.lora_rank is not None else "no --strategy is given"
+                raise ConfigError(name, f"gives custom per-layer ranks, which only --strategy custom reads, but {used}",
+                                  f"Add --strategy custom, or drop --{name}")
+
+
 def placement_config(args) -> tuple[RunConfig, dict | None]:
     """The run's resolved config and, for strategies with a generated per-layer list, the strategy file to write
     ({"path", "content"}; the config already points at it). Everything is checked; nothing is written."""
+    _check_custom_inputs(args)
     values = base_values(args)
     if args.lora_rank is not None:  # train_baseline.py
         if args.strategy is not None:
@@ -192,7 +220,6 @@ def placement_config(args) -> tuple[RunConfig, dict | None]:
         values.update(allocation="attention_heavy", rank_attention=attention, rank_mlp=mlp)
         strategy_file = None
     elif args.strategy == "custom" and args.config_file is not None and args.custom_ranks is None:
-        read_structured_file(args.config_file, "config_file")  # a clear error for a missing or broken file
         values.update(allocation="custom", rank_file=args.config_file, rank=args.base_rank,
                       resample_layer_ranks=args.resample_layer_ranks)
         strategy_file = None
@@ -234,7 +261,14 @@ def _checked(values: dict, strategy_file: dict | None, args) -> RunConfig:
     with tempfile.TemporaryDirectory() as tmp:
         trial = Path(tmp) / "layer_ranks.json"
         trial.write_text(json.dumps(strategy_file["content"]))
-        check_configs([build(str(trial))])
+        try:
+            check_configs([build(str(trial))])
+        except ConfigError as exc:  # the generated file is no flag of this command: name the ranks it holds
+            ranks = strategy_file["content"]["layer_ranks"]
+            label = f"the list {ranks}" if args.custom_ranks is not None else \
+                f"the {strategy_file['content']['strategy_name']} ranks {ranks}"
+            raise exc.renamed({}, {f"`layer_ranks` in `{trial}`": label, f"`{trial}`": label, str(trial): label}) \
+                from None
     path = strategy_file["path"]
     if path.exists():
         try:
@@ -248,6 +282,14 @@ def _checked(values: dict, strategy_file: dict | None, args) -> RunConfig:
 
 
 def cmd_placement(args) -> int:
+    """Errors name this command's flags (`--config_file`, `--num_epochs`, ...), not the RunConfig fields."""
+    try:
+        return _placement(args)
+    except ConfigError as exc:
+        raise exc.renamed(placement_names(args)) from None
+
+
+def _placement(args) -> int:
     from ..planning import build_plan, meta_model
     from ..sweep import describe_runs, run_sweep
 

@@ -41,16 +41,27 @@ def _assignment(text: str) -> tuple[str, object]:
 
 def _seeds(text: str) -> list[int]:
     try:
-        return [int(s) for s in text.split(",") if s.strip()]
+        seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got `{text}`") from None
+    if not seeds:  # an empty list would otherwise run the file's seeds
+        raise argparse.ArgumentTypeError("is empty; give the seeds to run, e.g. --seeds 0,1 (or drop --seeds for the "
+                                         "file's)")
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"repeats a seed ({text}); list each seed once")
+    return seeds
 
 
 def _selection(text: str) -> tuple[str, list[str]]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected FIELD=VALUE[,VALUE...], got `{text}`")
     key, values = text.split("=", 1)
-    return key.strip().lstrip("-"), [v.strip() for v in values.split(",") if v.strip()]
+    values = [v.strip() for v in values.split(",") if v.strip()]
+    if not values:  # would select no run
+        raise argparse.ArgumentTypeError(f"`{text}` names no value; give FIELD=VALUE[,VALUE...]")
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"`{text}` repeats a value; list each once")
+    return key.strip().lstrip("-"), values
 
 
 def select(configs: list, selections: list[tuple[str, list[str]]]) -> list:
@@ -121,11 +132,16 @@ def cmd_sweep(args) -> int:
 
     spec = load_sweep(args.config)
     forced = dict(args.overrides)
+    if len(forced) != len(args.overrides):  # dict() would keep the last value silently
+        twice = next(k for i, (k, _) in enumerate(args.overrides) if k in [o for o, _ in args.overrides[:i]])
+        raise ConfigError(f"--set {twice}", "is given more than once", "Give each option once")
     if args.data_dir:
+        if "data_dir" in forced:
+            raise ConfigError("data_dir", "and --set data_dir=... both set the data directory", "Give one of them")
         forced["data_dir"] = args.data_dir
     if args.backend != "ray" and args.ray_address:
         raise ConfigError("ray_address", "is only used with --backend ray", "Add --backend ray or drop --ray_address")
-    if forced or args.seeds:
+    if forced or args.seeds is not None:
         spec = override(spec, forced, args.seeds)
     if args.quiet:
         spec = override(spec, {"quiet": True})

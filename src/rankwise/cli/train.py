@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ..config import RunConfig, add_config_arguments, config_from_args, config_from_dict, parse_bool, prepare
-from ..errors import ModelError, RankwiseError
+from ..errors import ConfigError, ModelError, RankwiseError
 from ..naming import run_name
 from ..rundir import check_writable_path, write_json_atomic, write_text_atomic
 
@@ -137,6 +137,7 @@ GLUE_DEFAULTS = {"task": "cola", "model": "roberta-large", "per_device_train_bat
                  "allocation": "learned", "budget_mode": "softmax", "rounding": "study", "epochs_rank_discrete": 0,
                  "alpha_schedule_span": "all", "weight_decay": 0.01, "rank_allocation_weight_decay": 0.01,
                  "logging_steps": 20, "learned_scale": "rank_max"}
+GLUE_NAMES = {field: flag for flag, (field, _) in GLUE_FLAGS.items()}  # RunConfig field -> its flag here
 GLUE_SEEDS = (0, 1, 2, 3, 4)
 # --rank_start without a schedule: the budget held for this fraction of the epochs, then moved over the next
 # fraction (epochs 0-19 at rank_start, 20-39 moving, of 50: the study's last initial_bigger_memory report).
@@ -214,6 +215,14 @@ def glue_configs(args) -> list[RunConfig]:
 
 
 def cmd_glue(args) -> int:
+    """Errors name the study's flags (`--epoch`, `--lr`, `--target_task`), not the RunConfig fields they set."""
+    try:
+        return _glue(args)
+    except ConfigError as exc:
+        raise exc.renamed(GLUE_NAMES) from None
+
+
+def _glue(args) -> int:
     from ..planning import build_plan, meta_model
     from ..sweep import check_configs, describe_runs, run_sweep
 
