@@ -295,7 +295,13 @@ class RunConfig:
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass to save memory.",
                                       "training")
     dataloader_num_workers: int = _f(0, "Worker processes that load training batches.", "training")
-    torch_compile: bool = _f(False, "Compile the model with torch.compile.", "training")
+    torch_compile: bool = _f(False, "Compile the model with torch.compile (the rank masks are set outside the "
+                             "compiled forward: no recompiles after the first steps of each phase).", "training")
+    torch_compile_backend: Optional[str] = _f(None, "torch.compile backend (transformers' flag; default inductor, "
+                                              "which needs a C++ compiler on CPU and Triton on a GPU; `eager` or "
+                                              "`aot_eager` compile nothing).", "training")
+    torch_compile_mode: Optional[str] = _f(None, "torch.compile mode: default, reduce-overhead, max-autotune "
+                                           "(transformers' flag).", "training")
     push_to_hub: bool = _f(False, "Upload the run's adapter (or model) to the Hugging Face Hub at the end.",
                            "training")
     hub_model_id: Optional[str] = _f(None, "Hub repository for --push_to_hub (user/name).", "training")
@@ -400,6 +406,8 @@ def resolve_defaults(cfg: RunConfig) -> RunConfig:
         c.cls_learning_rate = c.learning_rate if method and not method.trains_adapter else DEFAULT_CLS_LR
     if c.max_seq_length is None:
         c.max_seq_length = default_max_seq_length(c.task)
+    if c.torch_compile_backend is not None or c.torch_compile_mode is not None:  # as TrainingArguments does
+        c.torch_compile = True
     if c.data_dir is None and os.environ.get("RANKWISE_DATA_DIR"):
         c.data_dir = os.environ["RANKWISE_DATA_DIR"]
     if c.allocation == "learned":

@@ -27,24 +27,20 @@ def to_host(tensor: torch.Tensor) -> list:
     return tensor.detach().tolist()
 
 
-def half_precision_base(model: nn.Module, precision: str) -> int:
-    """Cast `model`'s frozen floating-point parameters and buffers to `precision`'s dtype (`bf16`, `fp16`), in
-    place; trainable parameters (adapters, head, allocation weights) and the buffers of adapter modules (LoRA-XS's
-    frozen SVD factors, small and multiplied with float32 R) stay as they are. Returns the bytes saved."""
+def half_precision_base(model: nn.Module, precision: str, keep_in_fp32: list[str] | None = None) -> int:
+    """Hold `model`'s frozen floating-point parameters in `precision`'s dtype (`bf16`, `fp16`), in place. Trainable
+    parameters (adapters, head, allocation weights) stay in float32 for the optimiser, as PEFT keeps adapter
+    weights over a half-precision base (`autocast_adapter_dtype`); buffers stay as they are (LoRA-XS's frozen SVD
+    factors are small and multiply float32 R; rotary frequencies need float32), and so do the modules a model
+    keeps in float32 (`keep_in_fp32`, transformers' `_keep_in_fp32_modules`). Returns the bytes saved."""
     dtype = HALF_DTYPES[precision]
+    keep = tuple(keep_in_fp32 or ())
     saved = 0
-    for module in model.modules():
-        adapter_module = any(name.startswith("lora_") for name in module._buffers)
-        for name, p in list(module._parameters.items()):
-            if p is not None and not p.requires_grad and p.is_floating_point() and p.dtype != dtype:
-                saved += p.numel() * (p.element_size() - torch.finfo(dtype).bits // 8)
-                p.data = p.data.to(dtype)
-        if adapter_module:
+    for name, p in model.named_parameters():
+        if p.requires_grad or not p.is_floating_point() or p.dtype == dtype or any(k in name for k in keep):
             continue
-        for name, b in list(module._buffers.items()):
-            if b is not None and b.is_floating_point() and b.dtype != dtype and b.dtype == torch.float32:
-                saved += b.numel() * (b.element_size() - torch.finfo(dtype).bits // 8)
-                module._buffers[name] = b.to(dtype)
+        saved += p.numel() * (p.element_size() - dtype.itemsize)
+        p.data = p.data.to(dtype)
     return saved
 
 

@@ -30,10 +30,12 @@ config at once.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import difflib
 import itertools
+import math
 import multiprocessing as mp
 import os
 import signal
@@ -46,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 
+from .devices import GpuPlan, assign_gpus, check_runs_fit, cuda_memory, run_memory_estimate
 from .config import FIELDS, RunConfig, applies, config_from_dict, prepare, read_structured_file
 from .errors import ConfigError, RankwiseError
 from .naming import run_name
@@ -351,6 +354,7 @@ def run_one(cfg: RunConfig) -> dict:
 
     record = _run_one(cfg)
     record["threads"] = torch.get_num_threads()
+    record["visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")  # the GPU a sweep gave this run, if any
     return record
 
 
@@ -420,6 +424,68 @@ def _worker_main(threads: int, conn) -> None:
     conn.close()
 
 
+@contextlib.contextmanager
+def _environment(**values: str | None):
+    """Set environment variables (None: leave as is) for the duration, then restore them."""
+    saved = {k: os.environ.get(k) for k, v in values.items() if v is not None}
+    os.environ.update({k: v for k, v in values.items() if v is not None})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def visible_gpus() -> int:
+    """CUDA devices this process sees (CUDA_VISIBLE_DEVICES applies; no CUDA context is created)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def plan_gpus(configs: list[RunConfig], jobs: int, runs_per_gpu: int | None) -> GpuPlan | None:
+    """How local workers share the GPUs: None without a GPU (and without --runs_per_gpu) or for one run at a time
+    on one GPU; else the workers spread over the GPUs, checked to fit their memory (ConfigError otherwise)."""
+    gpus = visible_gpus()
+    if runs_per_gpu is None and (gpus == 0 or jobs == 1):
+        return None
+    per_gpu = runs_per_gpu if runs_per_gpu is not None else math.ceil(jobs / gpus)
+    plan = assign_gpus(gpus, per_gpu, None if runs_per_gpu and jobs == 1 else jobs)  # jobs 1: not given
+    if configs:
+        device_bytes, name = cuda_memory()
+        check_runs_fit(per_gpu, max(estimate_run_memory(c) for c in _distinct_shapes(configs)), device_bytes, name)
+    return plan
+
+
+def _distinct_shapes(configs: list[RunConfig]) -> list[RunConfig]:
+    """One config per (model, task, method, batch, length, precision): what a run's memory depends on."""
+    seen = {}
+    for c in configs:
+        seen.setdefault((c.model, c.task, c.method, c.per_device_train_batch_size, c.max_seq_length, c.bf16, c.fp16,
+                         c.rank, c.rank_max), c)
+    return list(seen.values())
+
+
+def estimate_run_memory(cfg: RunConfig) -> int:
+    """A run's GPU memory from its plan on a weightless model (devices.run_memory_estimate)."""
+    from .methods import get_method
+    from .planning import build_plan, meta_model
+
+    model, heads = meta_model(cfg)
+    totals = build_plan(cfg, model, heads)[0].totals()
+    trainable = totals["trainable_parameters"] if get_method(cfg.method).trains_adapter else \
+        totals["model_parameters"]
+    config = model.config
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 768)
+    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 12)
+    precision = "bf16" if cfg.bf16 else "fp16" if cfg.fp16 else "fp32"
+    return run_memory_estimate(totals["model_parameters"], trainable, precision,
+                               cfg.per_device_train_batch_size * cfg.max_seq_length, hidden, layers)
+
+
 def _ray_task(cfg_dict: dict, threads: int) -> dict:
     _set_threads(threads)
     return run_one(RunConfig(**cfg_dict))
@@ -467,7 +533,7 @@ def _duration(seconds: float) -> str:
 
 
 def run_sweep(configs: list[RunConfig], jobs: int = 1, backend: str = "local", ray_address: str | None = None,
-              quiet: bool = False, gpus_per_run: float = 0.0) -> list[dict]:
+              quiet: bool = False, gpus_per_run: float = 0.0, runs_per_gpu: int | None = None) -> list[dict]:
     """Run every config that is not finished; one record per config, in order.
 
     Records: {"name", "output_dir", "status" (completed|diverged|failed|skipped), "message", "seed",
@@ -475,6 +541,10 @@ def run_sweep(configs: list[RunConfig], jobs: int = 1, backend: str = "local", r
     are `skipped`; failed and killed runs are run again. A failed or diverged run is recorded and the sweep
     goes on. `jobs` parallel runs: local worker processes with max(1, cores // jobs) torch threads each
     (jobs=1 runs in this process), or Ray tasks with that many CPUs each (`backend="ray"`).
+
+    On a GPU host the local workers are spread over the visible GPUs (round robin); `runs_per_gpu` N runs N at once
+    on each GPU (jobs = N × GPUs unless `jobs` is given), after checking that N runs fit in its memory. With Ray,
+    `runs_per_gpu` N gives each task 1/N of a GPU (Ray's fractional GPUs).
     """
     if backend not in BACKENDS:
         raise ConfigError("backend", f"unknown backend `{backend}`", f"Choose one of: {', '.join(BACKENDS)}")
@@ -488,6 +558,14 @@ def run_sweep(configs: list[RunConfig], jobs: int = 1, backend: str = "local", r
             todo.append(i)
     finished = sum(1 for r in records if r is not None and r["status"] == "skipped")
     conflicts = len(configs) - len(todo) - finished
+    gpu_plan = None
+    if backend == "ray" and runs_per_gpu:
+        if gpus_per_run:
+            raise ConfigError("runs_per_gpu", "and --ray_gpus_per_run both set the GPUs of a Ray task", "Give one")
+        gpus_per_run = 1.0 / runs_per_gpu
+    elif backend == "local":
+        gpu_plan = plan_gpus([configs[i] for i in todo], jobs, runs_per_gpu)
+        jobs = gpu_plan.workers if gpu_plan is not None else jobs
     if quiet or jobs > 1 or backend == "ray":  # parallel runs' bars would interleave
         configs = [dataclasses.replace(c, quiet=True) for c in configs]
     print(f"sweep: {len(configs)} runs, {finished} already finished (skipped), {len(todo)} to run"
@@ -499,7 +577,7 @@ def run_sweep(configs: list[RunConfig], jobs: int = 1, backend: str = "local", r
         elif jobs == 1:
             _run_here(configs, todo, records)
         else:
-            _run_processes(configs, todo, records, jobs)
+            _run_processes(configs, todo, records, jobs, gpu_plan)
     counts: dict[str, int] = {}
     for record in records:
         counts[record["status"]] = counts.get(record["status"], 0) + 1
@@ -516,12 +594,15 @@ def _run_here(configs, todo, records) -> None:
         progress.end(k, records[i], time.time() - started)
 
 
-def _run_processes(configs, todo, records, jobs: int) -> None:
+def _run_processes(configs, todo, records, jobs: int, gpu_plan: GpuPlan | None = None) -> None:
     """`jobs` long-lived worker processes, each running one config at a time. A worker that dies (killed, out
-    of memory) costs only its current run, which is recorded as failed; a new worker takes its place."""
+    of memory) costs only its current run, which is recorded as failed; a new worker takes its place (and its GPU,
+    `gpu_plan`: worker k sees only GPU devices[k] through CUDA_VISIBLE_DEVICES)."""
     ctx = mp.get_context("spawn")  # fresh interpreters: torch thread settings take effect, no forked state
     threads = threads_per_run(jobs)
-    print(f"sweep: {jobs} worker processes × {threads} torch thread(s)", flush=True)
+    print(f"sweep: {jobs} worker processes × {threads} torch thread(s)"
+          + (f", {gpu_plan.runs_per_gpu} per GPU on GPU(s) {', '.join(map(str, sorted(set(gpu_plan.devices))))}"
+             if gpu_plan else ""), flush=True)
     progress = _Progress(len(todo), jobs)
     pending = list(enumerate(todo, 1))
     idle: list = []  # (connection, process) of workers waiting for work
@@ -534,9 +615,15 @@ def _run_processes(configs, todo, records, jobs: int) -> None:
         parent_end, child_end = ctx.Pipe()
         process = ctx.Process(target=_worker_main, args=(threads, child_end), daemon=True,
                               name=f"rankwise-sweep-worker-{workers}")
-        process.start()
+        slot = min(set(range(jobs)) - slots_in_use())  # a replacement takes the place (and GPU) of the dead one
+        with _environment(CUDA_VISIBLE_DEVICES=gpu_plan.visible_devices(slot) if gpu_plan else None):
+            process.start()  # a spawned process starts with this environment
+        process.slot = slot
         child_end.close()
         return parent_end, process
+
+    def slots_in_use() -> set[int]:
+        return {p.slot for _, p in idle} | {entry[0].slot for entry in busy.values()}
 
     try:
         while pending or busy:

@@ -39,12 +39,12 @@ from transformers import (EarlyStoppingCallback, PrinterCallback, ProgressCallba
                           get_linear_schedule_with_warmup)
 
 from .allocation import RankAllocator
-from .config import RunConfig, prepare
+from .config import SEED_LIMIT, RunConfig, prepare
 from .errors import ConfigError, DataError, RankwiseError, RunDirError
 from .methods import AdapterSet, build_adapter
 from .models import check_hub_upload
 from .planning import Plan, build_plan, check_head_saving, measuring_batches
-from .devices import half_precision_base, to_host
+from .devices import HALF_DTYPES, half_precision_base, to_host
 from .rundir import RunDir, read_jsonl, write_jsonl_atomic
 from .ship.export import push_export
 from .runstate import Claim, check_output_dir, checkpoints, claim_output_dir, stored_config_conflicts
@@ -85,6 +85,7 @@ def setup_run(cfg: RunConfig) -> Setup:
     check_output_dir(cfg)  # before anything is loaded; checked again under the run's lock when training starts
     resume_from = resolve_checkpoint(cfg)
     check_environment(cfg)
+    check_launch(process_state().num_processes)
     task = prepare_task(cfg)
     if not task.train_features:
         raise DataError(f"task {cfg.task}: no training examples")
@@ -102,7 +103,21 @@ def setup_run(cfg: RunConfig) -> Setup:
                             head_modules=task.head_modules, task_type=task.peft_task_type, seed=cfg.seed,
                             init=cfg.init, run_config=cfg, total_steps=total_steps)
     plan, adapter = adapter.method.initialise(cfg, task, plan, adapter)  # EVA: ranks from data
+    if precision(cfg) != "fp32":  # after EVA and gradient measuring, which read the weights in float32
+        half_precision_base(adapter.model, precision(cfg), getattr(task.model, "_keep_in_fp32_modules", None))
     return Setup(cfg, task, plan, adapter, allocator, steps_per_epoch, total_steps, processes, resume_from)
+
+
+def precision(cfg: RunConfig) -> str:
+    return "bf16" if cfg.bf16 else "fp16" if cfg.fp16 else "fp32"
+
+
+def autocast(cfg: RunConfig, device) -> contextlib.AbstractContextManager:
+    """The run's mixed precision for forwards outside the Trainer (generations after training): the frozen base is
+    in half precision and the adapters and head in float32, which only autocast multiplies together."""
+    if precision(cfg) == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=HALF_DTYPES[precision(cfg)])
 
 
 def process_state() -> PartialState:
@@ -177,6 +192,31 @@ def check_checkpoint(checkpoint: Path, state: dict) -> None:
             refuse(f"{name} is not a PyTorch file (torch.save writes a zip archive)")
 
 
+def check_compiler(backend: str) -> None:
+    """torch.compile's backend must exist, and inductor needs what it builds with: a C++ compiler for CPU code,
+    Triton for GPU kernels."""
+    import shutil
+
+    import torch._dynamo
+
+    if backend not in torch._dynamo.list_backends(exclude_tags=()):
+        raise ConfigError("torch_compile_backend", f"unknown backend `{backend}`",
+                          f"Choose one of: {', '.join(torch._dynamo.list_backends(exclude_tags=()))}")
+    if backend != "inductor":
+        return
+    if torch.cuda.is_available():
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            raise ConfigError("torch_compile", "inductor compiles GPU kernels with Triton, which is not installed",
+                              "pip install triton, or use --torch_compile_backend aot_eager, or drop "
+                              "--torch_compile") from None
+    elif not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++")):
+        raise ConfigError("torch_compile", "inductor compiles CPU code with a C++ compiler, and none is on PATH "
+                          "(g++, c++, clang++ or $CXX)", "Install one (e.g. apt install g++), use "
+                          "--torch_compile_backend aot_eager, or drop --torch_compile")
+
+
 def check_environment(cfg: RunConfig) -> None:
     """What the device, the installed packages and the network must allow, checked before any work."""
     if cfg.bf16 and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
@@ -187,6 +227,8 @@ def check_environment(cfg: RunConfig) -> None:
                           "Use --bf16 (CPUs support it), or drop --fp16")
     if cfg.tf32 and not (torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8):
         raise ConfigError("tf32", "TF32 needs an Ampere or newer CUDA GPU, and none is available", "Drop --tf32")
+    if cfg.torch_compile:
+        check_compiler(cfg.torch_compile_backend or "inductor")
     if cfg.report_to != "none":
         from transformers.integrations import is_mlflow_available, is_tensorboard_available, is_wandb_available
 
@@ -222,19 +264,75 @@ def environment() -> dict:
             "command": " ".join(sys.argv)}
 
 
+def _parent_command() -> list[str]:
+    """The command line of the process that started this one (Linux), else []."""
+    try:
+        return Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def _is_accelerate_launch(command: list[str]) -> bool:
+    names = [Path(part).name for part in command]
+    return "launch" in command and ("accelerate" in names or "accelerate.commands.launch" in command)
+
+
 def launcher() -> str:
-    """How the processes were started: `torchrun`, `accelerate launch`, or `python` (one process)."""
+    """How the processes were started: `accelerate launch` (which starts its processes with torch's elastic agent,
+    so it is asked first), `torchrun`, or `python` (one process)."""
+    if _is_accelerate_launch(_parent_command()):
+        return "accelerate launch"
     if os.environ.get("TORCHELASTIC_RUN_ID"):
         return "torchrun"
-    if any(k.startswith("ACCELERATE_") for k in os.environ) and "LOCAL_RANK" in os.environ:
-        return "accelerate launch"
     return "python"
+
+
+def requested_processes(command: list[str]) -> int | None:
+    """The process count an `accelerate launch` command line asks for (--num_processes, else accelerate's default
+    config file), or None."""
+    for i, part in enumerate(command):
+        if part == "--num_processes" and i + 1 < len(command):
+            return int(command[i + 1]) if command[i + 1].isdigit() else None
+        if part.startswith("--num_processes="):
+            value = part.split("=", 1)[1]
+            return int(value) if value.isdigit() else None
+    try:
+        from accelerate.commands.config import default_config_file
+        from accelerate.commands.config.config_args import load_config_from_file
+
+        if "--config_file" not in command and Path(default_config_file).is_file():
+            return load_config_from_file(default_config_file).num_processes
+    except Exception:  # noqa: BLE001 - an unreadable accelerate config is accelerate's to report
+        return None
+    return None
+
+
+def check_launch(processes: int) -> None:
+    """Refuse a run that `accelerate launch --num_processes N` started as one process (its simple launcher, used
+    without --multi_gpu, e.g. with --cpu): it would train alone at a per-device batch meant for N."""
+    command = _parent_command()
+    wanted = requested_processes(command) if _is_accelerate_launch(command) else None
+    if wanted is not None and wanted > processes:
+        raise ConfigError("num_processes", f"`accelerate launch` was asked for {wanted} processes but started "
+                          f"{processes}: without --multi_gpu it starts one process (also with --cpu, whose several "
+                          "processes need MPI)", f"Use `accelerate launch --multi_gpu --num_processes {wanted} -m "
+                          f"rankwise train ...` (on a machine without GPUs rankwise runs them over gloo) or "
+                          f"`torchrun --nproc_per_node {wanted} -m rankwise train ...`")
+
+
+def seed_dropout(seed: int, process_index: int) -> None:
+    """Give each process its own dropout stream: torch's generators seeded with seed + process index (the main
+    process keeps the run's seed, so one process draws what it always drew). The data order does not use them
+    (TrainingArguments.data_seed), so every process still reads its own shard of one shuffled order."""
+    if process_index:
+        torch.manual_seed((seed + process_index) % SEED_LIMIT)
 
 
 def training_record(setup: Setup, args: TrainingArguments) -> dict:
     """config.json's effective training settings: what the flags resolved to on this machine."""
     cfg = setup.cfg
-    return {"precision": "bf16" if cfg.bf16 else "fp16" if cfg.fp16 else "fp32", "tf32": cfg.tf32,
+    return {"precision": precision(cfg), "frozen_weights_dtype": "float32" if precision(cfg) == "fp32" else
+            str(HALF_DTYPES[precision(cfg)]).removeprefix("torch."), "tf32": cfg.tf32,
             "num_processes": setup.processes, "launcher": launcher(), "device": str(args.device),
             "per_device_train_batch_size": cfg.per_device_train_batch_size,
             "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
@@ -433,6 +531,7 @@ class RankwiseTrainer(Trainer):
                          eval_dataset=setup.task.eval_sets["eval"], data_collator=setup.task.collate,
                          callbacks=callbacks)  # eval_dataset: Trainer asks for one; `evaluate` uses every dev set
         self.model_accepts_loss_kwargs = False  # the task's loss is the model's mean loss, as without Trainer
+        seed_dropout(setup.cfg.seed, self.accelerator.process_index)  # after Trainer seeded every process alike
         self.remove_callback(PrinterCallback)
         if self.pop_callback(ProgressCallback) is not None and not setup.cfg.quiet:
             self.add_callback(QuietProgressCallback())
@@ -684,14 +783,15 @@ def training_arguments(setup: Setup, output_dir: Path) -> TrainingArguments:
             per_device_train_batch_size=cfg.per_device_train_batch_size,
             per_device_eval_batch_size=cfg.per_device_eval_batch_size,
             gradient_accumulation_steps=cfg.gradient_accumulation_steps, learning_rate=cfg.learning_rate,
-            weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed,
+            weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed, data_seed=cfg.seed,
             logging_strategy="steps", logging_steps=cfg.logging_steps, eval_strategy=cfg.eval_strategy,
             eval_steps=cfg.eval_steps, save_strategy=cfg.save_strategy, save_steps=cfg.save_steps,
             save_total_limit=cfg.save_total_limit, load_best_model_at_end=cfg.load_best_model_at_end,
             metric_for_best_model=metric if cfg.load_best_model_at_end or cfg.save_strategy == "best" else None,
             greater_is_better=greater, bf16=cfg.bf16, fp16=cfg.fp16, tf32=cfg.tf32 or None,
             activation_checkpointing=cfg.gradient_checkpointing, dataloader_num_workers=cfg.dataloader_num_workers,
-            torch_compile=cfg.torch_compile, report_to=[] if cfg.report_to == "none" else [cfg.report_to],
+            torch_compile=cfg.torch_compile, torch_compile_backend=cfg.torch_compile_backend,
+            torch_compile_mode=cfg.torch_compile_mode, report_to=[] if cfg.report_to == "none" else [cfg.report_to],
             disable_tqdm=cfg.quiet, remove_unused_columns=False, label_names=["labels"],
             ddp_find_unused_parameters=False, use_cpu=not torch.cuda.is_available(),
             # Sync-free steps on a GPU: rankwise's guard skips non-finite steps itself (transformers' filter reads
@@ -844,7 +944,8 @@ def _finish(setup: Setup, trainer: RankwiseTrainer, run: RunDir | None, wall: fl
         if cfg.save_model and trainer.status == "completed":
             _save_weights(run, setup, hard_ranks)
         if trainer.status == "completed" and task.finalize is not None:
-            task.finalize(adapter.model, run.path)
+            with autocast(cfg, trainer.args.device):
+                task.finalize(adapter.model, run.path)
         if trainer.status == "completed" and not cfg.keep_checkpoints:
             for checkpoint in checkpoints(run.path, complete=False):
                 shutil.rmtree(checkpoint)

@@ -76,9 +76,10 @@ class LoraXSLinear(nn.Module):
         result = self.base(x)
         if self.merged:
             return result
-        # (R·A) is r×in: one small matmul per step instead of one per token.
-        ra = self.effective_R() @ self.lora_A
-        return result + self.scale * ((x @ ra.T) @ self.lora_B.T)
+        # (R·A) is r×in: one small matmul per step instead of one per token. In x's dtype: a half-precision base
+        # outside autocast gets half-precision inputs (inside autocast the matmuls are cast anyway).
+        ra = (self.effective_R() @ self.lora_A).to(x.dtype)
+        return result + self.scale * ((x @ ra.T) @ self.lora_B.T.to(x.dtype))
 
     def delta_weight(self) -> torch.Tensor:
         """ΔW (out×in) at the current mask."""

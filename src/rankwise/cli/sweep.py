@@ -111,6 +111,11 @@ def register(sub) -> None:
                    help="local processes (default) or Ray tasks (pip install 'rankwise[ray]')")
     p.add_argument("--ray_address", help="Ray cluster address for ray.init (default: start a local Ray instance)")
     p.add_argument("--ray_gpus_per_run", type=float, default=0.0, help="GPUs per Ray task (default 0)")
+    p.add_argument("--runs_per_gpu", type=positive_int,
+                   help="runs at once on each GPU: small models leave a GPU mostly idle. Local: --jobs defaults to "
+                        "this × the visible GPUs, worker k is given GPU k mod GPUs (CUDA_VISIBLE_DEVICES), and the "
+                        "runs are checked to fit in its memory before any starts; Ray: each task asks for 1/N GPU. "
+                        "Without it, local workers on a GPU host are spread over the GPUs")
     p.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
                    help="list the runs (name and state: new, finished, running, unfinished = killed half-way, failed, "
                         "conflict = finished with other settings) and do nothing else")
@@ -172,7 +177,7 @@ def cmd_sweep(args) -> int:
         print("dry run: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + "; nothing was run")
         return 0
     records = run_sweep(configs, jobs=args.jobs, backend=args.backend, ray_address=args.ray_address,
-                        quiet=args.quiet, gpus_per_run=args.ray_gpus_per_run)
+                        quiet=args.quiet, gpus_per_run=args.ray_gpus_per_run, runs_per_gpu=args.runs_per_gpu)
     bad = [r for r in records if r["status"] in ("failed", "diverged")]
     for record in bad:
         print(f"{record['status']}: {record['name']}: {record['message']}")
@@ -210,7 +215,7 @@ def _cmd_search(args, spec: dict) -> int:
 
     def run_batch(batch):
         return run_sweep(batch, jobs=args.jobs, backend=args.backend, ray_address=args.ray_address, quiet=args.quiet,
-                         gpus_per_run=args.ray_gpus_per_run)
+                         gpus_per_run=args.ray_gpus_per_run, runs_per_gpu=args.runs_per_gpu)
 
     data = run_search(spec, arms, root, run_batch)
     print(f"report: rankwise report {os.path.relpath(root) if not root.is_absolute() else root} --out {root / 'report'}")
