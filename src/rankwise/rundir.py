@@ -76,16 +76,20 @@ def read_json(path: str | Path) -> Any:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    """Records of a JSONL file; a torn last line (killed writer) is ignored."""
+    """The records (JSON objects) of a JSONL file. A line that is not one (the torn last line of a killed writer,
+    bytes that are not UTF-8, another program's line) is left out; reports refuse such a file with a warning first
+    (report.aggregate)."""
     path = Path(path)
     if not path.exists():
         return []
     records = []
-    for line in path.read_text().splitlines():
+    for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(record, dict):
+            records.append(record)
     return records
 
 

@@ -204,6 +204,10 @@ def cmd_lr_sweep(args) -> int:
     configs = expand_lr_sweep(sweep)  # every config validated here, before anything runs or is written
     if args.results_file:
         check_study_results(configs, args.results_file)
+    if not args.no_report:  # checked before any run: the report must not land in a run directory
+        from ..report.build import check_report_dir
+
+        check_report_dir(_report_dir(args, sweep), "--report_dir")
     for note in check_configs(configs):  # rank plans and data files, on a weightless model
         print(f"note: {note}", file=sys.stderr)
     _print_plan(sweep, configs)
@@ -228,9 +232,13 @@ def cmd_lr_sweep(args) -> int:
             print(f"results: {len(written)} file(s) in {sweep.output_dir} "
                   f"({', '.join(p.name for p in written[:4])}{', …' if len(written) > 4 else ''})")
     if not args.no_report:
-        _report(sweep.output_dir, args.report_dir or str(Path(sweep.output_dir) / "lr_ratio_report"))
+        _report(sweep.output_dir, _report_dir(args, sweep))
     failed = [r for r in records if r["status"] == "failed"]
     return 1 if failed else 0
+
+
+def _report_dir(args, sweep) -> str:
+    return args.report_dir or str(Path(sweep.output_dir) / "lr_ratio_report")
 
 
 def _report(run_root: str, report_dir: str) -> None:

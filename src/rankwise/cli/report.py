@@ -36,7 +36,9 @@ def register(sub) -> None:
                        description="Aggregate run directories (or folders holding them, searched recursively) into "
                                    "report.md, results.csv (one row per run), configurations.csv (one row per "
                                    "configuration over seeds) and PNG figures. Runs without summary.json (killed or "
-                                   "still running) are skipped with a warning.")
+                                   "still running), or with a file that is corrupt, cut short or not rankwise's, are "
+                                   "skipped with a warning naming it. --out must not be, or be inside, a run "
+                                   "directory.")
     p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="run directories or folders holding them")
     p.add_argument("--from_csv", metavar="RESULTS_CSV",
                    help="make the report from a results.csv an earlier report wrote instead of run directories (every "

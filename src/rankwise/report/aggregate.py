@@ -38,20 +38,28 @@ SCHEDULER_NAMES = {"constant_schedule": "constant LR", "linear_schedule_with_war
                    "cosine": "cosine LR"}
 
 
-def _is_run_dir(path: Path) -> bool:
+def is_run_dir(path: Path) -> bool:
+    """A rankwise run directory (or what is left of one): it holds summary.json, config.json or metrics.jsonl."""
     return (path / SUMMARY).is_file() or (path / "config.json").is_file() or (path / "metrics.jsonl").is_file()
 
 
-def find_run_dirs(paths: list[str | Path]) -> list[Path]:
+def find_run_dirs(paths: list[str | Path], warn=None) -> list[Path]:
     """Run directories among `paths` and below them (recursively; a run directory's own subfolders and
-    hidden folders are not searched). Raises RunDirError for a path that does not exist."""
+    hidden folders are not searched). Raises RunDirError for a path that does not exist; a folder that cannot be
+    read is skipped (with `warn`)."""
     found: list[Path] = []
 
     def walk(path: Path) -> None:
-        if _is_run_dir(path):
-            found.append(path)
+        try:
+            if is_run_dir(path):
+                found.append(path)
+                return
+            children = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+        except OSError as exc:
+            if warn is not None:
+                warn(f"skipping {path}: it cannot be read ({exc.strerror or exc})")
             return
-        for child in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for child in children:
             walk(child)
 
     for raw in paths:
@@ -133,9 +141,47 @@ def _run_row(run_dir: Path, summary: dict) -> dict:
     return row
 
 
+def _records_problem(path: Path) -> str | None:
+    """Why a run's JSONL record file (metrics.jsonl, allocation.jsonl) cannot be reported, or None: unreadable,
+    not UTF-8, a line that is not JSON (corrupt, or cut short), or not a record object (another program's file)."""
+    if not path.exists():
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return f"{path.name} cannot be read ({exc.strerror or exc})"
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        return f"{path.name} is corrupt: byte {exc.object[exc.start]:#04x} at offset {exc.start} is not UTF-8 text"
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            cut = " (cut short)" if number == len(lines) and not data.endswith(b"\n") else ""
+            return f"{path.name} line {number} is not JSON{cut}: corrupt or truncated"
+        if not isinstance(record, dict) or (path.name == "metrics.jsonl" and "type" not in record):
+            return (f"{path.name} line {number} is not a rankwise record (`{line[:40]}`; a record is an "
+                    "object" + (' with a "type"' if path.name == "metrics.jsonl" else "") + "): not rankwise's file")
+    return None
+
+
+def _truncated(run_dir: Path, summary: dict) -> str | None:
+    """A metrics.jsonl that parses but lacks the final evaluation summary.json records was cut at a line."""
+    final = summary.get("final")
+    if not isinstance(final, dict) or "step" not in final:
+        return None
+    if not any(r.get("step") == final["step"] for r in eval_records(run_dir)):
+        return (f"metrics.jsonl lacks the final evaluation {SUMMARY} records (step {final['step']}): truncated or "
+                "from another run")
+    return None
+
+
 def _unreadable(run_dir: Path) -> str | None:
     """Why a run directory cannot be reported (None when it can): no summary yet, or a file that does not parse
-    or has the wrong shape."""
+    or has the wrong shape (summary.json, config.json, metrics.jsonl, allocation.jsonl)."""
     if not (run_dir / SUMMARY).is_file():
         return f"no {SUMMARY} (the run is still going or was killed)"
     for name, key in ((SUMMARY, None), ("config.json", "config")):
@@ -149,7 +195,11 @@ def _unreadable(run_dir: Path) -> str | None:
         if not isinstance(data, dict) or (key is not None and not isinstance(data.get(key, {}), dict)):
             return (f"{name} is not a rankwise {name} (expected a JSON object"
                     + (f" with a `{key}` object" if key else "") + ")")
-    return None
+    for name in ("metrics.jsonl", "allocation.jsonl"):
+        problem = _records_problem(run_dir / name)
+        if problem:
+            return problem
+    return _truncated(run_dir, read_json(run_dir / SUMMARY))
 
 
 def load_runs(run_dirs: list[str | Path], warn=None) -> pd.DataFrame:
@@ -160,7 +210,7 @@ def load_runs(run_dirs: list[str | Path], warn=None) -> pd.DataFrame:
     Directories without summary.json (killed or running) or with unreadable files are skipped with a warning."""
     warn = warn or (lambda text: print(f"warning: {text}", file=sys.stderr))
     rows = []
-    for run_dir in find_run_dirs(run_dirs):
+    for run_dir in find_run_dirs(run_dirs, warn):
         problem = _unreadable(run_dir)
         if problem:
             warn(f"skipping {run_dir}: {problem}")

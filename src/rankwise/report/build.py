@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..errors import RunDirError
 from ..rundir import check_writable_path
-from .aggregate import check_fields, group_runs, load_runs, metric_scale, resolve_baselines
+from .aggregate import check_fields, group_runs, is_run_dir, load_runs, metric_scale, resolve_baselines
 from .configurations.markdown import task_sections
 from .context import ReportContext, Section
 from .frontier import section as frontier_section
@@ -89,7 +89,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path, group_by: list[str
 def _checked_inputs(run_dirs, out, group_by, baseline, note, from_csv=None
                     ) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
     """(runs, configurations, output folder), or an error before anything is written."""
-    out = check_writable_path(out, "--out")
+    out = check_report_dir(out, "--out")
     if out.exists() and not out.is_dir():
         raise RunDirError(f"--out: `{out}` is a file; the report needs a folder. Choose a new or existing folder")
     # runs from a results.csv, or from run directories with the roles a `search:` sweep gave them
@@ -101,6 +101,20 @@ def _checked_inputs(run_dirs, out, group_by, baseline, note, from_csv=None
     groups = group_runs(runs)
     resolve_baselines(groups, baseline)  # raises for a baseline that matches nothing, before anything is written
     return runs, groups, Path(out)
+
+
+def check_report_dir(out: str | Path, option: str) -> Path:
+    """`out` unless it is, or is inside, a run directory: a report there would make `rankwise train` refuse the run
+    as holding files it did not write (and mix report files into a run's). Creates nothing."""
+    out = check_writable_path(out, option)
+    real = Path(os.path.realpath(out))
+    for folder in (real, *real.parents):
+        if is_run_dir(folder):
+            where = "is a run directory" if folder == real else f"is inside the run directory `{folder}`"
+            raise RunDirError(f"{option}: `{out}` {where}; a report is never written into a run (rankwise would then "
+                              "refuse the run as holding files it did not write). Choose a folder outside it, e.g. "
+                              f"`{folder.parent / 'report'}`")
+    return out
 
 
 def _header(runs: pd.DataFrame, groups: pd.DataFrame, tasks: list[str], run_dirs, warnings: list[str]) -> list[str]:
