@@ -21,19 +21,18 @@ def reports(tmp_path_factory):
     """(from run directories, from its results.csv) report folders of a frontier with a learned arm."""
     root = write_frontier(tmp_path_factory.mktemp("csv") / "runs", LEARNED_GAIN, annealing=True)
     first = root.parent / "from_runs"
-    build_report([root], first, options={"study": True})
+    build_report([root], first)
     second = root.parent / "from_csv"
     for figure in first.glob("eval_curves*.png"):  # an earlier report's figure in the output folder
         second.mkdir(exist_ok=True)
         shutil.copy(figure, second / figure.name)
-    assert run_cli("report", "--from_csv", first / "results.csv", "--out", second, "--study") == 0
+    assert run_cli("report", "--from_csv", first / "results.csv", "--out", second) == 0
     return first, second
 
 
 def test_the_statistics_from_a_results_csv_are_those_from_the_run_directories(reports):
     first, second = reports
-    for name in ("frontier_comparisons.csv", "frontier_learning_rates.csv", "study_comparisons.csv",
-                 "study_learning_rates.csv"):
+    for name in ("frontier_comparisons.csv", "frontier_learning_rates.csv"):
         pd.testing.assert_frame_equal(pd.read_csv(first / name), pd.read_csv(second / name))
     a, b = (first / "report.md").read_text(), (second / "report.md").read_text()
     section = lambda text: text[text.index("## Budget frontier"):text.index("\n## ", text.index("## Budget frontier") + 1)]  # noqa: E731
@@ -81,3 +80,12 @@ def test_run_directories_and_a_csv_together_are_refused(reports, tmp_path, capsy
     first, _ = reports
     assert run_cli("report", first, "--from_csv", first / "results.csv", "--out", tmp_path / "out") == 2
     assert "not both" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_with_the_study_section_the_frontier_does_not_test_the_same_runs_again(reports, tmp_path):
+    first, _ = reports
+    assert run_cli("report", "--from_csv", first / "results.csv", "--out", tmp_path / "r", "--study") == 0
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert "one family per question, so this section draws the frontier and does not test" in text
+    assert (tmp_path / "r" / "study_comparisons.csv").is_file()
+    assert not (tmp_path / "r" / "frontier_comparisons.csv").exists()

@@ -117,8 +117,9 @@ def _arm_names(runs: pd.DataFrame, key: pd.Series, followers: pd.Series) -> dict
 
 
 def varies_budget(frame: pd.DataFrame) -> list[str]:
-    """The tasks on which some arm has points of at least two adapter sizes (1% apart)."""
-    sizes = frame.dropna(subset=["params"]).groupby(["task", "arm", "point"])["params"].median()
+    """The tasks on which some arm other than a fixed uniform rank has points of at least two adapter sizes (1%
+    apart): uniform at several ranks alone is a rank sweep, which the per-task tables show."""
+    sizes = frame[~frame["uniform"]].dropna(subset=["params"]).groupby(["task", "arm", "point"])["params"].median()
     tasks = [task for (task, _), s in sizes.groupby(level=["task", "arm"]) if len(set(size_levels(list(s)))) > 1]
     return list(dict.fromkeys(tasks))
 

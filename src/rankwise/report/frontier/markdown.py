@@ -32,15 +32,21 @@ def section(ctx: ReportContext) -> str | None:
     if not tasks:
         return None
     markdown = frontier_markdown(frame[frame["task"].isin(tasks)], tasks, Path(ctx.out),
-                                 ctx.options.get("selection_seeds"))
+                                 ctx.options.get("selection_seeds"), tests=not ctx.options.get("study"))
     ctx.add_linked_figures(markdown)
     return markdown
 
 
-def frontier_markdown(frame: pd.DataFrame, tasks: list[str], out: Path, selection_seeds=None) -> str:
-    """The section for `frame` (`frontier_runs` rows); figures and CSV files go to `out`."""
+STUDY_TESTS = ("The paired tests of these runs are the learned-vs-uniform section's (`--study`): one family per "
+               "question, so this section draws the frontier and does not test the same differences again.")
+
+
+def frontier_markdown(frame: pd.DataFrame, tasks: list[str], out: Path, selection_seeds=None,
+                      tests: bool = True) -> str:
+    """The section for `frame` (`frontier_runs` rows); figures and CSV files go to `out`. Without `tests` (the study
+    section tests the same runs) there are no differences to uniform here."""
     points, chosen = frontier_points(frame, selection_seeds)
-    comparisons = budget_comparisons(frame, points, chosen)
+    comparisons = budget_comparisons(frame, points, chosen) if tests else pd.DataFrame()
     edges = lr_edges(by_point(frame), chosen)
     edges["arm"] = edges["arm"].map(_point_names(points))
     out.mkdir(parents=True, exist_ok=True)
@@ -54,7 +60,7 @@ def frontier_markdown(frame: pd.DataFrame, tasks: list[str], out: Path, selectio
         arm=chosen["arm"].map(_point_names(points))), noun="point"), ""]
     if not comparisons.empty:
         lines += [method_text(comparisons), ""]
-    lines += [*verdict_lines(points, comparisons), ""]
+    lines += [*(verdict_lines(points, comparisons) if tests else [STUDY_TESTS]), ""]
     for task in tasks:
         lines += task_part(frame, points, comparisons, edges, task, out)
     return "\n".join(lines).rstrip() + "\n"
@@ -163,10 +169,11 @@ def points_table(part: pd.DataFrame, comparisons: pd.DataFrame, arms: list[str])
             cells = [arm, p["budget"], thousands(p["params"]), reported_cell(reported),
                      short_text(float(p["learning_rate"])) + EDGE_MARKS.get(p["edge"], "")]
             key = (p["task"], p["point"])
-            rows.append(cells + _delta_cells(found.loc[key] if found is not None and key in found.index else None,
-                                             p, by_point))
-    header = ["Method", "Budget", "Adapter params", "Reported median ± std", "LR", "vs", *COMPARISON_HEADER]
-    return (markdown_table(header, rows, ["l", "l", "r", "l", "r", "l", "r", "l", "r", "l", "r", "l"])
+            rows.append(cells + ([] if found is None else _delta_cells(
+                found.loc[key] if key in found.index else None, p, by_point)))
+    header = ["Method", "Budget", "Adapter params", "Reported median ± std", "LR"]
+    header += [] if found is None else ["vs", *COMPARISON_HEADER]
+    return (markdown_table(header, rows, ["l", "l", "r", "l", "r", "l", "r", "l", "r", "l", "r", "l"][:len(header)])
             + "\n\nLR: the chosen learning rate (↑ the highest of its grid, ↓ the lowest, (only) the one tried).")
 
 
