@@ -10,6 +10,7 @@ import json
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -163,8 +164,11 @@ def fake_training(calls: list):
         out = Path(cfg.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps({"config": cfg.to_dict(), "environment": {"rankwise": "test"}}))
+        record = {"type": "eval", "step": 10, "epoch": 1, "eval_pearson": score}
+        (out / "metrics.jsonl").write_text(json.dumps(record) + "\n")
         summary = {"status": "completed", "main_metric": "eval_pearson", "greater_is_better": True,
-                   "best": {"eval_pearson": score, "epoch": 1}, "task": cfg.task, "seed": cfg.seed}
+                   "best": record, "task": cfg.task, "seed": cfg.seed,
+                   "trainable_parameters": {"adapter": 12 * cfg.rank ** 2, "head": 10, "allocation": 0}}
         (out / "summary.json").write_text(json.dumps(summary))
         return summary
     return run
@@ -224,3 +228,35 @@ def test_a_search_through_rankwise_sweep_is_resumable_and_records_each_runs_role
     # a third start runs nothing
     before = len(calls)
     assert run_cli("sweep", path) == 0 and len(calls) == before
+
+
+def test_the_report_of_a_search_knows_which_runs_chose_and_which_answered(tiny_bert_dir, tiny_glue_dir, tmp_path,
+                                                                          monkeypatch):
+    import rankwise.train as train
+    from rankwise.report import build_report
+
+    root = tmp_path / "runs"
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump({
+        "base": {"task": "stsb", "model": str(tiny_bert_dir), "data_dir": str(tiny_glue_dir), "method": "loraxs",
+                 "allocation": "uniform", "num_train_epochs": 1, "save_model": False, "quiet": True},
+        "grid": {"rank": [2, 4]},
+        "search": {"start": [0.005, 0.01, 0.02], "seeds": [0, 1], "halving": 2},
+        "seeds": [2, 3, 4], "output_dir": str(root)}))
+    monkeypatch.setattr(train, "run_training", fake_training([]))
+    assert run_cli("sweep", path) == 0
+    out = tmp_path / "report"
+    build_report([root], out)
+    text = (out / "report.md").read_text()
+    results = pd.read_csv(out / "results.csv")
+    # rank 2: 0.005, 0.01, 0.02 on seed 0, + 0.04 and 0.08; 0.02 and 0.04 on seed 1 (halving keeps 3 of 5); answer 3
+    # rank 4: 3 rates on seed 0, 2 on seed 1; answer 3
+    counts = results.groupby(["rank", "search_role"]).size().to_dict()
+    assert counts == {(2, "answer"): 3, (2, "search"): 8, (4, "answer"): 3, (4, "search"): 5}
+    assert "**Runs**: 19 in all (13 for the search, 6 for the answer). A fixed grid of the same rates on all 5 seeds " \
+           "would have been 40 runs" in text
+    assert "search seeds 0, 1, answer seeds 2–4" in text
+    # the one rule keeps the search's choice and reports its answer seeds only
+    assert "| `LoRA-XS r2` | search | 0.005, 0.01, 0.02, 0.04, 0.08 | 0.04 |" in text
+    answer = results[(results["rank"] == 2) & (results["search_role"] == "answer")]
+    assert set(answer["learning_rate"]) == {0.04}

@@ -24,6 +24,7 @@ from .frontier import section as frontier_section
 from .lr_ratio import section as lr_ratio_section
 from .placement import section as placement_section
 from .results_csv import FROM_CSV_NOTE, portable, read_results, with_search_roles
+from .search_section import section as search_section
 from .study import section as study_section
 from .text import plural, task_name, task_order
 
@@ -32,9 +33,9 @@ EXTRA_SECTIONS: list[Section] = []
 
 def study_sections() -> list[Section]:
     """The built-in study sections: layer-wise placement (alpaca runs, automatic), the LR-ratio analysis
-    (with `--lr_ratio`), learned vs uniform at the same budget (with `--study`) and the budget frontier (runs that
-    vary the adapter budget, automatic)."""
-    return [placement_section, lr_ratio_section, study_section, frontier_section]
+    (with `--lr_ratio`), learned vs uniform at the same budget (with `--study`), the budget frontier (runs that
+    vary the adapter budget, automatic) and the learning-rate search (runs of a `search:` sweep, automatic)."""
+    return [placement_section, lr_ratio_section, study_section, frontier_section, search_section]
 
 
 def register_section(section: Section) -> Section:

@@ -1,0 +1,75 @@
+"""The learning-rate search section (automatic for runs of a `search:` sweep): per arm the rates the search tried
+with their scores on the search seeds, what successive halving dropped, the chosen rate and where it sits, and how
+many runs served the search and how many the answer, against a fixed grid of the same rates on every seed.
+
+It reads the `search_role` (`search` / `answer`), `search_arm` and `search_chosen` columns that `search.json` gives
+the runs (`results_csv.with_search_roles`), so a report made from a results.csv shows it too."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .context import ReportContext
+from .selection import seeds_text
+from .stats import completed_runs, grid_edge
+from .text import markdown_table, plural, short_text, task_name
+
+HEADING = "## Learning-rate search"
+
+
+def section(ctx: ReportContext) -> str | None:
+    """`rankwise report` section hook: nothing unless some run served a `search:` sweep."""
+    runs = ctx.runs
+    if "search_role" not in runs or not runs["search_role"].notna().any():
+        return None
+    return search_markdown(runs[runs["search_role"].notna()])
+
+
+def arm_rows(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (task, search arm): rates tried, each rate's scores on the search seeds, the rates halving
+    dropped, the chosen rate and where it sits, search and answer runs, and the search and answer seeds."""
+    rows = []
+    for (task, arm), group in runs.groupby(["task", "search_arm"], sort=False):
+        search = group[group["search_role"] == "search"]
+        answer = group[group["search_role"] == "answer"]
+        seeds = sorted(int(s) for s in search["seed"].unique())
+        done = completed_runs(search)
+        scores = {float(lr): dict(zip(g["seed"].astype(int), g["score"].astype(float)))
+                  for lr, g in done.groupby("learning_rate")}
+        rates = sorted(float(r) for r in search["learning_rate"].unique())
+        chosen = float(group["search_chosen"].dropna().iloc[0]) if group["search_chosen"].notna().any() else None
+        rows.append({"task": task, "arm": arm, "rates": rates, "scores": scores, "chosen": chosen,
+                     "edge": grid_edge(chosen, rates) if chosen is not None else None,
+                     "dropped": [r for r in rates if len(scores.get(r, {})) < len(seeds)],
+                     "search_runs": len(search), "answer_runs": len(answer), "search_seeds": seeds,
+                     "answer_seeds": sorted(int(s) for s in answer["seed"].unique())})
+    return pd.DataFrame(rows)
+
+
+def search_markdown(runs: pd.DataFrame) -> str:
+    """The section for the runs of `search:` sweeps."""
+    arms = arm_rows(runs)
+    all_seeds = sorted({s for r in arms.itertuples() for s in r.search_seeds + r.answer_seeds})
+    used = int(arms["search_runs"].sum() + arms["answer_runs"].sum())
+    fixed = int(sum(len(r.rates) for r in arms.itertuples()) * len(all_seeds))
+    rows = []
+    for r in arms.itertuples():
+        tried = "; ".join(f"{short_text(rate)}: " + ", ".join(f"{r.scores.get(rate, {}).get(s, float('nan')):.2f}"
+                                                              for s in r.search_seeds if s in r.scores.get(rate, {}))
+                          for rate in r.rates)
+        rows.append([task_name(r.task), f"`{r.arm}`", tried, ", ".join(short_text(x) for x in r.dropped) or "–",
+                     short_text(r.chosen) if r.chosen is not None else "–", r.edge or "–",
+                     str(r.search_runs), str(r.answer_runs)])
+    seeds_line = (f"search seeds {seeds_text(sorted({s for v in arms['search_seeds'] for s in v}))}, answer seeds "
+                  f"{seeds_text(sorted({s for v in arms['answer_seeds'] for s in v}))}")
+    return "\n".join([
+        HEADING, "",
+        f"{plural(len(arms), 'arm')} had their learning rate searched by a `search:` sweep ({seeds_line}): the "
+        "search seeds chose each arm's rate and are never reported; the answer seeds ran only at the chosen rate. "
+        "Scores are the search seeds' (× 100, in seed order); a rate with fewer scores than search seeds was dropped "
+        "by successive halving.", "",
+        markdown_table(["Task", "Arm", "Rates tried: scores on the search seeds", "Dropped by halving", "Chosen",
+                        "Where", "Search runs", "Answer runs"], rows, ["l", "l", "l", "l", "r", "l", "r", "r"]), "",
+        f"**Runs**: {used} in all ({int(arms['search_runs'].sum())} for the search, "
+        f"{int(arms['answer_runs'].sum())} for the answer). A fixed grid of the same rates on all "
+        f"{len(all_seeds)} seeds would have been {fixed} runs, with every seed both choosing and reported.", ""])
