@@ -58,7 +58,7 @@ def test_two_processes_at_half_the_batch_match_one_process(tiny_bert_dir, tiny_g
     assert training["launcher"] == "torchrun" and training["steps_per_epoch"] == 3
     # the same hard ranks at every logged step, the same schedules
     alloc_one, alloc_two = read_jsonl(one / "allocation.jsonl"), read_jsonl(two / "allocation.jsonl")
-    assert [r["step"] for r in alloc_one] == [r["step"] for r in alloc_two] == list(range(10)) + [9]
+    assert [r["step"] for r in alloc_one] == [r["step"] for r in alloc_two] == list(range(10))  # the final record once
     assert all(a["hard"] == b["hard"] and a["alpha"] == b["alpha"] and a["budget"] == b["budget"]
                for a, b in zip(alloc_one, alloc_two))
     assert len({tuple(r["hard"].values()) for r in alloc_one}) > 1  # the allocation moved: the test can fail

@@ -312,3 +312,118 @@ def test_the_launcher_is_read_from_the_command_that_started_the_process():
     assert requested_processes(["accelerate", "launch", "--num_processes=4", "x.py"]) == 4
     assert not _is_accelerate_launch(["/venv/bin/python", "/venv/bin/torchrun", "--nproc_per_node", "2"])
     assert not _is_accelerate_launch(["python", "-m", "rankwise", "train"])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="accelerate's launchers and gloo on Linux")
+def test_accelerate_launch_runs_the_processes_it_is_asked_for_or_refuses(tiny_bert_dir, tiny_glue_dir, tmp_path):
+    """`--cpu --num_processes 2` makes accelerate start one process: refused before any work (it would train alone
+    at half the batch). `--multi_gpu --num_processes 2` starts two (over gloo here): recorded as accelerate launch."""
+    import subprocess
+
+    from test_engine import LEARNED as ENGINE_LEARNED, base_args, subprocess_env
+
+    accelerate = str(Path(sys.executable).parent / "accelerate")
+    args = base_args(tiny_bert_dir, tiny_glue_dir, tmp_path / "one", *ENGINE_LEARNED, "--num_train_epochs", "2",
+                     "--per_device_train_batch_size", "16")
+
+    def launch(*flags, out):
+        command = [accelerate, "launch", *flags, "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend",
+                   "no", "--main_process_port", "29631", "-m", "rankwise", *args]
+        command[command.index(str(tmp_path / "one"))] = str(out)
+        return subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+
+    refused = launch("--cpu", "--num_processes", "2", out=tmp_path / "one")
+    assert refused.returncode != 0  # rankwise exits 2; accelerate reports that as its own failure (1)
+    assert "returned non-zero exit status 2" in refused.stderr
+    assert "--num_processes: `accelerate launch` was asked for 2 processes but started 1" in refused.stderr
+    assert "--multi_gpu --num_processes 2" in refused.stderr and not (tmp_path / "one").exists()
+
+    done = launch("--multi_gpu", "--num_processes", "2", out=tmp_path / "two")
+    assert done.returncode == 0, done.stderr[-3000:]
+    training = json.loads((tmp_path / "two" / "config.json").read_text())["training"]
+    assert training["launcher"] == "accelerate launch" and training["num_processes"] == 2
+    assert training["global_batch_size"] == 32 and read_summary(tmp_path / "two")["status"] == "completed"
+    steps = [r["step"] for r in read_jsonl(tmp_path / "two" / "allocation.jsonl")]
+    assert steps == sorted(set(steps))  # one allocation record per step, the final one too
+
+
+def test_each_process_draws_its_own_dropout_stream(tmp_path):
+    """Two processes (torchrun, gloo): after the Trainer seeds every process alike, `seed_dropout` gives the main
+    process the run's own stream and the second another, seeded one."""
+    import subprocess
+
+    from test_engine import subprocess_env
+
+    script = tmp_path / "draw.py"
+    script.write_text(
+        "import json, sys, torch\n"
+        "from accelerate import PartialState\n"
+        "from rankwise.train import seed_dropout\n"
+        "state = PartialState(cpu=True)\n"
+        "torch.manual_seed(7)\n"
+        "seed_dropout(7, state.process_index)\n"
+        "mask = torch.nn.functional.dropout(torch.ones(64), 0.5)\n"
+        "open(sys.argv[1] + f'/rank{state.process_index}.json', 'w').write(json.dumps(mask.tolist()))\n")
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           "29633", str(script), str(tmp_path)], env=subprocess_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    first, second = (json.loads((tmp_path / f"rank{k}.json").read_text()) for k in (0, 1))
+    torch.manual_seed(7)
+    assert first == torch.nn.functional.dropout(torch.ones(64), 0.5).tolist() and first != second
+    torch.manual_seed(8)
+    assert second == torch.nn.functional.dropout(torch.ones(64), 0.5).tolist()
+
+
+# ---------------------------------------------------------------------------------------------
+# Many runs per GPU
+# ---------------------------------------------------------------------------------------------
+
+def test_runs_are_spread_round_robin_over_the_gpus():
+    from rankwise.devices import assign_gpus
+    from rankwise.errors import ConfigError
+
+    plan = assign_gpus(gpus=2, runs_per_gpu=3)
+    assert plan.workers == 6 and plan.devices == (0, 1, 0, 1, 0, 1)
+    assert [plan.visible_devices(k) for k in range(3)] == ["0", "1", "0"]
+    assert assign_gpus(gpus=4, runs_per_gpu=2, jobs=3).devices == (0, 1, 2)  # every GPU gets work before a second
+    with pytest.raises(ConfigError, match="--jobs: \\(5\\) asks for more parallel runs than --runs_per_gpu 2 on 2"):
+        assign_gpus(gpus=2, runs_per_gpu=2, jobs=5)
+    with pytest.raises(ConfigError, match="--runs_per_gpu: needs a CUDA GPU"):
+        assign_gpus(gpus=0, runs_per_gpu=2)
+
+
+def test_runs_per_gpu_beyond_the_gpus_memory_is_refused_before_any_run(tmp_path, tiny_bert_dir, tiny_glue_dir,
+                                                                         capsys, monkeypatch):
+    from rankwise import sweep
+    from rankwise.devices import run_memory_estimate
+
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(f"base: {{model: {tiny_bert_dir}, data_dir: {tiny_glue_dir}, task: sst2, max_steps: 1}}\n"
+                    f"seeds: [0, 1]\noutput_dir: {tmp_path / 'runs'}\n")
+    assert run_cli("sweep", spec, "--runs_per_gpu", "2") == 2  # this machine has no GPU
+    assert "--runs_per_gpu: needs a CUDA GPU, and none is visible" in capsys.readouterr().err
+    monkeypatch.setattr(sweep, "visible_gpus", lambda: 1)
+    monkeypatch.setattr(sweep, "cuda_memory", lambda: (2 * 2**30, "a 2 GiB GPU"))
+    assert run_cli("sweep", spec, "--runs_per_gpu", "4") == 2
+    err = capsys.readouterr().err
+    per_run = run_memory_estimate(0, 0, "fp32", 0, 0, 0)  # at least the CUDA context: 500 MiB
+    assert "--runs_per_gpu: (4) runs need about" in err and "on a 2 GiB GPU, which has 2.0 GiB" in err
+    assert "Use --runs_per_gpu 3 or less" in err and per_run == 500 * 2**20
+    assert not (tmp_path / "runs").exists()
+
+
+def test_sweep_workers_each_get_their_gpu(tmp_path, tiny_bert_dir, tiny_glue_dir, monkeypatch):
+    """Two GPUs (as the sweep sees them), one run per GPU: each worker process runs with CUDA_VISIBLE_DEVICES set to
+    its own device (the runs themselves train on the CPU here)."""
+    from rankwise import sweep
+    from rankwise.config import prepare
+
+    monkeypatch.setattr(sweep, "visible_gpus", lambda: 2)
+    monkeypatch.setattr(sweep, "cuda_memory", lambda: (80 * 2**30, "an 80 GiB GPU"))
+    configs = [prepare(RunConfig(model=str(tiny_bert_dir), data_dir=str(tiny_glue_dir), task="sst2", max_steps=1,
+                                 eval_strategy="no", save_model=False, seed=seed, quiet=True,
+                                 output_dir=str(tmp_path / f"run{seed}"))) for seed in (0, 1)]
+    records = sweep.run_sweep(configs, runs_per_gpu=1)
+    assert [r["status"] for r in records] == ["completed", "completed"]
+    assert sorted(r["visible_devices"] for r in records) == ["0", "1"]

@@ -274,7 +274,7 @@ def _parent_command() -> list[str]:
 
 def _is_accelerate_launch(command: list[str]) -> bool:
     names = [Path(part).name for part in command]
-    return "launch" in command and ("accelerate" in names or "accelerate.commands.launch" in command)
+    return ("launch" in command and "accelerate" in names) or "accelerate.commands.launch" in command
 
 
 def launcher() -> str:
@@ -634,7 +634,7 @@ class RankwiseTrainer(Trainer):
         return (f"epoch {record['epoch']} step {record['step']}  {shown}  (best {main} {best[main]:.4f} at epoch "
                 f"{best['epoch']})")
 
-    def log_allocation(self, step: int) -> None:
+    def log_allocation(self, step: int, extra: dict | None = None) -> None:
         """One allocation.jsonl record at `step` (main process): the allocator's state, the method's own (AdaLoRA),
         or once, at step 0, ranks fixed before training (EVA)."""
         if self.run is None:
@@ -649,11 +649,22 @@ class RankwiseTrainer(Trainer):
             record = {"step": 0, "budget": sum(ranks.values()), "budget_unit": "sum of ranks", "discrete": True,
                       "budget_used": sum(ranks.values()), "source": source, "continuous": ranks, "hard": ranks}
         if record is not None:
-            self.run.append_jsonl("allocation.jsonl", {"epoch": round(step / setup.steps_per_epoch, 4), **record})
+            self.run.append_jsonl("allocation.jsonl", {"epoch": round(step / setup.steps_per_epoch, 4), **record,
+                                                       **(extra or {})})
             if setup.cfg.report_to == "wandb":  # α, budget and every matrix's ranks, as the study's W&B plots read them
                 from .wandb_log import log_allocation_to_wandb
 
                 log_allocation_to_wandb(record, step, setup.allocator)
+
+    def log_final_allocation(self, step: int) -> None:
+        """The allocation record of the weights the run ends with, unless the record of `step` already says it:
+        after --load_best_model_at_end it is the best evaluation's allocation (`weights_step`)."""
+        if self.run is None:
+            return
+        path = self.run.file("allocation.jsonl")
+        last = read_jsonl(path)[-1]["step"] if path.exists() and path.stat().st_size else None
+        if last != step or self.weights_step is not None:
+            self.log_allocation(step, {"weights_step": self.weights_step} if self.weights_step is not None else None)
 
     def end_as_diverged(self, message: str) -> None:
         self.status, self.message = "diverged", message
@@ -899,10 +910,10 @@ def _finish(setup: Setup, trainer: RankwiseTrainer, run: RunDir | None, wall: fl
         budget = allocator.schedule.memory(weights_step)
         hard_ranks = allocator.hard_ranks(budget)
         adapter.set_keep(allocator.keep(weights_step, training=False))
-        trainer.log_allocation(step)
+        trainer.log_final_allocation(step)
     elif method_ranks is not None:
         hard_ranks = method_ranks
-        trainer.log_allocation(step)
+        trainer.log_final_allocation(step)
     evaluations = trainer.evaluations
     main = task.main_metric
     pick = max if task.greater_is_better else min
