@@ -19,6 +19,7 @@ from rankwise.report import build_report, resolve_baselines, task_order
 from rankwise.report.configurations import figures as plots
 from rankwise.report.aggregate import group_runs, load_runs
 from rankwise.report.configurations.tables import ADAPTIVE_HEADER
+from rankwise.report.stats import detectable_difference
 
 METRIC = "eval_matthews_correlation"
 SUFFIXES = ("attention.self.query", "attention.self.value", "attention.output.dense", "output.dense")
@@ -157,7 +158,8 @@ def test_report_tables_have_the_study_layout(study, tmp_path):
     # and 8 did not complete, so 5 seeds pair)
     diffs = np.array(best["scores"]) - np.array(baseline["scores"])
     ci = stats.ttest_1samp(diffs, 0.0).confidence_interval(0.95)
-    cell = f"| {diffs.mean():+.2f} [{ci.low:+.2f}, {ci.high:+.2f}] (n=5) |"
+    detectable = detectable_difference(5, diffs.std(ddof=1))
+    cell = f"| {diffs.mean():+.2f} [{ci.low:+.2f}, {ci.high:+.2f}] (n=5, detectable {detectable:.2f}) |"
     assert cell in text.split("## All configurations")[1]
     assert "ddof=1" in text and "Runs that did not complete (2)" in text and "out of memory" in text
     csv = pd.read_csv(result["results"])

@@ -260,3 +260,17 @@ def test_the_report_of_a_search_knows_which_runs_chose_and_which_answered(tiny_b
     assert "| `LoRA-XS r2` | search | 0.005, 0.01, 0.02, 0.04, 0.08 | 0.04 |" in text
     answer = results[(results["rank"] == 2) & (results["search_role"] == "answer")]
     assert set(answer["learning_rate"]) == {0.04}
+
+
+def test_only_selects_arms_of_a_search(tiny_bert_dir, tiny_glue_dir, tmp_path, capsys):
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump({
+        "base": {"task": "stsb", "model": str(tiny_bert_dir), "data_dir": str(tiny_glue_dir), "method": "loraxs",
+                 "allocation": "uniform", "num_train_epochs": 1},
+        "grid": {"rank": [2, 4]}, "search": {"start": [0.01, 0.02], "seeds": [0]}, "seeds": [1],
+        "output_dir": str(tmp_path / "runs")}))
+    assert run_cli("sweep", path, "--dry-run", "--only", "rank=4") == 0
+    out = capsys.readouterr().out
+    assert "--only: 1 of the 2 arms" in out and "(rank 4)" in out and "(rank 2)" not in out
+    assert run_cli("sweep", path, "--dry-run", "--seeds", "0") == 2  # a search seed cannot also be reported
+    assert "seed 0 would both choose the rate and be reported" in capsys.readouterr().err

@@ -131,9 +131,10 @@ def all_configurations(part: TaskPart) -> list[str]:
     if baselines:
         described = "; ".join(_median_std_of(groups, label) for label in baselines)
         out.append(f"Baseline{'s' if len(baselines) > 1 else ''}: {described}. Δ = configuration − baseline: the "
-                   "mean of the differences paired by seed, with its 95% t-interval and the number of shared seeds; "
-                   "descriptive (the learning rate is not selected here, and no test is made: the study and frontier "
-                   "sections hold the tests). With fewer than 3 shared seeds, the difference of medians, exploratory."
+                   "mean of the differences paired by seed, with its 95% t-interval, the number of shared seeds and "
+                   "the smallest difference those seeds could detect (80% power at α 0.05); descriptive (the learning "
+                   "rate is not selected here and no test is made: the study and frontier sections hold the tests). "
+                   "With fewer than 3 shared seeds, the difference of medians, exploratory."
                    "\n")
     out.append(configurations_table(groups, baselines))
     out.append("\nRanks: `r25` uniform rank; `16→4` linear decay; `5–30, avg 20` learned between rank_min and "
