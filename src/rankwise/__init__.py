@@ -26,7 +26,7 @@ def load_adapter(model, directory, allow_base_model_mismatch: bool = False):
     Refused (RunDirError) on another base model than the one it was trained on, unless
     `allow_base_model_mismatch`. Returns the AdapterSet (`.model` is the model to call); `rankwise.load(DIR)`
     returns the model itself."""
-    from .methods import load_adapter as _load
+    from .api import load_adapter as _load  # arguments checked, refusals name them (ConfigError)
 
     return _load(model, directory, allow_base_model_mismatch=allow_base_model_mismatch)
 

@@ -21,6 +21,7 @@ import difflib
 import os
 import sys
 import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from transformers import TrainerCallback
 from .adapters.loraxs import LoraXSLinear
 from .allocation import RankAllocator
 from .config import FIELDS, RunConfig, config_from_dict, resolve_defaults, validate
-from .errors import ConfigError, ModelError
+from .errors import ConfigError, ModelError, RankwiseError, argument_error
 from .methods import AdapterSet, build_adapter, get_method, save_adapter
 from .models import head_modules, resolve_model
 from .planning import Plan, build_plan, meta_model
@@ -55,16 +56,64 @@ def _config(caller: str, method: str, allocation: str, options: dict[str, Any]) 
         if name in FIELDS:
             raise ConfigError(name, f"is a training or data option of `rankwise train`; rankwise.{caller}() "
                               "builds adapters only", "Give it to your Trainer (TrainingArguments) or data, or "
-                              f"drop it. rankwise.{caller}() takes: {', '.join(OPTIONS)}")
+                              f"drop it (rankwise.api.OPTIONS lists what rankwise.{caller}() takes)")
         close = difflib.get_close_matches(name, OPTIONS, n=1)
         raise ConfigError(name, f"unknown option of rankwise.{caller}()",
-                          f"Did you mean `{close[0]}`?" if close else f"It takes: {', '.join(OPTIONS)}")
+                          f"Did you mean `{close[0]}`?" if close else "rankwise.api.OPTIONS lists the options")
     values = {name: os.fspath(v) if isinstance(v, os.PathLike) else v for name, v in options.items()}  # rank_file
     cfg = config_from_dict({"method": method, "allocation": allocation, **values}, source=f"rankwise.{caller}()")
     resolved = resolve_defaults(cfg)
     resolved.data_dir = None  # no data is read here (and $RANKWISE_DATA_DIR is not this call's to check)
     validate(resolved)
     return resolved
+
+
+@contextlib.contextmanager
+def _arguments(argument: str, *arguments: str):
+    """Refusals from below (a model that cannot be loaded, a directory that is not a run) as errors of this call's
+    arguments: a ConfigError naming `argument` (or the one of `arguments` its message names first), still a
+    ModelError / RunDirError / DataError as before."""
+    try:
+        yield
+    except RankwiseError as exc:
+        raise argument_error(exc, argument, (argument, *arguments)) from None
+
+
+def _require_type(name: str, value, kinds: tuple, what: str) -> None:
+    """ConfigError naming the argument unless `value` is one of `kinds` (a bool is no int here)."""
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise ConfigError(name, f"must be {what}, got {type(value).__name__} {_short_repr(value)}")
+
+
+def _short_repr(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _batch_list(batches, loss_fn) -> list:
+    """`batches` as a list of dicts of tensors (any iterable of them, e.g. a few of a DataLoader's), checked so a
+    wrong type is named here rather than deep inside the model's forward."""
+    if loss_fn is not None and not callable(loss_fn):
+        raise ConfigError("loss_fn", f"must be a function loss_fn(model, batch) -> loss, got {type(loss_fn).__name__}")
+    if isinstance(batches, (str, bytes, Mapping, torch.Tensor)) or not isinstance(batches, Iterable):
+        raise ConfigError("batches", f"must be a list of batches (dicts of tensors), got {type(batches).__name__} "
+                          f"{_short_repr(batches)}", "e.g. batches=[batch for batch, _ in zip(train_loader, range(4))]")
+    batches = list(batches)
+    if not batches:
+        raise ConfigError("batches", "is empty", "Give a few training batches (dicts of tensors with labels)")
+    for i, batch in enumerate(batches):
+        if not isinstance(batch, Mapping):
+            raise ConfigError("batches", f"batch {i} is {_short_repr(batch)} ({type(batch).__name__}), not a dict of "
+                              "tensors", "Give batches as a collator makes them: {'input_ids': tensor, ..., 'labels': "
+                              "tensor}")
+        bad = next((k for k, v in batch.items() if not isinstance(v, torch.Tensor)), None)
+        if bad is not None:
+            raise ConfigError("batches", f"batch {i}'s `{bad}` is a {type(batch[bad]).__name__}, not a tensor",
+                              "Give batches as a collator makes them (return_tensors='pt')")
+        if loss_fn is None and "labels" not in batch:  # the model's own loss needs them
+            raise ConfigError("batches", f"batch {i} has no `labels`: `gradient` needs batches with labels (the "
+                              "model's own loss)", "Give batches with labels, or a loss_fn(model, batch)")
+    return batches
 
 
 def _check_model(model, caller: str, names_allowed: bool = False) -> None:
@@ -106,14 +155,17 @@ def plan(model: nn.Module | str, method: str = "lora", allocation: str = "unifor
     raises ConfigError (a ValueError) with the CLI's message."""
     _check_model(model, "plan", names_allowed=True)
     cfg = _config("plan", method, allocation, options)
-    if isinstance(model, nn.Module):
-        network, heads = model, head_modules(model)
-    else:
-        cfg.model = str(model)
-        network, heads = meta_model(cfg)
     if batches is not None:
         _check_batches(cfg, batches)
-    result, _ = build_plan(cfg, network, heads, _positive("steps_per_epoch", steps_per_epoch), batches, loss_fn)
+        batches = _batch_list(batches, loss_fn)
+    steps_per_epoch = _positive("steps_per_epoch", steps_per_epoch)
+    with _arguments("model", "batches", "loss_fn"):
+        if isinstance(model, nn.Module):
+            network, heads = model, head_modules(model)
+        else:
+            cfg.model = os.fspath(model)
+            network, heads = meta_model(cfg)
+        result, _ = build_plan(cfg, network, heads, steps_per_epoch, batches, loss_fn)
     return result
 
 
@@ -180,6 +232,7 @@ def wrap(model: nn.Module, method: str = "loraxs", allocation: str = "uniform", 
     _check_model(model, "wrap")
     cfg = _config("wrap", method, allocation, options)
     _check_batches(cfg, batches)
+    batches = _batch_list(batches, loss_fn) if batches is not None else None
     adapter_method = get_method(cfg.method)
     if not adapter_method.trains_adapter:
         raise ConfigError("method", f"`{cfg.method}` trains every weight: there are no adapters to wrap",
@@ -193,7 +246,9 @@ def wrap(model: nn.Module, method: str = "loraxs", allocation: str = "uniform", 
                           "see", f"Wrap with init='default', or use `rankwise train --init {cfg.init}`")
     heads = head_modules(model)
     base_model = getattr(model, "name_or_path", None) or None
-    result, allocator = build_plan(cfg, model, heads, _positive("steps_per_epoch", steps_per_epoch), batches, loss_fn)
+    with _arguments("model", "batches", "loss_fn"):
+        result, allocator = build_plan(cfg, model, heads, _positive("steps_per_epoch", steps_per_epoch), batches,
+                                       loss_fn)
     adapter = build_adapter(model, cfg.method, result.targets, result.allocated_ranks, [r.alpha for r in result.rows],
                             rslora=cfg.alpha_policy == "rslora", dropout=cfg.lora_dropout, head_modules=heads,
                             task_type=result.task_type, seed=cfg.seed, init=cfg.init, run_config=cfg)
@@ -256,6 +311,10 @@ class RankAllocationCallback(TrainerCallback):
     def fit_schedule(self, steps_per_epoch: int, num_train_epochs: int, max_steps: int | None = None) -> None:
         """Resize the schedules to a run of `num_train_epochs` epochs of `steps_per_epoch` optimiser steps (or
         `max_steps` steps): the options given to `wrap` resolved again for that run, as `rankwise train` would."""
+        steps_per_epoch, num_train_epochs = _positive("steps_per_epoch", steps_per_epoch), \
+            _positive("num_train_epochs", num_train_epochs)
+        if max_steps is not None:
+            _positive("max_steps", max_steps)
         values = {**self.state.options, "num_train_epochs": int(num_train_epochs), "max_steps": max_steps}
         cfg = _config("wrap", self.state.config.method, self.state.config.allocation, values)
         targets = self.state.plan.targets
@@ -326,10 +385,32 @@ def export(model: nn.Module | str | os.PathLike, out: str | os.PathLike, format:
     model's). `base_model`: the checkpoint the model came from, when its config does not say (`name_or_path`).
     `push_to_hub`: a hub repository (`user/name`) to upload the export to (the Hub is checked before any work).
     Returns the record written to `out/export.json` (adapter parameters before and after, hard ranks, ...)."""
+    _check_export_arguments(out, format, base_model, push_to_hub, overwrite=overwrite, verify=verify, quiet=quiet,
+                            allow_base_model_mismatch=allow_base_model_mismatch)
     log = (lambda *_: None) if quiet else print
     if isinstance(model, (str, os.PathLike)):
-        return export_run(model, format, out, overwrite=overwrite, verify=verify, log=log,
-                          allow_base_model_mismatch=allow_base_model_mismatch, push_to_hub=push_to_hub)
+        with _arguments("model", "out", "format", "push_to_hub"):
+            return export_run(model, format, out, overwrite=overwrite, verify=verify, log=log,
+                              allow_base_model_mismatch=allow_base_model_mismatch, push_to_hub=push_to_hub)
+    with _arguments("model", "out", "format", "tokenizer", "base_model", "push_to_hub"):
+        return _export_wrapped(model, out, format, tokenizer, base_model, overwrite, verify, push_to_hub,
+                               allow_base_model_mismatch, log)
+
+
+def _check_export_arguments(out, format, base_model, push_to_hub, **flags) -> None:
+    _require_type("out", out, (str, os.PathLike), "a directory path")
+    _require_type("format", format, (str,), "`compact`, `peft` or `merged`")
+    for name, value in (("base_model", base_model), ("push_to_hub", push_to_hub)):
+        if value is not None:
+            _require_type(name, value, (str, os.PathLike) if name == "base_model" else (str,),
+                          "a model name or directory" if name == "base_model" else "a hub repository (user/name)")
+    for name, value in flags.items():
+        _require_type(name, value, (bool,), "True or False")
+
+
+def _export_wrapped(model, out, format, tokenizer, base_model, overwrite, verify, push_to_hub,
+                    allow_base_model_mismatch, log) -> dict:
+    """`export` of a model returned by `wrap`: saved like a run's adapter, then exported like a run."""
     state = _wrapped(model, "export")
     base = base_model or state.base_model
     if not base:
@@ -402,8 +483,15 @@ def load(path: str | os.PathLike, *, base_model: str | None = None, allow_base_m
     with LoRA-XS layers for LoRA-XS. Its base model is the one the export names, found wherever it is here (an
     embedded model by name or hub id, a directory, else the hub); `base_model` overrides it. The tokenizer:
     `AutoTokenizer.from_pretrained(path)` (every export carries it)."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise ConfigError("path", f"must be a directory or model name, got {type(path).__name__}")
+    _require_type("path", path, (str, os.PathLike), "a directory or model name")
+    if base_model is not None:
+        _require_type("base_model", base_model, (str, os.PathLike), "a model name or directory")
+    _require_type("allow_base_model_mismatch", allow_base_model_mismatch, (bool,), "True or False")
+    with _arguments("path", "base_model"):
+        return _load(path, None if base_model is None else os.fspath(base_model), allow_base_model_mismatch)
+
+
+def _load(path, base_model: str | None, allow_base_model_mismatch: bool) -> nn.Module:
     directory = Path(path).expanduser()
     adapter_files = ("rankwise.json", "adapter_config.json")
     is_run = (directory / "summary.json").is_file() or (directory / "config.json").is_file() and \
@@ -417,11 +505,27 @@ def load(path: str | os.PathLike, *, base_model: str | None = None, allow_base_m
     return model.eval()
 
 
+def load_adapter(model: nn.Module, directory: str | os.PathLike, allow_base_model_mismatch: bool = False) -> AdapterSet:
+    """`rankwise.load_adapter`: a rankwise adapter directory (a run's `adapter/` or an export) attached to a base
+    model, refused on another base model unless `allow_base_model_mismatch` (methods.load_adapter)."""
+    from .methods import load_adapter as attach
+
+    _require_type("model", model, (nn.Module,), "a torch model (the base model the adapter was trained on)")
+    _require_type("directory", directory, (str, os.PathLike), "an adapter directory")
+    _require_type("allow_base_model_mismatch", allow_base_model_mismatch, (bool,), "True or False")
+    with _arguments("directory", "model"):
+        return attach(model, directory, allow_base_model_mismatch=allow_base_model_mismatch)
+
+
 def model_path(name: str) -> str:
     """A local directory or hub id that `from_pretrained` accepts for `name`: an embedded model (`minilm`, the
     installed all-MiniLM-L6-v2; `smollm2-135m`), a directory, or a hub id (returned as it is)."""
-    return resolve_model(name)
+    _require_type("name", name, (str, os.PathLike), "a model name, hub id or directory")
+    if not os.fspath(name).strip():
+        raise ConfigError("name", "is empty", "Give `minilm`, `smollm2-135m`, a hub id or a directory")
+    with _arguments("name"):
+        return resolve_model(os.fspath(name))
 
 
-__all__ = ["plan", "wrap", "Wrapped", "RankAllocationCallback", "export", "load", "model_path", "Plan", "OPTIONS",
+__all__ = ["plan", "wrap", "Wrapped", "RankAllocationCallback", "export", "load", "load_adapter", "model_path", "Plan", "OPTIONS",
            "ALLOCATION_GROUP"]

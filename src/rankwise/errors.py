@@ -44,3 +44,22 @@ class ModelError(RankwiseError):
 
 class RunDirError(RankwiseError):
     """The output directory would lose a finished run, or a run directory is not usable."""
+
+
+_ARGUMENT_ERRORS: dict[type, type] = {}
+
+
+def argument_error(exc: RankwiseError, argument: str, arguments: tuple[str, ...] = ()) -> ConfigError:
+    """`exc` as a Python API call reports it: a ConfigError naming the argument at fault (`argument`, or the one of
+    `arguments` the message starts with, as `--out ...`), still an instance of its own class (a ModelError or
+    RunDirError stays one)."""
+    if isinstance(exc, ConfigError):
+        return exc
+    kind = type(exc)
+    if kind not in _ARGUMENT_ERRORS:
+        _ARGUMENT_ERRORS[kind] = type(f"{kind.__name__}Argument", (ConfigError, kind), {"__module__": __name__})
+    text = str(exc)
+    named = re.match(r"--(\w+):? (.*)", text, re.S)  # the CLI's flag: the call's argument of that name, if any
+    if named:
+        argument, text = (named.group(1) if named.group(1) in arguments else argument), named.group(2)
+    return _ARGUMENT_ERRORS[kind](argument, text)
