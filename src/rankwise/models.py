@@ -47,8 +47,12 @@ HEAD_NAMES = ("classifier", "pre_classifier", "pooler", "score", "qa_outputs")  
 
 
 def embedded_path(name: str) -> Path:
-    """Files of an embedded model inside its installed package."""
+    """Files of an embedded model inside its installed package, or in $RANKWISE_EMBEDDED_DIR/<name> when that
+    exists (a machine without the package, e.g. an offline GPU box reached by `bench/gpu/pack.py`'s bundle)."""
     model = EMBEDDED[name]
+    override = os.environ.get("RANKWISE_EMBEDDED_DIR")
+    if override and (Path(override) / name).is_dir():
+        return Path(override) / name
     spec = importlib.util.find_spec(model.package)
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(f"model `{name}` needs the package `{model.package}`, which is not installed. "

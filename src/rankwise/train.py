@@ -44,6 +44,7 @@ from .errors import ConfigError, DataError, RankwiseError, RunDirError
 from .methods import AdapterSet, build_adapter
 from .models import check_hub_upload
 from .planning import Plan, build_plan, check_head_saving, measuring_batches
+from .adapters.io import base_model_record
 from .devices import HALF_DTYPES, half_precision_base, to_host
 from .rundir import RunDir, read_jsonl, write_jsonl_atomic
 from .ship.export import push_export
@@ -104,6 +105,7 @@ def setup_run(cfg: RunConfig) -> Setup:
                             init=cfg.init, run_config=cfg, total_steps=total_steps)
     plan, adapter = adapter.method.initialise(cfg, task, plan, adapter)  # EVA: ranks from data
     if precision(cfg) != "fp32":  # after EVA and gradient measuring, which read the weights in float32
+        adapter.base_record = base_model_record(adapter, task.head_modules)  # the base as loaded, not as cast
         half_precision_base(adapter.model, precision(cfg), getattr(task.model, "_keep_in_fp32_modules", None))
     return Setup(cfg, task, plan, adapter, allocator, steps_per_epoch, total_steps, processes, resume_from)
 

@@ -190,9 +190,16 @@ def adapter_metadata(adapter: AdapterSet, base_model: str, head_modules: list[st
         "scales": adapter.scales(),
         "head_modules": list(head_modules),
         "head_shapes": head_shapes(adapter.model, head_modules),
-        "base_weight_norms": base_weight_norms(adapter.model, adapter.targets),  # what older rankwise checks
-        "base_model_fingerprint": base_model_fingerprint(adapter.model, head_modules),
+        **(adapter.base_record or base_model_record(adapter, head_modules)),
     }
+
+
+def base_model_record(adapter: AdapterSet, head_modules: list[str]) -> dict:
+    """What an adapter records of its base model: the fingerprint and, for older rankwise, the adapted matrices'
+    norms. Taken before training when the frozen weights are then held in half precision (`AdapterSet.base_record`),
+    so it names the base model as it is loaded, not the rounded copy training multiplied with."""
+    return {"base_weight_norms": base_weight_norms(adapter.model, adapter.targets),  # what older rankwise checks
+            "base_model_fingerprint": base_model_fingerprint(adapter.model, head_modules)}
 
 
 def compact_alphas(scales: list[float], ranks: list[int], rslora: bool) -> list[float]:

@@ -46,6 +46,7 @@ class AdapterSet:
     alphas: list[float]
     modules: list = field(default_factory=list)  # LoraXSLinear, or PEFT layers
     hooks: Any = None  # where set_keep puts the masks: LoRA's keep hooks, LoRA-XS's mask bank
+    base_record: dict | None = None  # the base model's fingerprint taken before its weights were cast (adapters.io)
 
     def set_keep(self, keep: "torch.Tensor | None") -> None:
         """Mask rank components: keep (n, r_max) with q_i(k) in [0, 1], or None for all components."""

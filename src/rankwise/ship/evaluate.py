@@ -33,7 +33,8 @@ def evaluate_source(source: Source, task_name: str, data_dir: str | None = None,
     accelerator = Accelerator()
     model = model.to(accelerator.device)
     loaders = {split: tqdm(accelerator.prepare(DataLoader(features, batch_size=cfg.per_device_eval_batch_size,
-                                                          collate_fn=task.collate)),
+                                                          collate_fn=task.collate,
+                                                          pin_memory=accelerator.device.type == "cuda")),
                            desc=f"evaluate {split}", disable=quiet, leave=False, dynamic_ncols=True)
                for split, features in task.eval_sets.items()}
     metrics = task.evaluate(model, loaders, accelerator)

@@ -50,7 +50,9 @@ def predict(source: Source, task_name: str, inputs: Inputs, max_seq_length: int 
         chunk = inputs.texts[start:start + batch_size]
         encoded = tokenizer(*[list(column) for column in zip(*chunk)], truncation=True, max_length=max_length)
         batch = collate([{k: encoded[k][i] for k in encoded} for i in range(len(chunk))])
-        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
+        pinned = device.type == "cuda"  # pinned host memory copies to the GPU without blocking
+        logits = model(**{k: (v.pin_memory() if pinned else v).to(device, non_blocking=pinned)
+                          for k, v in batch.items()}).logits.float().cpu()
         for offset, row in enumerate(logits):
             index = start + offset
             record = {"index": inputs.ids[index], **dict(zip(inputs.columns, inputs.texts[index]))}
