@@ -54,6 +54,7 @@ from .errors import ConfigError, RankwiseError
 from .naming import run_name
 from .rundir import SUMMARY
 from .runstate import check_output_dir, checkpoints, config_conflicts, inspect, run_lock, run_state
+from .stopping import RayReaper, claim_sigterm, die_with_driver, driver_identity, stop_on_sigterm
 
 SPEC_KEYS = ("base", "grid", "variants", "seeds", "output_dir", "description", "search")
 BACKENDS = ("local", "ray")
@@ -486,7 +487,8 @@ def estimate_run_memory(cfg: RunConfig) -> int:
                                cfg.per_device_train_batch_size * cfg.max_seq_length, hidden, layers)
 
 
-def _ray_task(cfg_dict: dict, threads: int) -> dict:
+def _ray_task(cfg_dict: dict, threads: int, driver: tuple | None = None) -> dict:
+    die_with_driver(driver)  # a killed sweep's runs stop with it, not after it
     _set_threads(threads)
     return run_one(RunConfig(**cfg_dict))
 
@@ -571,12 +573,12 @@ def run_sweep(configs: list[RunConfig], jobs: int = 1, backend: str = "local", r
     print(f"sweep: {len(configs)} runs, {finished} already finished (skipped), {len(todo)} to run"
           + (f", {conflicts} finished with another config (kept, not run; listed at the end)" if conflicts else ""),
           flush=True)
-    if todo:
-        if backend == "ray":
+    with stop_on_sigterm():  # SIGTERM stops the workers and tasks on the way out, as Ctrl-C does
+        if todo and backend == "ray":
             _run_ray(configs, todo, records, jobs, ray_address, gpus_per_run)
-        elif jobs == 1:
+        elif todo and jobs == 1:
             _run_here(configs, todo, records)
-        else:
+        elif todo:
             _run_processes(configs, todo, records, jobs, gpu_plan)
     counts: dict[str, int] = {}
     for record in records:
@@ -677,6 +679,9 @@ def _run_ray(configs, todo, records, jobs: int, address: str | None, gpus_per_ru
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ConfigError("ray_address", f"could not start or reach Ray ({type(exc).__name__}: {exc})",
                               "Check the address (e.g. ray://head:10001 or auto), or drop it to start Ray locally") from None
+    claim_sigterm()  # ray.init's own SIGTERM handler aborts: stop through the `finally` below instead
+    reaper = RayReaper() if started_here and not address else None  # the local instance dies with this process
+    refs = {}
     try:
         cpus = int(ray.cluster_resources().get("CPU", usable_cores()))
         node_cpus = max([int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")] or [cpus])
@@ -685,9 +690,9 @@ def _run_ray(configs, todo, records, jobs: int, address: str | None, gpus_per_ru
         print(f"sweep: Ray cluster with {cpus} CPUs; each run is a task with {threads} CPU(s)"
               + (f" and {gpus_per_run:g} GPU(s)" if gpus_per_run else ""), flush=True)
         progress = _Progress(len(todo), max(1, cpus // threads))
-        refs = {}
+        driver = driver_identity()
         for k, i in enumerate(todo, 1):
-            refs[task.remote(configs[i].to_dict(), threads)] = (k, i, time.time())
+            refs[task.remote(configs[i].to_dict(), threads, driver)] = (k, i, time.time())
             progress.start(k, configs[i])
         while refs:
             done, _ = ray.wait(list(refs), num_returns=1)
@@ -698,9 +703,16 @@ def _run_ray(configs, todo, records, jobs: int, address: str | None, gpus_per_ru
                 record = _record(configs[i], "failed", f"Ray task failed: {type(exc).__name__}: {exc}"[:2000])
             records[i] = record
             progress.end(k, record, time.time() - started)
+    except BaseException:  # stopped (Ctrl-C, SIGTERM) or failed: the runs still going stop too
+        for ref in refs:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+        raise
     finally:
         if started_here:
             ray.shutdown()
+        if reaper is not None:
+            reaper.close()
 
 
 def describe_runs(configs: list[RunConfig]) -> list[tuple[str, str]]:
