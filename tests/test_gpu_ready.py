@@ -23,13 +23,14 @@ SYNC_METHODS = ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__floa
 
 
 @contextlib.contextmanager
-def host_syncs(monkeypatch, excluded: tuple = ()):
+def host_syncs(monkeypatch, excluded: tuple = (), logging_steps: bool = False):
     """Count the calls rankwise's own code makes to `SYNC_METHODS` and to `nonzero` without a size, by file:line,
-    except while one of the `excluded` (class, method name) pairs runs (logging steps, evaluation)."""
+    except while Trainer's logging/evaluation/saving or one of the `excluded` (class, method name) pairs runs; with
+    `logging_steps`, only while those run."""
     from rankwise import train
 
     counts: collections.Counter = collections.Counter()
-    outside = [True]
+    outside = [not logging_steps]
 
     def counting(name, original):
         def method(self, *args, **kwargs):
@@ -41,7 +42,7 @@ def host_syncs(monkeypatch, excluded: tuple = ()):
 
     def pausing(original):
         def method(*args, **kwargs):
-            before, outside[0] = outside[0], False
+            before, outside[0] = outside[0], logging_steps
             try:
                 return original(*args, **kwargs)
             finally:
@@ -98,6 +99,20 @@ def test_a_training_step_never_waits_for_the_host(case, tiny_bert_dir, tiny_glue
         monkeypatch.undo()
     assert summary["steps"] in (12, 16)  # 4 steps per epoch: the second run is 8 steps longer
     assert counted[0] == counted[1], f"host syncs per step: {dict(counted[1] - counted[0])}"
+
+
+@pytest.mark.parametrize("case", ["loraxs-learned-gumbel", "adalora-every-phase"])
+def test_a_logging_step_costs_a_handful_of_syncs(case, tiny_bert_dir, tiny_glue_dir, tmp_path, monkeypatch):
+    """A logging step reads the guard's counters and the allocation state in one copy each (not one per matrix):
+    two runs logging every step, 8 logging steps apart, differ by at most 3 syncs per logging step."""
+    counted = []
+    for k, steps in enumerate((4, 12)):
+        with host_syncs(monkeypatch, logging_steps=True) as counts:
+            _train(tiny_bert_dir, tiny_glue_dir, tmp_path / f"run{k}", **STEP_CASES[case], max_steps=steps,
+                   logging_steps=1, epochs_rank_discrete=None)
+        counted.append(sum(counts.values()))
+        monkeypatch.undo()
+    assert 0 < (counted[1] - counted[0]) / 8 <= 3, counted
 
 
 def test_the_sync_counter_sees_a_sync_in_the_step(tiny_bert_dir, tiny_glue_dir, tmp_path, monkeypatch):
@@ -427,3 +442,14 @@ def test_sweep_workers_each_get_their_gpu(tmp_path, tiny_bert_dir, tiny_glue_dir
     records = sweep.run_sweep(configs, runs_per_gpu=1)
     assert [r["status"] for r in records] == ["completed", "completed"]
     assert sorted(r["visible_devices"] for r in records) == ["0", "1"]
+
+
+def test_bf16_on_a_gpu_without_it_is_refused_before_any_work(capsys, tmp_path, tiny_bert_dir, tiny_glue_dir,
+                                                             monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "Tesla T4")
+    assert run_cli("train", "--model", tiny_bert_dir, "--data_dir", tiny_glue_dir, "--task", "sst2", "--bf16",
+                   "--output_dir", tmp_path / "run", "--quiet") == 2
+    assert "--bf16: this GPU (Tesla T4) cannot compute in bfloat16. Use --fp16" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
