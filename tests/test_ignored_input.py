@@ -3,7 +3,6 @@ lr-sweep is refused, and every message names the flag the command was given (`ra
 placement --config_file`, `$RANKWISE_DATA_DIR`), never a flag that command does not take."""
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml
