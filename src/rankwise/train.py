@@ -263,7 +263,14 @@ def environment() -> dict:
 
     return {"rankwise": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "peft": peft.__version__, "python": platform.python_version(), "git_revision": _git_revision(),
-            "command": " ".join(sys.argv)}
+            "command": " ".join([_program_name(sys.argv[0]), *sys.argv[1:]])}
+
+
+def _program_name(argv0: str) -> str:
+    """The command as typed, without this machine's path to it (`.venv/bin/rankwise` → `rankwise`;
+    `.../rankwise/__main__.py` → `python -m rankwise`): the run record travels, the virtualenv does not."""
+    path = Path(argv0)
+    return f"python -m {path.parent.name}" if path.name == "__main__.py" else path.name
 
 
 def _parent_command() -> list[str]:
@@ -392,9 +399,10 @@ class StepLedger:
 
     def __init__(self, device: torch.device, values: dict | None = None):
         values = values or {}
-        self.values = torch.tensor([float(values.get(k, 0)) for k in self.FIELDS], dtype=torch.float64,
+        # float32: exact counts up to 2^24 steps, and every accelerator has it (MPS has no float64)
+        self.values = torch.tensor([float(values.get(k, 0)) for k in self.FIELDS], dtype=torch.float32,
                                    device=device)
-        self.pending = torch.zeros((), dtype=torch.float64, device=device)  # the current step's loss so far
+        self.pending = torch.zeros((), dtype=torch.float32, device=device)  # the current step's loss so far
 
     def add_loss(self, loss: torch.Tensor) -> None:
         """A micro-batch's loss (already divided by the accumulation steps, as Trainer returns it)."""
@@ -525,6 +533,7 @@ class RankwiseTrainer(Trainer):
         self.status, self.message = "completed", None
         self.weights_step: int | None = None  # the step of the weights loaded at the end (best model)
         self._resumed: dict | None = None
+        self._ledger_at_save: dict | None = None
         self._eval_loaders = None
         callbacks = [RunDirCallback(self)]
         if setup.cfg.early_stopping_patience:
@@ -684,12 +693,21 @@ class RankwiseTrainer(Trainer):
         method_tensors, method_values = self.method_hooks.checkpoint_state()  # AdaLoRA's allocator
         tensors.update({METHOD_STATE + k: v.detach().cpu().contiguous() for k, v in method_tensors.items()})
         save_file(tensors, str(directory / TRAINABLE_FILE))
-        ledger = self.ledger_counts()  # the guard's counters and the open logging window, so a resumed run logs
-        state = {"config": self.setup.cfg.to_dict(), "step": self.state.global_step,  # what this one would have
+        # The guard's counters and the open logging window, so a resumed run logs what this one would have. Read by
+        # every process in _save_checkpoint (a collective under data parallelism; only the main process gets here).
+        ledger = self._ledger_at_save or self.ledger_counts()
+        state = {"config": self.setup.cfg.to_dict(), "step": self.state.global_step,
                  "skipped_steps": ledger["skipped"], "consecutive_bad_steps": ledger["consecutive"],
                  "ledger": ledger, "method_state": method_values, "evaluations": self.evaluations,
                  "tensors": {name: list(t.shape) for name, t in tensors.items()}}  # checked before a resume
         (directory / STATE_FILE).write_text(json.dumps(state, indent=2, default=str))
+
+    def _save_checkpoint(self, model, trial):
+        self._ledger_at_save = self.ledger_counts()
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._ledger_at_save = None
 
     def _load_trainable(self, checkpoint: Path) -> dict:
         try:
