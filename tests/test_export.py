@@ -343,7 +343,9 @@ def test_evaluate_reproduces_the_runs_final_metrics_from_every_export(loraxs_run
 def test_predict_writes_the_models_labels_for_tsv_and_jsonl(loraxs_run, tiny_glue_dir, tmp_path):
     export(loraxs_run, "compact", tmp_path / "compact")
     dev = load_glue("cola", str(tiny_glue_dir)).evals["eval"][:24]
-    expected = [str(i) for i in loraxs_run.logits.argmax(-1).tolist()]
+    ids = loraxs_run.logits.argmax(-1).tolist()
+    names = ("unacceptable", "acceptable")  # CoLA's label names, as the export's id2label
+    expected = [names[i] for i in ids]
     probabilities = torch.softmax(loraxs_run.logits, -1)
 
     jsonl = tmp_path / "inputs.jsonl"
@@ -351,11 +353,12 @@ def test_predict_writes_the_models_labels_for_tsv_and_jsonl(loraxs_run, tiny_glu
     assert run_cli("predict", "--adapter", tmp_path / "compact", "--input", jsonl, "--out", tmp_path / "p.jsonl",
                    "--quiet") == 0
     rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
-    assert [r["prediction"] for r in rows] == expected
+    assert [r["prediction"] for r in rows] == expected and [r["label_id"] for r in rows] == ids
     assert [r["index"] for r in rows] == [str(100 + i) for i in range(24)]
     assert [r["sentence"] for r in rows] == [e.texts[0] for e in dev]
     for row, p in zip(rows, probabilities):
-        assert row["probabilities"]["1"] == pytest.approx(float(p[1]), abs=1e-5)
+        assert list(row["probabilities"]) == list(names)
+        assert row["probabilities"]["acceptable"] == pytest.approx(float(p[1]), abs=1e-5)
 
     # The CoLA dev file as it is (header-less GLUE layout), first 24 lines; TSV output in GLUE's layout.
     tsv = tmp_path / "dev.tsv"
@@ -363,8 +366,8 @@ def test_predict_writes_the_models_labels_for_tsv_and_jsonl(loraxs_run, tiny_glu
     assert run_cli("predict", "--adapter", tmp_path / "compact", "--input", tsv, "--out", tmp_path / "p.tsv",
                    "--quiet") == 0
     lines = (tmp_path / "p.tsv").read_text().splitlines()
-    assert lines[0] == "index\tprediction"
-    assert [line.split("\t") for line in lines[1:]] == [[str(i), label] for i, label in enumerate(expected)]
+    assert lines[0] == "index\tprediction"  # GLUE's submission layout keeps CoLA's 0/1
+    assert [line.split("\t") for line in lines[1:]] == [[str(i), str(label)] for i, label in enumerate(ids)]
 
 
 def test_predict_stsb_writes_scores_from_a_test_style_tsv(tiny_bert_dir, tiny_glue_dir, tmp_path):
@@ -495,8 +498,8 @@ def test_predict_refuses_bad_input_before_loading(loraxs_run, tmp_path, capsys):
     err = refused(capsys, "predict", "--adapter", loraxs_run.path, "--input", bad, "--out", tmp_path / "p.jsonl")
     assert "line 2" in err and "`sentence`" in err and not (tmp_path / "p.jsonl").exists()
 
-    err = refused(capsys, "predict", "--adapter", loraxs_run.path, "--input", bad, "--out", tmp_path / "p.csv")
-    assert ".jsonl" in err and ".tsv" in err
+    err = refused(capsys, "predict", "--adapter", loraxs_run.path, "--input", bad, "--out", tmp_path / "p.txt")
+    assert ".jsonl" in err and ".csv" in err and ".tsv" in err and not (tmp_path / "p.txt").exists()
 
     err = refused(capsys, "predict", "--model", loraxs_run.path / "adapter", "--input", bad, "--out",
                   tmp_path / "p.jsonl")

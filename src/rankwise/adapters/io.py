@@ -35,6 +35,7 @@ from torch import nn
 
 from ..version import __version__
 from ..errors import RunDirError
+from ..models import base_model_reference
 from ..targets import EVERY_LINEAR, TargetMatrix, find_targets, linear_shape
 from .loraxs import LoraXSLinear
 
@@ -178,10 +179,11 @@ def head_state(model: nn.Module, head_modules: list[str]) -> dict[str, torch.Ten
 # ---------------------------------------------------------------------------------------------
 
 def adapter_metadata(adapter: AdapterSet, base_model: str, head_modules: list[str], hard_ranks: list[int]) -> dict:
-    """The metadata of a run's adapter as allocated (rank_max for learned runs); its method adds `format`."""
+    """The metadata of a run's adapter as allocated (rank_max for learned runs); its method adds `format`. The base
+    model is named portably (`base_model`, `base_model_name_or_path`: models.base_model_reference)."""
     return {
         "method": adapter.method.name,
-        "base_model": base_model,
+        **base_model_reference(base_model),
         "rankwise_version": __version__,
         "targets": [t.to_dict() for t in adapter.targets],
         "ranks": list(adapter.ranks),

@@ -25,9 +25,11 @@ INPUT_HELP = """\
   JSONL (.jsonl): one JSON object per line with the task's fields: cola/sst2 `sentence`; mrpc/rte/wnli/stsb
     `sentence1`, `sentence2`; qnli `question`, `sentence`; qqp `question1`, `question2`; mnli `premise`,
     `hypothesis`. An `idx`, `index` or `id` field is carried to the output.
---out formats:
-  .jsonl: {"index", the text fields, "prediction" (label name, or score for stsb), "probabilities" (per label)}
-  .tsv:   index<TAB>prediction (the GLUE submission layout)
+--out formats (labels by name, as the model's id2label: CoLA `unacceptable`/`acceptable`, ...):
+  .jsonl: {"index", the text fields, "prediction" (label name, or score for stsb), "label_id" (output index),
+          "probabilities" (per label name)}
+  .csv:   index, the text fields, prediction, label_id, probability_<label> per label
+  .tsv:   index<TAB>prediction (the GLUE submission layout: a GLUE task's own label values, e.g. CoLA 0/1)
 """
 
 
@@ -68,8 +70,11 @@ def _add_export(sub) -> None:
                                    "rank_pattern/alpha_pattern at the hard ranks, loadable with "
                                    "PeftModel.from_pretrained and no rankwise. merged: the adapter added into the "
                                    "base weights, saved with save_pretrained. Every export carries the tokenizer and "
-                                   "the model config (num_labels, problem_type, label names). Prints and records "
-                                   "(export.json) the adapter parameters before and after. The export is reloaded "
+                                   "the model config (num_labels, problem_type, label names), names its base "
+                                   "model by hub id, and holds a model card (README.md). Prints and records "
+                                   "(export.json) the adapter parameters before and after, and which evaluation's "
+                                   "weights it holds (best with --load_best_model_at_end, else final: step, "
+                                   "metrics) beside the run's final metrics. The export is reloaded "
                                    "and its logits checked against the trained model before it is kept.")
     p.add_argument("run_dir", help="a run directory written by `rankwise train` (status completed)")
     p.add_argument("--format", required=True, choices=("peft", "compact", "merged"), help="what to write")
@@ -148,7 +153,7 @@ def _add_predict(sub) -> None:
                                    + "\n\n" + INPUT_HELP)
     _add_source(p)
     p.add_argument("--input", required=True, help="a GLUE TSV (.tsv) or JSONL (.jsonl) file of inputs")
-    p.add_argument("--out", required=True, help="predictions file: .jsonl or .tsv")
+    p.add_argument("--out", required=True, help="predictions file: .jsonl, .csv or .tsv")
     p.set_defaults(func=cmd_predict)
 
 
@@ -165,7 +170,7 @@ def cmd_predict(args) -> int:
     inputs = read_inputs(args.input, task, source.training)  # every input checked before the model is loaded
     records = predict(source, task, inputs, max_seq_length=args.max_seq_length,
                       batch_size=args.batch_size, quiet=args.quiet)
-    write_predictions(out, records)
+    write_predictions(out, records, task)
     counts: dict = {}
     for r in records:
         if isinstance(r["prediction"], str):

@@ -235,14 +235,18 @@ class AdaLora(AdapterMethod):
         """PEFT's own AdaLoRA files, pruned to the current masks (PEFT saves `rank_pattern` and only the kept
         triplets), plus rankwise.json (metadata, including the base-model fingerprint that loading checks)."""
         from ..adapters.io import META_FILE, adapter_metadata
+        from ..models import named_portably
 
         config = adapter.model.peft_config[ADAPTER_NAME]
         if config.rank_pattern is None:  # never pruned (too few steps): record that every triplet is kept
             config.rank_pattern = {f"{t.name}.lora_E": [True] * r for t, r in zip(adapter.targets, adapter.ranks)}
-        with warnings.catch_warnings():  # a matrix pruned to rank 0 is stored as 0-sized tensors, which PEFT's
-            # check for un-gathered DeepSpeed/FSDP shards takes for a broken save
+        # named_portably: PEFT's files name the base by its hub id, not by this machine's path to it (and, the
+        # embeddings never being adapted, PEFT need not look that id up)
+        with warnings.catch_warnings(), named_portably(adapter.model, base_model):
+            # a matrix pruned to rank 0 is stored as 0-sized tensors, which PEFT's check for un-gathered
+            # DeepSpeed/FSDP shards takes for a broken save
             warnings.filterwarnings("ignore", message=".*tensor\\(s\\) have invalid shape")
-            adapter.model.save_pretrained(str(directory))
+            adapter.model.save_pretrained(str(directory), save_embedding_layers=False)
         meta = {**adapter_metadata(adapter, base_model, head_modules, hard_ranks), "format": FORMAT}
         (directory / META_FILE).write_text(json.dumps(meta, indent=2))
 

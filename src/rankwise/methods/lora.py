@@ -101,12 +101,13 @@ class Lora(AdapterMethod):
 
     def save(self, adapter, directory: Path, *, base_model, head_modules, hard_ranks, tokenizer=None) -> None:
         from ..adapters.io import META_FILE, adapter_metadata
-        from ..models import quiet_transformers
+        from ..models import named_portably, quiet_transformers
 
         if len(hard_ranks) != len(adapter.targets):  # EVA removed the matrices it gave rank 0: the rest stay as built
             hard_ranks = list(adapter.ranks)
-        with quiet_transformers():
-            adapter.model.save_pretrained(str(directory))
+        # named by hub id, not this machine's path; embeddings are never adapted (PEFT would look the id up)
+        with quiet_transformers(), named_portably(adapter.model, base_model):
+            adapter.model.save_pretrained(str(directory), save_embedding_layers=False)
         meta = {**adapter_metadata(adapter, base_model, head_modules, hard_ranks), "format": FORMAT}
         (directory / META_FILE).write_text(json.dumps(meta, indent=2))
 
@@ -170,15 +171,14 @@ class Lora(AdapterMethod):
 
     def save_peft_export(self, adapter: AdapterSet, directory: Path, meta: dict) -> None:
         """A standard PEFT adapter (as `attach` built it at the hard ranks) plus rankwise.json. PEFT's
-        `base_model_name_or_path` is the portable name in `meta` (a hub id or absolute directory; see
-        models.base_model_reference), not the directory this process happened to load the base from."""
+        `base_model_name_or_path` and the model card's `base_model` are the portable name (a hub id wherever there is
+        one; see models.base_model_reference), not the directory this process happened to load the base from."""
         from ..adapters.io import META_FILE
-        from ..models import quiet_transformers
+        from ..models import named_portably, quiet_transformers
 
         adapter.hooks.remove()
-        config = adapter.model.peft_config[PEFT_ADAPTER_NAME]
-        config.base_model_name_or_path = meta.get("base_model_name_or_path") or meta["base_model"]
-        with quiet_transformers():  # embeddings are never adapted: no look-up of the base model's vocabulary
+        # embeddings are never adapted: no look-up of the base model's vocabulary
+        with quiet_transformers(), named_portably(adapter.model, meta["base_model"]):
             adapter.model.save_pretrained(str(directory), save_embedding_layers=False)
         (directory / META_FILE).write_text(json.dumps({**meta, "format": FORMAT}, indent=2))
 

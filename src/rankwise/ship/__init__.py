@@ -2,6 +2,7 @@
 
     source.py    what --model / --adapter point at (a run, its weights, an export, any model) and loading it
     export.py    `rankwise export`: a run at its hard ranks as a compact, peft or merged artifact
+    card.py      the model card (README.md) every export carries: which weights, their metrics, how to load
     evaluate.py  `rankwise evaluate`: a source's dev-set metrics, as training computes them
     predict.py   `rankwise predict`: labels or scores for a file of inputs (read by rankwise/data/inputs.py)
 """

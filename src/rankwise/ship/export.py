@@ -14,13 +14,17 @@
 
 Exports load anywhere: every one carries the tokenizer and the fine-tuned model's transformers config (config.json:
 class, `num_labels`, `problem_type`, `id2label`/`label2id` with the task's label names), and names its base model
-portably (`base_model_name_or_path`: the hub id or the absolute directory; for an embedded model the hub id with its
-weights, and its local directory as `base_model_path`; see models.base_model_reference).
+portably (`base_model_name_or_path`: a hub id wherever there is one, the embedded models' included; only your own
+local model stays its directory; see models.base_model_reference). Nothing else in it is a path of this machine:
+the source run is named by its folder, and the run config's paths are written relative to the directory the export
+was made from (as `rankwise report` writes results.csv).
 
 Which formats a run supports and how it is written is the method's to say (`export_formats`, `export_style`).
-Every export writes `export.json` (source run, hard ranks, adapter parameters before and after, file sizes,
-the run's config and final metrics) and is checked before it is kept: it is reloaded through ship/source.py and
-its logits compared with the trained model's on a fixed batch. The whole directory is written under a temporary
+Every export writes `export.json` (source run, hard ranks, adapter parameters before and after, file sizes, the
+run's config; `saved_weights`: which evaluation's weights it holds, best or final, its step, epoch and metrics, with
+the run's `final_metrics` beside them) and a model card (README.md, ship/card.py) that says the same, and is checked
+before it is kept: it is reloaded through ship/source.py and its logits compared with the trained model's on a fixed
+batch. The whole directory is written under a temporary
 name and renamed at the end, so an interrupted export leaves nothing that looks complete. `push_to_hub` then uploads
 it (the Hub is checked before any work).
 
@@ -51,7 +55,9 @@ from ..models import base_model_reference, check_hub_upload, load_tokenizer, qui
 from ..rundir import check_writable_path, replace_dir, write_json_atomic
 from ..targets import TargetMatrix
 from ..version import __version__
-from .source import EXPORT_FILE, FinishedRun, load_base, load_source, logits_of, open_finished_run, probe_batch
+from .card import CARD_FILE, describe_weights, model_card
+from .source import (EXPORT_FILE, FinishedRun, load_base, load_source, logits_of, open_finished_run, probe_batch,
+                     task_head)
 
 FORMATS = ("peft", "compact", "merged")
 # Largest |Δ logit| between the trained model and a reloaded export that still counts as the same model.
@@ -220,7 +226,9 @@ def _name_base_model(directory: Path, reference: dict) -> None:
     peft_config.write_text(json.dumps(config, indent=2))
     meta_path = directory / META_FILE
     if meta_path.is_file():
-        meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), **reference}, indent=2))
+        meta = {**json.loads(meta_path.read_text()), **reference}
+        meta.pop("base_model_path", None)  # older rankwise: this machine's directory of the base model
+        meta_path.write_text(json.dumps(meta, indent=2))
 
 
 def export_adapter_run(run: FinishedRun, fmt: str, out: Path, *, tokenizer, verify: bool, log,
@@ -257,11 +265,8 @@ def export_adapter_run(run: FinishedRun, fmt: str, out: Path, *, tokenizer, veri
             _save_model_files(tmp, fine_tuned, tokenizer)
         record = _record(run, fmt, out, meta, tensors, allocated, hard_ranks, tmp)
         record["scales"] = dict(zip(record["hard_ranks"], compact_meta["scales"]))
-        if verify:
-            _verify(record, tmp, run.task, probe, reference, allow_base_model_mismatch)
-        record["export_bytes"] = _bytes(tmp)  # everything but export.json
-        write_json_atomic(tmp / EXPORT_FILE, record)
-    _print_record(record, log)
+        _finish(record, tmp, out, run, probe, reference, verify, allow_base_model_mismatch)
+    _print_record(record, log, out, run)
     return record
 
 
@@ -286,11 +291,8 @@ def export_trained_adapter(run: FinishedRun, fmt: str, out: Path, *, tokenizer, 
             _save_merged(trained.method.merge(trained), tokenizer, tmp)
         record = _record(run, fmt, out, meta, None, list(meta["ranks"]), hard_ranks, tmp)
         record["head_parameters"] = run.summary.get("trainable_parameters", {}).get("head")
-        if verify:
-            _verify(record, tmp, run.task, probe, reference, allow_base_model_mismatch)
-        record["export_bytes"] = _bytes(tmp)
-        write_json_atomic(tmp / EXPORT_FILE, record)
-    _print_record(record, log)
+        _finish(record, tmp, out, run, probe, reference, verify, allow_base_model_mismatch)
+    _print_record(record, log, out, run)
     return record
 
 
@@ -299,19 +301,19 @@ def export_full_model(run: FinishedRun, out: Path, *, tokenizer, verify: bool, l
     model = load_base(str(run.weights), run.task, run.data)
     probe = probe_batch(model)
     reference = logits_of(model, probe)
+    reference_name = base_model_reference(run.base_model)
     with atomic_directory(out) as tmp:
         _save_merged(model, tokenizer, tmp)
-        record = {"format": "merged", "source_run": run.source_run, "out": str(out), "task": run.task,
-                  "method": run.method.name, "allocation": None, "base_model": run.base_model,
+        record = {"format": "merged", "source_run": _run_name(run), "task": run.task,
+                  "method": run.method.name, "allocation": None, "base_model": reference_name["base_model"],
+                  "base_model_name_or_path": reference_name["base_model_name_or_path"],
                   "rankwise_version": __version__, "adapter_parameters": None,
                   "model_parameters": sum(p.numel() for p in model.parameters()),
-                  "final_metrics": run.summary.get("final"), "main_metric": run.summary.get("main_metric"),
-                  "run_config": run.config, "run_data": run.data,
-                  "files": sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file()) + [EXPORT_FILE]}
-        if verify:
-            _verify(record, tmp, run.task, probe, reference)
-        write_json_atomic(tmp / EXPORT_FILE, record)
-    _print_record(record, log)
+                  **_weights_record(run), "labels": _labels(run),
+                  "run_config": portable_paths(run.config), "run_data": portable_paths(run.data),
+                  "files": _files(tmp)}
+        _finish(record, tmp, out, run, probe, reference, verify, False)
+    _print_record(record, log, out, run)
     return record
 
 
@@ -323,7 +325,22 @@ def _save_merged(model: nn.Module, tokenizer, directory: Path) -> None:
         tokenizer.save_pretrained(str(directory))
 
 
-def _verify(record: dict, tmp: Path, task: str | None, probe: dict, reference: torch.Tensor,
+def _finish(record: dict, tmp: Path, out: Path, run: FinishedRun, probe: dict, reference: torch.Tensor,
+            verify: bool, allow_base_model_mismatch: bool) -> None:
+    """The model card, the reload check, then export.json (written last, as the mark of a complete export)."""
+    (tmp / CARD_FILE).write_text(model_card(record, out.name), encoding="utf-8")  # after PEFT's own README.md
+    record["files"] = _files(tmp)
+    if verify:
+        _verify(record, tmp, out, run.task, probe, reference, allow_base_model_mismatch)
+    record["export_bytes"] = _bytes(tmp)  # everything but export.json
+    write_json_atomic(tmp / EXPORT_FILE, record)
+
+
+def _files(directory: Path) -> list[str]:
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file()) + [EXPORT_FILE]
+
+
+def _verify(record: dict, tmp: Path, out: Path, task: str | None, probe: dict, reference: torch.Tensor,
             allow_base_model_mismatch: bool = False) -> None:
     """Reload the export being written in `tmp` (a `peft` one with PEFT alone, as its users will) and compare its
     logits on `probe` with the trained model's;
@@ -340,7 +357,7 @@ def _verify(record: dict, tmp: Path, task: str | None, probe: dict, reference: t
     if not difference <= VERIFY_TOLERANCE:
         raise RuntimeError(f"export check failed: the reloaded {fmt} export's logits differ from the trained "
                            f"model's by up to {difference:.3g} (tolerance {VERIFY_TOLERANCE:g}); nothing was "
-                           f"written to {record['out']}")
+                           f"written to {out}")
 
 
 def _record(run: FinishedRun, fmt: str, out: Path, meta: dict, tensors: dict[str, torch.Tensor] | None,
@@ -358,15 +375,15 @@ def _record(run: FinishedRun, fmt: str, out: Path, meta: dict, tensors: dict[str
     else:
         head, stored_before, stored_after = None, before, after
     names = [t.name for t in targets]
+    reference = base_model_reference(run.base_model)
     return {
         "format": fmt,
-        "source_run": run.source_run,
-        "out": str(out),
+        "source_run": _run_name(run),
         "task": run.task,
         "method": method.name,
         "allocation": run.config.get("allocation") if not method.allocates_ranks else method.name,
-        "base_model": run.base_model,
-        "base_model_name_or_path": base_model_reference(run.base_model)["base_model_name_or_path"],
+        "base_model": reference["base_model"],
+        "base_model_name_or_path": reference["base_model_name_or_path"],
         "rankwise_version": __version__,
         "adapter_parameters": {
             "before": before,  # trainable adapter parameters as allocated (Σ rank_max² for learned LoRA-XS)
@@ -381,17 +398,75 @@ def _record(run: FinishedRun, fmt: str, out: Path, meta: dict, tensors: dict[str
         if (run.weights / WEIGHTS_FILE).is_file() else None,
         "hard_ranks": dict(zip(names, hard_ranks)),
         "allocated_ranks": dict(zip(names, allocated)),
-        "final_metrics": run.summary.get("final"),
-        "main_metric": run.summary.get("main_metric"),
-        "run_config": run.config,
-        "run_data": run.data,
-        "files": sorted(str(p.relative_to(written)) for p in written.rglob("*") if p.is_file()) + [EXPORT_FILE],
+        **_weights_record(run),
+        "labels": _labels(run),
+        "run_config": portable_paths(run.config),
+        "run_data": portable_paths(run.data),
+        "files": _files(written),
     }
 
 
-def _print_record(record: dict, log) -> None:
-    log(f"exported {record['source_run'] or 'the model'} ({record['method']}, {record['allocation'] or 'full fine-tuning'}) "
-        f"as {record['format']} → {record['out']}")
+def _run_name(run: FinishedRun) -> str | None:
+    """How export.json names its source run: the run directory's name (None for a model wrapped in Python)."""
+    return Path(run.source_run).name if run.source_run else None
+
+
+def _labels(run: FinishedRun) -> dict[str, str] | None:
+    """The label names by output index (`id2label`), None for regression and causal LMs."""
+    head = task_head(run.task, run.data) if run.task else None
+    names = head.label_names if head is not None else None
+    if names is None and run.task is None:  # a wrapped model: its own config's names
+        config = getattr(run, "model_config", None)
+        id2label = getattr(config, "id2label", None) or {}
+        names = [id2label[i] for i in sorted(id2label)] if getattr(config, "problem_type", None) != "regression" \
+            else None
+    return {str(i): str(name) for i, name in enumerate(names)} if names else None
+
+
+def saved_weights(run: FinishedRun) -> dict | None:
+    """Which evaluation's weights a run saved (summary.json `saved_weights`: `which` best|final, `step`, `epoch`,
+    `metrics`), with `selected_by`, the metric that chose the best evaluation. Runs written before summaries
+    recorded it saved their final weights. None when the run recorded no evaluation (or for a wrapped model)."""
+    summary = run.summary or {}
+    final = summary.get("final") or {}
+    recorded = summary.get("saved_weights")
+    if recorded:
+        weights = dict(recorded)
+    elif final:
+        weights = {"which": "final", "step": final.get("step"), "epoch": final.get("epoch"),
+                   "metrics": {k: v for k, v in final.items() if k.startswith("eval_")}}
+    else:
+        return None
+    selected = run.config.get("metric_for_best_model") or summary.get("main_metric")
+    weights["selected_by"] = (selected if str(selected).startswith("eval_") else f"eval_{selected}") \
+        if weights.get("which") == "best" and selected else None
+    return weights
+
+
+def _weights_record(run: FinishedRun) -> dict:
+    """export.json's record of the weights it holds, and of the run's end beside them."""
+    return {"saved_weights": saved_weights(run), "final_metrics": (run.summary or {}).get("final"),
+            "main_metric": (run.summary or {}).get("main_metric")}
+
+
+PATH_FIELDS = ("data_dir", "train_file", "validation_file", "test_file", "rank_file", "output_dir", "data_source",
+               "resume_from_checkpoint")
+
+
+def portable_paths(values: dict) -> dict:
+    """`values` (a run's config or data record) with each absolute path of PATH_FIELDS written relative to the
+    current directory, as a command run there gives it: no path of this machine in a file meant to travel."""
+    def relative(value):
+        if isinstance(value, str) and os.path.isabs(value):
+            return os.path.relpath(value)
+        return value
+
+    return {k: relative(v) if k in PATH_FIELDS else v for k, v in (values or {}).items()}
+
+
+def _print_record(record: dict, log, out: Path, run: FinishedRun) -> None:
+    log(f"exported {run.path if run.source_run else 'the model'} ({record['method']}, "
+        f"{record['allocation'] or 'full fine-tuning'}) as {record['format']} → {out}")
     params = record.get("adapter_parameters")
     if params:
         method = get_method(record["method"])
@@ -406,12 +481,27 @@ def _print_record(record: dict, log) -> None:
     if "verified_max_abs_logit_difference" in record:
         log(f"  reloaded and checked: max |Δ logit| vs the trained model = "
             f"{record['verified_max_abs_logit_difference']:.2e}")
-    if record.get("final_metrics") and record.get("main_metric"):
-        value = record["final_metrics"].get(record["main_metric"])
-        if value is not None:
-            log(f"  the run's final {record['main_metric']}: {value:.4f}")
+    for line in weights_lines(record):
+        log(f"  {line}")
+
+
+def weights_lines(record: dict) -> list[str]:
+    """The summary lines saying which weights an export holds and what they score, beside the run's final score."""
+    described, main = describe_weights(record), record.get("main_metric")
+    if not described:
+        return []
+    weights, final = record["saved_weights"], record.get("final_metrics") or {}
+    value = (weights.get("metrics") or {}).get(main)
+    lines = [f"holds {described}" + (f": {main} {value:.4f}" if value is not None else "")]
+    final_value = final.get(main)
+    if final_value is not None and weights.get("which") == "best":
+        where = ", ".join(p for p in (f"step {final.get('step')}" if final.get("step") is not None else None,
+                                      f"epoch {final['epoch']:g}" if isinstance(final.get("epoch"), (int, float))
+                                      else None) if p)
+        lines.append(f"the run's final evaluation ({where}), not these weights: {main} {final_value:.4f}")
+    return lines
 
 
 __all__ = ["FORMATS", "VERIFY_TOLERANCE", "check_format", "check_out", "atomic_directory", "merge_adapter",
            "export_run", "export_finished", "export_adapter_run", "export_trained_adapter", "export_full_model",
-           "fine_tuned_config", "push_export"]
+           "fine_tuned_config", "push_export", "saved_weights", "portable_paths", "weights_lines"]
