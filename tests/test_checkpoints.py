@@ -127,3 +127,43 @@ def test_a_missing_or_foreign_checkpoint_path_is_named_for_what_it_is(tiny_bert_
                                    given)) == 2
         assert expected in capsys.readouterr().err
     assert not out.exists()
+
+
+LEARNED_LOGGING = ("--method", "loraxs", "--allocation", "learned", "--rank_min", "2", "--rank_max", "6",
+                   "--rank_average", "4", "--tau", "0.5", "--num_train_epochs", "3", "--per_device_train_batch_size",
+                   "8", "--logging_steps", "5", "--save_strategy", "steps", "--save_steps", "3",
+                   "--save_total_limit", "100", "--keep_checkpoints", "--save_model", "false", "--quiet")
+
+
+def test_a_resume_logs_and_evaluates_as_the_uninterrupted_run(tiny_bert_dir, tiny_glue_dir, tmp_path):
+    """Checkpoint-12 is an epoch's last step, written before that epoch's evaluation, and in the middle of a logging
+    window (logging every 5 steps): the resumed run evaluates at step 12 as the uninterrupted one did, and its loss
+    records (steps 15, 20, ...) average the same steps, the ones before the kill included."""
+    whole = tmp_path / "whole"
+    assert run_cli(*train_args(tiny_bert_dir, tiny_glue_dir, whole, *LEARNED_LOGGING)) == 0
+    resumed = killed_at(whole, 12, tmp_path / "resumed")  # its metrics.jsonl still holds the evaluation at 12
+    assert run_cli(*train_args(tiny_bert_dir, tiny_glue_dir, resumed, *LEARNED_LOGGING, "--resume_from_checkpoint",
+                               "true")) == 0
+    a, b = read_jsonl(whole / "metrics.jsonl"), read_jsonl(resumed / "metrics.jsonl")
+    assert [(r["type"], r["step"]) for r in b] == [(r["type"], r["step"]) for r in a]
+    assert ("eval", 12) in [(r["type"], r["step"]) for r in b]
+    for x, y in zip(a, b):
+        for key in ("loss", "eval_loss", "skipped_steps"):
+            if key in x:
+                assert abs(x[key] - y[key]) <= 1e-6, (x["step"], key, x[key], y[key])
+    steps = [r["step"] for r in read_jsonl(resumed / "allocation.jsonl")]
+    assert steps == [r["step"] for r in read_jsonl(whole / "allocation.jsonl")] and len(steps) == len(set(steps))
+
+
+def test_true_passes_over_a_damaged_last_checkpoint_to_the_one_before(adalora_run, tiny_bert_dir, tiny_glue_dir,
+                                                                      tmp_path, capsys):
+    """What a sweep does with a killed run (`resume_from_checkpoint=true`): a damaged last checkpoint is named and
+    passed over, and the run resumes from the one before to the uninterrupted run's result."""
+    run = killed_at(adalora_run, 21, tmp_path / "run")
+    shutil.copytree(adalora_run / "checkpoint-24", run / "checkpoint-24")
+    cut_weights(run / "checkpoint-24", adalora_run)
+    assert run_cli(*train_args(tiny_bert_dir, tiny_glue_dir, run, *ADALORA, "--resume_from_checkpoint", "true")) == 0
+    err = capsys.readouterr().err
+    assert f"warning: --resume_from_checkpoint: `{run / 'checkpoint-24'}` is damaged" in err and "one before" in err
+    assert json.loads((run / "config.json").read_text())["training"]["resumed_from"].endswith("checkpoint-21")
+    assert read_summary(run)["hard_ranks"] == read_summary(adalora_run)["hard_ranks"]

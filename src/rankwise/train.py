@@ -128,28 +128,46 @@ def process_state() -> PartialState:
     return PartialState(cpu=not torch.cuda.is_available())
 
 
+class DamagedCheckpoint(ConfigError):
+    """A checkpoint whose files cannot be resumed from (cut short, overwritten, incomplete)."""
+
+    def __init__(self, checkpoint: Path, problem: str):
+        super().__init__("resume_from_checkpoint", f"`{checkpoint}` is damaged: {problem}",
+                         "Resume from an earlier checkpoint of the run, or train it anew without "
+                         "--resume_from_checkpoint")
+
+
 def resolve_checkpoint(cfg: RunConfig) -> Path | None:
-    """The checkpoint --resume_from_checkpoint names (`true`: the last one in --output_dir), checked to belong to
-    a run of this config and to hold readable files (`check_checkpoint`). None when not resuming."""
+    """The checkpoint --resume_from_checkpoint names, checked to belong to a run of this config and to hold readable
+    files (`check_checkpoint`). `true`: the last one in --output_dir that is not damaged (a damaged one is named on
+    stderr and passed over). None when not resuming."""
     given = cfg.resume_from_checkpoint
     if given is None or given.lower() in ("false", "no", "none"):
         return None
-    if given.lower() in ("true", "last", "yes"):
-        found = checkpoints(Path(cfg.output_dir))
-        if not found:
-            raise ConfigError("resume_from_checkpoint", f"`{cfg.output_dir}` holds no checkpoint-N/ directory to "
-                              "resume from", "Train it without --resume_from_checkpoint, or point --output_dir at "
-                              "the run that was interrupted")
-        checkpoint = found[-1]
-    else:
+    if given.lower() not in ("true", "last", "yes"):
         checkpoint = Path(given)
         if not checkpoint.is_dir():
             raise ConfigError("resume_from_checkpoint", f"`{given}` " + ("is a file, not a checkpoint directory"
                                                                          if checkpoint.exists() else "does not exist"),
                               "Give a checkpoint-N/ directory of the interrupted run, or `true` for its last one")
+        return _checked_checkpoint(checkpoint, cfg)
+    found = checkpoints(Path(cfg.output_dir))
+    if not found:
+        raise ConfigError("resume_from_checkpoint", f"`{cfg.output_dir}` holds no checkpoint-N/ directory to "
+                          "resume from", "Train it without --resume_from_checkpoint, or point --output_dir at "
+                          "the run that was interrupted")
+    for checkpoint in reversed(found):
+        try:
+            return _checked_checkpoint(checkpoint, cfg)
+        except DamagedCheckpoint as exc:
+            print(f"warning: {exc}; trying the one before", file=sys.stderr, flush=True)
+    raise ConfigError("resume_from_checkpoint", f"every checkpoint in `{cfg.output_dir}` is damaged",
+                      "Train the run anew without --resume_from_checkpoint")
+
+
+def _checked_checkpoint(checkpoint: Path, cfg: RunConfig) -> Path:
     if (checkpoint / TRAINABLE_FILE).is_file() and not (checkpoint / "trainer_state.json").is_file():
-        raise ConfigError("resume_from_checkpoint", f"`{checkpoint}` is incomplete (the run was killed while writing "
-                          "it)", "Give an earlier checkpoint, or `true` for the last complete one")
+        raise DamagedCheckpoint(checkpoint, "it is incomplete (the run was killed while writing it)")
     if not (checkpoint / STATE_FILE).is_file() or not (checkpoint / TRAINABLE_FILE).is_file():
         raise ConfigError("resume_from_checkpoint", f"`{checkpoint}` is not a rankwise checkpoint (no {STATE_FILE} "
                           f"and {TRAINABLE_FILE})", "Give a checkpoint-N/ directory of a rankwise run, or `true`")
@@ -157,7 +175,7 @@ def resolve_checkpoint(cfg: RunConfig) -> Path | None:
         state = json.loads((checkpoint / STATE_FILE).read_text())
         stored = state["config"]
     except (OSError, ValueError, KeyError, TypeError):
-        raise ConfigError("resume_from_checkpoint", f"`{checkpoint / STATE_FILE}` cannot be read") from None
+        raise DamagedCheckpoint(checkpoint, f"{STATE_FILE} cannot be read") from None
     conflicts = stored_config_conflicts(stored, cfg)
     if conflicts:
         raise ConfigError("resume_from_checkpoint", f"`{checkpoint}` was trained with another config ("
@@ -171,9 +189,7 @@ def check_checkpoint(checkpoint: Path, state: dict) -> None:
     whole safetensors file or hold other tensors than its state records, Trainer files that are not JSON or
     PyTorch archives (a copy cut short, another program's file)."""
     def refuse(problem: str):
-        raise ConfigError("resume_from_checkpoint", f"`{checkpoint}` is damaged: {problem}",
-                          "Resume from an earlier checkpoint of the run, or train it anew without "
-                          "--resume_from_checkpoint")
+        raise DamagedCheckpoint(checkpoint, problem)
 
     try:
         with safe_open(str(checkpoint / TRAINABLE_FILE), framework="pt") as weights:
@@ -752,6 +768,7 @@ class RunDirCallback(TrainerCallback):
 
     def __init__(self, trainer: RankwiseTrainer):
         self.trainer = trainer
+        self.save_at_epoch_end = False
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.global_step == 0:
@@ -761,11 +778,21 @@ class RunDirCallback(TrainerCallback):
         if self.trainer.setup.allocator is not None:
             self.trainer.setup.allocator.step = state.global_step
 
+    def on_step_end(self, args, state, control, **kwargs):
+        """A checkpoint due on an epoch's last step (--save_strategy steps) waits for the epoch's end, so it holds
+        the epoch's train record and evaluation: Trainer saves a step's checkpoint before it ends the epoch, and a
+        run resumed from one written in between would never make them."""
+        if control.should_save and state.global_step % self.trainer.setup.steps_per_epoch == 0:
+            control.should_save = False
+            self.save_at_epoch_end = True
+
     def on_epoch_end(self, args, state, control, **kwargs):
         if self.trainer.status != "completed":  # a diverged run is not evaluated or checkpointed again
             control.should_evaluate = control.should_save = False
         else:  # a train record closes every epoch, so per-epoch training losses exist however short the epoch
             control.should_log = True
+            control.should_save = control.should_save or self.save_at_epoch_end
+        self.save_at_epoch_end = False
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         """On logging steps (and at each epoch's end): the train record, the allocation record, and the divergence
@@ -912,7 +939,8 @@ def _train(setup: Setup, write_to: Path, claim: Claim | None) -> dict:
 
 
 def _keep_records_until(run: RunDir, step: int) -> None:
-    """Resuming from the checkpoint of `step`: drop the records a killed run wrote after it (they come again)."""
+    """Resuming from the checkpoint of `step`: drop the records a killed run wrote after it (they come again). A
+    checkpoint is written after everything its step logs and evaluates (`RunDirCallback.on_step_end`)."""
     for name in ("metrics.jsonl", "allocation.jsonl"):
         path = run.file(name)
         if path.exists():
