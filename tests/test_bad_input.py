@@ -59,7 +59,7 @@ def glue_copy(tiny_glue_dir, tmp_path):
      "use --allocation custom"),
     (["--allocation", "linear_decay", "--rank_first", "8", "--rank_last", "2", "--rank_attention", "4"],
      "--rank_attention: only applies to --allocation attention_heavy", "Drop --rank_attention"),
-    (["--rank_min", "4"], "--rank_min: only applies to --allocation learned or gradient, but --allocation is `uniform`",
+    (["--rank_min", "4"], "--rank_min: only applies to --allocation learned, gradient or fim, but --allocation is `uniform`",
      "use --allocation learned"),
     (["--allocation", "learned", "--rank", "8"], "--rank: does not apply to --allocation learned",
      "use --rank_min/--rank_max and --rank_average"),

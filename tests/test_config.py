@@ -30,7 +30,7 @@ def bad(capsys, tmp_path, *args):
     (["--learning_rate", "nan"], "--learning_rate: is nan"),
     (["--allocation", "custom"], "--rank_file: is required by --allocation custom"),
     (["--allocation", "linear_decay", "--rank_first", "16"], "--rank_last: is required by --allocation linear_decay"),
-    (["--method", "full", "--allocation", "learned"], "--allocation: `learned` needs an adapter"),
+    (["--method", "full", "--allocation", "learned"], "--allocation: does not apply to --method full"),
     (["--data_dir", "/does/not/exist"], "--data_dir: directory `/does/not/exist` does not exist"),
 ])
 def test_bad_input_is_one_clear_message(capsys, tmp_path, args, expected):

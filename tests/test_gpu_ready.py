@@ -141,7 +141,8 @@ def test_the_sync_counter_sees_a_sync_in_the_step(tiny_bert_dir, tiny_glue_dir, 
 # ---------------------------------------------------------------------------------------------
 
 def _allocator(**kw):
-    from rankwise.allocation import AllocationSchedule, RankAllocator
+    from rankwise.allocation.allocator import RankAllocator
+    from rankwise.allocation.schedules import AllocationSchedule
     from rankwise.methods import get_method
     from rankwise.targets import TargetMatrix
 

@@ -11,7 +11,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 from rankwise.adapters.loraxs import LoraXSLinear
-from rankwise.allocation import gradient as g
+from rankwise.allocation import energy as g
 from rankwise.allocation.budget import RankCost
 from rankwise.methods import get_method
 from rankwise.targets import find_targets

@@ -7,8 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rankwise.allocation import RankAllocator, initial_weights
-from rankwise.allocation.learned import uniform_rank_weights
+from rankwise.allocation.allocator import RankAllocator, initial_weights, uniform_rank_weights
 from rankwise.methods import get_method
 from rankwise.allocation.budget import RankCost
 from rankwise.allocation.schedules import AllocationSchedule

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from rankwise.allocation import static
+from rankwise.allocation import PlanContext, get_strategy, static
 from rankwise.methods import get_method
 from rankwise.config import RunConfig, resolve_defaults
 from rankwise.errors import ConfigError
@@ -68,7 +68,7 @@ def test_match_budget_keeps_shape_and_meets_uniform_budget(method):
     cfg = resolve_defaults(RunConfig(method=method, allocation="linear_decay", rank_first=16, rank_last=4, rank=8,
                                      match_budget=True))
     cost = get_method(method).rank_cost(t)
-    ranks = static.static_ranks(cfg, t, cost)
+    ranks = get_strategy(cfg.allocation).plan(cfg, PlanContext(t, get_method(method), None, [])).ranks
     budget = cost.total(8)
     used = cost.total(torch.tensor(ranks, dtype=torch.float64))
     assert used <= budget

@@ -20,7 +20,8 @@ import torch
 
 from conftest import run_cli
 from rankwise.adapters.masks import square_masks
-from rankwise.allocation import RankAllocator, initial_weights
+from rankwise.allocation.allocator import initial_weights
+from rankwise.allocation.learned import build_allocator
 from rankwise.allocation.budget import RankCost
 from rankwise.config import RunConfig, prepare
 from rankwise.targets import TargetMatrix
@@ -134,7 +135,7 @@ def test_glue_defaults_reproduce_the_studys_allocation_step_by_step(scheduler, m
                    epochs_rank_discrete=1, **schedule)
     assert (cfg.budget_mode, cfg.rounding, cfg.alpha_schedule_span) == ("softmax", "study", "all")
     cost = RankCost.from_coefficients([(1, 0, 0)] * n)
-    allocator = RankAllocator.from_config(cfg, targets(n), steps, cost)
+    allocator = build_allocator(cfg, targets(n), steps, cost)
     with torch.no_grad():  # fixed weights that push three matrices past rank_max under the softmax formula
         allocator.weights.copy_(torch.linspace(-2.0, 3.0, n) ** 2 / 3)
     start, end = (memory if memory else (n * 400.0, n * 400.0))
@@ -169,10 +170,10 @@ def test_alpha_over_all_steps_at_three_epochs_matches_the_issues_numbers():
                                                                                 1.56)):
         cfg = glue_cfg(num_train_epochs=3, rank_min=5, rank_max=30, rank_average=20, alpha_scheduler=scheduler,
                        epochs_rank_discrete=1)
-        allocator = RankAllocator.from_config(cfg, targets(8), 10, cost)
+        allocator = build_allocator(cfg, targets(8), 10, cost)
         assert allocator.schedule.first_discrete_step == 20
         assert allocator.schedule.alpha(19) == pytest.approx(at_19) and round(at_19, 2) == rounded
-        soft = RankAllocator.from_config(prepare(RunConfig(**{**cfg.to_dict(), "alpha_schedule_span": "soft"})),
+        soft = build_allocator(prepare(RunConfig(**{**cfg.to_dict(), "alpha_schedule_span": "soft"})),
                                          targets(8), 10, cost)
         assert soft.schedule.alpha(19) == pytest.approx(3.0)
 
@@ -181,7 +182,7 @@ def test_rank_start_moves_the_budget_from_its_average_rank_to_rank_average():
     n, steps = 8, 5
     cfg = glue_cfg(num_train_epochs=6, rank_min=5, rank_max=40, rank_average=20, rank_start=40,
                    epochs_memory_start=2, epochs_memory_start_to_end=2)
-    allocator = RankAllocator.from_config(cfg, targets(n), steps, RankCost.from_coefficients([(1, 0, 0)] * n))
+    allocator = build_allocator(cfg, targets(n), steps, RankCost.from_coefficients([(1, 0, 0)] * n))
     study = StudyTrainer(n, 5, 40, n * 40 ** 2, n * 20 ** 2, 0.5, 3.0, "linear", 6, steps, epochs_memory_start=2,
                          epochs_memory_start_to_end=2)
     w = torch.zeros(n)
@@ -271,7 +272,7 @@ def test_wandb_gets_alpha_memory_and_every_matrixs_ranks(monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", fake)
     n = 6
     cfg = glue_cfg(rank_min=2, rank_max=8, rank_average=5, num_train_epochs=2, report_to="wandb")
-    allocator = RankAllocator.from_config(cfg, targets(n), 3, RankCost.from_coefficients([(1, 0, 0)] * n))
+    allocator = build_allocator(cfg, targets(n), 3, RankCost.from_coefficients([(1, 0, 0)] * n))
     with torch.no_grad():
         allocator.weights.copy_(torch.linspace(-1, 1, n))
     written = []
@@ -313,7 +314,7 @@ def test_wandb_mask_image_is_every_matrixs_keep_probabilities_in_the_soft_phase(
     monkeypatch.setitem(sys.modules, "wandb", fake)
     n = 6
     cfg = glue_cfg(rank_min=2, rank_max=8, rank_average=5, num_train_epochs=2, epochs_rank_discrete=1, tau=0.5)
-    allocator = RankAllocator.from_config(cfg, targets(n), 3, RankCost.from_coefficients([(1, 0, 0)] * n))
+    allocator = build_allocator(cfg, targets(n), 3, RankCost.from_coefficients([(1, 0, 0)] * n))
     with torch.no_grad():
         allocator.weights.copy_(torch.linspace(-1, 1, n))
     generator = allocator.generator.get_state()

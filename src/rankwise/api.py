@@ -31,7 +31,9 @@ from torch import nn
 from transformers import TrainerCallback
 
 from .adapters.loraxs import LoraXSLinear
-from .allocation import RankAllocator
+from .allocation import registered, strategy_for
+from .allocation.allocator import RankAllocator
+from .allocation.learned import build_allocator
 from .config import FIELDS, RunConfig, config_from_dict, resolve_defaults, validate
 from .errors import ConfigError, ModelError, RankwiseError, argument_error
 from .methods import AdapterSet, build_adapter, get_method, save_adapter
@@ -170,13 +172,17 @@ def plan(model: nn.Module | str, method: str = "lora", allocation: str = "unifor
 
 
 def _check_batches(cfg: RunConfig, batches) -> None:
-    """`batches` go with allocation='gradient' (which `wrap` cannot do without: its adapters are built at once)."""
-    if batches is not None and cfg.allocation != "gradient":
-        raise ConfigError("batches", f"are only read by allocation='gradient', but allocation is `{cfg.allocation}`",
-                          "Drop batches=, or use allocation='gradient'")
-    if batches is None and cfg.allocation == "gradient":
-        raise ConfigError("batches", "are needed by allocation='gradient': the ranks come from the loss gradients of "
-                          "a few training batches", "Pass batches=[...] (dicts of tensors with labels)")
+    """`batches` go with a measuring allocation ('gradient', 'fim': `wrap` cannot do without, its adapters are built
+    at once)."""
+    measuring = [s.name for s in registered() if s.measures]
+    readers = " or ".join(f"allocation={name!r}" for name in measuring)
+    measures = strategy_for(get_method(cfg.method), cfg.allocation).measures
+    if batches is not None and not measures:
+        raise ConfigError("batches", f"are only read by {readers}, but allocation is `{cfg.allocation}`",
+                          f"Drop batches=, or use {readers}")
+    if batches is None and measures:
+        raise ConfigError("batches", f"are needed by allocation={cfg.allocation!r}: the ranks come from the loss "
+                          "gradients of a few training batches", "Pass batches=[...] (dicts of tensors with labels)")
 
 
 def _positive(name: str, value) -> int:
@@ -318,7 +324,7 @@ class RankAllocationCallback(TrainerCallback):
         values = {**self.state.options, "num_train_epochs": int(num_train_epochs), "max_steps": max_steps}
         cfg = _config("wrap", self.state.config.method, self.state.config.allocation, values)
         targets = self.state.plan.targets
-        fitted = RankAllocator.from_config(cfg, targets, steps_per_epoch, get_method(cfg.method).rank_cost(targets))
+        fitted = build_allocator(cfg, targets, steps_per_epoch, get_method(cfg.method).rank_cost(targets))
         self.allocator.schedule = fitted.schedule
         self.state.config = cfg
 

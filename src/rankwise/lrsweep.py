@@ -211,9 +211,8 @@ def _check_sweep(sweep: LRSweep) -> None:
     for name in SWEPT_FIELDS:
         if name in sweep.overrides or name in sweep.adapter_overrides:
             raise ConfigError(name, "is set by the LR sweep itself", "Use the lr-sweep flags for it")
-    allocation = sweep.overrides.get("allocation", "uniform")
-    if allocation != "uniform":
-        raise ConfigError("allocation", f"`{allocation}`: an LR sweep compares uniform ranks",
+    if "allocation" in sweep.overrides and sweep.overrides["allocation"] != FIELDS["allocation"].default:
+        raise ConfigError("allocation", f"`{sweep.overrides['allocation']}`: an LR sweep compares uniform ranks",
                           "Drop --allocation (each rank of --ranks is used for every matrix)")
 
 

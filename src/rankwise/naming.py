@@ -17,6 +17,7 @@ import hashlib
 import json
 import re
 
+from .allocation import strategy_for
 from .config import RunConfig, applies, resolve_defaults
 from .methods import get_method
 
@@ -62,43 +63,14 @@ def readable_parts(cfg: RunConfig) -> tuple[list[str], set[str]]:
             used.add("label")
     parts.append(cfg.method)
     method = get_method(cfg.method)
-    own = method.name_parts(cfg)  # AdaLoRA names its own budget and starting rank
-    if own is not None:
-        parts += own[0]
-        used |= own[1]
-    elif method.trains_adapter:
-        parts.append(cfg.allocation)
-        used.add("allocation")
-        a = cfg.allocation
-        if a == "learned":
-            parts.append(f"r{_g(cfg.rank_min)}-{_g(cfg.rank_max)}")
-            parts.append(f"a{_g(cfg.alpha_min)}-{_g(cfg.alpha_max)}")
-            if cfg.rank_annealing:  # the allocation does not train: no allocation learning rate to name
-                parts.append("anneal")
-                used |= {"rank_min", "rank_max", "alpha_min", "alpha_max", "rank_annealing"}
-            else:
-                parts.append(f"lr{_g(cfg.rank_allocation_lr)}")
-                used |= {"rank_min", "rank_max", "alpha_min", "alpha_max", "rank_allocation_lr"}
-            if cfg.memory_start is not None:
-                end = cfg.memory_end if cfg.memory_end is not None else cfg.memory_start
-                parts.append(f"mem{_g(cfg.memory_start)}-{_g(end)}")
-                used |= {"memory_start", "memory_end"}
-            elif cfg.rank_average is not None:
-                parts.append(f"avg{_g(cfg.rank_average)}")
-                used.add("rank_average")
-        elif a == "linear_decay":
-            parts.append(f"r{cfg.rank_first}-{cfg.rank_last}")
-            used |= {"rank_first", "rank_last"}
-        elif a == "attention_heavy":
-            parts.append(f"att{cfg.rank_attention}-mlp{cfg.rank_mlp}")
-            used |= {"rank_attention", "rank_mlp"}
-        elif a != "custom" and cfg.rank is not None:
-            parts.append(f"r{cfg.rank}")
-            used.add("rank")
-        if cfg.init == "eva":
-            parts.append(f"eva{_g(cfg.eva_rho)}")
-            used |= {"init", "eva_rho"}
-    if cfg.learning_rate is not None and not (cfg.allocation == "learned" and method.trains_adapter):
+    strategy = strategy_for(method, cfg.allocation)
+    own, named = strategy.name_parts(cfg)  # AdaLoRA names its own budget and starting rank; full, nothing
+    parts += own
+    used |= named
+    if cfg.init == "eva":
+        parts.append(f"eva{_g(cfg.eva_rho)}")
+        used |= {"init", "eva_rho"}
+    if cfg.learning_rate is not None and strategy.names_learning_rate:
         parts.append(f"lr{_g(cfg.learning_rate)}")
         used.add("learning_rate")
     parts.append(f"seed{cfg.seed}")

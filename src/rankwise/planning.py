@@ -19,10 +19,7 @@ import torch
 from torch import nn
 
 from .adapters import alphas_for
-from .allocation import RankAllocator, static_ranks
-from .allocation.budget import check_feasible
-from .allocation.gradient import GradientAllocation, gradient_allocation
-from .allocation.learned import budget_bounds
+from .allocation import PlanContext, strategy_for
 from .config import default_max_seq_length
 from .data import GLUE_TASKS, TEXT_TASK
 from .data.files import load_text_data
@@ -54,7 +51,7 @@ class Plan:
     head_parameters: int
     budget: dict | None = None  # learned: start/end budget and its bounds; adalora: its triplet budget
     init: str = "default"  # `eva`: ranks are redistributed by EVA before training (`eva_done` once they are)
-    gradient: dict | None = None  # `gradient` allocation: budget, energies and solver (GradientAllocation.record)
+    gradient: dict | None = None  # a measuring strategy's budget, energies and solver (GradientAllocation.record)
     eva_done: bool = False
     # What a PEFT LoraConfig of this plan needs (`lora_config`): the settings the alphas came from, the head
     # modules trained with the adapter, whether the targets store W as in×out (GPT-2 Conv1D), PEFT's task type.
@@ -67,6 +64,10 @@ class Plan:
 
     def __str__(self) -> str:
         return self.to_table()
+
+    def strategy(self):
+        """The allocation strategy that made the ranks (the method's own for AdaLoRA and full fine-tuning)."""
+        return strategy_for(get_method(self.method), self.allocation)
 
     @property
     def adapter_parameters(self) -> int:
@@ -105,15 +106,15 @@ class Plan:
             raise ConfigError("method", f"`lora_config` builds PEFT LoRA adapters, but this plan is for "
                               f"`{self.method}` ({method.title})", f"Plan with method={' or '.join(map(repr, users))}, "
                               f"or use rankwise.wrap(model, method={self.method!r}, ...)")
-        if self.allocation == "learned":
-            raise ConfigError("allocation", "`learned` ranks change while training through rankwise's rank masks, "
-                              "which a PEFT LoraConfig cannot express", "Use rankwise.wrap(model, method="
+        if self.strategy().learned:
+            raise ConfigError("allocation", f"`{self.allocation}` ranks change while training through rankwise's rank "
+                              "masks, which a PEFT LoraConfig cannot express", "Use rankwise.wrap(model, method="
                               f"{self.method!r}, allocation='learned', ...) with rankwise.RankAllocationCallback, or "
                               "plan a static allocation")
         if self.gradient is not None and not self.gradient["measured"]:
-            raise ConfigError("batches", "`gradient` sets the ranks from the loss gradients of training batches, which "
-                              "this plan was not given", "Plan with batches=[...] (a few training batches with "
-                              "labels), then call lora_config()")
+            raise ConfigError("batches", f"`{self.allocation}` sets the ranks from the loss gradients of training "
+                              "batches, which this plan was not given", "Plan with batches=[...] (a few training "
+                              "batches with labels), then call lora_config()")
         if self.init == "eva" and not self.eva_done:
             raise ConfigError("init", "`eva` sets the ranks from training batches, which a plan does not see",
                               "Plan with init='default', then run peft.initialize_lora_eva_weights yourself")
@@ -177,84 +178,43 @@ class Plan:
                      f"adapter {t['adapter_parameters']:,} parameters ({t['adapter_percent']:.4f}% of "
                      f"{t['model_parameters']:,}); head {t['head_parameters']:,}; trainable "
                      f"{t['trainable_parameters']:,} ({t['trainable_percent']:.4f}%)")
-        method_line = get_method(self.method).budget_line(self)
-        if method_line:
-            lines.append(method_line)
+        strategy_line = self.strategy().budget_line(self)
+        if strategy_line:
+            lines.append(strategy_line)
         elif self.init == "eva":
             lines.append(f"eva: ranks redistributed from activation SVDs on training batches (sum of ranks "
                          f"{sum(self.allocated_ranks)}, at most eva_rho × the planned rank per matrix)"
                          if self.eva_done else "eva: `rank` is the planned rank; training redistributes ranks over "
                          "the matrices from activation SVDs on training batches (same sum of ranks) before it starts")
-        elif self.gradient is not None and not self.gradient["measured"]:
-            lines.append(f"gradient: `rank` is uniform --rank until training measures the loss gradients of "
-                         f"{self.gradient['batches']} training batches and spends the budget "
-                         f"({self.gradient['budget']:,.0f} parameters) where they are largest")
-        elif self.gradient is not None:
-            g = self.gradient
-            captured, possible = sum(g["energy_captured"]), sum(g["energy_at_rank_max"])
-            lines.append(f"gradient: ranks from the loss gradients of {g['batches']} training "
-                         f"batch{'es' if g['batches'] != 1 else ''}"
-                         f"{' through a head trained %d steps' % g['head_steps'] if g.get('head_steps') else ''} "
-                         f"({g['seconds']:.1f} s): budget {g['budget']:,.0f} parameters, "
-                         f"{100 * captured / possible if possible > 0 else 0:.1f}% of the gradient energy at "
-                         f"rank_max captured ({g['solver']} solution)")
-        elif self.budget:
-            b = self.budget
-            lines.append(f"learned: adapters allocated at rank_max {max(self.allocated_ranks)}; budget "
-                         f"{b['start']:,.0f} → {b['end']:,.0f} parameters (feasible range "
-                         f"[{b['min']:,.0f}, {b['max']:,.0f}]); `rank` = initial hard ranks")
         return "\n".join(lines)
 
 
 def build_plan(cfg, model: nn.Module, head_modules: list[str], steps_per_epoch: int = 1, batches=None,
-               loss_fn=None, distributed: bool = False) -> tuple[Plan, RankAllocator | None]:
-    """The plan for a resolved config on `model` (real or on the meta device), and the rank allocator
-    for learned allocation. `batches` (with `loss_fn(model, batch)`, default `model(**batch).loss`): the training
-    batches `gradient` allocation measures on (the model must have its weights; `distributed`: every process of a
-    run measures them and process 0's energies count). Raises ConfigError for strategy
-    problems (custom file, budget, ranks larger than their matrices) and for a --max_seq_length the model's
-    positions cannot hold."""
+               loss_fn=None, distributed: bool = False) -> tuple[Plan, object]:
+    """The plan for a resolved config on `model` (real or on the meta device), and the rank allocator for learned
+    allocation (else None). `batches` (with `loss_fn(model, batch)`, default `model(**batch).loss`): the training
+    batches a measuring strategy (`gradient`, `fim`) reads (the model must have its weights; `distributed`: every
+    process of a run measures them and process 0's values count). Raises ConfigError for strategy problems (custom
+    file, budget, ranks larger than their matrices) and for a --max_seq_length the model's positions cannot hold."""
     check_max_seq_length(cfg.max_seq_length, model, default_max_seq_length(cfg.task), cfg.model)
-    model_parameters = sum(p.numel() for p in model.parameters())
     targets = find_targets(model, cfg.target_modules)
     method = get_method(cfg.method)
-    head_parameters = sum(p.numel() for p in trained_head(cfg, model, head_modules, targets))
-    allocator, budget, gradient = None, None, None
-    if not method.trains_adapter:  # every weight trains: each matrix at its full rank
-        ranks = [min(t.in_features, t.out_features) for t in targets]
-        shown = ranks
-    elif cfg.allocation == "learned":
-        rank_limit = min(min(t.in_features, t.out_features) for t in targets)
-        if cfg.rank_max > rank_limit:
-            raise ConfigError("rank_max", f"({cfg.rank_max}) exceeds the smallest target matrix dimension "
-                              f"({rank_limit})", f"Use --rank_max {rank_limit} or less")
-        cost = method.rank_cost(targets)
-        allocator = RankAllocator.from_config(cfg, targets, steps_per_epoch, cost)
-        ranks = [cfg.rank_max] * len(targets)
-        shown = allocator.hard_ranks(allocator.schedule.memory(0))
-        start, end = budget_bounds(cfg, cost)
-        budget = {"start": start, "end": end, "min": cost.total(cfg.rank_min), "max": cost.total(cfg.rank_max)}
-    elif method.allocates_ranks:
-        ranks, budget = method.initial_ranks(cfg, targets)
-        shown = ranks
-    elif cfg.allocation == "gradient":  # without batches: the budget checked, uniform --rank shown until measured
-        gradient = allocate_by_gradient(cfg, model, targets, batches, loss_fn, distributed, head_modules)
-        ranks = shown = gradient.ranks if gradient.ranks else [cfg.rank] * len(targets)
-    else:
-        ranks = static_ranks(cfg, targets, method.rank_cost(targets))  # checks every rank fits its matrix
-        shown = ranks
-    reference = cfg.rank if cfg.allocation != "learned" else cfg.rank_max
-    alphas = alphas_for(ranks, cfg.lora_alpha, cfg.alpha_policy, reference)
-    if allocator is not None and cfg.learned_scale == "rank_average":
-        alphas = learned_alphas(alphas, cfg, allocator)
-    rows = [PlanRow(t.name, t.layer, t.kind, t.in_features, t.out_features, shown_rank, alpha,
+    strategy = strategy_for(method, cfg.allocation)
+    head = trained_head(cfg, model, head_modules, targets)
+    context = PlanContext(targets, method, model, list(head_modules), steps_per_epoch, batches, loss_fn, distributed,
+                          head)
+    result = strategy.plan(cfg, context)
+    alphas = alphas_for(result.ranks, cfg.lora_alpha, cfg.alpha_policy, strategy.reference_rank(cfg))
+    alphas = strategy.adjust_alphas(alphas, cfg, result)
+    rows = [PlanRow(t.name, t.layer, t.kind, t.in_features, t.out_features, shown, alpha,
                     method.matrix_parameters(t, rank))
-            for t, rank, shown_rank, alpha in zip(targets, ranks, shown, alphas)]
-    return Plan(cfg.method, cfg.allocation if method.trains_adapter else "none", rows, ranks, model_parameters,
-                head_parameters, budget, init=cfg.init, gradient=gradient.record() if gradient is not None else None,
-                lora_alpha=cfg.lora_alpha, alpha_policy=cfg.alpha_policy, lora_dropout=cfg.lora_dropout,
-                head_modules=list(head_modules), fan_in_fan_out=fan_in_fan_out(model, [t.name for t in targets]),
-                task_type=peft_task_type(model)), allocator
+            for t, rank, shown, alpha in zip(targets, result.ranks, result.shown, alphas)]
+    plan = Plan(cfg.method, cfg.allocation if method.trains_adapter else "none", rows, result.ranks,
+                sum(p.numel() for p in model.parameters()), sum(p.numel() for p in head), result.budget,
+                init=cfg.init, gradient=result.measurement, lora_alpha=cfg.lora_alpha,
+                alpha_policy=cfg.alpha_policy, lora_dropout=cfg.lora_dropout, head_modules=list(head_modules),
+                fan_in_fan_out=fan_in_fan_out(model, [t.name for t in targets]), task_type=peft_task_type(model))
+    return plan, result.allocator
 
 
 def measuring_batches(cfg, task, device, processes: int = 1) -> list[dict]:
@@ -276,59 +236,6 @@ def measured_plan(cfg) -> Plan:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     plan, _ = build_plan(cfg, task.model, task.head_modules, batches=measuring_batches(cfg, task, device))
     return plan
-
-
-def allocate_by_gradient(cfg, model: nn.Module, targets: list[TargetMatrix], batches, loss_fn=None,
-                         distributed: bool = False, head_modules: list[str] = ()):
-    """`gradient` allocation's ranks for a resolved config: the budget is --budget, else uniform --rank's
-    parameters; ranks in [rank_min, rank_max] (and each matrix's smaller dimension). Without `batches` only the
-    budget is checked: the result has no ranks (`measured` False). `head_modules`: the task's new head, trained
-    alone for --allocation_head_steps steps before measuring."""
-    method = get_method(cfg.method)
-    cost = method.rank_cost(targets)
-    field = "budget" if cfg.budget is not None else "rank"
-    budget = float(cfg.budget) if cfg.budget is not None else cost.total(float(cfg.rank))
-    limits = [min(cfg.rank_max, t.in_features, t.out_features) for t in targets]
-    if cfg.rank_min > min(limits):
-        raise ConfigError("rank_min", f"({cfg.rank_min}) exceeds the smallest target matrix dimension "
-                          f"({min(limits)})", f"Use --rank_min {min(limits)} or less")
-    check_feasible(cost, budget, cfg.rank_min, cfg.rank_max, field)
-    most = float(cost.cost(torch.tensor(limits, dtype=torch.float64)).sum())  # matrices smaller than rank_max
-    if budget > most + 1e-6:
-        raise ConfigError(field, f"budget {budget:,.0f} is more than the {len(targets)} target matrices can hold "
-                          f"with ranks up to --rank_max {cfg.rank_max} and their own sizes ({most:,.0f} parameters)",
-                          f"Lower --{field}, or raise --rank_max")
-    head = _warmable_head(cfg, model, head_modules, targets)
-    if batches is None:
-        return GradientAllocation.unmeasured(budget, cfg.allocation_batches, cfg.gradient_normalize)
-    if any(p.is_meta for p in model.parameters()):
-        raise ConfigError("allocation", "`gradient` needs the model's weights, but it is on the meta device",
-                          "Load the model with its weights (from_pretrained)")
-    return gradient_allocation(method, model, targets, batches, cost, budget, cfg.rank_min, cfg.rank_max,
-                               normalized=cfg.gradient_normalize, loss_fn=loss_fn, distributed=distributed,
-                               head=head, head_steps=cfg.allocation_head_steps, head_lr=cfg.cls_learning_rate)
-
-
-def _warmable_head(cfg, model: nn.Module, head_modules, targets: list[TargetMatrix]) -> list[nn.Parameter]:
-    """The parameters --allocation_head_steps trains: the head training trains (--freeze_head was refused).
-    ConfigError when steps are asked for and there is none (a causal LM keeps its pretrained head)."""
-    if not cfg.allocation_head_steps:
-        return []
-    head = trained_head(cfg, model, list(head_modules), targets)
-    if not head:
-        raise ConfigError("allocation_head_steps", "the model has no newly initialised head to train before "
-                          "measuring (a causal LM keeps its pretrained head; `every-linear` adapts the head's layers)",
-                          "Drop --allocation_head_steps")
-    return head
-
-
-def learned_alphas(alphas: list[float], cfg, allocator: RankAllocator) -> list[float]:
-    """Alphas of learned adapters (built at rank_max) rescaled so their update scale is α/r̄ (α/√r̄ with rsLoRA),
-    r̄ the uniform rank of the final budget: at one learning rate a component then moves as far as in a uniform
-    adapter of the same budget (with α/rank_max it would move r̄/rank_max as far)."""
-    average = allocator.cost.uniform_rank(allocator.schedule.memory_end)
-    factor = cfg.rank_max / average
-    return [a * (math.sqrt(factor) if cfg.alpha_policy == "rslora" else factor) for a in alphas]
 
 
 def peft_task_type(model: nn.Module) -> str | None:

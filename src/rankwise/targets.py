@@ -18,10 +18,12 @@ import dataclasses
 import re
 from dataclasses import asdict, dataclass
 
-from torch import nn
-from transformers.pytorch_utils import Conv1D
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 # Default targets per model family (`config.model_type`). Encoders: the LoRA-XS paper's 4 matrices per layer
 # (`output.dense` also matches `attention.output.dense`; both are wanted). Decoders: every projection.
@@ -61,13 +63,23 @@ class TargetMatrix:
         return asdict(self)
 
 
+def is_conv1d(module) -> bool:
+    """GPT-2's Conv1D (W stored as in×out). transformers is imported here, not with this module: the configuration
+    reads TargetMatrix and stays light to import."""
+    from transformers.pytorch_utils import Conv1D
+
+    return isinstance(module, Conv1D)
+
+
 def is_linear(module: nn.Module) -> bool:
-    return isinstance(module, (nn.Linear, Conv1D))
+    from torch import nn
+
+    return isinstance(module, nn.Linear) or is_conv1d(module)
 
 
 def linear_shape(module: nn.Module) -> tuple[int, int]:
     """(in_features, out_features) of an nn.Linear or a GPT-2 Conv1D (whose weight is in×out)."""
-    if isinstance(module, Conv1D):
+    if is_conv1d(module):
         in_features, out_features = module.weight.shape
         return int(in_features), int(out_features)
     return int(module.in_features), int(module.out_features)
@@ -75,14 +87,14 @@ def linear_shape(module: nn.Module) -> tuple[int, int]:
 
 def fan_in_fan_out(model: nn.Module, names) -> bool:
     """Whether the modules `names` of `model` store W as in×out (GPT-2's Conv1D): PEFT's `fan_in_fan_out`."""
-    return any(isinstance(model.get_submodule(n), Conv1D) for n in names)
+    return any(is_conv1d(model.get_submodule(n)) for n in names)
 
 
 def weight_matrix(module: nn.Module, tensor=None):
     """`tensor` (default: the module's weight), shaped like the module's weight, as out×in: GPT-2's Conv1D
     stores W as in×out."""
     tensor = module.weight if tensor is None else tensor
-    return tensor.T if isinstance(module, Conv1D) else tensor
+    return tensor.T if is_conv1d(module) else tensor
 
 
 def layer_index(name: str) -> int | None:

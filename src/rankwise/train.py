@@ -38,10 +38,11 @@ from transformers import (EarlyStoppingCallback, PrinterCallback, ProgressCallba
                           TrainingArguments, get_constant_schedule, get_cosine_schedule_with_warmup,
                           get_linear_schedule_with_warmup)
 
-from .allocation import RankAllocator
+from .allocation import strategy_for
+from .allocation.allocator import RankAllocator
 from .config import SEED_LIMIT, RunConfig, prepare
 from .errors import ConfigError, DataError, RankwiseError, RunDirError
-from .methods import AdapterSet, build_adapter
+from .methods import AdapterSet, build_adapter, get_method
 from .models import check_hub_upload
 from .planning import Plan, build_plan, check_head_saving, measuring_batches
 from .adapters.io import base_model_record
@@ -94,8 +95,8 @@ def setup_run(cfg: RunConfig) -> Setup:
     batches = math.ceil(len(task.train_features) / (cfg.per_device_train_batch_size * processes))
     steps_per_epoch = math.ceil(batches / cfg.gradient_accumulation_steps)
     total_steps = cfg.max_steps or steps_per_epoch * cfg.num_train_epochs
-    measured = measuring_batches(cfg, task, process_state().device, processes) if cfg.allocation == "gradient" \
-        else None
+    measured = measuring_batches(cfg, task, process_state().device, processes) \
+        if strategy_for(get_method(cfg.method), cfg.allocation).measures else None
     plan, allocator = build_plan(cfg, task.model, task.head_modules, steps_per_epoch, measured,
                                  distributed=processes > 1)
     check_head_saving(cfg, plan)

@@ -8,20 +8,24 @@
                    study's {"strategy_name": ..., "layer_ranks": [...]} too); --resample_layer_ranks stretches a
                    layer list of another length to the model's depth
 Any of them can be rescaled to a parameter budget (`--match_budget`) for fair comparisons.
+
+The functions take plain values (targets, ranks, costs); the strategy classes read their options from the run's
+configuration and name the option that caused a problem.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
-import torch
-
-from ..config import read_structured_file
+from ..data.structured import read_structured_file
 from ..errors import ConfigError
-from ..methods import get_method
+from ..options import option, positive_int, require, require_file
 from ..targets import HEAD_KIND, TargetMatrix, num_layers
-from .budget import RankCost, round_to_budget
+from .base import AllocationStrategy, PlanContext, StrategyPlan, register
+from .options import BudgetOption, MatchBudgetOption, RankOption
 
 
 def uniform(targets: list[TargetMatrix], rank: int) -> list[int]:
@@ -119,10 +123,14 @@ def custom(targets: list[TargetMatrix], spec: dict, default_rank: int, path: str
     return ranks
 
 
-def rescale_to_budget(ranks: list[int], cost: RankCost, budget: float, field: str = "budget") -> list[int]:
-    """Scale all ranks by one factor γ so Σ c_i(γ·r_i) = budget, then round within the budget.
+def rescale_to_budget(ranks: list[int], cost, budget: float, field: str = "budget") -> list[int]:
+    """Scale all ranks by one factor γ so Σ c_i(γ·r_i) = budget (`cost`: a RankCost), then round within the budget.
     Keeps the strategy's shape while matching a reference parameter count. `field` is the option that set
     the budget (`budget`, or `rank` for uniform rank's parameter count), named in errors."""
+    import torch
+
+    from .budget import round_to_budget
+
     base = torch.tensor(ranks, dtype=torch.float64)
     if cost.total(base / base.min()) > budget:
         what = (f"({budget:,.0f} parameters)" if field == "budget" else
@@ -146,49 +154,182 @@ def _custom_sources(targets: list[TargetMatrix], spec: dict) -> list[str]:
     return ["rank_file" if any(p.search(t.name) for p in patterns) else "rank" for t in targets]
 
 
-def static_ranks(cfg, targets: list[TargetMatrix], cost: RankCost) -> list[int]:
-    """Ranks of a static strategy from a resolved RunConfig, rescaled to a budget in the method's `cost` when
-    `match_budget` is set. Raises
-    ConfigError, naming the option that caused it, when a rank exceeds its matrix's smaller dimension."""
-    a = cfg.allocation
-    if a == "uniform":
-        ranks, sources = uniform(targets, cfg.rank), ["rank"] * len(targets)
-    elif a == "linear_decay":
-        ranks = linear_decay(targets, cfg.rank_first, cfg.rank_last)
-        sources = ["rank_first" if cfg.rank_first >= cfg.rank_last else "rank_last"] * len(targets)
-    elif a == "attention_heavy":
-        ranks = attention_heavy(targets, cfg.rank_attention, cfg.rank_mlp)
-        sources = ["rank_attention" if t.kind == "attention" else "rank_mlp" for t in targets]
-    elif a == "empirical":
-        ranks, sources = empirical(targets, cfg.rank), ["rank"] * len(targets)
-    elif a == "custom":
+# ---------------------------------------------------------------------------------------------
+# The strategies
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class LinearDecayOptions:
+    """`linear_decay`'s ranks at the first and last layer."""
+
+    rank_first: Optional[int] = option(None, "`linear_decay`: rank at the first layer.", "allocation")
+    rank_last: Optional[int] = option(None, "`linear_decay`: rank at the last layer.", "allocation")
+
+
+@dataclass
+class AttentionHeavyOptions:
+    """`attention_heavy`'s ranks of attention and MLP matrices."""
+
+    rank_attention: Optional[int] = option(None, "`attention_heavy`: rank of attention matrices.", "allocation")
+    rank_mlp: Optional[int] = option(None, "`attention_heavy`: rank of MLP matrices.", "allocation")
+
+
+@dataclass
+class CustomOptions:
+    """`custom`'s rank file."""
+
+    rank_file: Optional[str] = option(None, "`custom`: JSON/YAML file with `layer_ranks: [...]` (one per layer) or "
+                                     "`module_ranks: {regex: rank}`.", "allocation")
+    resample_layer_ranks: bool = option(False, "`custom`: stretch a `layer_ranks` list of another length to the model's "
+                                       "depth (linear interpolation, rounded) instead of refusing it.", "allocation")
+
+
+class StaticStrategy(AllocationStrategy):
+    """A strategy whose ranks follow from its options and the targets alone; `--match_budget` rescales them."""
+
+    options = (RankOption, MatchBudgetOption, BudgetOption)
+
+    def ranks(self, cfg, targets: list[TargetMatrix]) -> tuple[list[int], list[str]]:
+        """(ranks, per matrix the option that set its rank)."""
+        raise NotImplementedError
+
+    def validate(self, cfg, given) -> None:
+        require(cfg.rank >= 1, "rank", f"must be a positive integer, got {cfg.rank}")
+        if cfg.budget is not None:
+            require(cfg.budget >= 1, "budget", f"must be a positive integer, got {cfg.budget}")
+            require(cfg.match_budget, "budget", "is only used with --match_budget",
+                    "Add --match_budget to rescale the ranks to this budget")
+
+    def plan(self, cfg, context: PlanContext) -> StrategyPlan:
+        targets = context.targets
+        ranks, sources = self.ranks(cfg, targets)
+        if cfg.match_budget:
+            cost = context.cost
+            budget = cfg.budget if cfg.budget is not None else cost.total(cfg.rank)
+            ranks = rescale_to_budget(ranks, cost, budget, "budget" if cfg.budget is not None else "rank")
+            sources = ["budget" if cfg.budget is not None else "rank"] * len(targets)
+        check_ranks_fit(cfg, targets, ranks, sources, context.method.ranks_beyond_shape)
+        return StrategyPlan(ranks)
+
+    def name_parts(self, cfg) -> tuple[list[str], set[str]]:
+        return [self.name, f"r{cfg.rank}"], {"allocation", "rank"}
+
+
+
+
+@register
+class Uniform(StaticStrategy):
+    name = "uniform"
+    title = "uniform"
+    summary = "rank --rank everywhere"
+
+    def ranks(self, cfg, targets):
+        return uniform(targets, cfg.rank), ["rank"] * len(targets)
+
+    def describe(self, row: dict, text) -> str:
+        return f"r{text(row['rank'])}" + (" (matched budget)" if row.get("match_budget") else "")
+
+
+@register
+class LinearDecay(StaticStrategy):
+    name = "linear_decay"
+    title = "linear decay"
+    summary = "--rank_first at the first layer to --rank_last at the last, rounded"
+    options = (RankOption, LinearDecayOptions, MatchBudgetOption, BudgetOption)
+
+    def validate(self, cfg, given) -> None:
+        super().validate(cfg, given)
+        positive_int(cfg, "rank_first", self.name)
+        positive_int(cfg, "rank_last", self.name)
+
+    def ranks(self, cfg, targets):
+        source = "rank_first" if cfg.rank_first >= cfg.rank_last else "rank_last"
+        return linear_decay(targets, cfg.rank_first, cfg.rank_last), [source] * len(targets)
+
+    def name_parts(self, cfg):
+        return [self.name, f"r{cfg.rank_first}-{cfg.rank_last}"], {"allocation", "rank_first", "rank_last"}
+
+    def describe(self, row: dict, text) -> str:
+        return f"{text(row['rank_first'])}→{text(row['rank_last'])}"
+
+
+@register
+class AttentionHeavy(StaticStrategy):
+    name = "attention_heavy"
+    title = "attention-heavy"
+    summary = "--rank_attention for attention matrices, --rank_mlp for MLP matrices"
+    options = (RankOption, AttentionHeavyOptions, MatchBudgetOption, BudgetOption)
+
+    def validate(self, cfg, given) -> None:
+        super().validate(cfg, given)
+        positive_int(cfg, "rank_attention", self.name)
+        positive_int(cfg, "rank_mlp", self.name)
+
+    def ranks(self, cfg, targets):
+        return (attention_heavy(targets, cfg.rank_attention, cfg.rank_mlp),
+                ["rank_attention" if t.kind == "attention" else "rank_mlp" for t in targets])
+
+    def name_parts(self, cfg):
+        return ([self.name, f"att{cfg.rank_attention}-mlp{cfg.rank_mlp}"],
+                {"allocation", "rank_attention", "rank_mlp"})
+
+    def describe(self, row: dict, text) -> str:
+        return f"att {text(row['rank_attention'])} / mlp {text(row['rank_mlp'])}"
+
+
+@register
+class Empirical(StaticStrategy):
+    name = "empirical"
+    title = "empirical"
+    summary = "early layers (depth < 30%) 0.6·r, middle (< 70%) 1.2·r, late 1.0·r"
+
+    def ranks(self, cfg, targets):
+        return empirical(targets, cfg.rank), ["rank"] * len(targets)
+
+    def describe(self, row: dict, text) -> str:
+        return f"empirical, r {text(row['rank'])}"
+
+
+@register
+class Custom(StaticStrategy):
+    name = "custom"
+    title = "custom"
+    summary = "ranks from a JSON/YAML file: layer_ranks (one per layer) or module_ranks (regex -> rank)"
+    options = (RankOption, CustomOptions, MatchBudgetOption, BudgetOption)
+
+    def validate(self, cfg, given) -> None:
+        super().validate(cfg, given)
+        fix = "Give a JSON/YAML file with `layer_ranks` or `module_ranks`"
+        require(cfg.rank_file is not None, "rank_file", "is required by --allocation custom", fix)
+        require_file("rank_file", cfg.rank_file, fix)
+
+    def ranks(self, cfg, targets):
         spec = load_rank_file(cfg.rank_file)
         ranks = custom(targets, spec, cfg.rank, path=f"`{cfg.rank_file}`", resample=cfg.resample_layer_ranks)
-        sources = _custom_sources(targets, spec)
-    else:
-        raise ValueError(f"{a!r} is not a static strategy")
-    if cfg.match_budget:
-        budget = cfg.budget if cfg.budget is not None else cost.total(cfg.rank)
-        ranks = rescale_to_budget(ranks, cost, budget, "budget" if cfg.budget is not None else "rank")
-        sources = ["budget" if cfg.budget is not None else "rank"] * len(targets)
-    check_ranks_fit(cfg, targets, ranks, sources)
-    return ranks
+        return ranks, _custom_sources(targets, spec)
+
+    def name_parts(self, cfg):
+        return [self.name], {"allocation"}
+
+    def describe(self, row: dict, text) -> str:
+        return f"custom ({Path(str(row.get('rank_file'))).name})"
 
 
-def check_ranks_fit(cfg, targets: list[TargetMatrix], ranks: list[int], sources: list[str]) -> None:
+def check_ranks_fit(cfg, targets: list[TargetMatrix], ranks: list[int], sources: list[str],
+                    ranks_beyond_shape: bool = False) -> None:
     """ConfigError for the first rank above its matrix's smaller dimension, naming the option that set it. A head
-    matrix (`every-linear`) may have more where the method's factors allow it (LoRA Without Regret put rank 128 on a
-    4-label classifier)."""
+    matrix (`every-linear`) may have more where the method's factors allow it (`ranks_beyond_shape`: LoRA Without
+    Regret put rank 128 on a 4-label classifier)."""
     for t, rank, source in zip(targets, ranks, sources):
         limit = min(t.in_features, t.out_features)
-        if rank <= limit or (t.kind == HEAD_KIND and get_method(cfg.method).ranks_beyond_shape):
+        if rank <= limit or (t.kind == HEAD_KIND and ranks_beyond_shape):
             continue
         if cfg.match_budget:
             budget = f"{cfg.budget:,} parameters" if source == "budget" else f"uniform rank {cfg.rank}'s parameters"
             what = f"({getattr(cfg, source)}) with --match_budget rescales the ranks to {budget}, which gives"
         elif source == "rank_file":
             what = f"`{cfg.rank_file}` gives"
-        elif cfg.allocation == "custom":  # --rank: the default of matrices the file does not set
+        elif cfg.rank_file is not None and source == "rank":  # custom: the rank of matrices the file does not set
             what = f"({cfg.rank}), the rank of matrices `{cfg.rank_file}` does not set, gives"
         else:
             what = f"({getattr(cfg, source)}) gives"

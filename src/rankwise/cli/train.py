@@ -8,7 +8,9 @@ import math
 import sys
 from pathlib import Path
 
+from ..allocation import strategy_for
 from ..config import RunConfig, add_config_arguments, config_from_args, config_from_dict, parse_bool, prepare
+from ..methods import get_method
 from ..errors import ConfigError, ModelError, RankwiseError
 from ..naming import run_name
 from ..rundir import check_writable_path, write_json_atomic, write_text_atomic
@@ -86,7 +88,7 @@ def cmd_plan(args) -> int:
         raise RankwiseError(f"--out: `{out}` is a directory; give a file name ending in .json or .csv")
     if out is not None:
         check_writable_path(out, "--out")
-    if cfg.allocation == "gradient":  # the ranks come from data: load the model and a few batches
+    if strategy_for(get_method(cfg.method), cfg.allocation).measures:  # ranks from data: model and a few batches
         plan = measured_plan(cfg)
     else:
         plan, _ = build_plan(cfg, *meta_model(cfg))
@@ -230,7 +232,7 @@ def _glue(args) -> int:
     check_configs(configs)  # rank plan, budget and data files, on a weightless model, before any run starts
     if args.dry_run:
         plan, _ = build_plan(configs[0], *meta_model(configs[0]))
-        print(plan.to_table() if configs[0].allocation == "learned" else plan.to_table().splitlines()[-1])
+        print(plan.to_table() if plan.strategy().learned else plan.to_table().splitlines()[-1])
         for (name, state), cfg in zip(describe_runs(configs), configs):
             print(f"would run {cfg.output_dir} (seed {cfg.seed}, {cfg.num_train_epochs} epochs): {state}")
         return 0

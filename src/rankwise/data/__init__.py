@@ -1,5 +1,7 @@
 """Tasks and data: GLUE classification/regression (`glue.py`), your own classification/regression data (`files.py`),
-instruction tuning (`instruct.py`), and the input files of `rankwise predict` (`inputs.py`)."""
+instruction tuning (`instruct.py`), the input files of `rankwise predict` (`inputs.py`), the data options of a run
+(`options.py`) and the structured files users give (`structured.py`). Light to import: the modules that read data
+(pandas, scikit-learn) are imported by who uses them."""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ from typing import Any
 
 from .glue import TASKS as GLUE_TASKS
 from .glue import Example, TaskData, compute_metrics, load_glue
-from .inputs import Inputs, read_inputs
 
 INSTRUCT_TASKS: tuple[str, ...] = ("alpaca",)  # data/instruct.py
 TEXT_TASK = "text"  # your own classification or regression data: data/files.py
@@ -29,4 +30,4 @@ def encode_classification(examples: list[Example], tokenizer, max_length: int, r
 
 
 __all__ = ["GLUE_TASKS", "Example", "TaskData", "compute_metrics", "load_glue", "known_tasks",
-           "encode_classification", "Inputs", "read_inputs", "TEXT_TASK"]
+           "encode_classification", "TEXT_TASK"]

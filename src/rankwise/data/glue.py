@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import pearsonr, spearmanr
-from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from ..errors import DataError
 
@@ -207,6 +205,9 @@ def load_glue(task_name: str, data_dir: str | None) -> TaskData:
 
 def compute_metrics(task_name: str, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Task metrics from predictions (class ids, or scores for STS-B) and gold labels."""
+    from scipy.stats import pearsonr, spearmanr  # scipy and scikit-learn take a second to import: only when scoring
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
     task = TASKS[task_name]
     out: dict[str, float] = {}
     for metric in task.metrics:

@@ -27,10 +27,15 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..allocation.base import AllocationStrategy, PlanContext, StrategyPlan
+from ..allocation.base import register as register_strategy
+from ..allocation.options import AverageRank, RankOption
 from ..errors import ConfigError, RunDirError
+from ..options import option, require as _require
+from .base import AdapterMethod, AdapterSet, DropoutOption, TrainingHooks, register
+
 if TYPE_CHECKING:
     from ..targets import TargetMatrix
-from .base import AdapterMethod, AdapterSet, TrainingHooks, register
 
 ADAPTER_NAME = "default"
 FORMAT = "rankwise-adalora"
@@ -87,9 +92,74 @@ def adalora_steps(cfg, total_steps: int) -> tuple[int, int]:
     return tinit, tfinal
 
 
-def _require(ok: bool, name: str, problem: str, fix: str = "") -> None:
-    if not ok:
-        raise ConfigError(name, problem, fix)
+@dataclass
+class AdaLoraOptions:
+    """AdaLoRA's knobs (PEFT's AdaLoraConfig; its budget: --rank_average or --adalora_target_r)."""
+
+    adalora_init_r: Optional[int] = option(None, "AdaLoRA: rank every matrix starts at. Default ceil(1.5 × the final "
+                                          "average rank).", "adalora")
+    adalora_target_r: Optional[int] = option(None, "AdaLoRA: final average rank (PEFT's target_r: target_r × n rank "
+                                            "triplets in all). Default: from --rank_average (or --rank), matched to LoRA's "
+                                            "parameter count at that rank.", "adalora")
+    adalora_tinit: float = option(0.1, "AdaLoRA: fraction of the optimiser steps trained before pruning starts "
+                                 "(PEFT's tinit, in steps).", "adalora")
+    adalora_tfinal: float = option(0.3, "AdaLoRA: fraction of the optimiser steps trained at the final ranks "
+                                  "(PEFT's tfinal, in steps; at least 1 step).", "adalora")
+    adalora_deltaT: int = option(10, "AdaLoRA: optimiser steps between two rank allocations.", "adalora")
+    adalora_beta1: float = option(0.85, "AdaLoRA: EMA coefficient of the sensitivity.", "adalora")
+    adalora_beta2: float = option(0.85, "AdaLoRA: EMA coefficient of the uncertainty.", "adalora")
+    adalora_orth_reg_weight: float = option(0.5, "AdaLoRA: weight of the orthogonality regulariser of A and B, added to "
+                                           "the training loss (not to evaluation losses).", "adalora")
+
+
+@register_strategy
+class AdaLoraPruning(AllocationStrategy):
+    """AdaLoRA's own allocation: every matrix starts at init_r triplets, and PEFT prunes them to the final budget
+    while training (the method's hooks run it)."""
+
+    name = "adalora"
+    title = "AdaLoRA pruning"
+    summary = "AdaLoRA's own: init_r triplets everywhere, pruned to the budget while training"
+    options = (RankOption, AverageRank)
+    selectable = False
+
+    def plan(self, cfg, context: PlanContext) -> StrategyPlan:
+        targets = context.targets
+        rank_limit = min(min(t.in_features, t.out_features) for t in targets)
+        if cfg.adalora_init_r > rank_limit:
+            raise ConfigError("adalora_init_r", f"({cfg.adalora_init_r}; unless given, 1.5 × the final average rank "
+                              f"from --rank_average or --adalora_target_r) exceeds the smallest target matrix "
+                              f"dimension ({rank_limit})", f"Use --adalora_init_r {rank_limit} or less, or a smaller "
+                              "final average rank")
+        budget = {**adalora_budget(cfg, targets).to_dict(), "rank_average": cfg.rank_average}
+        return StrategyPlan([cfg.adalora_init_r] * len(targets), budget=budget)
+
+    def name_parts(self, cfg):
+        """Ranks are AdaLoRA's own: name its budget and starting rank."""
+        used = {"allocation", "adalora_init_r"}
+        if cfg.adalora_target_r is not None:
+            parts = [f"target{cfg.adalora_target_r}"]
+            used.add("adalora_target_r")
+        else:
+            parts = [f"avg{cfg.rank_average:g}"]
+            used.add("rank_average")
+        return parts + [f"init{cfg.adalora_init_r}"], used
+
+    def describe(self, row: dict, text) -> str:
+        """AdaLoRA's budget: LoRA's parameters at rank_average, or PEFT's target_r."""
+        target = row.get("adalora_target_r")
+        return f"target_r {text(target)}" if target is not None and target == target else \
+            f"avg {text(row['rank_average'])}"
+
+    def budget_line(self, plan) -> str | None:
+        b = plan.budget
+        if not b:
+            return None
+        lora = (f" (LoRA at rank {b['rank_average']:g}: {b['lora_parameters']:,})"
+                if b.get("lora_parameters") is not None else "")
+        return (f"adalora: adapters allocated at init_r {b['init_r']} ({len(plan.rows) * b['init_r']} rank "
+                f"triplets); pruned during training to {b['target_triplets']} triplets ≈ "
+                f"{b['expected_parameters']:,} parameters{lora}")
 
 
 @register
@@ -99,6 +169,8 @@ class AdaLora(AdapterMethod):
     summary = "PEFT AdaLoRA: starts every matrix at init_r triplets and prunes to a budget while training"
     allocates_ranks = True
     supports_learned = False
+    options = (DropoutOption, AdaLoraOptions)
+    own_strategy = "adalora"
     default_rank = 8
     default_learning_rate = 5e-4
     saves_peft_files = True
@@ -108,8 +180,6 @@ class AdaLora(AdapterMethod):
     cost_symbol = "Σ r·(in+out+1)"
     stored_parts = "A, B, E"
     budget_hint = "set AdaLoRA's budget with --rank_average or --adalora_target_r"
-    own_fields = ("adalora_init_r", "adalora_target_r", "adalora_tinit", "adalora_tfinal", "adalora_deltaT",
-                  "adalora_beta1", "adalora_beta2", "adalora_orth_reg_weight", "rank_average")
 
     def cost_coefficients(self, target: TargetMatrix) -> tuple[int, int, int]:
         return 0, triplet_cost(target), 0
@@ -120,12 +190,12 @@ class AdaLora(AdapterMethod):
         if cfg.adalora_init_r is None:
             cfg.adalora_init_r = math.ceil(1.5 * (cfg.adalora_target_r or cfg.rank_average))
 
+    def own_strategy_refusal(self, option_name: str) -> tuple[str, str]:
+        return (f"does not apply to --method {self.name} ({self.title} allocates the ranks itself)",
+                f"Drop --{option_name}; {self.budget_hint}")
+
     def validate(self, cfg) -> None:
         super().validate(cfg)
-        _require(cfg.allocation == "uniform" and not cfg.match_budget, "allocation",
-                 f"AdaLoRA allocates the ranks itself; --allocation `{cfg.allocation}`"
-                 + (" with --match_budget" if cfg.match_budget else "") + " does not apply",
-                 "Drop --allocation/--match_budget and set the budget with --rank_average (or --adalora_target_r)")
         _require(cfg.alpha_policy == "constant", "alpha_policy",
                  f"`{cfg.alpha_policy}` does not apply to AdaLoRA (one scale lora_alpha/init_r for every matrix)",
                  "Drop --alpha_policy")
@@ -152,37 +222,6 @@ class AdaLora(AdapterMethod):
             _require(0 < value < 1, name, f"must be in (0, 1), got {value:g}")
         _require(cfg.adalora_orth_reg_weight >= 0, "adalora_orth_reg_weight",
                  f"must be >= 0, got {cfg.adalora_orth_reg_weight:g}")
-
-    def initial_ranks(self, cfg, targets):
-        rank_limit = min(min(t.in_features, t.out_features) for t in targets)
-        if cfg.adalora_init_r > rank_limit:
-            raise ConfigError("adalora_init_r", f"({cfg.adalora_init_r}; unless given, 1.5 × the final average rank "
-                              f"from --rank_average or --adalora_target_r) exceeds the smallest target matrix "
-                              f"dimension ({rank_limit})", f"Use --adalora_init_r {rank_limit} or less, or a smaller "
-                              "final average rank")
-        budget = {**adalora_budget(cfg, targets).to_dict(), "rank_average": cfg.rank_average}
-        return [cfg.adalora_init_r] * len(targets), budget
-
-    def budget_line(self, plan) -> str | None:
-        b = plan.budget
-        if not b:
-            return None
-        lora = (f" (LoRA at rank {b['rank_average']:g}: {b['lora_parameters']:,})"
-                if b.get("lora_parameters") is not None else "")
-        return (f"adalora: adapters allocated at init_r {b['init_r']} ({len(plan.rows) * b['init_r']} rank "
-                f"triplets); pruned during training to {b['target_triplets']} triplets ≈ "
-                f"{b['expected_parameters']:,} parameters{lora}")
-
-    def name_parts(self, cfg):
-        """Ranks are AdaLoRA's own: name its budget and starting rank."""
-        used = {"allocation", "adalora_init_r"}
-        if cfg.adalora_target_r is not None:
-            parts = [f"target{cfg.adalora_target_r}"]
-            used.add("adalora_target_r")
-        else:
-            parts = [f"avg{cfg.rank_average:g}"]
-            used.add("rank_average")
-        return parts + [f"init{cfg.adalora_init_r}"], used
 
     def build(self, model, targets, ranks, alphas, *, rslora=False, dropout=0.0, head_modules=(), task_type=None,
               seed=0, init="default", cfg=None, total_steps=0) -> AdapterSet:

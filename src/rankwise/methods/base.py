@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..allocation import strategy_for
 from ..errors import ConfigError
+from ..options import option
 
 if TYPE_CHECKING:
     import torch
@@ -62,6 +64,14 @@ class AdapterSet:
     def num_adapter_parameters(self) -> int:
         """Trainable adapter parameters as allocated (Σ r² for LoRA-XS, Σ r·(in+out) for LoRA)."""
         return sum(p.numel() for p in self.adapter_parameters())
+
+
+@dataclass
+class DropoutOption:
+    """Dropout on an adapter's input: the methods whose layers have it (LoRA's) read it."""
+
+    scope: ClassVar[str] = "LoRA layers"  # who reads it, in messages about runs that would not
+    lora_dropout: float = option(0.0, "Dropout on the adapter input (LoRA only).", "model")
 
 
 class TrainingHooks:
@@ -103,7 +113,8 @@ class AdapterMethod:
     trains_adapter: ClassVar[bool] = True  # False: full fine-tuning (every weight trains, no ranks)
     allocates_ranks: ClassVar[bool] = False  # True: the method sets its own ranks while training (AdaLoRA)
     supports_learned: ClassVar[bool] = True  # learned allocation's keep masks work on it
-    has_dropout: ClassVar[bool] = True  # reads --lora_dropout
+    options: ClassVar[tuple[type, ...]] = (DropoutOption,)  # the option dataclasses it reads (its own: in its module)
+    own_strategy: ClassVar[str | None] = None  # the allocation strategy it brings (AdaLoRA, full), for every run
     default_rank: ClassVar[int] = 8
     default_learning_rate: ClassVar[float] = 5e-4
     inits: ClassVar[tuple[str, ...]] = ("default",)
@@ -112,7 +123,6 @@ class AdapterMethod:
     cost_formula: ClassVar[str] = "r*(in+out) per matrix"
     cost_symbol: ClassVar[str] = "Σ r·(in+out)"  # for printed summaries
     stored_parts: ClassVar[str] = "A, B"  # the adapter values an export stores
-    own_fields: ClassVar[tuple[str, ...]] = ()  # config fields only this method reads
     lr_range: ClassVar[tuple[float, float] | None] = None  # the LR-ratio study's default grid (lr-sweep), if any
     budget_hint: ClassVar[str] = ""  # for methods that allocate their own ranks: how to set their budget
     saves_peft_files: ClassVar[bool] = False  # a run's adapter/ is PEFT's format (else rankwise tensors)
@@ -139,13 +149,13 @@ class AdapterMethod:
         return RankCost.from_coefficients([self.cost_coefficients(t) for t in targets])
 
     # --- config ---------------------------------------------------------------------------------
-    def reads(self, field_name: str) -> bool | None:
-        """Whether this method reads a config field: True/False, or None when the method has no say."""
-        if field_name in self.own_fields:
-            return True
-        if field_name == "lora_dropout":
-            return self.has_dropout
-        return None
+    def reads(self, option_name: str) -> bool:
+        """Whether this method reads run option `option_name` (one of its option dataclasses holds it)."""
+        return any(option_name in part.__dataclass_fields__ for part in self.options)
+
+    def own_strategy_refusal(self, option_name: str) -> tuple[str, str]:
+        """(problem, fix) for an allocation option given to a run of a method that brings its own strategy."""
+        return f"does not apply to --method {self.name}", f"Drop --{option_name}"
 
     def resolve(self, cfg) -> None:
         """Fill this method's defaults into a config being resolved (in place)."""
@@ -156,33 +166,21 @@ class AdapterMethod:
             users = [m.name for m in _registered() if cfg.init in m.inits]
             raise ConfigError("init", f"`{cfg.init}` does not apply to --method {self.name}",
                               f"Use --method {' or --method '.join(users)}" if users else "")
-        if cfg.allocation == "learned" and self.trains_adapter and not self.supports_learned:
-            raise ConfigError("allocation", f"`learned` needs rank masks, which --method {self.name} does not have",
-                              self.no_learned_fix())
+        if strategy_for(self, cfg.allocation).learned and not self.supports_learned:
+            raise ConfigError("allocation", f"`{cfg.allocation}` needs rank masks, which --method {self.name} does not "
+                              "have", self.no_learned_fix())
 
     def no_learned_fix(self) -> str:
-        learned = [m.name for m in _registered() if m.supports_learned and m.trains_adapter]
+        learned = [m.name for m in _registered() if m.supports_learned and m.own_strategy is None]
         return f"Use a static --allocation, or --method {' or --method '.join(learned)}"
 
     # --- plan -----------------------------------------------------------------------------------
-    def initial_ranks(self, cfg, targets: list[TargetMatrix]) -> tuple[list[int], dict | None]:
-        """(ranks to build, budget record) for methods that allocate their own ranks."""
-        raise NotImplementedError
-
     def gradient_energy(self, weight: "torch.Tensor", grad: "torch.Tensor", rank_max: int) -> "torch.Tensor":
         """E(s) for s = 0..rank_max: how much of the loss gradient `grad` (out×in) an adapter of rank s on `weight`
         can follow (`--allocation gradient`). LoRA's: the top-s squared singular values of the gradient."""
-        from ..allocation.gradient import lora_energy  # torch
+        from ..allocation.energy import lora_energy  # torch
 
         return lora_energy(grad, rank_max)
-
-    def budget_line(self, plan) -> str | None:
-        """The plan table's line about this method's budget, if it has one of its own."""
-        return None
-
-    def name_parts(self, cfg) -> tuple[list[str], set[str]] | None:
-        """Run-name parts (after the method) and the config fields they name, or None for the allocation's."""
-        return None
 
     # --- build and train --------------------------------------------------------------------------
     def build(self, model: "nn.Module", targets: list[TargetMatrix], ranks: list[int], alphas: list[float], *,

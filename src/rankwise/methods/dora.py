@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..targets import TargetMatrix
-from .base import register
+from .base import DropoutOption, register
 from .lora import PEFT_ADAPTER_NAME, Lora
 
 
@@ -27,6 +27,7 @@ class Dora(Lora):
     summary = "PEFT LoraConfig(use_dora=True): LoRA on the direction of W plus a trainable magnitude per output"
     use_dora = True
     inits = ("default",)
+    options = (DropoutOption,)
     export_formats = ("peft", "merged")
     cost_formula = "r*(in+out)+out per matrix"
     cost_symbol = "Σ r·(in+out) + out"

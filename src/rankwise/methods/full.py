@@ -8,10 +8,35 @@ from typing import TYPE_CHECKING
 
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..allocation.base import AllocationStrategy, PlanContext, StrategyPlan
+from ..allocation.base import register as register_strategy
+from .base import AdapterMethod, AdapterSet, DropoutOption, register
+
 if TYPE_CHECKING:
     from ..targets import TargetMatrix
-from .base import AdapterMethod, AdapterSet, register
+
+
+@register_strategy
+class FullRank(AllocationStrategy):
+    """Full fine-tuning's own: every matrix trains whole, at its full rank (no budget, no options)."""
+
+    name = "full"
+    title = "full"
+    summary = "full fine-tuning's own: every weight trains"
+    options = ()
+    selectable = False
+
+    def plan(self, cfg, context: PlanContext) -> StrategyPlan:
+        return StrategyPlan([min(t.in_features, t.out_features) for t in context.targets])
+
+    def reference_rank(self, cfg) -> int:
+        return cfg.rank
+
+    def name_parts(self, cfg):
+        return [], set()
+
+    def describe(self, row: dict, text) -> str:
+        return "full"
 
 
 @register
@@ -22,6 +47,8 @@ class Full(AdapterMethod):
     summary = "full fine-tuning: every weight trains (the LR-ratio study's reference)"
     trains_adapter = False
     supports_learned = False
+    options = (DropoutOption,)  # ignored, as lora_alpha is: an LR sweep passes its shared options to its references
+    own_strategy = "full"
     default_rank = 0
     default_learning_rate = 5e-5
     lr_range = (1e-5, 1e-3)
@@ -33,11 +60,9 @@ class Full(AdapterMethod):
     def cost_coefficients(self, target: TargetMatrix) -> tuple[int, int, int]:
         return 0, 0, target.in_features * target.out_features
 
-    def validate(self, cfg) -> None:
-        super().validate(cfg)
-        if cfg.allocation != "uniform":
-            raise ConfigError("allocation", f"`{cfg.allocation}` needs an adapter, but --method is `full`",
-                              "Use --method loraxs or --method lora, or drop --allocation")
+    def own_strategy_refusal(self, option_name: str) -> tuple[str, str]:
+        return (f"does not apply to --method {self.name} ({self.title} trains every weight: there are no adapter "
+                "ranks or budgets)", f"Drop --{option_name}, or use --method loraxs, lora or dora")
 
     def build(self, model, targets, ranks, alphas, *, rslora=False, dropout=0.0, head_modules=(), task_type=None,
               seed=0, init="default", cfg=None, total_steps=0) -> AdapterSet:

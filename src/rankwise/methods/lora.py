@@ -13,13 +13,23 @@ Saved as `rankwise-lora` (PEFT's files plus rankwise.json); exported as `compact
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..allocation import strategy_for
 from ..errors import ConfigError, RunDirError
-from .base import AdapterMethod, AdapterSet, register
+from ..options import option
+from .base import AdapterMethod, AdapterSet, DropoutOption, register
 
 FORMAT = "rankwise-lora"
 PEFT_ADAPTER_NAME = "default"
+
+
+@dataclass
+class EvaOptions:
+    """EVA's redistribution limit (`--init eva`)."""
+
+    eva_rho: float = option(2.0, "`--init eva`: a matrix may get up to eva_rho × its rank (1 = no redistribution).", "model")
 
 
 @register
@@ -31,6 +41,7 @@ class Lora(AdapterMethod):
     default_learning_rate = 5e-4
     lr_range = (1e-4, 1e-2)
     inits = ("default", "eva")
+    options = (DropoutOption, EvaOptions)
     saves_peft_files = True
     ranks_beyond_shape = True  # A (r×in) and B (out×r) are free factors at any rank
     export_formats = ("compact", "peft", "merged")
@@ -39,7 +50,8 @@ class Lora(AdapterMethod):
     def validate(self, cfg) -> None:
         super().validate(cfg)
         if cfg.init == "eva":
-            if cfg.allocation in ("learned", "gradient"):
+            strategy = strategy_for(self, cfg.allocation)
+            if strategy.learned or strategy.measures:
                 raise ConfigError("init", "`eva` sets the ranks itself and cannot be combined with --allocation "
                                   f"{cfg.allocation}", "Use a static --allocation (e.g. uniform) with --init eva")
             if cfg.eva_rho < 1:

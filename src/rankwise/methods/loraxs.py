@@ -24,7 +24,7 @@ class LoraXS(AdapterMethod):
     name = "loraxs"
     title = "LoRA-XS"
     summary = "frozen SVD factors A = Σ_r V_rᵀ, B = U_r of each weight, trainable r×r R, ΔW = (α/r)·B·R·A"
-    has_dropout = False
+    options = ()  # no dropout: LoRA-XS's layer has none
     default_rank = 25
     # LoRA-XS trains only r×r per matrix; on MiniLM/CoLA 1e-3 barely moves it in a few epochs, 5e-3 does (README).
     default_learning_rate = 5e-3
@@ -40,7 +40,7 @@ class LoraXS(AdapterMethod):
 
     def gradient_energy(self, weight, grad, rank_max: int):
         """The squared gradient of R's top-left s×s block (R sits between the frozen SVD factors of `weight`)."""
-        from ..allocation.gradient import loraxs_energy
+        from ..allocation.energy import loraxs_energy
 
         return loraxs_energy(weight, grad, rank_max)
 

@@ -89,10 +89,10 @@ def model_card(record: dict, name: str) -> str:
                             "split": "validation"},
                 "metrics": metrics}]}]
 
-    allocation = record.get("allocation") or "full fine-tuning"
+    how = f"{method.title}, {record['allocation']} allocation" if record.get("allocation") else method.title
     lines = [f"# {name}", "",
              f"`{base}` fine-tuned on {('GLUE ' + GLUE_NAMES[task]) if task in GLUE_NAMES else (task or 'a task')} "
-             f"with rankwise ({method.title}, {allocation} allocation), exported as "
+             f"with rankwise ({how}), exported as "
              f"`{fmt}`" + (f" from the run `{record['source_run']}`" if record.get("source_run") else "") + "."]
     embedded = EMBEDDED.get(record.get("base_model") or "")
     if embedded is not None and embedded.hub_id is None and embedded.derived_from:
@@ -121,8 +121,10 @@ def model_card(record: dict, name: str) -> str:
     lines += ["", "## Training", ""]
     if params:
         ranks = sorted((record.get("hard_ranks") or {}).values())
-        lines.append(f"- adapter: {len(ranks)} matrices, ranks {ranks[0]}–{ranks[-1]}, {params['after']:,} "
-                     f"parameters ({method.cost_symbol})" if ranks else f"- adapter: {params['after']:,} parameters")
+        span = f"rank {ranks[0]}" if ranks and ranks[0] == ranks[-1] else f"ranks {ranks[0]}–{ranks[-1]}" if ranks \
+            else ""
+        lines.append(f"- adapter: {len(ranks)} matrices, {span}, {params['after']:,} parameters "
+                     f"({method.cost_symbol})" if ranks else f"- adapter: {params['after']:,} parameters")
     for key, label in (("learning_rate", "learning rate"), ("cls_learning_rate", "head learning rate"),
                        ("num_train_epochs", "epochs"), ("max_steps", "optimiser steps"),
                        ("per_device_train_batch_size", "batch size per device"), ("seed", "seed")):
