@@ -11,7 +11,6 @@ import csv
 import dataclasses
 import io
 import itertools
-import math
 import json
 from dataclasses import asdict, dataclass, field
 
@@ -20,7 +19,7 @@ from torch import nn
 
 from .adapters import alphas_for
 from .allocation import PlanContext, strategy_for
-from .config import default_max_seq_length
+from .data.options import default_max_seq_length
 from .data import GLUE_TASKS, TEXT_TASK
 from .data.files import load_text_data
 from .errors import ConfigError

@@ -16,7 +16,7 @@ from typing import Any
 from ..data.structured import read_structured_file
 from ..errors import ConfigError
 from ..options import parse_bool, parse_float, parse_int
-from . import FIELDS, RunConfig
+from .run import FIELDS, RunConfig
 
 
 def _base_type(tp: Any) -> type:

@@ -83,6 +83,11 @@ class InstructDataOptions:
     num_generations: int = option(4, "alpaca: greedy generations on eval prompts saved to the run directory.", "data")
 
 
+def default_max_seq_length(task: str) -> int:
+    """--max_seq_length when none is given (a model with fewer positions caps it: `models.check_max_seq_length`)."""
+    return 512 if task == "alpaca" else 128
+
+
 def task_options(task: str | None) -> tuple[type, ...]:
     """The data option parts task `task` reads beyond DataArguments (None: a task not yet known reads them all)."""
     if task is None:

@@ -8,7 +8,7 @@ from typing import Callable
 
 from torch import nn
 
-from ..config import default_max_seq_length
+from .options import default_max_seq_length
 from ..models import check_max_seq_length
 
 

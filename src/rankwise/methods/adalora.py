@@ -18,7 +18,7 @@ Saved as `rankwise-adalora` (PEFT's own AdaLoRA files, pruned, plus rankwise.jso
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import contextlib
 import json
