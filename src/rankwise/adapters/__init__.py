@@ -4,6 +4,7 @@
     lora.py    PEFT LoRA/DoRA helpers: a LoraConfig over exact module paths, keep-mask hooks on lora_A
     masks.py   soft and hard rank masks, one definition for every method with masks
     io.py      adapter metadata, the base-model fingerprint, head tensors, compact tensors
+    adapter_set.py  AdapterSet: a model with one method's adapters, as training, saving and exports handle it
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ from ..targets import EVERY_LINEAR, TargetMatrix, find_targets, linear_shape
 from .loraxs import LoraXSLinear
 
 if TYPE_CHECKING:
-    from ..methods import AdapterSet
+    from .adapter_set import AdapterSet
 
 COMPACT_FORMAT = "rankwise-compact"
 META_FILE = "rankwise.json"

@@ -20,10 +20,11 @@ config validation and `rankwise --help`, which stay free of those imports (about
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..adapters.adapter_set import AdapterSet
 from ..allocation import strategy_for
 from ..errors import ConfigError
 from ..options import option
@@ -34,36 +35,6 @@ if TYPE_CHECKING:
 
     from ..allocation.budget import RankCost
     from ..targets import TargetMatrix
-
-
-@dataclass
-class AdapterSet:
-    """A model with one method's adapters: the model to train and call (a PeftModel for PEFT methods), the
-    adapted matrices in target order, their allocated ranks and alphas, and the adapted modules."""
-
-    method: "AdapterMethod"
-    model: "nn.Module"
-    targets: list[TargetMatrix]
-    ranks: list[int]  # allocated size per matrix (rank_max for learned allocation)
-    alphas: list[float]
-    modules: list = field(default_factory=list)  # LoraXSLinear, or PEFT layers
-    hooks: Any = None  # where set_keep puts the masks: LoRA's keep hooks, LoRA-XS's mask bank
-    base_record: dict | None = None  # the base model's fingerprint taken before its weights were cast (adapters.io)
-
-    def set_keep(self, keep: "torch.Tensor | None") -> None:
-        """Mask rank components: keep (n, r_max) with q_i(k) in [0, 1], or None for all components."""
-        self.method.set_keep(self, keep)
-
-    def scales(self) -> list[float]:
-        """Each adapted matrix's update scale: α/r, α/√r with rsLoRA, per its own rank and alpha."""
-        return self.method.scales(self)
-
-    def adapter_parameters(self) -> list:
-        return self.method.adapter_parameters(self)
-
-    def num_adapter_parameters(self) -> int:
-        """Trainable adapter parameters as allocated (Σ r² for LoRA-XS, Σ r·(in+out) for LoRA)."""
-        return sum(p.numel() for p in self.adapter_parameters())
 
 
 @dataclass
