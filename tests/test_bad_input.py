@@ -143,7 +143,7 @@ def test_sweeps_still_drop_inapplicable_base_and_grid_options_per_run(tmp_path):
      "Write a number"),
     ("quiet: 1\n", "--quiet: bad value in `{path}`: got 1 (an int), but it takes true or false", "Write true or false"),
     ("rank: '8'\n", '--rank: bad value in `{path}`: got "8" (a str), but it takes an integer', "Write an integer"),
-    ("num_train_epochs: null\n", "--num_train_epochs: bad value in `{path}`: got null, but it takes an integer",
+    ("num_train_epochs: null\n", "--num_train_epochs: bad value in `{path}`: got null, but it takes a number",
      "leave --num_train_epochs out"),
     ("target_modules: [query, value]\n", "--target_modules: bad value in `{path}`: got", "one comma-separated string"),
 ])

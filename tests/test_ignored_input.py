@@ -89,7 +89,7 @@ def test_placement_reads_every_config_file_and_names_its_own_flags(tiny_llama_di
                                                           "the model has 3 layers"),
         (["--strategy", "custom", "--custom_ranks", "[4, 4]"], "--custom_ranks: the list [4, 4] has 2 entries but the "
                                                                "model has 3 layers"),
-        (["--lora_rank", "8", "--num_epochs", "0"], "--num_epochs: must be at least 1, got 0"),
+        (["--lora_rank", "8", "--num_epochs", "0"], "--num_epochs: must be positive, got 0"),
         (["--lora_rank", "8", "--batch_size", "0"], "--batch_size: must be a positive integer, got 0"),
     ]
     for extra, expected in cases:
@@ -104,7 +104,7 @@ def test_placement_reads_every_config_file_and_names_its_own_flags(tiny_llama_di
 @pytest.mark.parametrize("extra,expected,wrong", [
     (["--target_task", "colaa"], "--target_task: unknown task `colaa`. Did you mean `cola`?", "--task:"),
     (["--lr", "-1"], "--lr: must be positive, got -1.0", "--learning_rate"),
-    (["--epoch", "0"], "--epoch: must be at least 1, got 0", "--num_train_epochs"),
+    (["--epoch", "0"], "--epoch: must be positive, got 0", "--num_train_epochs"),
 ])
 def test_glue_errors_name_the_studys_flags(extra, expected, wrong, tiny_bert_dir, tiny_glue_dir, tmp_path, capsys):
     err = err_of(capsys, "glue", "--model", tiny_bert_dir, "--data_dir", tiny_glue_dir, "--output_dir", tmp_path / "r",

@@ -19,7 +19,7 @@ from rankwise.rundir import read_jsonl, read_summary
 from rankwise.sweep import expand, load_sweep, run_state, run_sweep
 
 psutil = pytest.importorskip("psutil")
-EPOCHS = 10  # 120 steps a run: killed in its first epochs, rerun in seconds
+EPOCHS = 30  # 360 steps a run: killed in its first epochs (on a fast machine too), rerun in seconds
 
 
 def sweep_file(tmp_path: Path, model_dir, data_dir) -> Path:

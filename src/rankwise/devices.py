@@ -27,6 +27,32 @@ def to_host(tensor: torch.Tensor) -> list:
     return tensor.detach().tolist()
 
 
+class HostBatches:
+    """Per-batch tensors of an evaluation, held on their device and moved to the host every `every` batches
+    (transformers' --eval_accumulation_steps) or once at the end (None): no host sync per batch."""
+
+    def __init__(self, every: int | None = None):
+        self.every = every
+        self.pending: list[tuple[torch.Tensor, ...]] = []
+        self.moved: list[tuple[torch.Tensor, ...]] = []
+
+    def add(self, *tensors: torch.Tensor) -> None:
+        self.pending.append(tuple(t.detach() for t in tensors))
+        if self.every and len(self.pending) >= self.every:
+            self._move()
+
+    def _move(self) -> None:
+        if self.pending:
+            self.moved.append(tuple(torch.cat(parts).cpu() for parts in zip(*self.pending)))
+            self.pending = []
+
+    def result(self, fields: int) -> tuple[torch.Tensor, ...]:
+        """Each of the `fields` values over every batch, concatenated on the host (empty without batches)."""
+        self._move()
+        return tuple(torch.cat(parts) for parts in zip(*self.moved)) if self.moved else \
+            tuple(torch.zeros(0) for _ in range(fields))
+
+
 def half_precision_base(model: nn.Module, precision: str, keep_in_fp32: list[str] | None = None) -> int:
     """Hold `model`'s frozen floating-point parameters in `precision`'s dtype (`bf16`, `fp16`), in place. Trainable
     parameters (adapters, head, allocation weights) stay in float32 for the optimiser, as PEFT keeps adapter

@@ -19,13 +19,16 @@ import re
 
 from .allocation import strategy_for
 from .config import RunConfig, applies, resolve_defaults
+from .config.run import OWNER
+from .config.trainer import CHANGES_RESULTS
 from .methods import get_method
 
 # Settings that never change results, or that name the run itself.
 NOT_IDENTITY = {"output_dir", "overwrite_output_dir", "quiet", "report_to", "data_dir", "save_model",
                 "logging_steps", "save_strategy", "save_steps", "save_total_limit", "keep_checkpoints",
                 "resume_from_checkpoint", "dataloader_num_workers", "gradient_checkpointing", "push_to_hub",
-                "hub_model_id"}
+                "hub_model_id", "logging_dir", "save_safetensors",
+                *(f for f, part in OWNER.items() if part.__name__ == "TrainerArguments" and f not in CHANGES_RESULTS)}
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 

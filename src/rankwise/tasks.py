@@ -15,6 +15,7 @@ from transformers import DataCollatorWithPadding
 from .data import GLUE_TASKS, compute_metrics, encode_classification, load_glue
 from .data.files import load_text_data, text_main_metric, text_metrics
 from .data.instruct import prepare_instruct
+from .devices import HostBatches
 from .data.task import PreparedTask, max_seq_length_for, truncate
 from .models import head_modules, load_classifier, load_tokenizer
 
@@ -69,24 +70,22 @@ def _sequence_classification(cfg, train_examples, eval_examples: dict, num_label
              for split, examples in eval_examples.items()}
 
     @torch.no_grad()
-    def evaluate(model: nn.Module, loaders: dict, accelerator) -> dict[str, float]:
+    def evaluate(model: nn.Module, loaders: dict, accelerator, accumulation_steps: int | None = None
+                 ) -> dict[str, float]:
         model.eval()
         out: dict[str, float] = {}
         for split, loader in loaders.items():
-            losses, predictions, labels = [], [], []
+            held = HostBatches(accumulation_steps)
             for batch in loader:
                 logits = model(**batch).logits
                 # Per example (the model's loss is a batch mean): the padding duplicates a process adds to an
                 # uneven last batch are then dropped by gather_for_metrics, loss included.
                 loss = example_losses(logits.float(), batch["labels"], regression)
                 logits, gold, loss = accelerator.gather_for_metrics((logits, batch["labels"], loss))
-                losses.append(loss.float().cpu())
-                predictions.append(logits.squeeze(-1) if regression else logits.argmax(-1))
-                labels.append(gold)
-            preds = torch.cat(predictions).float().cpu().numpy() if regression else \
-                torch.cat(predictions).cpu().numpy()
-            gold = torch.cat(labels).cpu().numpy()
-            out[f"{split}_loss"] = float(torch.cat(losses).mean())
+                held.add(loss.float(), logits.squeeze(-1).float() if regression else logits.argmax(-1), gold)
+            losses, predictions, labels = held.result(3)
+            preds, gold = predictions.numpy(), labels.numpy()
+            out[f"{split}_loss"] = float(losses.mean())
             for name, value in metrics(preds, gold.astype(np.float64 if regression else np.int64)).items():
                 out[f"{split}_{name}"] = value
         return out

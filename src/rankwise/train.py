@@ -35,12 +35,13 @@ from accelerate import PartialState
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import (EarlyStoppingCallback, PrinterCallback, ProgressCallback, Trainer, TrainerCallback,
-                          TrainingArguments, get_constant_schedule, get_cosine_schedule_with_warmup,
-                          get_linear_schedule_with_warmup)
+                          TrainingArguments, get_scheduler)
 
 from .allocation import strategy_for
 from .allocation.allocator import RankAllocator
 from .config import SEED_LIMIT, RunConfig, prepare
+from .config.run import TrainerArguments
+from .config.trainer import passed_options, warmup_steps
 from .errors import ConfigError, DataError, RankwiseError, RunDirError
 from .methods import AdapterSet, build_adapter, get_method
 from .models import check_hub_upload
@@ -87,14 +88,16 @@ def setup_run(cfg: RunConfig) -> Setup:
     check_output_dir(cfg)  # before anything is loaded; checked again under the run's lock when training starts
     resume_from = resolve_checkpoint(cfg)
     check_environment(cfg)
-    check_launch(process_state().num_processes)
+    check_launch(process_state(cpu=cfg.use_cpu).num_processes)
     task = prepare_task(cfg)
     if not task.train_features:
         raise DataError(f"task {cfg.task}: no training examples")
     processes = process_state().num_processes
-    batches = math.ceil(len(task.train_features) / (cfg.per_device_train_batch_size * processes))
+    per_step = cfg.per_device_train_batch_size * processes
+    batches = len(task.train_features) // per_step if cfg.dataloader_drop_last else \
+        math.ceil(len(task.train_features) / per_step)
     steps_per_epoch = math.ceil(batches / cfg.gradient_accumulation_steps)
-    total_steps = cfg.max_steps or steps_per_epoch * cfg.num_train_epochs
+    total_steps = cfg.max_steps or math.ceil(steps_per_epoch * cfg.num_train_epochs)  # as transformers counts
     measured = measuring_batches(cfg, task, process_state().device, processes) \
         if strategy_for(get_method(cfg.method), cfg.allocation).measures else None
     plan, allocator = build_plan(cfg, task.model, task.head_modules, steps_per_epoch, measured,
@@ -123,10 +126,11 @@ def autocast(cfg: RunConfig, device) -> contextlib.AbstractContextManager:
     return torch.autocast(torch.device(device).type, dtype=HALF_DTYPES[precision(cfg)])
 
 
-def process_state() -> PartialState:
+def process_state(cpu: bool = False) -> PartialState:
     """This process's place among the processes of a run (one, or those torchrun / accelerate launch started).
-    On a machine without CUDA the processes talk over gloo (`cpu=True`; without it accelerate runs each alone)."""
-    return PartialState(cpu=not torch.cuda.is_available())
+    On a machine without CUDA (or with --use_cpu, `cpu`) the processes talk over gloo (`cpu=True`; without it
+    accelerate runs each alone). The first call of a process decides (setup_run makes it)."""
+    return PartialState(cpu=cpu or not torch.cuda.is_available())
 
 
 class DamagedCheckpoint(ConfigError):
@@ -248,7 +252,7 @@ def check_environment(cfg: RunConfig) -> None:
         raise ConfigError("tf32", "TF32 needs an Ampere or newer CUDA GPU, and none is available", "Drop --tf32")
     if cfg.torch_compile:
         check_compiler(cfg.torch_compile_backend or "inductor")
-    if cfg.report_to != "none":
+    if cfg.report_to not in ("none", "all"):  # `all`: those installed, as transformers reads it
         from transformers.integrations import is_mlflow_available, is_tensorboard_available, is_wandb_available
 
         available = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available,
@@ -371,13 +375,19 @@ def training_record(setup: Setup, args: TrainingArguments) -> dict:
 # Optimiser: parameter groups and the divergence guard
 # ---------------------------------------------------------------------------------------------
 
+# rankwise's schedule names and the transformers scheduler each is (constant_schedule has no warm-up).
+SCHEDULER_NAMES = {"linear_schedule_with_warmup": "linear", "cosine": "cosine", "constant_schedule": "constant"}
+
+
 def _lr_schedule(optimizer, cfg: RunConfig, total_steps: int):
-    warmup = int(cfg.warmup_ratio * total_steps)
-    if cfg.lr_scheduler == "linear_schedule_with_warmup":
-        return get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
-    if cfg.lr_scheduler == "cosine":
-        return get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
-    return get_constant_schedule(optimizer)
+    """transformers' scheduler of --lr_scheduler, with the warm-up transformers computes (`warmup_steps`) and
+    --lr_scheduler_kwargs."""
+    kwargs = cfg.lr_scheduler_kwargs
+    if isinstance(kwargs, str):
+        kwargs = passed_options(cfg, TrainerArguments)["lr_scheduler_kwargs"]
+    return get_scheduler(SCHEDULER_NAMES.get(cfg.lr_scheduler, cfg.lr_scheduler), optimizer,
+                         num_warmup_steps=warmup_steps(cfg, total_steps), num_training_steps=total_steps,
+                         scheduler_specific_kwargs=kwargs or None)
 
 
 def _param_groups(setup: Setup) -> list[dict]:
@@ -462,9 +472,10 @@ class GuardedAdamW(torch.optim.AdamW):
     runs after every step with the device flag (the method's hooks, e.g. AdaLoRA's rank allocation, which reads
     the gradients and must leave a skipped step out)."""
 
-    def __init__(self, groups: list[dict], after_step=None, ledger_values: dict | None = None):
+    def __init__(self, groups: list[dict], after_step=None, ledger_values: dict | None = None,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         self.fused = _fused_supported(groups)
-        super().__init__(groups, fused=True if self.fused else None)
+        super().__init__(groups, betas=betas, eps=eps, fused=True if self.fused else None)
         self.after_step = after_step
         device = next(p.device for g in groups for p in g["params"])
         self.ledger = StepLedger(device, ledger_values)
@@ -570,7 +581,9 @@ class RankwiseTrainer(Trainer):
             resumed = self._resumed or {}
             ledger = resumed.get("ledger") or {"skipped": resumed.get("skipped_steps", 0),  # older checkpoints
                                                "consecutive": resumed.get("consecutive_bad_steps", 0)}
+            cfg = self.setup.cfg
             self.optimizer = GuardedAdamW(_param_groups(self.setup), after_step=self._after_optimizer_step,
+                                          betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon,
                                           ledger_values=ledger)
         return self.optimizer
 
@@ -636,7 +649,8 @@ class RankwiseTrainer(Trainer):
                 for split, features in task.eval_sets.items()}
         self.set_masks(training=False)
         with self.method_hooks.evaluating():
-            metrics = task.evaluate(self.model, self._eval_loaders, self.accelerator)
+            metrics = task.evaluate(self.model, self._eval_loaders, self.accelerator,
+                                    self.args.eval_accumulation_steps)
         epoch = self.state.epoch or 0.0
         record = {"type": "eval", "step": self.state.global_step,
                   "epoch": int(round(epoch)) if abs(epoch - round(epoch)) < 1e-6 else round(epoch, 4), **metrics,
@@ -679,7 +693,7 @@ class RankwiseTrainer(Trainer):
         if record is not None:
             self.run.append_jsonl("allocation.jsonl", {"epoch": round(step / setup.steps_per_epoch, 4), **record,
                                                        **(extra or {})})
-            if setup.cfg.report_to == "wandb":  # α, budget and every matrix's ranks, as the study's W&B plots read them
+            if setup.cfg.report_to in ("wandb", "all"):  # α, budget and every matrix's ranks, as the study's W&B plots read them
                 from .wandb_log import log_allocation_to_wandb
 
                 log_allocation_to_wandb(record, step, setup.allocator)
@@ -832,31 +846,35 @@ class RunDirCallback(TrainerCallback):
 # ---------------------------------------------------------------------------------------------
 
 def training_arguments(setup: Setup, output_dir: Path) -> TrainingArguments:
+    """transformers' TrainingArguments of a run: rankwise's options, what rankwise sets itself (its own collation,
+    labels, DDP and sync-free settings), and every other TrainingArguments flag the run gave (`passed_options`)."""
     cfg, task = setup.cfg, setup.task
     metric = cfg.metric_for_best_model or task.main_metric
     greater = task.greater_is_better if cfg.metric_for_best_model is None else \
         not cfg.metric_for_best_model.removeprefix("eval_") in ("loss", "perplexity")
+    gpu = torch.cuda.is_available() and not cfg.use_cpu
+    values = dict(
+        output_dir=str(output_dir), num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps or -1,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed, data_seed=cfg.seed,
+        logging_steps=cfg.logging_steps, eval_strategy=cfg.eval_strategy,
+        eval_steps=cfg.eval_steps, save_strategy=cfg.save_strategy, save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit, load_best_model_at_end=cfg.load_best_model_at_end,
+        metric_for_best_model=metric if cfg.load_best_model_at_end or cfg.save_strategy == "best" else None,
+        greater_is_better=greater, bf16=cfg.bf16, fp16=cfg.fp16, tf32=cfg.tf32 or None,
+        activation_checkpointing=cfg.gradient_checkpointing, dataloader_num_workers=cfg.dataloader_num_workers,
+        torch_compile=cfg.torch_compile, torch_compile_backend=cfg.torch_compile_backend,
+        torch_compile_mode=cfg.torch_compile_mode, report_to=[] if cfg.report_to == "none" else cfg.report_to,
+        disable_tqdm=cfg.quiet, remove_unused_columns=False, label_names=["labels"],
+        ddp_find_unused_parameters=False, use_cpu=not gpu,
+        # Sync-free steps on a GPU: rankwise's guard skips non-finite steps itself (transformers' filter reads
+        # every step's loss on the host), and pinned batches copy without blocking.
+        logging_nan_inf_filter=False, dataloader_pin_memory=gpu, accelerator_config={"non_blocking": gpu})
+    values.update(passed_options(cfg, TrainerArguments))  # the run's other TrainingArguments flags, as given
     try:
-        return TrainingArguments(
-            output_dir=str(output_dir), num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps or -1,
-            per_device_train_batch_size=cfg.per_device_train_batch_size,
-            per_device_eval_batch_size=cfg.per_device_eval_batch_size,
-            gradient_accumulation_steps=cfg.gradient_accumulation_steps, learning_rate=cfg.learning_rate,
-            weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed, data_seed=cfg.seed,
-            logging_strategy="steps", logging_steps=cfg.logging_steps, eval_strategy=cfg.eval_strategy,
-            eval_steps=cfg.eval_steps, save_strategy=cfg.save_strategy, save_steps=cfg.save_steps,
-            save_total_limit=cfg.save_total_limit, load_best_model_at_end=cfg.load_best_model_at_end,
-            metric_for_best_model=metric if cfg.load_best_model_at_end or cfg.save_strategy == "best" else None,
-            greater_is_better=greater, bf16=cfg.bf16, fp16=cfg.fp16, tf32=cfg.tf32 or None,
-            activation_checkpointing=cfg.gradient_checkpointing, dataloader_num_workers=cfg.dataloader_num_workers,
-            torch_compile=cfg.torch_compile, torch_compile_backend=cfg.torch_compile_backend,
-            torch_compile_mode=cfg.torch_compile_mode, report_to=[] if cfg.report_to == "none" else [cfg.report_to],
-            disable_tqdm=cfg.quiet, remove_unused_columns=False, label_names=["labels"],
-            ddp_find_unused_parameters=False, use_cpu=not torch.cuda.is_available(),
-            # Sync-free steps on a GPU: rankwise's guard skips non-finite steps itself (transformers' filter reads
-            # every step's loss on the host), and pinned batches copy without blocking.
-            logging_nan_inf_filter=False, dataloader_pin_memory=torch.cuda.is_available(),
-            accelerator_config={"non_blocking": torch.cuda.is_available()})
+        return TrainingArguments(**values)
     except ValueError as exc:  # an option this transformers or this device refuses
         raise ConfigError("training options", str(exc).strip().splitlines()[0]) from None
 
@@ -911,9 +929,11 @@ def _record_failure(setup: Setup, claim: Claim, exc: BaseException) -> None:
 def _train(setup: Setup, write_to: Path, claim: Claim | None) -> dict:
     cfg, plan, adapter, allocator = setup.cfg, setup.plan, setup.adapter, setup.allocator
     run = claim.run if claim is not None else None
-    if cfg.report_to == "tensorboard":
+    if cfg.report_to in ("tensorboard", "all"):
+        if cfg.logging_dir:  # the flag over the environment, as transformers 5 reads it
+            os.environ["TENSORBOARD_LOGGING_DIR"] = str(cfg.logging_dir)
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(write_to / "logs"))
-    if cfg.report_to == "wandb":
+    if cfg.report_to in ("wandb", "all"):
         os.environ.setdefault("WANDB_MODE", "offline")
         os.environ.setdefault("WANDB_DIR", str(write_to))
     args = training_arguments(setup, write_to)
@@ -930,6 +950,8 @@ def _train(setup: Setup, write_to: Path, claim: Claim | None) -> dict:
         attach_allocator(adapter, allocator, hook=False)  # RankwiseTrainer sets the masks
         if setup.processes > 1 and allocator.weights.requires_grad:
             ignore_in_ddp(adapter.model, [f"{ALLOCATOR_MODULE}.weights"])
+    if setup.resume_from is not None:
+        args.eval_on_start = False  # the interrupted run made the evaluation at step 0; Trainer would add another
     trainer = RankwiseTrainer(setup, args, run)
     started = time.time()
     trainer.train(resume_from_checkpoint=str(setup.resume_from) if setup.resume_from else None)
@@ -963,7 +985,7 @@ def _finish(setup: Setup, trainer: RankwiseTrainer, run: RunDir | None, wall: fl
     elif method_ranks is not None:
         hard_ranks = method_ranks
         trainer.log_final_allocation(step)
-    evaluations = trainer.evaluations
+    evaluations = [r for r in trainer.evaluations if r["step"] > 0]  # --eval_on_start's is the untrained model's
     main = task.main_metric
     pick = max if task.greater_is_better else min
     best = pick(evaluations, key=lambda r: r[main]) if evaluations else None

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class AllocationSchedule:
     steps_per_epoch: int
-    num_epochs: int
+    num_epochs: float
     alpha_min: float
     alpha_max: float
     alpha_scheduler: str
@@ -35,7 +35,9 @@ class AllocationSchedule:
 
     @property
     def total_steps(self) -> int:
-        return self.max_steps if self.max_steps is not None else self.steps_per_epoch * self.num_epochs
+        if self.max_steps is not None:
+            return self.max_steps
+        return math.ceil(self.steps_per_epoch * self.num_epochs)  # a fractional last epoch, as transformers counts it
 
     @property
     def first_discrete_step(self) -> int:

@@ -302,6 +302,12 @@ class Custom(StaticStrategy):
         fix = "Give a JSON/YAML file with `layer_ranks` or `module_ranks`"
         require(cfg.rank_file is not None, "rank_file", "is required by --allocation custom", fix)
         require_file("rank_file", cfg.rank_file, fix)
+        for pattern in (load_rank_file(cfg.rank_file).get("module_ranks") or {}):  # each key says which matrices
+            require(isinstance(pattern, str), "rank_file", f"`module_ranks` in `{cfg.rank_file}` has the key "
+                    f"{pattern!r}, not a regex", "Write each key as a quoted regex on module names")
+            require(pattern != "", "rank_file", f"`module_ranks` in `{cfg.rank_file}` has an empty pattern, which "
+                    "matches every matrix", "Give `default: R` for the matrices no pattern names, or a pattern that "
+                    "says which matrices it means")
 
     def ranks(self, cfg, targets):
         spec = load_rank_file(cfg.rank_file)

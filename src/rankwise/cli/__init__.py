@@ -5,6 +5,7 @@ raises typed errors and this is the one place that turns them into a message and
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 
@@ -37,12 +38,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}").register(sub)
+    parser.set_defaults(_commands=sub.choices)
     return parser
+
+
+def _refuse_unknown(args: argparse.Namespace, extras: list[str], parser: argparse.ArgumentParser) -> None:
+    """argparse's error for arguments no option takes, from the subcommand's parser (its usage, not the top-level
+    one) and naming the closest flag it has."""
+    command = args._commands.get(args.command) if args.command else None
+    target = command or parser
+    flags = [flag for action in target._actions for flag in action.option_strings if flag.startswith("--")]
+    unknown = next((e.split("=")[0] for e in extras if e.startswith("-")), None)
+    close = difflib.get_close_matches(unknown, flags, n=1, cutoff=0.6) if unknown else []
+    hint = f" (did you mean {close[0]}?)" if close else (f"; `rankwise {args.command} --help` lists its flags"
+                                                          if command else "")
+    target.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        _refuse_unknown(args, extras, parser)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_BAD_INPUT

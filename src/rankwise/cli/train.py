@@ -38,6 +38,8 @@ def print_summary(summary: dict, run_dir: str) -> None:
 
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train one run (HF-style flags, or --config FILE.yaml|json)",
+                       usage="rankwise train [--config FILE] [--model MODEL] [--task TASK] [--method METHOD] "
+                             "[--allocation STRATEGY] [--output_dir DIR] [options: see --help]",
                        description="Fine-tune a model on a task with LoRA-XS, LoRA or full fine-tuning, "
                                    "with per-matrix ranks from a static strategy or learned under a budget. "
                                    "Writes a run directory (config.json, metrics.jsonl, summary.json, ...).")

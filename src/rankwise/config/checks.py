@@ -51,7 +51,16 @@ def validate_data(cfg) -> None:
 def validate_training(cfg) -> None:
     require(0 <= cfg.seed < SEED_LIMIT, "seed", f"must be in [0, 2^64-1], got {cfg.seed}",
             "Use a non-negative integer below 2^64 = 18446744073709551616 (torch's seed range)")
-    require(cfg.num_train_epochs >= 1, "num_train_epochs", f"must be at least 1, got {cfg.num_train_epochs}")
+    require(cfg.num_train_epochs > 0, "num_train_epochs", f"must be positive, got {cfg.num_train_epochs}")
+    require(cfg.save_safetensors, "save_safetensors", "false asks for PyTorch pickles, and rankwise writes "
+            "safetensors only (they load without running code)", "Drop --save_safetensors")
+    if cfg.label_smoothing_factor:
+        from ..data import GLUE_TASKS
+
+        require(cfg.task not in GLUE_TASKS or GLUE_TASKS[cfg.task].num_labels > 1, "label_smoothing_factor",
+                f"smooths class labels, but task {cfg.task} is a regression", "Drop --label_smoothing_factor")
+        require(0 <= cfg.label_smoothing_factor < 1, "label_smoothing_factor",
+                f"must be in [0, 1), got {cfg.label_smoothing_factor:g}")
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
                  "logging_steps", "max_bad_steps"):
         value = getattr(cfg, name)

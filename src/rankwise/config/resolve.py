@@ -14,6 +14,7 @@ from ..errors import ConfigError
 from ..methods import METHODS, get_method
 from .checks import validate_data, validate_model, validate_training
 from .run import BASE_PARTS, FIELDS, OWNER
+from .trainer import check_trainer_options
 from .training import DEFAULT_CLS_LR, LR_SCHEDULER_ALIASES
 
 
@@ -135,6 +136,8 @@ def resolve_defaults(cfg):
         c.cls_learning_rate = c.learning_rate if method and not method.trains_adapter else DEFAULT_CLS_LR
     if c.max_seq_length is None:
         c.max_seq_length = default_max_seq_length(c.task)
+    if isinstance(c.num_train_epochs, float) and c.num_train_epochs.is_integer():
+        c.num_train_epochs = int(c.num_train_epochs)  # whole epochs stay an integer: run names do not change
     if c.torch_compile_backend is not None or c.torch_compile_mode is not None:  # as TrainingArguments does
         c.torch_compile = True
     if c.data_dir is None and os.environ.get("RANKWISE_DATA_DIR"):
@@ -172,6 +175,7 @@ def validate(cfg) -> None:
         hint = f"Did you mean `{close[0]}`? " if close else ""
         raise ConfigError("task", f"unknown task `{cfg.task}`", f"{hint}Choose one of: {', '.join(tasks)}")
     check_applicable(cfg)
+    check_trainer_options(cfg, lambda name: user_set(cfg, name))
     validate_model(cfg)
     validate_data(cfg)
     validate_training(cfg)

@@ -11,6 +11,7 @@ from ..allocation import registered
 from ..data.options import DataArguments, task_options
 from ..methods import METHODS, get_method
 from .model import ModelArguments
+from .trainer import trainer_part
 from .training import TrainingOptions
 
 BASE_PARTS = (ModelArguments, DataArguments, TrainingOptions)
@@ -24,7 +25,13 @@ def _all_parts() -> list[type]:
     return parts
 
 
-PARTS = _all_parts()
+def _rankwise_names(parts: list[type]) -> set[str]:
+    return {f.name for part in parts for f in dataclasses.fields(part)} | {"lr_scheduler_type"}  # an alias of ours
+
+
+TrainerArguments = trainer_part(_rankwise_names(_all_parts()))
+PARTS = [*_all_parts(), TrainerArguments]
+BASE_PARTS = (*BASE_PARTS, TrainerArguments)
 OWNER: dict[str, type] = {f.name: part for part in PARTS for f in dataclasses.fields(part)}
 # The flat field order of config.json and --help from before the parts (new options follow their part's order).
 _ORDER = ("model", "method", "target_modules", "lora_alpha", "alpha_policy", "lora_dropout", "init", "eva_rho",

@@ -8,7 +8,11 @@ from typing import Optional
 
 from ..options import option
 
-LR_SCHEDULERS = ("linear_schedule_with_warmup", "constant_schedule", "cosine")
+# rankwise's three, then transformers' other schedulers (lr_scheduler_type), each with the warm-up it takes;
+# reduce_lr_on_plateau and greedy step on evaluation metrics, not on optimiser steps.
+LR_SCHEDULERS = ("linear_schedule_with_warmup", "constant_schedule", "cosine", "cosine_with_restarts", "polynomial",
+                 "constant_with_warmup", "inverse_sqrt", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+                 "warmup_stable_decay")
 LR_SCHEDULER_ALIASES = {
     "linear": "linear_schedule_with_warmup",
     "constant": "constant_schedule",
@@ -16,8 +20,24 @@ LR_SCHEDULER_ALIASES = {
 }
 EVAL_STRATEGIES = ("epoch", "steps", "no")
 SAVE_STRATEGIES = ("epoch", "steps", "best", "no")
-REPORT_TO = ("none", "tensorboard", "wandb", "mlflow")
+REPORT_TO = ("none", "tensorboard", "wandb", "mlflow", "all")
 DEFAULT_CLS_LR = 5e-3
+# The TrainingArguments fields whose rankwise default differs from transformers', and why (every other field has
+# transformers' default; tests/test_trainer_flags.py walks them).
+TRANSFORMERS_DEFAULTS_CHANGED = {
+    "per_device_train_batch_size": "32, the batch of the studies rankwise re-implements (transformers: 8)",
+    "per_device_eval_batch_size": "64: evaluation holds no gradients (transformers: 8)",
+    "learning_rate": "the method's own (5e-3 LoRA-XS, 5e-4 LoRA, 5e-5 full; transformers: 5e-5 for all)",
+    "max_steps": "unset (transformers writes unset as -1)",
+    "tf32": "off unless asked (transformers: None, the same)",
+    "gradient_checkpointing": "off unless asked (transformers: None, the same)",
+    "logging_steps": "10: short runs get a loss curve (transformers: 500)",
+    "eval_strategy": "epoch: studies compare dev metrics per epoch (transformers: no)",
+    "save_strategy": "epoch, after each epoch's evaluation, so a run resumes exactly (transformers: steps)",
+    "save_steps": "unset: with --save_strategy steps, give it (transformers: 500)",
+    "save_total_limit": "1: the last checkpoint, enough to resume (transformers: all)",
+    "seed": "0: a study's seeds count from 0 (transformers: 42)",
+}
 
 
 @dataclass
@@ -29,7 +49,9 @@ class TrainingOptions:
     output_dir: Optional[str] = option(None, "Run directory (default: runs/<task>_<method>_<allocation>_seed<seed>).",
                                       "training")
     overwrite_output_dir: bool = option(False, "Replace a finished run in output_dir.", "training")
-    num_train_epochs: int = option(3, "Training epochs (evaluation after each).", "training", aliases=("--epochs",))
+    num_train_epochs: float = option(3, "Training epochs (evaluation after each). A fraction trains that share of the "
+                                     "last epoch's steps, as transformers does (ceil(epochs × steps per epoch)).",
+                                     "training", aliases=("--epochs",))
     per_device_train_batch_size: int = option(32, "Training batch size per device.", "training",
                                              aliases=("--batch_size",))
     per_device_eval_batch_size: int = option(64, "Evaluation batch size per device.", "training")
@@ -42,9 +64,12 @@ class TrainingOptions:
     weight_decay: float = option(0.0, "AdamW weight decay (adapter and head; the allocation weights have "
                                 "--rank_allocation_weight_decay).",
                                 "training")
-    lr_scheduler: str = option("linear_schedule_with_warmup", "Learning-rate schedule.", "training", LR_SCHEDULERS,
-                              aliases=("--lr_scheduler_type",))
-    warmup_ratio: float = option(0.06, "Warm-up fraction for linear_schedule_with_warmup and cosine.", "training")
+    lr_scheduler: str = option("linear_schedule_with_warmup", "Learning-rate schedule: rankwise's three (`linear` and "
+                              "`constant` are aliases) or transformers' other lr_scheduler_type values (with "
+                              "--lr_scheduler_kwargs).", "training", LR_SCHEDULERS, aliases=("--lr_scheduler_type",))
+    warmup_ratio: float = option(0.06, "Warm-up fraction of the steps (ceil(steps × ratio) steps, as transformers "
+                                "counts them), unless --warmup_steps is given; constant_schedule has none.",
+                                "training")
     max_grad_norm: float = option(1.0, "Gradient clipping norm (0 disables clipping; the norm is still checked).",
                                  "training")
     seed: int = option(0, "Random seed, 0 to 2^64-1. The same config and seed on CPU give the same metrics at the same "
@@ -93,8 +118,13 @@ class TrainingOptions:
     push_to_hub: bool = option(False, "Upload the run's adapter (or model) to the Hugging Face Hub at the end.",
                               "training")
     hub_model_id: Optional[str] = option(None, "Hub repository for --push_to_hub (user/name).", "training")
-    report_to: str = option("none", "Also log to `tensorboard` (logs/ in the run directory), `wandb` (offline unless "
-                           "WANDB_MODE is set) or `mlflow`.", "training", REPORT_TO)
+    report_to: str = option("none", "Also log to `tensorboard` (--logging_dir, default logs/ in the run directory), "
+                           "`wandb` (offline unless WANDB_MODE is set), `mlflow`, or `all` the installed ones.",
+                           "training", REPORT_TO)
+    logging_dir: Optional[str] = option(None, "TensorBoard's log directory (default: logs/ in the run directory).",
+                                       "training")
+    save_safetensors: bool = option(True, "Save weights as safetensors (transformers' flag): rankwise writes nothing "
+                                   "else, so false is refused.", "training")
     quiet: bool = option(False, "No progress bars.", "training")
     freeze_head: bool = option(False, "Keep the classification head at its initial weights (LoRA Without Regret "
                               "froze it); by default it trains at --cls_learning_rate.", "training")

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..devices import HostBatches
 from ..errors import ConfigError, DataError
 from .. import models
 from ..rundir import write_jsonl_atomic
@@ -365,19 +366,21 @@ def token_losses(model: nn.Module, batch: dict[str, torch.Tensor], max_logits_by
     return torch.cat(sums), torch.cat(counts)
 
 
-def evaluate_causal(model: nn.Module, loaders: dict, accelerator) -> dict[str, float]:
+def evaluate_causal(model: nn.Module, loaders: dict, accelerator, accumulation_steps: int | None = None
+                    ) -> dict[str, float]:
     """`{split}_loss` (mean token loss over the split, token-weighted), `{split}_perplexity` = exp(loss) and
-    `{split}_tokens`, for every eval loader."""
+    `{split}_tokens`, for every eval loader. Per-example sums stay on the device until `accumulation_steps`
+    batches have run (--eval_accumulation_steps), or to the end."""
     model.eval()
     out: dict[str, float] = {}
     with torch.no_grad():
         for split, loader in loaders.items():
-            total, tokens = 0.0, 0
+            held = HostBatches(accumulation_steps)
             for batch in loader:
                 sums, counts = token_losses(model, batch)
-                sums, counts = accelerator.gather_for_metrics((sums, counts))
-                total += float(sums.double().sum())
-                tokens += int(counts.sum())
+                held.add(*accelerator.gather_for_metrics((sums.double(), counts)))
+            sums, counts = held.result(2)
+            total, tokens = float(sums.sum()), int(counts.sum())
             loss = total / max(tokens, 1)
             out[f"{split}_loss"] = loss
             out[f"{split}_perplexity"] = math.exp(loss) if loss < 700 else float("inf")

@@ -23,13 +23,11 @@ import pandas as pd
 from ..config import FIELDS, applies
 from ..errors import ConfigError, RunDirError
 from ..methods import allocates_ranks, titles, trains_adapter
-from ..naming import with_old_defaults
+from ..naming import NOT_IDENTITY, with_old_defaults
 from ..rundir import SUMMARY, read_json, read_jsonl, read_summary
 from .text import is_missing, short_text, value_text
 
 CONFIG_FIELDS = list(FIELDS)
-# Config fields that never change results: not part of a configuration's identity.
-NOT_IDENTITY = {"output_dir", "overwrite_output_dir", "quiet", "report_to", "data_dir", "save_model", "logging_steps"}
 IDENTITY_FIELDS = [f for f in CONFIG_FIELDS if f not in NOT_IDENTITY and f != "seed"]
 # options that mean nothing for full fine-tuning (left out of its labels)
 ADAPTER_ONLY = {"target_modules", "lora_alpha", "alpha_policy", "lora_dropout", "match_budget", "budget"}
@@ -216,11 +214,13 @@ def load_runs(run_dirs: list[str | Path], warn=None) -> pd.DataFrame:
             warn(f"skipping {run_dir}: {problem}")
             continue
         rows.append(_run_row(run_dir, read_summary(run_dir)))
-    columns = CONFIG_FIELDS + ["status", "message", "metric", "greater_is_better", "score", "final_score", "best",
-                               "final", "best_epoch", "final_epoch", "epochs_completed", "steps", "skipped_steps",
-                               "wall_time_s", "steps_per_second", "params_adapter", "params_head",
-                               "params_allocation", "params_adapter_at_hard_ranks", "model_parameters",
-                               "mean_hard_rank", "saved_weights", "run_name", "run_dir", "config_id"]
+    outcome = ["status", "message", "metric", "greater_is_better", "score", "final_score", "best", "final",
+               "best_epoch", "final_epoch", "epochs_completed", "steps", "skipped_steps", "wall_time_s",
+               "steps_per_second", "params_adapter", "params_head", "params_allocation",
+               "params_adapter_at_hard_ranks", "model_parameters", "mean_hard_rank", "saved_weights", "run_name",
+               "run_dir", "config_id"]
+    # greater_is_better is also transformers' option: the column holds the task's direction (the summary's)
+    columns = [c for c in CONFIG_FIELDS if c not in outcome] + outcome
     df = pd.DataFrame(rows)
     for column in columns:
         if column not in df:
