@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..allocation import AllocationStrategy, strategy_for
 from ..config import FIELDS, applies
 from ..errors import ConfigError, RunDirError
-from ..methods import allocates_ranks, titles, trains_adapter
+from ..methods import METHODS, get_method, titles, trains_adapter
 from ..naming import NOT_IDENTITY, with_old_defaults
 from ..rundir import SUMMARY, read_json, read_jsonl, read_summary
 from .text import is_missing, short_text, value_text
@@ -251,48 +252,36 @@ def varying_fields(df: pd.DataFrame) -> list[str]:
     return out
 
 
+def row_strategy(row) -> AllocationStrategy:
+    """The allocation strategy of a results row: its method's own (AdaLoRA, full fine-tuning), else the one it
+    names."""
+    method = row.get("method")
+    return strategy_for(get_method(method) if method in METHODS else None, row.get("allocation") or "uniform")
+
+
+def strategy_mask(frame: pd.DataFrame, attribute: str) -> pd.Series:
+    """Per row of `frame` (with `method` and `allocation` columns): its strategy's boolean `attribute`."""
+    if frame.empty:
+        return pd.Series(False, index=frame.index)
+    return frame.apply(lambda row: bool(getattr(row_strategy(row), attribute)), axis=1).astype(bool)
+
+
 def is_uniform(row) -> bool:
     """A fixed uniform rank of a method that trains adapters at the ranks it is given (the reports' baseline)."""
-    method, init = row.get("method"), row.get("init")
-    return (row.get("allocation") == "uniform" and trains_adapter(method) and not allocates_ranks(method)
-            and (is_missing(init) or init == "default"))
+    init = row.get("init")
+    return row_strategy(row).baseline and (is_missing(init) or init == "default")
 
 
 def rank_text(row) -> str:
-    """The ranks of a configuration in a few characters: `r25`, `16→4`, `att 16 / mlp 8`, `5–30, avg 20`,
-    `1–16, budget r4` (gradient allocation)."""
-    allocation = row.get("allocation")
-    if not trains_adapter(row.get("method")):
-        return "full"
-    if allocates_ranks(row.get("method")):  # AdaLoRA's budget: LoRA's parameters at rank_average, or PEFT's target_r
-        target = row.get("adalora_target_r")
-        return f"target_r {short_text(target)}" if not is_missing(target) else \
-            f"avg {short_text(row['rank_average'])}"
-    if allocation == "learned":
-        if not is_missing(row.get("memory_start")):
-            return (f"{short_text(row['rank_min'])}–{short_text(row['rank_max'])}, "
-                    f"M {row['memory_start']:,.0f}→{row['memory_end']:,.0f}")
-        return (f"{short_text(row['rank_min'])}–{short_text(row['rank_max'])}, "
-                f"avg {short_text(row['rank_average'])}")
-    if allocation == "linear_decay":
-        return f"{short_text(row['rank_first'])}→{short_text(row['rank_last'])}"
-    if allocation == "attention_heavy":
-        return f"att {short_text(row['rank_attention'])} / mlp {short_text(row['rank_mlp'])}"
-    if allocation == "custom":
-        return f"custom ({Path(str(row.get('rank_file'))).name})"
-    if allocation == "empirical":
-        return f"empirical, r {short_text(row['rank'])}"
-    if allocation == "gradient":  # the budget is uniform --rank's (or --budget), ranks in [rank_min, rank_max]
-        budget = f"budget {row['budget']:,.0f}" if not is_missing(row.get("budget")) else \
-            f"budget r{short_text(row['rank'])}"
-        return f"{short_text(row['rank_min'])}–{short_text(row['rank_max'])}, {budget}"
-    return f"r{short_text(row['rank'])}" + (" (matched budget)" if row.get("match_budget") else "")
+    """The ranks of a configuration in a few characters, as its strategy describes them: `r25`, `16→4`,
+    `att 16 / mlp 8`, `5–30, avg 20`, `1–16, budget r4` (gradient allocation), `full`."""
+    return row_strategy(row).describe(row, short_text)
 
 
 def describe_config(row, varying: list[str]) -> tuple[str, list[str]]:
     """(head, details): `LoRA-XS learned`, [`α 0.1→5`, `constant LR`] from the fields in `varying`."""
     method = METHOD_NAMES.get(row.get("method"), str(row.get("method")))
-    learned = row.get("allocation") == "learned"
+    learned = row_strategy(row).learned
     if not trains_adapter(row.get("method")):
         head = method
     elif learned:

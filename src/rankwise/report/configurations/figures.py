@@ -10,7 +10,7 @@ import pandas as pd
 
 from ...methods import allocates_ranks, trains_adapter
 from ...rundir import read_json, read_jsonl, read_summary
-from ..aggregate import applicable, eval_records, metric_scale, read_matrices
+from ..aggregate import applicable, eval_records, metric_scale, read_matrices, row_strategy
 from ..figures import palette, pyplot, save_figure
 from ..text import is_missing, short_matrix_name, short_text
 
@@ -110,9 +110,14 @@ def _box_colour_key(ok: pd.DataFrame, group_by: list[str] | None):
     else:
         def key_of(label):
             row = ok[ok["label"] == label].iloc[0]
-            return "learned ranks" if row["allocation"] == "learned" else (
+            return "learned ranks" if row_strategy(row).learned else (
                 "full fine-tuning" if not trains_adapter(row["method"]) else "fixed ranks (static strategy)")
     return key_of
+
+
+def has_rank_bounds(config: dict) -> bool:
+    """Whether a run's ranks were chosen within [rank_min, rank_max] (learned, gradient and FIM allocation)."""
+    return config.get("rank_min") is not None and row_strategy(config).reads("rank_min")
 
 
 def draw_comparison_boxplot(runs: pd.DataFrame, groups: pd.DataFrame, group_by: list[str] | None,
@@ -230,7 +235,7 @@ def draw_final_ranks(run_dirs: list[str], title: str):
         ax.errorbar(x, median, yerr=[median - low, high - median], fmt="none", ecolor="black", lw=0.9, capsize=2)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in KIND_COLOURS.values()]
     labels = ["attention matrix", "MLP matrix"]
-    if config.get("allocation") == "learned" and config.get("rank_min") is not None:
+    if has_rank_bounds(config):
         for value in (config["rank_min"], config["rank_max"]):
             line = ax.axhline(value, color="0.45", ls=":", lw=1.2)
         handles.append(line)
@@ -296,7 +301,7 @@ def draw_ranks_by_layer(run_dirs: list[str], title: str):
     for i, (component, (layers, ranks)) in enumerate(lines.items()):
         ax.plot(layers, ranks, marker=markers[i % len(markers)], markersize=4.5, lw=1.7,
                 color=colours[i % len(colours)], label=component)
-    if config.get("allocation") == "learned" and config.get("rank_min") is not None:
+    if has_rank_bounds(config):
         for value in (config["rank_min"], config["rank_max"]):
             ax.axhline(value, color="0.45", ls=":", lw=1.1, label="_rank bound")
     ax.set_xlabel("layer")
@@ -307,7 +312,7 @@ def draw_ranks_by_layer(run_dirs: list[str], title: str):
               frameon=False)
     runs = len(_final_hard_ranks(run_dirs))
     bounds = (f"; dotted: rank_min {config['rank_min']} / rank_max {config['rank_max']}"
-              if config.get("allocation") == "learned" and config.get("rank_min") is not None else "")
+              if has_rank_bounds(config) else "")
     ax.set_title(f"{title}\n" + (f"median over {runs} seeds" if runs > 1 else "one run") + bounds, fontsize=11)
     return fig
 

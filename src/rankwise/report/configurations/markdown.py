@@ -14,7 +14,7 @@ import pandas as pd
 
 from ...errors import ConfigError
 from ...methods import allocates_ranks, trains_adapter
-from ..aggregate import IDENTITY_FIELDS, applicable, group_runs, resolve_baselines
+from ..aggregate import IDENTITY_FIELDS, applicable, group_runs, resolve_baselines, row_strategy, strategy_mask
 from ..context import ReportContext
 from ..figures import kept_figure
 from ..selection import edges_text, reported_cell, selection_text
@@ -47,7 +47,7 @@ class TaskPart:
 
     @property
     def learned(self) -> pd.DataFrame:
-        return self.groups[self.groups["allocation"] == "learned"]
+        return self.groups[strategy_mask(self.groups, "learned")]
 
     def figure_path(self, name: str) -> Path:
         return self.ctx.out / f"{name}{self.prefix}.png"
@@ -204,12 +204,12 @@ def seed_figures(part: TaskPart, group_by: list[str] | None, top: int) -> list[s
 def rank_focus(groups: pd.DataFrame) -> pd.Series | None:
     """The configuration whose ranks the report draws: the best learned one; without learned runs AdaLoRA's or
     EVA's, else the best non-uniform static configuration (None when there is none)."""
-    learned = groups[(groups["allocation"] == "learned") & (groups["n"] > 0)]
+    learned = groups[strategy_mask(groups, "learned") & (groups["n"] > 0)]
     if not learned.empty:
         return learned.iloc[0]
     adaptive = groups[(groups["n"] > 0) & (groups["method"].map(allocates_ranks) | (
         groups["init"].fillna("default") == "eva" if "init" in groups else False))]
-    static = groups[(groups["n"] > 0) & ~groups["allocation"].isin(["uniform", "learned"])
+    static = groups[(groups["n"] > 0) & ~strategy_mask(groups, "baseline") & ~strategy_mask(groups, "learned")
                     & groups["method"].map(trains_adapter)]
     return adaptive.iloc[0] if not adaptive.empty else static.iloc[0] if not static.empty else None
 
@@ -223,7 +223,8 @@ def focus_ranks(part: TaskPart) -> list[str]:
     label = focus["label"]
     runs = part.runs
     dirs = runs.loc[(runs["label"] == label) & (runs["status"] == "completed"), "run_dir"].tolist()
-    kind = ("best learned configuration" if focus["allocation"] == "learned" else
+    learned = row_strategy(focus).learned
+    kind = ("best learned configuration" if learned else
             "best AdaLoRA / EVA configuration" if allocates_ranks(focus["method"]) or focus.get("init") == "eva"
             else "best non-uniform configuration")
     out = [f"{part.heading} Ranks of the {kind}: {label}\n"]
@@ -239,7 +240,7 @@ def focus_ranks(part: TaskPart) -> list[str]:
         out.append(f"![Final ranks by layer, one line per component type]({figure.name})\n")
     else:
         out += part.kept("ranks_by_layer", "Final ranks by layer, one line per component type")
-    if focus["allocation"] == "learned" or allocates_ranks(focus["method"]):
+    if learned or allocates_ranks(focus["method"]):
         out += _allocation_over_training(part, focus)
     return out
 

@@ -15,7 +15,7 @@ import pandas as pd
 
 from ...methods import allocates_ranks, trains_adapter
 from ..aggregate import (IDENTITY_FIELDS, METHOD_NAMES, applicable, describe_config, is_uniform, rank_text,
-                         varying_fields)
+                         row_strategy, varying_fields)
 from ..placement.analysis import size_levels
 from ..stats import holm_within, reported_scores, select_learning_rates
 from ..study.analysis import LR_FIELDS, adapter_params, mask_inapplicable, paired_rows
@@ -80,11 +80,12 @@ def arm_head(row) -> str:
     method = METHOD_NAMES.get(row.get("method"), str(row.get("method")))
     if allocates_ranks(row.get("method")):
         return method
-    allocation = str(row.get("allocation")).replace("_", " ")
+    strategy = row_strategy(row)
+    allocation = strategy.title
     if _true(row.get("rank_annealing")):  # learned allocation frozen at uniform: its own arm, not "learned"
         allocation = "rank annealing"
     if row.get("init") == "eva":
-        return f"{method} EVA" + ("" if allocation == "uniform" else f" {allocation}")
+        return f"{method} EVA" + ("" if strategy.baseline else f" {allocation}")
     return f"{method} {allocation}" + (" (matched budget)" if _true(row.get("match_budget")) else "")
 
 

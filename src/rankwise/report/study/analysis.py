@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ...methods import trains_adapter
 from ...rundir import read_jsonl
 from ..aggregate import (applicable, config_id, config_labels, describe_config, rank_text, read_matrices,
-                         varying_fields)
+                         strategy_mask, varying_fields)
 from ..stats import LR_LIKE_FIELDS, completed_runs, holm_within, paired_comparison, pearson, reported_scores
 
 LR_FIELDS = ("learning_rate", "cls_learning_rate")  # an arm is its runs at every value of these
@@ -91,13 +90,13 @@ def runs_at(runs: pd.DataFrame, task: str, arm: str, lr: float) -> pd.DataFrame:
 
 def learned_arms(runs: pd.DataFrame) -> set:
     """The arms with learned allocation."""
-    return set(runs.loc[runs["allocation"] == "learned", "arm"])
+    return set(runs.loc[strategy_mask(runs, "learned"), "arm"])
 
 
 def default_baseline(runs: pd.DataFrame) -> str | None:
     """The fixed-rank adapter arm whose adapter size is closest to the learned arms' (median) budget."""
-    learned = runs[runs["allocation"] == "learned"]
-    uniform = runs[(runs["allocation"] == "uniform") & runs["method"].map(trains_adapter)]
+    learned = runs[strategy_mask(runs, "learned")]
+    uniform = runs[strategy_mask(runs, "baseline")]
     if uniform.empty:
         return None
     sizes = uniform.groupby("arm")["params"].median()
