@@ -159,3 +159,95 @@ def tiny_alpaca_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("alpaca") / "alpaca_data.json"
     path.write_text(json.dumps(alpaca_records(48)))
     return path
+
+
+# --- helpers shared by test modules in different folders -------------------------------------
+
+def tiny_cfg(model_dir, data_dir, out, **kw):
+    """A RunConfig for a short run of a tiny model on the synthetic CoLA files."""
+    from rankwise.config import RunConfig
+
+    values = dict(model=str(model_dir), data_dir=str(data_dir), task="cola", output_dir=str(out), num_train_epochs=2,
+                  per_device_train_batch_size=16, logging_steps=2, quiet=True, learning_rate=5e-3)
+    values.update(kw)
+    return RunConfig(**values)
+
+
+def dev_batch(model_dir, data_dir, task="cola", n=24):
+    """The first `n` dev examples of a task, tokenized and padded (rows of different lengths)."""
+    from transformers import DataCollatorWithPadding
+
+    from rankwise.data import encode_classification, load_glue
+    from rankwise.models import load_tokenizer
+
+    tokenizer = load_tokenizer(str(model_dir))
+    examples = load_glue(task, str(data_dir)).evals["eval"][:n]
+    features = encode_classification(examples, tokenizer, 128, regression=task == "stsb")
+    batch = DataCollatorWithPadding(tokenizer)(features)
+    batch.pop("labels")
+    return dict(batch)
+
+
+@torch.no_grad()
+def logits(model, batch):
+    model.eval()
+    return model(**batch).logits.float()
+
+
+# --- synthetic run directories for reports (tests/report and the studies' tests) -------------
+
+METRIC = "eval_matthews_correlation"
+SUFFIXES = ("attention.self.query", "attention.self.value", "attention.output.dense", "output.dense")
+MATRICES = [(f"bert.encoder.layer.{layer}.{suffix}", layer, "mlp" if suffix == "output.dense" else "attention")
+            for layer in range(3) for suffix in SUFFIXES]
+
+
+def fake_run(root: Path, epoch_scores: list[float], status: str = "completed", **config) -> Path:
+    """A run directory as `rankwise train` writes it, with the given main metric per epoch."""
+    import json
+
+    import numpy as np
+
+    from rankwise.config import RunConfig, resolve_defaults
+    from rankwise.naming import run_name
+
+    cfg = resolve_defaults(RunConfig(task="cola", method="loraxs", **config))
+    run_dir = root / run_name(cfg)
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"config": cfg.to_dict()}))
+    rng = np.random.default_rng(abs(hash(run_dir.name)) % 2**32)
+    learned = cfg.allocation == "learned"
+    ranks = [int(r) for r in rng.integers(cfg.rank_min, cfg.rank_max + 1, len(MATRICES))] if learned else \
+        [cfg.rank] * len(MATRICES)
+    (run_dir / "ranks.json").write_text(json.dumps({"matrices": [
+        {"name": n, "layer": layer, "kind": kind, "rank": r} for (n, layer, kind), r in zip(MATRICES, ranks)]}))
+    evals = [{"type": "eval", "step": 10 * e, "epoch": e, "eval_loss": 1 - v, METRIC: v}
+             for e, v in enumerate(epoch_scores, 1)]
+    with open(run_dir / "metrics.jsonl", "w") as f:
+        for e in range(1, len(epoch_scores) + 1):
+            f.write(json.dumps({"type": "train", "step": 10 * e - 5, "epoch": e - 0.5, "loss": 0.6}) + "\n")
+            f.write(json.dumps(evals[e - 1]) + "\n")
+    if learned:
+        epochs = cfg.num_train_epochs
+        with open(run_dir / "allocation.jsonl", "w") as f:
+            for k in range(2 * epochs + 1):
+                epoch = k / 2
+                f.write(json.dumps({
+                    "epoch": epoch, "step": 5 * k, "alpha": cfg.alpha_min + (cfg.alpha_max - cfg.alpha_min) * min(
+                        1.0, epoch / (epochs - 1)), "budget": 12 * cfg.rank_average ** 2,
+                    "discrete": epoch >= epochs - 1,
+                    "continuous": {n: r + 0.1 * k for (n, _, _), r in zip(MATRICES, ranks)},
+                    "hard": {n: r for (n, _, _), r in zip(MATRICES, ranks)}}) + "\n")
+    if status == "failed":
+        summary = {"status": "failed", "message": "RuntimeError: out of memory", "task": "cola", "method": "loraxs",
+                   "allocation": cfg.allocation, "seed": cfg.seed}
+    else:
+        best = max(evals, key=lambda r: r[METRIC])
+        summary = {"status": status, "message": "loss was non-finite" if status == "diverged" else None,
+                   "main_metric": METRIC, "greater_is_better": True, "best": best, "best_epoch": best["epoch"],
+                   "final": evals[-1], "epochs_completed": len(evals), "wall_time_s": 60.0 + cfg.seed,
+                   "trainable_parameters": {"adapter": 12 * 30 * 30, "head": 770, "allocation": 12,
+                                            "adapter_at_hard_ranks": sum(r * r for r in ranks)},
+                   "hard_ranks": {n: r for (n, _, _), r in zip(MATRICES, ranks)}}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    return run_dir

@@ -176,7 +176,7 @@ def sync_window(cases, work: Path, data_dir: Path, steps: int, batch: int, devic
     from rankwise import train
 
     if device != "cuda":
-        return [{"case": label, "note": "CUDA only (on the CPU, tests/test_gpu_ready.py counts rankwise's own)"}
+        return [{"case": label, "note": "CUDA only (on the CPU, tests/train/test_gpu_ready.py counts rankwise's own)"}
                 for label, _ in cases]
     rows = []
     for label, options in cases:

@@ -23,7 +23,7 @@ SAVE_STRATEGIES = ("epoch", "steps", "best", "no")
 REPORT_TO = ("none", "tensorboard", "wandb", "mlflow", "all")
 DEFAULT_CLS_LR = 5e-3
 # The TrainingArguments fields whose rankwise default differs from transformers', and why (every other field has
-# transformers' default; tests/test_trainer_flags.py walks them).
+# transformers' default; tests/config/test_trainer_flags.py walks them).
 TRANSFORMERS_DEFAULTS_CHANGED = {
     "per_device_train_batch_size": "32, the batch of the studies rankwise re-implements (transformers: 8)",
     "per_device_eval_batch_size": "64: evaluation holds no gradients (transformers: 8)",

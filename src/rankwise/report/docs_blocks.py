@@ -3,7 +3,7 @@
 A block sits between `<!-- generated: KIND FOLDER -->` and `<!-- end generated -->`, FOLDER relative to the
 README: `comparisons` (every row of FOLDER/*_comparisons.csv) or `edges` (every arm and learning-rate field of
 FOLDER/*_learning_rates.csv at the edge of its grid, with one value, or inside). `python -m
-rankwise.report.docs_blocks README.md` rewrites the blocks; tests/test_results_docs.py checks that the committed
+rankwise.report.docs_blocks README.md` rewrites the blocks; tests/report/test_results_docs.py checks that the committed
 README equals its rewrite, and that every interval written in its prose is a row of a comparisons CSV.
 """
 

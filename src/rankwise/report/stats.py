@@ -5,7 +5,7 @@ What every comparison in a report obeys (DESIGN.md, "Statistics"):
 - **Paired by seed, t-intervals.** A difference between two arms is the mean of their per-seed differences on the
   seeds both completed, with its 95% t-interval and a two-sided paired t-test (`scipy.stats.ttest_1samp`); the exact
   Wilcoxon signed-rank p is shown beside it as a check on normality. A percentile bootstrap of a mean over 5 seeds
-  covers about 85% instead of 95% (tests/test_stats.py simulates it), so reports use none.
+  covers about 85% instead of 95% (tests/report/test_stats.py simulates it), so reports use none.
 - **Exploratory below `MIN_PAIRS`.** With fewer than 3 pairs no interval and no test are given; the row says
   `exploratory` and never enters a multiple-comparison family.
 - **Families.** Holm's correction runs within a family, one per question a section asks (`holm_within`); each

@@ -13,40 +13,16 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForSequenceClassification, BertModel, DataCollatorWithPadding
+from transformers import AutoModelForSequenceClassification, BertModel
 
 import rankwise
-from conftest import run_cli, tiny_bert_config, tiny_gpt2_config
-from rankwise.config import RunConfig
-from rankwise.data import encode_classification, load_glue
+from conftest import dev_batch, logits, run_cli, tiny_bert_config, tiny_cfg, tiny_gpt2_config
+from rankwise.data import load_glue
 from rankwise.errors import RunDirError
 from rankwise.models import load_tokenizer
 from rankwise.train import setup_run, train
 
 TOL = 1e-5
-
-
-def tiny_cfg(model_dir, data_dir, out, **kw):
-    values = dict(model=str(model_dir), data_dir=str(data_dir), task="cola", output_dir=str(out), num_train_epochs=2,
-                  per_device_train_batch_size=16, logging_steps=2, quiet=True, learning_rate=5e-3)
-    values.update(kw)
-    return RunConfig(**values)
-
-
-def dev_batch(model_dir, data_dir, task="cola", n=24):
-    """The first `n` dev examples of a task, tokenized and padded (rows of different lengths)."""
-    tokenizer = load_tokenizer(str(model_dir))
-    examples = load_glue(task, str(data_dir)).evals["eval"][:n]
-    features = encode_classification(examples, tokenizer, 128, regression=task == "stsb")
-    batch = DataCollatorWithPadding(tokenizer)(features)
-    batch.pop("labels")
-    return dict(batch)
-
-
-@torch.no_grad()
-def logits(model, batch):
-    model.eval()
-    return model(**batch).logits.float()
 
 
 class Trained:

@@ -15,7 +15,7 @@ from rankwise.adapters import hard_keep
 from rankwise.rundir import read_jsonl
 from rankwise.targets import TargetMatrix
 from rankwise.train import run_training
-from test_train import tiny_cfg
+from conftest import tiny_cfg
 
 LEARNED = dict(allocation="learned", rank_min=2, rank_max=8, rank_average=5, alpha_min=0.5, alpha_max=3.0,
                rank_allocation_lr=0.05, logging_steps=1)

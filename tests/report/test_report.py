@@ -12,64 +12,14 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from conftest import run_cli
-from rankwise.config import RunConfig, resolve_defaults
-from rankwise.naming import run_name
+from conftest import MATRICES, METRIC, fake_run, run_cli
 from rankwise.report import build_report, resolve_baselines, task_order
 from rankwise.report.configurations import figures as plots
 from rankwise.report.aggregate import group_runs, load_runs
 from rankwise.report.configurations.tables import ADAPTIVE_HEADER
 from rankwise.report.stats import detectable_difference
 
-METRIC = "eval_matthews_correlation"
-SUFFIXES = ("attention.self.query", "attention.self.value", "attention.output.dense", "output.dense")
-MATRICES = [(f"bert.encoder.layer.{layer}.{suffix}", layer, "mlp" if suffix == "output.dense" else "attention")
-            for layer in range(3) for suffix in SUFFIXES]
 HEADER_LINE = "| Task | Rank Min | Rank Max | Alpha Min | Alpha Max | LR | Rank Avg | Median ± Std |"
-
-
-def fake_run(root: Path, epoch_scores: list[float], status: str = "completed", **config) -> Path:
-    """A run directory as `rankwise train` writes it, with the given main metric per epoch."""
-    cfg = resolve_defaults(RunConfig(task="cola", method="loraxs", **config))
-    run_dir = root / run_name(cfg)
-    run_dir.mkdir(parents=True)
-    (run_dir / "config.json").write_text(json.dumps({"config": cfg.to_dict()}))
-    rng = np.random.default_rng(abs(hash(run_dir.name)) % 2**32)
-    learned = cfg.allocation == "learned"
-    ranks = [int(r) for r in rng.integers(cfg.rank_min, cfg.rank_max + 1, len(MATRICES))] if learned else \
-        [cfg.rank] * len(MATRICES)
-    (run_dir / "ranks.json").write_text(json.dumps({"matrices": [
-        {"name": n, "layer": layer, "kind": kind, "rank": r} for (n, layer, kind), r in zip(MATRICES, ranks)]}))
-    evals = [{"type": "eval", "step": 10 * e, "epoch": e, "eval_loss": 1 - v, METRIC: v}
-             for e, v in enumerate(epoch_scores, 1)]
-    with open(run_dir / "metrics.jsonl", "w") as f:
-        for e in range(1, len(epoch_scores) + 1):
-            f.write(json.dumps({"type": "train", "step": 10 * e - 5, "epoch": e - 0.5, "loss": 0.6}) + "\n")
-            f.write(json.dumps(evals[e - 1]) + "\n")
-    if learned:
-        epochs = cfg.num_train_epochs
-        with open(run_dir / "allocation.jsonl", "w") as f:
-            for k in range(2 * epochs + 1):
-                epoch = k / 2
-                f.write(json.dumps({
-                    "epoch": epoch, "step": 5 * k, "alpha": cfg.alpha_min + (cfg.alpha_max - cfg.alpha_min) * min(
-                        1.0, epoch / (epochs - 1)), "budget": 12 * cfg.rank_average ** 2,
-                    "discrete": epoch >= epochs - 1,
-                    "continuous": {n: r + 0.1 * k for (n, _, _), r in zip(MATRICES, ranks)},
-                    "hard": {n: r for (n, _, _), r in zip(MATRICES, ranks)}}) + "\n")
-    if status == "failed":
-        summary = {"status": "failed", "message": "RuntimeError: out of memory", "task": "cola", "method": "loraxs",
-                   "allocation": cfg.allocation, "seed": cfg.seed}
-    else:
-        best = max(evals, key=lambda r: r[METRIC])
-        summary = {"status": status, "message": "loss was non-finite" if status == "diverged" else None,
-                   "main_metric": METRIC, "greater_is_better": True, "best": best, "best_epoch": best["epoch"],
-                   "final": evals[-1], "epochs_completed": len(evals), "wall_time_s": 60.0 + cfg.seed,
-                   "trainable_parameters": {"adapter": 12 * 30 * 30, "head": 770, "allocation": 12,
-                                            "adapter_at_hard_ranks": sum(r * r for r in ranks)},
-                   "hard_ranks": {n: r for (n, _, _), r in zip(MATRICES, ranks)}}
-    (run_dir / "summary.json").write_text(json.dumps(summary))
-    return run_dir
 
 
 LEARNED = [dict(allocation="learned", alpha_min=a, alpha_max=b, lr_scheduler=s, rank_average=20, rank_allocation_lr=lr)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from test_report import fake_run
+from conftest import fake_run
 
 
 def corrupt_byte(run: Path) -> str:

@@ -17,7 +17,7 @@ from rankwise.report import build_report, load_runs
 from rankwise.report.frontier import budget_comparisons, frontier_points, frontier_runs, varies_budget
 from rankwise.report.frontier.figures import draw_frontier
 from rankwise.report.stats import detectable_difference
-from test_report import fake_run
+from conftest import fake_run
 
 SEEDS = range(5)
 REPORTED = [2, 3, 4]  # seeds 0 and 1 choose each point's learning rate; the others report

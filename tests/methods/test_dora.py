@@ -82,7 +82,7 @@ def dora_run(tiny_bert_dir, tiny_glue_dir, tmp_path_factory):
 
 def test_a_dora_run_trains_its_magnitudes_and_reloads_to_the_same_logits(dora_run, tiny_bert_dir, tiny_glue_dir):
     import rankwise
-    from test_export import dev_batch, logits
+    from conftest import dev_batch, logits
 
     out, setup, summary = dora_run
     magnitudes = [p for n, p in setup.adapter.model.named_parameters() if "lora_magnitude_vector" in n]
@@ -99,7 +99,7 @@ def test_a_dora_run_trains_its_magnitudes_and_reloads_to_the_same_logits(dora_ru
 
 
 def test_dora_exports_peft_and_merged_that_load_without_rankwise(dora_run, tiny_bert_dir, tiny_glue_dir, tmp_path):
-    from test_export import dev_batch, logits
+    from conftest import dev_batch, logits
 
     out, setup, _ = dora_run
     batch = dev_batch(tiny_bert_dir, tiny_glue_dir)
@@ -213,7 +213,7 @@ def test_a_learned_dora_run_exports_at_its_hard_ranks(learned_dora_run, tiny_ber
     from peft import PeftModel
 
     import rankwise
-    from test_export import dev_batch, logits
+    from conftest import dev_batch, logits
 
     out, setup, summary = learned_dora_run
     hard = list(summary["hard_ranks"].values())

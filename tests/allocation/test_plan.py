@@ -1,5 +1,5 @@
 """`rankwise plan` on the embedded MiniLM: the numbers the foundation issue promises, PEFT's own count for
-LoRA, and a custom rank file reflected row by row (its reflection in trained tensors is in test_train.py)."""
+LoRA, and a custom rank file reflected row by row (its reflection in trained tensors is in train/test_train.py)."""
 
 import csv
 import json

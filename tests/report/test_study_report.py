@@ -16,7 +16,7 @@ from rankwise.report import build_report
 from rankwise.report.aggregate import load_runs
 from rankwise.report.stats import holm, select_learning_rates, verdict
 from rankwise.report.study import arm_names, default_baseline
-from test_report import fake_run
+from conftest import fake_run
 
 
 def test_holm_by_hand():

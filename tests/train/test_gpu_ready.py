@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import REPO, run_cli
 from rankwise.config import RunConfig
 from rankwise.rundir import read_jsonl, read_summary
 
-SRC = str(Path(__file__).resolve().parents[1] / "src" / "rankwise")
+SRC = str(REPO / "src" / "rankwise")
 # Tensor methods that copy a value to the host: on a GPU each waits for every kernel queued before it.
 SYNC_METHODS = ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__")
 
@@ -336,7 +336,7 @@ def test_accelerate_launch_runs_the_processes_it_is_asked_for_or_refuses(tiny_be
     at half the batch). `--multi_gpu --num_processes 2` starts two (over gloo here): recorded as accelerate launch."""
     import subprocess
 
-    from test_engine import LEARNED as ENGINE_LEARNED, base_args, subprocess_env
+    from test_hf_trainer import LEARNED as ENGINE_LEARNED, base_args, subprocess_env
 
     accelerate = str(Path(sys.executable).parent / "accelerate")
     args = base_args(tiny_bert_dir, tiny_glue_dir, tmp_path / "one", *ENGINE_LEARNED, "--num_train_epochs", "2",
@@ -368,7 +368,7 @@ def test_each_process_draws_its_own_dropout_stream(tmp_path):
     process the run's own stream and the second another, seeded one."""
     import subprocess
 
-    from test_engine import subprocess_env
+    from test_hf_trainer import subprocess_env
 
     script = tmp_path / "draw.py"
     script.write_text(

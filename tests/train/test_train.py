@@ -6,17 +6,9 @@ import json
 import pytest
 import torch
 
-from conftest import run_cli
-from rankwise.config import RunConfig
+from conftest import run_cli, tiny_cfg
 from rankwise.rundir import read_jsonl, read_summary
 from rankwise.train import run_training
-
-
-def tiny_cfg(model_dir, data_dir, out, **kw):
-    values = dict(model=str(model_dir), data_dir=str(data_dir), task="cola", output_dir=str(out), num_train_epochs=2,
-                  per_device_train_batch_size=16, logging_steps=2, quiet=True, learning_rate=5e-3)
-    values.update(kw)
-    return RunConfig(**values)
 
 
 def test_run_directory_contract(tiny_bert_dir, tiny_glue_dir, tmp_path):
