@@ -411,16 +411,16 @@ def test_runs_are_spread_round_robin_over_the_gpus():
 
 def test_runs_per_gpu_beyond_the_gpus_memory_is_refused_before_any_run(tmp_path, tiny_bert_dir, tiny_glue_dir,
                                                                          capsys, monkeypatch):
-    from rankwise import sweep
     from rankwise.devices import run_memory_estimate
+    from rankwise.sweep import runners
 
     spec = tmp_path / "sweep.yaml"
     spec.write_text(f"base: {{model: {tiny_bert_dir}, data_dir: {tiny_glue_dir}, task: sst2, max_steps: 1}}\n"
                     f"seeds: [0, 1]\noutput_dir: {tmp_path / 'runs'}\n")
     assert run_cli("sweep", spec, "--runs_per_gpu", "2") == 2  # this machine has no GPU
     assert "--runs_per_gpu: needs a CUDA GPU, and none is visible" in capsys.readouterr().err
-    monkeypatch.setattr(sweep, "visible_gpus", lambda: 1)
-    monkeypatch.setattr(sweep, "cuda_memory", lambda: (2 * 2**30, "a 2 GiB GPU"))
+    monkeypatch.setattr(runners, "visible_gpus", lambda: 1)
+    monkeypatch.setattr(runners, "cuda_memory", lambda: (2 * 2**30, "a 2 GiB GPU"))
     assert run_cli("sweep", spec, "--runs_per_gpu", "4") == 2
     err = capsys.readouterr().err
     per_run = run_memory_estimate(0, 0, "fp32", 0, 0, 0)  # at least the CUDA context: 500 MiB
@@ -432,15 +432,15 @@ def test_runs_per_gpu_beyond_the_gpus_memory_is_refused_before_any_run(tmp_path,
 def test_sweep_workers_each_get_their_gpu(tmp_path, tiny_bert_dir, tiny_glue_dir, monkeypatch):
     """Two GPUs (as the sweep sees them), one run per GPU: each worker process runs with CUDA_VISIBLE_DEVICES set to
     its own device (the runs themselves train on the CPU here)."""
-    from rankwise import sweep
     from rankwise.config import prepare
+    from rankwise.sweep import runners, run_sweep
 
-    monkeypatch.setattr(sweep, "visible_gpus", lambda: 2)
-    monkeypatch.setattr(sweep, "cuda_memory", lambda: (80 * 2**30, "an 80 GiB GPU"))
+    monkeypatch.setattr(runners, "visible_gpus", lambda: 2)
+    monkeypatch.setattr(runners, "cuda_memory", lambda: (80 * 2**30, "an 80 GiB GPU"))
     configs = [prepare(RunConfig(model=str(tiny_bert_dir), data_dir=str(tiny_glue_dir), task="sst2", max_steps=1,
                                  eval_strategy="no", save_model=False, seed=seed, quiet=True,
                                  output_dir=str(tmp_path / f"run{seed}"))) for seed in (0, 1)]
-    records = sweep.run_sweep(configs, runs_per_gpu=1)
+    records = run_sweep(configs, runs_per_gpu=1)
     assert [r["status"] for r in records] == ["completed", "completed"]
     assert sorted(r["visible_devices"] for r in records) == ["0", "1"]
 

@@ -188,7 +188,7 @@ def cmd_sweep(args) -> int:
 def _cmd_search(args, spec: dict) -> int:
     """A sweep with a `search:` block: each arm's learning rate searched on the search seeds, then the sweep's seeds
     run at the chosen rate (rankwise.search)."""
-    from ..search import describe, run_config, run_search, search_arms
+    from ..sweep.search import describe, run_config, run_search, search_arms
     from ..sweep import check_configs, expand, run_sweep
 
     search = spec["search"]

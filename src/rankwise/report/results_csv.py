@@ -16,7 +16,7 @@ import pandas as pd
 from ..config import FIELDS
 from ..errors import ConfigError
 from ..naming import NAME_DEFAULTS
-from ..search import read_records, run_roles
+from ..sweep.search import read_records, run_roles
 from .aggregate import CONFIG_FIELDS
 
 REQUIRED = ("task", "method", "allocation", "seed", "status", "score", "metric", "greater_is_better", "config_id",

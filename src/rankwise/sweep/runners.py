@@ -1,40 +1,12 @@
-"""Sweeps: a YAML grid × variants × seeds → validated run configs → resumable runs, locally or on Ray.
-
-Sweep file (YAML)::
-
-    base:                 # RunConfig fields shared by every run (any option of `rankwise train`)
-      task: cola
-      method: loraxs
-      allocation: learned
-    grid:                 # every field given as a list expands; cartesian product over fields
-      alpha_min: [0.1, 0.5]
-      lr_scheduler: [constant_schedule, linear_schedule_with_warmup]
-    variants:             # optional named override sets: not crossed with each other, crossed with the grid
-      - {label: "baseline r8", allocation: uniform, rank: 8}
-    seeds: [0, 1, 2]
-    output_dir: runs/my_sweep   # parent of the run directories (relative to where you run the command)
-
-The flat form (RunConfig fields at the top level, lists expand; plus `seeds` and `output_dir`) works too.
-A base/grid field that does not apply to a variant (the learned-allocation knobs for a fixed-rank
-baseline, say) is dropped for that variant, so a baseline is not re-run once per grid value of a knob
-it does not have.
-
-Each run's directory is `<output_dir>/<run_name(config)>`. A run whose summary.json says completed or
-diverged is finished and skipped; anything else (never started, killed half-way, failed) is run again
-from scratch. A finished run whose config.json differs from the requested config in a setting that changes
-results is neither skipped nor replaced: the sweep reports it as a conflict (a run name that came to mean
-another config, e.g. after a default changed without an entry in naming.NAME_DEFAULTS). A per-run lock file
-(`<output_dir>/.locks/<name>.lock`, flock) keeps two sweeps over the same directory from running the same
-config at once.
-"""
+"""Running a sweep's configs: in this process, in local worker processes (threads split between them, GPUs
+assigned), or as Ray tasks; finished runs skipped, conflicts kept, progress printed, and every worker stopped
+when the sweep stops however it ends."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import dataclasses
-import difflib
-import itertools
 import math
 import multiprocessing as mp
 import os
@@ -47,270 +19,14 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
+from ..config import RunConfig
+from ..devices import GpuPlan, assign_gpus, check_runs_fit, cuda_memory, run_memory_estimate
+from ..errors import ConfigError, RankwiseError
+from ..runstate import checkpoints, config_conflicts, inspect, run_lock
+from ..stopping import RayReaper, claim_sigterm, die_with_driver, driver_identity, stop_on_sigterm
 
-from .devices import GpuPlan, assign_gpus, check_runs_fit, cuda_memory, run_memory_estimate
-from .config import FIELDS, RunConfig, applies, config_from_dict, prepare, read_structured_file
-from .errors import ConfigError, RankwiseError
-from .naming import run_name
-from .rundir import SUMMARY
-from .runstate import check_output_dir, checkpoints, config_conflicts, inspect, run_lock, run_state
-from .stopping import RayReaper, claim_sigterm, die_with_driver, driver_identity, stop_on_sigterm
-
-SPEC_KEYS = ("base", "grid", "variants", "seeds", "output_dir", "description", "search")
 BACKENDS = ("local", "ray")
-RUN_STATES = ("new", "finished", "running", "unfinished", "failed", "corrupt", "foreign", "conflict")  # run_state, describe_runs
 
-
-# ---------------------------------------------------------------------------------------------
-# Sweep file → spec
-# ---------------------------------------------------------------------------------------------
-
-def _where(source: str) -> str:
-    return f"sweep {source}"
-
-
-def _check_values(values: dict, source: str) -> None:
-    """Every key is a RunConfig field and every value converts (lists: each element)."""
-    for key, value in values.items():
-        for item in (value if isinstance(value, list) else [value]):
-            config_from_dict({key: item}, source=source)
-
-
-def load_sweep(path: str | Path) -> dict:
-    """Read and check a sweep file. Returns {"base", "grid", "variants", "seeds", "output_dir",
-    "description", "source"}; raises ConfigError naming the key and the fix."""
-    data, _ = read_structured_file(path, f"sweep {path}")
-    if not isinstance(data, dict) or not data:
-        raise ConfigError(_where(path), "must hold a mapping (base:, grid:, seeds:, ...)",
-                          "See `rankwise sweep --help` for the format")
-    return parse_sweep(data, source=str(path))
-
-
-def parse_sweep(data: dict, source: str = "sweep") -> dict:
-    """The spec from an already-parsed mapping (structured or flat form)."""
-    data = dict(data)
-    structured = any(k in data for k in ("base", "grid", "variants"))
-    if structured:
-        for key in data:
-            if key not in SPEC_KEYS:
-                if key in FIELDS:
-                    hint = f"`{key}` is a run option: put it under `base:` (one value) or `grid:` (a list)"
-                else:
-                    close = difflib.get_close_matches(key, SPEC_KEYS, n=1)
-                    hint = (f"Did you mean `{close[0]}`? " if close else "") + f"Top-level keys: {', '.join(SPEC_KEYS)}"
-                raise ConfigError(_where(source), f"unknown key `{key}`", hint)
-        base = data.get("base") or {}
-        grid = data.get("grid") or {}
-        variants = data.get("variants") or []
-        if data.get("variants") == []:  # an emptied list would silently run the base configuration instead
-            raise ConfigError(_where(source), "`variants` is an empty list",
-                              "List at least one variant, or remove the `variants:` key to run the base and grid "
-                              "configurations alone")
-    else:
-        base = {k: v for k, v in data.items() if k not in SPEC_KEYS}
-        grid, variants = {}, []
-    for name, value in (("base", base), ("grid", grid)):
-        if not isinstance(value, dict):
-            raise ConfigError(_where(source), f"`{name}` must be a mapping of run options")
-    if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
-        raise ConfigError(_where(source), "`variants` must be a list of mappings",
-                          'Write e.g. `- {label: "baseline r8", allocation: uniform, rank: 8}`')
-
-    base, grid = dict(base), dict(grid)
-    for key in [k for k, v in base.items() if isinstance(v, list)]:  # any field given as a list expands
-        if key in grid:
-            raise ConfigError(_where(source), f"`{key}` is given as a list in both base and grid", "Keep one")
-        grid[key] = base.pop(key)
-    grid = {k: (v if isinstance(v, list) else [v]) for k, v in grid.items()}
-    for key, values in grid.items():
-        if not values:
-            raise ConfigError(_where(source), f"grid `{key}` is an empty list", "Give at least one value")
-        if len({repr(v) for v in values}) != len(values):
-            raise ConfigError(_where(source), f"grid `{key}` repeats a value: {values}", "List each value once")
-    if "output_dir" in base or "output_dir" in grid:
-        raise ConfigError(_where(source), "`output_dir` is the parent directory of the sweep's runs",
-                          "Put `output_dir:` at the top level, not under base or grid")
-    _check_values(base, f"{source} (base)")
-    _check_values(grid, f"{source} (grid)")
-
-    seen = []
-    for i, variant in enumerate(variants):
-        where = f"{source} (variant {i + 1})"
-        if any(isinstance(v, list) for v in variant.values()):
-            raise ConfigError(_where(source), f"variant {i + 1} has a list value",
-                              "A variant is one set of overrides; put lists in `grid:`")
-        if "seed" in variant or "output_dir" in variant:
-            raise ConfigError(_where(source), f"variant {i + 1} sets `seed` or `output_dir`",
-                              "Give seeds with top-level `seeds:` and the directory with top-level `output_dir:`")
-        _check_values(variant, where)
-        # A label may name several variants (one arm of a study at several learning rates, say), but two
-        # identical variants are a copy-paste slip.
-        key = sorted((k, str(v)) for k, v in variant.items())
-        if key in seen:
-            raise ConfigError(_where(source), f"variants {seen.index(key) + 1} and {i + 1} are identical",
-                              "Remove one, or change what should differ")
-        seen.append(key)
-
-    seeds = data.get("seeds")
-    if "seed" in grid or "seed" in base:
-        if seeds is not None:
-            raise ConfigError(_where(source), "seeds are given twice (`seeds:` and a `seed` option)", "Keep `seeds:`")
-        seeds = grid.pop("seed", None) or [base.pop("seed")]
-    if seeds is None:
-        seeds = [0]
-    seeds = seeds if isinstance(seeds, list) else [seeds]
-    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise ConfigError(_where(source), f"`seeds` must be a list of integers, got {seeds!r}", "e.g. seeds: [0, 1, 2]")
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(_where(source), f"`seeds` repeats a seed: {seeds}", "List each seed once")
-    output_dir = data.get("output_dir")
-    if output_dir is not None and not isinstance(output_dir, str):
-        raise ConfigError(_where(source), "`output_dir` must be a path")
-    search = None
-    if data.get("search") is not None:  # adaptive learning-rate search (rankwise.search)
-        from .search import parse_search
-
-        search = parse_search(data["search"], base, grid, variants, seeds, source)
-    return {"base": base, "grid": grid, "variants": variants, "seeds": seeds, "output_dir": output_dir,
-            "description": data.get("description"), "source": source, "search": search}
-
-
-def override(spec: dict, values: dict[str, Any] | None = None, seeds: list[int] | None = None) -> dict:
-    """A copy of `spec` with run options forced for every run (command-line `--set`, `--data_dir`)."""
-    spec = {**spec, "base": dict(spec["base"]), "grid": dict(spec["grid"]),
-            "variants": [dict(v) for v in spec["variants"]]}
-    for key, value in (values or {}).items():
-        _check_values({key: value}, "--set")
-        spec["base"][key] = value
-        spec["grid"].pop(key, None)
-        for variant in spec["variants"]:
-            variant.pop(key, None)
-    if seeds is not None:
-        spec["seeds"] = list(seeds)
-    return spec
-
-
-# ---------------------------------------------------------------------------------------------
-# Spec → configs
-# ---------------------------------------------------------------------------------------------
-
-def default_output_root(spec: dict) -> str:
-    stem = Path(spec.get("source") or "sweep").stem
-    return str(Path("runs") / stem)
-
-
-def point_values(spec: dict) -> list[dict]:
-    """The option dicts of every grid point × variant (without seed), with inapplicable fields dropped."""
-    grid = spec["grid"]
-    points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] if grid else [{}]
-    variants = spec["variants"] or [{}]
-    out = []
-    for point in points:
-        for variant in variants:
-            shared = {**spec["base"], **point}
-            allocation = variant.get("allocation", shared.get("allocation", FIELDS["allocation"].default))
-            method = variant.get("method", shared.get("method", FIELDS["method"].default))
-            task = variant.get("task", shared.get("task", FIELDS["task"].default))
-            shared = {k: v for k, v in shared.items() if applies(k, allocation, method, task)}
-            out.append({**shared, **variant})
-    return out
-
-
-def expand(spec: dict, output_dir: str | None = None, check_resources: bool | str = True) -> list[RunConfig]:
-    """One validated RunConfig per grid point × variant × seed, with output_dir=<root>/<run name>.
-
-    Every config is resolved and validated (`prepare`); with `check_resources` the model-dependent checks
-    (rank plan, budget feasibility, via a weightless model) and the data files are checked too, once per
-    distinct model/data. `check_resources="local"` skips checks that would need the network (hub models and
-    hub datasets). Identical configs (the same run name) are kept once. Raises before anything runs.
-    """
-    root = Path(output_dir or spec.get("output_dir") or default_output_root(spec))
-    source = spec.get("source", "sweep")
-    configs, seen = [], set()
-    if spec.get("search"):  # a search's runs depend on its scores: the ones it starts with (rankwise.search)
-        from .search import known_runs
-
-        runs = [(values, values.pop("seed")) for values in known_runs(spec)]
-    else:
-        runs = [(values, seed) for values in point_values(spec) for seed in spec["seeds"]]
-    for values, seed in runs:
-        cfg = config_from_dict({**values, "seed": seed}, source=source)
-        name = run_name(cfg)
-        if name in seen:
-            continue
-        seen.add(name)
-        cfg.output_dir = str(root / name)
-        try:
-            configs.append(prepare(cfg))
-        except ConfigError as exc:
-            raise ConfigError(exc.field, f"{exc.problem} (in {source}, run {name})", exc.fix) from None
-    if check_resources:
-        check_configs(configs, allow_network=check_resources != "local")
-    return configs
-
-
-def _is_local_model(name: str) -> bool:
-    from .models import EMBEDDED
-
-    return name in EMBEDDED or Path(name).expanduser().exists()
-
-
-def check_configs(configs: list[RunConfig], allow_network: bool = True) -> list[str]:
-    """Model-dependent checks (rank plan, budget feasibility) and data files, before any run starts.
-    Returns notes about checks that were skipped (network needed and not allowed)."""
-    from .data import GLUE_TASKS, load_glue
-    from .planning import build_plan, check_head_saving, meta_model
-
-    models: dict[tuple, Any] = {}
-    data_checked: set[tuple] = set()
-    notes: list[str] = []
-    for cfg in configs:
-        name = Path(cfg.output_dir).name
-        try:
-            if inspect(cfg.output_dir).kind != "finished":  # finished: skipped, or reported as a conflict
-                check_output_dir(cfg)
-            key = (cfg.model, cfg.task)
-            if key not in models:
-                if allow_network or _is_local_model(cfg.model):
-                    models[key] = meta_model(cfg)
-                else:
-                    models[key] = None
-                    notes.append(f"model `{cfg.model}` is not on this machine, so its rank plans and budgets are "
-                                 "not checked by a dry run (a real sweep checks them before its first run)")
-            if models[key] is not None:
-                model, heads = models[key]
-                check_head_saving(cfg, build_plan(cfg, model, heads)[0])
-            data_key = (cfg.task, cfg.data_dir, cfg.train_file, cfg.validation_file, cfg.dataset, cfg.text_column,
-                        cfg.label_column)
-            if data_key not in data_checked and cfg.task in GLUE_TASKS:
-                if cfg.data_dir or allow_network:
-                    load_glue(cfg.task, cfg.data_dir)
-                else:
-                    notes.append(f"task `{cfg.task}` would be read from the Hugging Face hub (no --data_dir or "
-                                 "RANKWISE_DATA_DIR): not checked by a dry run")
-            elif data_key not in data_checked and cfg.task == "text":  # your own data: read and checked
-                from .data.files import load_text_data
-
-                if cfg.dataset is not None and not Path(cfg.dataset).expanduser().exists() and not allow_network:
-                    notes.append(f"dataset `{cfg.dataset}` would be loaded from the Hugging Face hub: not checked by "
-                                 "a dry run")
-                else:
-                    load_text_data(cfg)
-            elif data_key not in data_checked:  # instruction tuning: every record is checked
-                from .data.instruct import alpaca_path, load_alpaca
-
-                load_alpaca(alpaca_path(cfg))
-            data_checked.add(data_key)
-        except ConfigError as exc:
-            raise ConfigError(exc.field, f"{exc.problem} (run {name})", exc.fix) from None
-        except RankwiseError as exc:
-            raise type(exc)(f"run {name}: {exc}") from None
-    return notes
-
-
-# ---------------------------------------------------------------------------------------------
-# Running
-# ---------------------------------------------------------------------------------------------
 
 def _finished_record(cfg: RunConfig) -> dict | None:
     """The record of a finished run that needs no running: skipped, or failed when the directory holds a
@@ -360,7 +76,7 @@ def run_one(cfg: RunConfig) -> dict:
 
 
 def _run_one(cfg: RunConfig) -> dict:
-    from . import train
+    from .. import train
 
     run_dir = Path(cfg.output_dir)
     with run_lock(run_dir) as locked:
@@ -472,8 +188,8 @@ def _distinct_shapes(configs: list[RunConfig]) -> list[RunConfig]:
 
 def estimate_run_memory(cfg: RunConfig) -> int:
     """A run's GPU memory from its plan on a weightless model (devices.run_memory_estimate)."""
-    from .methods import get_method
-    from .planning import build_plan, meta_model
+    from ..methods import get_method
+    from ..planning import build_plan, meta_model
 
     model, heads = meta_model(cfg)
     totals = build_plan(cfg, model, heads)[0].totals()
@@ -713,19 +429,3 @@ def _run_ray(configs, todo, records, jobs: int, address: str | None, gpus_per_ru
             ray.shutdown()
         if reaper is not None:
             reaper.close()
-
-
-def describe_runs(configs: list[RunConfig]) -> list[tuple[str, str]]:
-    """(name, state) for `--dry-run`: new, finished, running, unfinished (killed half-way), failed (rerun) or
-    conflict (finished with another config: kept, not run)."""
-    states = []
-    for c in configs:
-        state = run_state(c.output_dir)
-        if state == "finished" and config_conflicts(c):
-            state = "conflict"
-        states.append((Path(c.output_dir).name, state))
-    return states
-
-
-__all__ = ["load_sweep", "parse_sweep", "override", "expand", "applies", "check_configs", "run_sweep", "run_one", "run_state",
-           "threads_per_run", "describe_runs", "config_conflicts", "RUN_STATES", "SUMMARY"]

@@ -41,11 +41,12 @@ from typing import Callable
 
 import numpy as np
 
-from .config import FIELDS, RunConfig, applies, config_from_dict, prepare
-from .errors import ConfigError, RunDirError
-from .naming import run_name
-from .rundir import read_json, write_json_atomic
-from .runstate import config_conflicts, inspect
+from ..config import FIELDS, RunConfig, applies, config_from_dict, prepare
+from ..errors import ConfigError, RunDirError
+from ..naming import run_name
+from ..rundir import read_json, write_json_atomic
+from ..runstate import config_conflicts, inspect
+from .points import point_values
 
 SEARCH_KEYS = ("field", "start", "factor", "max_rates", "seeds", "halving")
 LR_FIELDS = ("learning_rate", "cls_learning_rate", "rank_allocation_lr")
@@ -260,8 +261,6 @@ class Arm:
 
 def search_arms(spec: dict) -> list[Arm]:
     """One arm per grid point × variant, named by its label and the grid values that vary."""
-    from .sweep import point_values
-
     search: SearchSpec = spec["search"]
     shared = sorted(set(search.seeds) & set(spec["seeds"]))
     if shared:  # --seeds can bring them together after the file was checked
