@@ -4,7 +4,8 @@ Accepts the public reproduction's flags (`--lrs`, `--epochs`, `--rank`, `--alpha
 `--full-finetune`) and sweeps ranks, alpha policies and seeds through the sweep machinery: every point is a
 run directory under `--output_dir` named by its config, so an interrupted sweep resumes where it stopped and a
 second command (e.g. `--full-finetune`) into the same folder completes the study. Afterwards it writes the
-reproduction-schema results files and the ratio analysis (see rankwise.lrsweep, rankwise.report.lr_ratio).
+reproduction-schema results files and the ratio analysis. The recipe is rankwise.studies.lr_ratio, the analysis
+rankwise.report.lr_ratio; this module is the command line.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..config import FIELDS, add_config_arguments, parse_bool, parse_float, parse_int
-from ..errors import ConfigError
-from ..methods import FULL_FINETUNING, get_method
+from ..config import add_config_arguments, parse_bool, parse_float, parse_int
+from ..methods import FULL_FINETUNING
+from ..studies import lr_ratio
+from ..studies.lr_ratio import ADAPTER_METHODS, ALPHA_POLICIES, DEFAULT_LR_RANGES, OWN_FIELDS, POINTS_PER_DECADE, \
+    PRESETS
+from ..sweep import check_configs, run_sweep
 
-# RunConfig fields that lr-sweep sets through its own flags (the rest pass through unchanged).
-OWN_FIELDS = ("method", "rank", "lora_alpha", "alpha_policy", "seed", "learning_rate", "output_dir", "task",
-              "model", "num_train_epochs", "per_device_train_batch_size", "data_dir", "max_train_samples",
-              "max_eval_samples", "quiet", "overwrite_output_dir", "save_model")
 # Not offered: an LR curve has one uniform rank (no allocation strategies) on a classification task.
 NOT_OFFERED = ("allocation", "rank_first", "rank_last", "rank_attention", "rank_mlp", "rank_file", "match_budget",
                "budget", "rank_min", "rank_max", "rank_average", "memory_start", "memory_end", "epochs_memory_start",
@@ -49,9 +49,6 @@ for the ratio family's r=16.
 
 
 def register(sub) -> None:
-    from ..lrsweep import ADAPTER_METHODS, ALPHA_POLICIES, DEFAULT_LR_RANGES, POINTS_PER_DECADE, PRESETS
-
-    grids = "; ".join(f"{m}: {lo:g}–{hi:g}" for m, (lo, hi) in DEFAULT_LR_RANGES.items())
     p = sub.add_parser(
         "lr-sweep", help="learning-rate sweep over ranks and seeds vs full fine-tuning (LR-ratio study)",
         description="Sweep the learning rate of LoRA / LoRA-XS over ranks, alpha policies and seeds, and of full "
@@ -61,7 +58,18 @@ def register(sub) -> None:
                     "labelled test split, e.g. GLUE) and the optimal-LR ratio report; --results_file writes the "
                     "study's own results.json for one curve.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    study = p.add_argument_group("study options")
+    _add_study_options(p.add_argument_group("study options"))
+    _add_running_options(p.add_argument_group("running"))
+    add_config_arguments(p, exclude=OWN_FIELDS + NOT_OFFERED)
+    for action in p._actions:  # lr-sweep's own default for the head's learning rate
+        if action.dest == "cls_learning_rate":
+            action.help = ("Fixed learning rate of the classification head. Default: the swept learning rate, in "
+                           "every method (the head trains at the same LR as the adapter or the model)")
+    p.set_defaults(func=cmd_lr_sweep)
+
+
+def _add_study_options(study) -> None:
+    grids = "; ".join(f"{m}: {lo:g}–{hi:g}" for m, (lo, hi) in DEFAULT_LR_RANGES.items())
     study.add_argument("--task", "--task_name", dest="task", default="sst2",
                        help="GLUE classification task (default sst2)")
     study.add_argument("--model", "--model_name_or_path", dest="model", default="minilm",
@@ -106,7 +114,9 @@ def register(sub) -> None:
                                             "(default runs/lr_sweep_<task>_<model>)")
     study.add_argument("--save_model", type=parse_bool, nargs="?", const=True, default=False, metavar="BOOL",
                        help="keep each point's adapter/model weights (default false: sweeps need only metrics)")
-    run = p.add_argument_group("running")
+
+
+def _add_running_options(run) -> None:
     run.add_argument("--jobs", type=parse_int, default=1, help="parallel runs (local worker processes; default 1)")
     run.add_argument("--backend", choices=("local", "ray"), default="local", help="local processes or Ray tasks")
     run.add_argument("--ray_address", help="Ray cluster address (default: a local Ray instance)")
@@ -115,122 +125,27 @@ def register(sub) -> None:
     run.add_argument("--report_dir", help="where the LR-ratio report goes (default <output_dir>/lr_ratio_report)")
     run.add_argument("--no_report", action="store_true", help="do not write the LR-ratio report after the sweep")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_config_arguments(p, exclude=OWN_FIELDS + NOT_OFFERED)
-    for action in p._actions:  # lr-sweep's own default for the head's learning rate
-        if action.dest == "cls_learning_rate":
-            action.help = ("Fixed learning rate of the classification head. Default: the swept learning rate, in "
-                           "every method (the head trains at the same LR as the adapter or the model)")
-    p.set_defaults(func=cmd_lr_sweep)
-
-
-def _check_ignored(args) -> None:
-    """Flags the sweep would not read, as given: refused rather than dropped."""
-    if args.seed is not None and args.seeds:
-        raise ConfigError("seed", "and --seeds both give the seeds", "Give one of them (--seeds 0 1 for several)")
-    if args.full_finetune and args.method != "lora":
-        raise ConfigError("method", f"`{args.method}` and --full-finetune both name the method",
-                          "Give one of them (--full-finetune is --method full)")
-    if args.full_finetune or args.method == FULL_FINETUNING:
-        for name, given in (("ranks", args.ranks), ("include_full", args.include_full)):
-            if given:
-                raise ConfigError(name, "does not apply to a sweep of full fine-tuning",
-                                  f"Drop --{name}, or sweep an adapter (--method lora) with --include_full")
-
-
-def sweep_from_args(args):
-    """The LRSweep an `lr-sweep` command line asks for."""
-    from ..lrsweep import PRESETS, LRSweep
-
-    _check_ignored(args)
-    preset = PRESETS[args.preset] if getattr(args, "preset", None) else None
-    defaults = {"epochs": 3, "batch_size": 32, "alpha": 32.0, **(preset.sweep if preset else {})}
-    for name in ("epochs", "batch_size", "alpha"):
-        if getattr(args, name) is None:
-            setattr(args, name, defaults[name])
-    if preset is not None:
-        if args.lrs is None:
-            args.lrs = list(preset.sweep["lrs"])
-        if args.seed is None and not args.seeds:
-            args.seed = preset.sweep["seed"]
-        if args.rank is None and not args.ranks:
-            args.rank = preset.sweep["rank"]
-    method = FULL_FINETUNING if args.full_finetune else args.method
-    if args.full_lrs and not args.include_full:
-        raise ConfigError("full_lrs", "is the grid of the --include_full runs, but --include_full is not given",
-                          "Add --include_full, or give the learning rates with --lrs and --full-finetune")
-    ranks = args.ranks or [args.rank if args.rank is not None else 16]
-    seeds = args.seeds or [args.seed if args.seed is not None else 0]
-    overrides = {name: getattr(args, name) for name in FIELDS
-                 if name not in OWN_FIELDS and getattr(args, name, None) is not None}
-    adapter_overrides = {}
-    if preset is not None:  # the preset's regime where the command line leaves it open
-        overrides.update({k: v for k, v in preset.overrides.items() if getattr(args, k, None) is None})
-        adapter_overrides = {k: v for k, v in preset.adapter_overrides.items() if getattr(args, k, None) is None}
-        for name in list(adapter_overrides):
-            if name in overrides:
-                adapter_overrides.pop(name)
-    overrides.update(task=args.task, model=args.model, num_train_epochs=args.epochs,
-                     per_device_train_batch_size=args.batch_size, save_model=args.save_model)
-    for name in ("data_dir", "max_train_samples", "max_eval_samples"):
-        if getattr(args, name) is not None:
-            overrides[name] = getattr(args, name)
-    model_name = Path(args.model).name or args.model
-    output_dir = args.output_dir or str(Path("runs") / f"lr_sweep_{args.task}_{model_name}")
-    return LRSweep(method=method, ranks=ranks, alpha=args.alpha, reference_rank=args.rank if args.ranks else None,
-                   alpha_policies=list(args.alpha_policy), seeds=list(seeds),
-                   lrs=args.lrs, include_full=args.include_full and get_method(method).trains_adapter,
-                   full_lrs=args.full_lrs, output_dir=output_dir, overrides=overrides,
-                   adapter_overrides=adapter_overrides)
-
-
-def _print_plan(sweep, configs) -> None:
-    from ..lrsweep import describe, format_lr
-
-    curves: dict[str, list] = {}
-    for cfg in configs:
-        curves.setdefault(f"{describe(cfg)}, seed {cfg.seed}", []).append(cfg.learning_rate)
-    print(f"lr-sweep: {len(configs)} points in {len(curves)} curve{'s' if len(curves) != 1 else ''} → "
-          f"{sweep.output_dir}")
-    for name, lrs in curves.items():
-        print(f"  {name}: {len(lrs)} learning rates {format_lr(min(lrs))} … {format_lr(max(lrs))}")
 
 
 def cmd_lr_sweep(args) -> int:
-    from ..lrsweep import check_study_results, expand_lr_sweep, format_lr, results_basename, write_results, \
-        write_study_results
-    from ..sweep import check_configs, describe_runs, run_sweep
-
-    sweep = sweep_from_args(args)
-    configs = expand_lr_sweep(sweep)  # every config validated here, before anything runs or is written
-    if args.results_file:
-        check_study_results(configs, args.results_file)
+    sweep, configs = lr_ratio.lr_sweep_points(args)  # every point validated here, before anything runs or is written
     if not args.no_report:  # checked before any run: the report must not land in a run directory
-        from ..report.build import check_report_dir
+        from ..report.build import check_report_dir  # pandas: only for a command that writes a report
 
         check_report_dir(_report_dir(args, sweep), "--report_dir")
     for note in check_configs(configs):  # rank plans and data files, on a weightless model
         print(f"note: {note}", file=sys.stderr)
-    _print_plan(sweep, configs)
+    print("\n".join(lr_ratio.plan_lines(sweep, configs)))
     if args.dry_run:
-        for cfg, (name, state) in zip(configs, describe_runs(configs)):
-            print(f"  {state:<10} {name}  → {results_basename(cfg)}.json [{format_lr(cfg.learning_rate)}]")
-        if args.results_file:
-            from ..lrsweep import study_key
-
-            print(f"  and {args.results_file} [{', '.join(study_key(c.learning_rate) for c in configs)}]")
+        print("\n".join(lr_ratio.dry_run_lines(configs, args.results_file)))
         return 0
-
     records = []
     try:
         records = run_sweep(configs, jobs=args.jobs, backend=args.backend, ray_address=args.ray_address,
                             quiet=args.quiet)
     finally:  # also after Ctrl-C: record what finished
-        written = write_results(configs, sweep.output_dir)
-        if args.results_file and write_study_results(configs, args.results_file):
-            print(f"results: {args.results_file} (the study's results.json format)")
-        if written:
-            print(f"results: {len(written)} file(s) in {sweep.output_dir} "
-                  f"({', '.join(p.name for p in written[:4])}{', …' if len(written) > 4 else ''})")
+        for line in lr_ratio.record_results(sweep, configs, args.results_file):
+            print(line)
     if not args.no_report:
         _report(sweep.output_dir, _report_dir(args, sweep))
     failed = [r for r in records if r["status"] == "failed"]
@@ -243,7 +158,7 @@ def _report_dir(args, sweep) -> str:
 
 def _report(run_root: str, report_dir: str) -> None:
     """Write the LR-ratio report for everything in `run_root` (this sweep and earlier ones into it)."""
-    from ..report.lr_ratio import lr_ratio_report
+    from ..report.lr_ratio import lr_ratio_report  # pandas: only for a command that writes a report
 
     out = Path(report_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ...config import config_from_dict
-from ...lrsweep import adapter_scale, curve_identity, format_lr, head_lr_mode, identity_id
+from ...lr_curves import adapter_scale, curve_identity, format_lr, head_lr_mode, identity_id
 from ...methods import titles, trains_adapter
 from ...rundir import read_json, read_summary
 from ..aggregate import eval_records, find_run_dirs

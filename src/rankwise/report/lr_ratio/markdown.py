@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ...lrsweep import format_lr
+from ...lr_curves import format_lr
 from ..context import ReportContext
 from ..text import DASH, is_missing, task_name
 from .analysis import fit_optima, is_reference, load_points, summarize

@@ -25,19 +25,20 @@ Alpha policies across the ranks of a sweep (`--alpha ALPHA --rank REF`):
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from .config import FIELDS, RunConfig, config_from_dict, prepare
-from .errors import ConfigError
-from .naming import NOT_IDENTITY, run_name
-from .rundir import read_json, read_jsonl, write_json_atomic
-from .methods import FULL_FINETUNING, METHODS, get_method
-from .runstate import finished_summary
+from ..config import FIELDS, RunConfig, config_from_dict, prepare
+from ..errors import ConfigError
+from ..lr_curves import adapter_scale, curve_identity, format_lr, head_lr_mode, identity_id
+from ..methods import FULL_FINETUNING, METHODS, get_method
+from ..naming import run_name
+from ..rundir import read_json, read_jsonl, write_json_atomic
+from ..runstate import finished_summary
+from ..sweep import describe_runs
 
 ALPHA_POLICIES = ("constant", "ratio", "rslora")
 # Methods an LR sweep compares with full fine-tuning: the ones with a default grid.
@@ -72,14 +73,6 @@ def log_grid(low: float, high: float, per_decade: int = POINTS_PER_DECADE) -> li
 
 def default_lrs(method: str) -> list[float]:
     return log_grid(*DEFAULT_LR_RANGES[method])
-
-
-def format_lr(lr: float, digits: int = 6) -> str:
-    """The results-file key of a learning rate: `1e-4`, `1.78e-4`, `3e-5` (float() reads it back exactly
-    for up to `digits` significant digits; fewer digits for display)."""
-    mantissa, exponent = f"{lr:.{digits - 1}e}".split("e")
-    mantissa = mantissa.rstrip("0").rstrip(".")
-    return f"{mantissa}e{int(exponent)}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,11 +121,6 @@ def alpha_for(policy: str, alpha: float, rank: int, reference_rank: int) -> floa
     if policy == "ratio":
         return alpha * rank / reference_rank
     return float(alpha)
-
-
-def adapter_scale(policy: str, alpha: float, rank: int) -> float:
-    """The multiplier of B·A: α/r, or α/√r for rsLoRA."""
-    return alpha / math.sqrt(rank) if policy == "rslora" else alpha / rank
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,27 +255,6 @@ def _differences(a: RunConfig, b: RunConfig) -> set[str]:
 # ---------------------------------------------------------------------------------------------
 # Results files in the reproduction's schema
 # ---------------------------------------------------------------------------------------------
-
-def head_lr_mode(cfg: RunConfig) -> str | float:
-    """`tied` when the head trains at the swept learning rate, else the fixed head learning rate."""
-    return "tied" if cfg.cls_learning_rate == cfg.learning_rate else cfg.cls_learning_rate
-
-
-def curve_identity(cfg: RunConfig) -> dict[str, Any]:
-    """What makes two runs points of the same LR curve: every result-changing setting except the
-    learning rate (and the head's learning rate when it is tied to it)."""
-    skip = set(NOT_IDENTITY) | {"output_dir", "learning_rate", "cls_learning_rate", "label"}
-    if not get_method(cfg.method).trains_adapter:
-        skip |= {"rank", "lora_alpha", "alpha_policy", "lora_dropout", "target_modules"}
-    identity = {name: value for name, value in cfg.to_dict().items()
-                if name not in skip and value != FIELDS[name].default}
-    identity["head_lr"] = head_lr_mode(cfg)
-    return identity
-
-
-def identity_id(identity: dict[str, Any]) -> str:
-    return hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
 
 def results_basename(cfg: RunConfig) -> str:
     """`results_lora_r16_alpha32_constant_seed0`, `results_full_seed0`."""
@@ -505,3 +472,126 @@ def write_study_results(configs: list[RunConfig], path: str | Path) -> Path | No
         if existing != json.loads(json.dumps(merged)):
             write_json_atomic(path, merged)
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# The `rankwise lr-sweep` command line: its values → the sweep, its plan and its results files
+# ---------------------------------------------------------------------------------------------
+
+# RunConfig fields that lr-sweep sets through its own flags (the rest pass through unchanged).
+OWN_FIELDS = ("method", "rank", "lora_alpha", "alpha_policy", "seed", "learning_rate", "output_dir", "task",
+              "model", "num_train_epochs", "per_device_train_batch_size", "data_dir", "max_train_samples",
+              "max_eval_samples", "quiet", "overwrite_output_dir", "save_model")
+
+
+def _check_ignored(args) -> None:
+    """Flags the sweep would not read, as given: refused rather than dropped."""
+    if args.seed is not None and args.seeds:
+        raise ConfigError("seed", "and --seeds both give the seeds", "Give one of them (--seeds 0 1 for several)")
+    if args.full_finetune and args.method != "lora":
+        raise ConfigError("method", f"`{args.method}` and --full-finetune both name the method",
+                          "Give one of them (--full-finetune is --method full)")
+    if args.full_finetune or args.method == FULL_FINETUNING:
+        for name, given in (("ranks", args.ranks), ("include_full", args.include_full)):
+            if given:
+                raise ConfigError(name, "does not apply to a sweep of full fine-tuning",
+                                  f"Drop --{name}, or sweep an adapter (--method lora) with --include_full")
+
+
+def _apply_defaults(args, preset: Preset | None) -> None:
+    """Fill the sweep flags left open with the preset's values, else lr-sweep's own defaults (in `args`)."""
+    defaults = {"epochs": 3, "batch_size": 32, "alpha": 32.0, **(preset.sweep if preset else {})}
+    for name in ("epochs", "batch_size", "alpha"):
+        if getattr(args, name) is None:
+            setattr(args, name, defaults[name])
+    if preset is not None:
+        if args.lrs is None:
+            args.lrs = list(preset.sweep["lrs"])
+        if args.seed is None and not args.seeds:
+            args.seed = preset.sweep["seed"]
+        if args.rank is None and not args.ranks:
+            args.rank = preset.sweep["rank"]
+
+
+def _overrides(args, preset: Preset | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(RunConfig values of every point, values of adapter points only) from the flags and the preset."""
+    overrides = {name: getattr(args, name) for name in FIELDS
+                 if name not in OWN_FIELDS and getattr(args, name, None) is not None}
+    adapter_overrides = {}
+    if preset is not None:  # the preset's regime where the command line leaves it open
+        overrides.update({k: v for k, v in preset.overrides.items() if getattr(args, k, None) is None})
+        adapter_overrides = {k: v for k, v in preset.adapter_overrides.items() if getattr(args, k, None) is None}
+        for name in list(adapter_overrides):
+            if name in overrides:
+                adapter_overrides.pop(name)
+    overrides.update(task=args.task, model=args.model, num_train_epochs=args.epochs,
+                     per_device_train_batch_size=args.batch_size, save_model=args.save_model)
+    for name in ("data_dir", "max_train_samples", "max_eval_samples"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    return overrides, adapter_overrides
+
+
+def sweep_from_args(args) -> LRSweep:
+    """The LRSweep an `lr-sweep` command line asks for (`args`: its parsed values; the flags left open are
+    filled in with the preset's or lr-sweep's defaults)."""
+    _check_ignored(args)
+    preset = PRESETS[args.preset] if getattr(args, "preset", None) else None
+    _apply_defaults(args, preset)
+    method = FULL_FINETUNING if args.full_finetune else args.method
+    if args.full_lrs and not args.include_full:
+        raise ConfigError("full_lrs", "is the grid of the --include_full runs, but --include_full is not given",
+                          "Add --include_full, or give the learning rates with --lrs and --full-finetune")
+    ranks = args.ranks or [args.rank if args.rank is not None else 16]
+    seeds = args.seeds or [args.seed if args.seed is not None else 0]
+    overrides, adapter_overrides = _overrides(args, preset)
+    model_name = Path(args.model).name or args.model
+    output_dir = args.output_dir or str(Path("runs") / f"lr_sweep_{args.task}_{model_name}")
+    return LRSweep(method=method, ranks=ranks, alpha=args.alpha, reference_rank=args.rank if args.ranks else None,
+                   alpha_policies=list(args.alpha_policy), seeds=list(seeds),
+                   lrs=args.lrs, include_full=args.include_full and get_method(method).trains_adapter,
+                   full_lrs=args.full_lrs, output_dir=output_dir, overrides=overrides,
+                   adapter_overrides=adapter_overrides)
+
+
+def lr_sweep_points(args) -> tuple[LRSweep, list[RunConfig]]:
+    """The sweep a command line asks for and its points, every one validated (and --results_file checked against
+    them) before anything runs or is written."""
+    sweep = sweep_from_args(args)
+    configs = expand_lr_sweep(sweep)
+    if args.results_file:
+        check_study_results(configs, args.results_file)
+    return sweep, configs
+
+
+def plan_lines(sweep: LRSweep, configs: list[RunConfig]) -> list[str]:
+    """`lr-sweep: 14 points in 2 curves → DIR`, then one line per curve with its learning-rate range."""
+    curves: dict[str, list[float]] = {}
+    for cfg in configs:
+        curves.setdefault(f"{describe(cfg)}, seed {cfg.seed}", []).append(cfg.learning_rate)
+    lines = [f"lr-sweep: {len(configs)} points in {len(curves)} curve{'s' if len(curves) != 1 else ''} → "
+             f"{sweep.output_dir}"]
+    lines += [f"  {name}: {len(lrs)} learning rates {format_lr(min(lrs))} … {format_lr(max(lrs))}"
+              for name, lrs in curves.items()]
+    return lines
+
+
+def dry_run_lines(configs: list[RunConfig], results_file: str | None) -> list[str]:
+    """Each point's state (new / finished / unfinished ...) and the results-file entry it fills."""
+    lines = [f"  {state:<10} {name}  → {results_basename(cfg)}.json [{format_lr(cfg.learning_rate)}]"
+             for cfg, (name, state) in zip(configs, describe_runs(configs))]
+    if results_file:
+        lines.append(f"  and {results_file} [{', '.join(study_key(c.learning_rate) for c in configs)}]")
+    return lines
+
+
+def record_results(sweep: LRSweep, configs: list[RunConfig], results_file: str | None) -> list[str]:
+    """Write the finished points' results files (and --results_file); lines that say what was written."""
+    written = write_results(configs, sweep.output_dir)
+    lines = []
+    if results_file and write_study_results(configs, results_file):
+        lines.append(f"results: {results_file} (the study's results.json format)")
+    if written:
+        lines.append(f"results: {len(written)} file(s) in {sweep.output_dir} "
+                     f"({', '.join(p.name for p in written[:4])}{', …' if len(written) > 4 else ''})")
+    return lines

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import REPO, run_cli
 from rankwise.adapters.masks import square_masks
 from rankwise.allocation.allocator import initial_weights
 from rankwise.allocation.learned import build_allocator
@@ -113,7 +113,7 @@ def targets(n):
 
 def glue_cfg(**kw):
     """A resolved learned LoRA-XS config at `rankwise glue`'s defaults."""
-    from rankwise.cli.train import GLUE_DEFAULTS
+    from rankwise.studies.glue_compat import GLUE_DEFAULTS
 
     values = {k: v for k, v in GLUE_DEFAULTS.items() if k not in ("model", "task")}
     values.update(model="minilm", task="cola", seed=0)
@@ -204,7 +204,7 @@ def test_initialisations_equal_the_studys_for_every_n(n):
 # ---------------------------------------------------------------------------------------------
 
 def glue_args(**given):
-    from rankwise.cli.train import GLUE_FLAGS
+    from rankwise.studies.glue_compat import GLUE_FLAGS
 
     args = argparse.Namespace(**{field: None for field, _ in GLUE_FLAGS.values()}, seed=0, wandb_disabled=True,
                               quiet=True, output_dir="runs/glue")
@@ -215,7 +215,7 @@ def glue_args(**given):
 
 
 def test_glue_defaults_are_the_studys_method_and_improvements_are_opt_in():
-    from rankwise.cli.train import glue_configs
+    from rankwise.studies.glue_compat import glue_configs
 
     (cfg,) = glue_configs(glue_args())
     assert (cfg.budget_mode, cfg.rounding, cfg.epochs_rank_discrete, cfg.alpha_schedule_span) == \
@@ -232,7 +232,7 @@ def test_glue_defaults_are_the_studys_method_and_improvements_are_opt_in():
 
 
 def test_glue_rank_start_is_accepted_with_the_studys_fallbacks(capsys):
-    from rankwise.cli.train import glue_configs
+    from rankwise.studies.glue_compat import glue_configs
 
     (cfg,) = glue_configs(glue_args(num_train_epochs=50, rank_min=5, rank_average=20.0, rank_start=40.0))
     assert cfg.rank_max == 40 and cfg.rank_start == 40 and cfg.rank_average == 20  # rank_max = rank_start
@@ -347,7 +347,7 @@ def test_rank_by_layer_figure_has_one_line_per_component_type_with_median_ranks(
 
     from rankwise.report import build_report
     from rankwise.report.configurations import figures as plots
-    from test_report import MATRICES, fake_run
+    from conftest import MATRICES, fake_run
 
     dirs = [fake_run(tmp_path / "runs", [0.4, 0.5, 0.6], allocation="learned", rank_average=20, seed=seed)
             for seed in range(3)]
@@ -376,8 +376,8 @@ def test_rank_by_layer_figure_has_one_line_per_component_type_with_median_ranks(
 
 def lr_sweep_configs(*argv):
     from rankwise.cli import build_parser
-    from rankwise.cli.lr_sweep import sweep_from_args
-    from rankwise.lrsweep import expand_lr_sweep
+    from rankwise.studies.lr_ratio import sweep_from_args
+    from rankwise.studies.lr_ratio import expand_lr_sweep
 
     return expand_lr_sweep(sweep_from_args(build_parser().parse_args(["lr-sweep", *map(str, argv)])))
 
@@ -521,7 +521,7 @@ def test_study_results_file_schema_keys_merge_and_never_overwrite(tiny_bert_dir,
 
 
 def test_test_acc_is_test_split_accuracy_after_training_when_the_task_has_one(tmp_path):
-    from rankwise.lrsweep import LRSweep, expand_lr_sweep, run_entry, write_study_results
+    from rankwise.studies.lr_ratio import LRSweep, expand_lr_sweep, run_entry, write_study_results
     from rankwise.rundir import write_json_atomic
 
     (cfg,) = expand_lr_sweep(LRSweep(ranks=[4], lrs=[1e-3], output_dir=str(tmp_path / "s"),
@@ -581,7 +581,7 @@ def study_empirical(layers, base, low, high):
 
 
 def test_placement_strategies_follow_the_studys_formulas_at_its_depth():
-    from rankwise.cli.placement import attention_heavy_ranks, empirical_ranks, linear_decay_ranks
+    from rankwise.studies.placement import attention_heavy_ranks, empirical_ranks, linear_decay_ranks
 
     assert linear_decay_ranks(24, 16, 4, 32) == study_linear_decay(24, 16, 4, 32)
     assert linear_decay_ranks(24, 16, 4, 32)[:4] == [16, 15, 14, 14] and linear_decay_ranks(24, 16, 4, 32)[-1] == 4
@@ -600,7 +600,7 @@ def placement(name, gpt2, alpaca, out, *extra):
 
 def plan_ranks(args_list):
     from rankwise.cli import build_parser
-    from rankwise.cli.placement import placement_config
+    from rankwise.studies.placement import placement_config
     from rankwise.planning import build_plan, meta_model
 
     cfg, strategy_file = placement_config(build_parser().parse_args([str(a) for a in args_list]))
@@ -715,7 +715,7 @@ def readme_rows(study: str) -> list[tuple[str, list[str]]]:
     import re
     import shlex
 
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    text = (REPO / "README.md").read_text()
     table = text.split(f"<!-- studies: {study} -->\n", 1)[1].split("\n\n", 1)[0]
     rows = []
     for line in table.splitlines()[2:]:

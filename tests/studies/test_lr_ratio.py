@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from rankwise.lrsweep import (LRSweep, adapter_scale, default_lrs, expand_lr_sweep, format_lr, log_grid,
+from rankwise.studies.lr_ratio import (LRSweep, adapter_scale, default_lrs, expand_lr_sweep, format_lr, log_grid,
                               results_basename, write_results)
 from rankwise.report.lr_ratio import fit_optima, load_points, log_quadratic_optimum, lr_ratio_report, summarize
 from rankwise.rundir import read_json, write_json_atomic

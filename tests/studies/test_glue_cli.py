@@ -92,7 +92,7 @@ def test_bad_study_flags_fail_before_work(tmp_path, capsys, flag, value, expecte
 def test_glue_keeps_the_studys_random_initialisation_while_train_defaults_to_uniform():
     import argparse
 
-    from rankwise.cli.train import GLUE_FLAGS, glue_configs
+    from rankwise.studies.glue_compat import GLUE_FLAGS, glue_configs
     from rankwise.config import RunConfig, resolve_defaults
 
     args = argparse.Namespace(**{field: None for field, _ in GLUE_FLAGS.values()}, seed=0, wandb_disabled=True,
