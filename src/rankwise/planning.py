@@ -229,7 +229,7 @@ def measuring_batches(cfg, task, device, processes: int = 1) -> list[dict]:
 def measured_plan(cfg) -> Plan:
     """The plan of a `gradient` allocation measured as training would measure it: the task's model (with its
     weights) and its first --allocation_batches shuffled training batches, on a GPU when there is one."""
-    from .tasks import prepare_task  # data and model loading
+    from .data.prepare import prepare_task  # data and model loading
 
     task = prepare_task(cfg)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

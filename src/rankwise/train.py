@@ -51,7 +51,8 @@ from .devices import HALF_DTYPES, half_precision_base, to_host
 from .rundir import RunDir, read_jsonl, write_jsonl_atomic
 from .ship.export import push_export
 from .runstate import Claim, check_output_dir, checkpoints, claim_output_dir, stored_config_conflicts
-from .tasks import PreparedTask, prepare_task
+from .data.prepare import prepare_task
+from .data.task import PreparedTask
 from .version import __version__
 
 TRAINABLE_FILE = "rankwise_trainable.safetensors"  # in each checkpoint: every trainable tensor, by name

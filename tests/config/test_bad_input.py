@@ -228,7 +228,7 @@ def test_max_seq_length_beyond_the_models_positions_is_refused(capsys, tmp_path,
 
 
 def test_the_default_max_seq_length_is_capped_to_the_models_positions(tiny_llama_dir, tiny_alpaca_file):
-    from rankwise.tasks import prepare_task
+    from rankwise.data.prepare import prepare_task
 
     cfg = prepare(RunConfig(task="alpaca", model=str(tiny_llama_dir), train_file=str(tiny_alpaca_file),
                             method="lora", eval_size=8, num_generations=0))

@@ -162,7 +162,7 @@ def test_eval_accumulation_gives_the_same_metrics(tiny_bert_dir, tiny_glue_dir, 
     """Moving the evaluation's per-example values to the host every 2 batches or once at the end: same metrics."""
     from accelerate import Accelerator
 
-    from rankwise.tasks import prepare_task
+    from rankwise.data.prepare import prepare_task
 
     cfg = resolve_defaults(RunConfig(model=str(tiny_bert_dir), data_dir=str(tiny_glue_dir), task="cola"))
     task = prepare_task(cfg)

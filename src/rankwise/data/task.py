@@ -1,5 +1,6 @@
 """A prepared task: what a task hands the trainer (a model with its head, encoded data, a collator and an evaluator),
-whatever the task (GLUE classification in tasks.py, instruction tuning in data/instruct.py)."""
+whatever the task (classification and regression in data/classification.py, instruction tuning in
+data/instruct.py; data/prepare.py picks one)."""
 
 from __future__ import annotations
 

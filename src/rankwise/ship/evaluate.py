@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..config import RunConfig, prepare
-from ..tasks import prepare_task
+from ..data.prepare import prepare_task
 from .source import Source
 
 

@@ -1,9 +1,6 @@
-"""What a task hands the trainer: a model with its head, encoded data, a collator and an evaluator.
-
-`prepare_task(cfg)` loads data and model (everything that can fail on bad input) before any file
-is written. GLUE tasks are sequence classification/regression; instruction tuning lives in
-`data/instruct.py` and plugs in through the same `PreparedTask` (data/task.py).
-"""
+"""Sequence classification and regression tasks (GLUE's, and your own data's) prepared for training: a model
+with a new head, encoded data, a collator and an evaluator (`PreparedTask`, data/task.py; `prepare_task` picks the
+preparation a run's task needs)."""
 
 from __future__ import annotations
 
@@ -12,12 +9,13 @@ import torch
 from torch import nn
 from transformers import DataCollatorWithPadding
 
-from .data import GLUE_TASKS, compute_metrics, encode_classification, load_glue
-from .data.files import load_text_data, text_main_metric, text_metrics
-from .data.instruct import prepare_instruct
-from .devices import HostBatches
-from .data.task import PreparedTask, max_seq_length_for, truncate
-from .models import head_modules, load_classifier, load_tokenizer
+from ..devices import HostBatches
+from ..models import head_modules, load_classifier, load_tokenizer
+from . import encode_classification
+from .files import load_text_data, text_main_metric, text_metrics
+from .glue import TASKS as GLUE_TASKS
+from .glue import compute_metrics, load_glue
+from .task import PreparedTask, max_seq_length_for, truncate
 
 
 def example_losses(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
@@ -98,11 +96,3 @@ def _sequence_classification(cfg, train_examples, eval_examples: dict, num_label
         head_modules=head_modules(model), peft_task_type="SEQ_CLS",
         info={**info, "train_examples": len(train), "eval_examples": {k: len(v) for k, v in evals.items()},
               "max_seq_length": max_length})
-
-
-def prepare_task(cfg) -> PreparedTask:
-    if cfg.task in GLUE_TASKS:
-        return prepare_classification(cfg)
-    if cfg.task == "text":
-        return prepare_text(cfg)
-    return prepare_instruct(cfg)  # causal-LM instruction tuning
