@@ -450,7 +450,7 @@ def test_lora_without_regret_preset_puts_lora_on_every_linear_layer_as_the_study
 def test_pad_to_max_length_pads_every_batch_and_leaves_logits_unchanged(tiny_bert_dir, tiny_glue_dir):
     """The study tokenises with padding="max_length"; under the attention mask the padding changes nothing."""
     from rankwise.data.instruct import CausalCollator
-    from rankwise.tasks import prepare_task
+    from rankwise.data.prepare import prepare_task
 
     settings = dict(model=str(tiny_bert_dir), data_dir=str(tiny_glue_dir), task="sst2", max_seq_length=64)
     padded_task = prepare_task(prepare(RunConfig(**settings, pad_to_max_length=True)))
