@@ -972,34 +972,51 @@ def _keep_records_until(run: RunDir, step: int) -> None:
 
 
 def _finish(setup: Setup, trainer: RankwiseTrainer, run: RunDir | None, wall: float) -> dict:
-    cfg, task, plan, adapter, allocator = setup.cfg, setup.task, setup.plan, setup.adapter, setup.allocator
-    method = adapter.method
-    step = trainer.state.global_step
+    """The run's summary (and on the main process its final ranks, weights and summary.json); every process
+    returns the summary."""
+    hard_ranks, ranks_changed = _final_ranks(setup, trainer)
+    summary = _summary(setup, trainer, hard_ranks, wall)
+    if run is not None:
+        _write_results(setup, trainer, run, hard_ranks, ranks_changed, summary)
+    trainer.accelerator.wait_for_everyone()
+    return summary
+
+
+def _final_ranks(setup: Setup, trainer: RankwiseTrainer) -> tuple[list[int], bool]:
+    """(the ranks of the weights the run ends with, whether training changed them): learned allocation's hard
+    ranks at the saved weights' step (masks set to them), AdaLoRA's pruned ranks, else the plan's."""
+    allocator, step = setup.allocator, trainer.state.global_step
     weights_step = trainer.weights_step if trainer.weights_step is not None else step
-    hard_ranks = plan.allocated_ranks
     method_ranks = trainer.method_hooks.final_ranks()  # AdaLoRA: the ranks it pruned to
     if allocator is not None:
-        budget = allocator.schedule.memory(weights_step)
-        hard_ranks = allocator.hard_ranks(budget)
-        adapter.set_keep(allocator.keep(weights_step, training=False))
-        trainer.log_final_allocation(step)
+        hard_ranks = allocator.hard_ranks(allocator.schedule.memory(weights_step))
+        setup.adapter.set_keep(allocator.keep(weights_step, training=False))
     elif method_ranks is not None:
         hard_ranks = method_ranks
-        trainer.log_final_allocation(step)
+    else:
+        return setup.plan.allocated_ranks, False
+    trainer.log_final_allocation(step)
+    return hard_ranks, True
+
+
+def _summary(setup: Setup, trainer: RankwiseTrainer, hard_ranks: list[int], wall: float) -> dict:
+    cfg, task, plan, adapter, allocator = setup.cfg, setup.task, setup.plan, setup.adapter, setup.allocator
+    method, step = adapter.method, trainer.state.global_step
+    weights_step = trainer.weights_step if trainer.weights_step is not None else step
     evaluations = [r for r in trainer.evaluations if r["step"] > 0]  # --eval_on_start's is the untrained model's
     main = task.main_metric
     pick = max if task.greater_is_better else min
     best = pick(evaluations, key=lambda r: r[main]) if evaluations else None
-    final = evaluations[-1] if evaluations else None
     at_weights = next((r for r in reversed(evaluations) if r["step"] == weights_step), None)
     counts = trainer.ledger_counts()
     summary = {
         "status": trainer.status, "message": trainer.message, "task": cfg.task, "method": cfg.method,
         "allocation": cfg.allocation, "seed": cfg.seed, "main_metric": main, "greater_is_better": task.greater_is_better,
         "best": best, "best_epoch": best["epoch"] if best else None, "best_step": best["step"] if best else None,
-        "final": final, "epochs_completed": len(evaluations) if cfg.eval_strategy == "epoch" else
-        int(step // setup.steps_per_epoch), "steps": step, "skipped_steps": counts["skipped"],
-        "wall_time_s": round(wall, 2), "steps_per_second": round(step / wall, 4) if wall > 0 else None,
+        "final": evaluations[-1] if evaluations else None, "epochs_completed": len(evaluations)
+        if cfg.eval_strategy == "epoch" else int(step // setup.steps_per_epoch), "steps": step,
+        "skipped_steps": counts["skipped"], "wall_time_s": round(wall, 2),
+        "steps_per_second": round(step / wall, 4) if wall > 0 else None,
         "saved_weights": {"which": "best" if trainer.weights_step is not None else "final", "step": weights_step,
                           "epoch": at_weights["epoch"] if at_weights else round(weights_step / setup.steps_per_epoch, 4),
                           "metrics": {k: v for k, v in at_weights.items() if k.startswith("eval_")}
@@ -1017,26 +1034,31 @@ def _finish(setup: Setup, trainer: RankwiseTrainer, run: RunDir | None, wall: fl
         summary["trainable_parameters"]["adapter_at_hard_ranks"] = method.parameters(plan.targets, hard_ranks)
         summary["hard_ranks"] = dict(zip([t.name for t in plan.targets], hard_ranks))
     summary.update(method.summary_fields(plan, hard_ranks))
-    if run is not None:
-        if allocator is not None or method_ranks is not None:
-            ranks = plan.to_dict()
-            for row, rank in zip(ranks["matrices"], hard_ranks):
-                row["rank"] = rank
-            ranks["hard_ranks_final"] = True
-            run.write_json("ranks.json", ranks)
-        if cfg.save_model and trainer.status == "completed":
-            _save_weights(run, setup, hard_ranks)
-        if trainer.status == "completed" and task.finalize is not None:
-            with autocast(cfg, trainer.args.device):
-                task.finalize(adapter.model, run.path)
-        if trainer.status == "completed" and not cfg.keep_checkpoints:
-            for checkpoint in checkpoints(run.path, complete=False):
-                shutil.rmtree(checkpoint)
-        run.write_summary(summary)
-        if cfg.push_to_hub and trainer.status == "completed":  # after the summary: a failed upload keeps the run
-            push_export(run.file(adapter.method.weights_dir), cfg.hub_model_id or run.path.name)
-    trainer.accelerator.wait_for_everyone()
     return summary
+
+
+def _write_results(setup: Setup, trainer: RankwiseTrainer, run: RunDir, hard_ranks: list[int], ranks_changed: bool,
+                   summary: dict) -> None:
+    """ranks.json with the final ranks, the weights, the task's extra artifacts, summary.json (then the Hub
+    upload); checkpoints removed once the run completed."""
+    cfg, completed = setup.cfg, trainer.status == "completed"
+    if ranks_changed:
+        ranks = setup.plan.to_dict()
+        for row, rank in zip(ranks["matrices"], hard_ranks):
+            row["rank"] = rank
+        ranks["hard_ranks_final"] = True
+        run.write_json("ranks.json", ranks)
+    if cfg.save_model and completed:
+        _save_weights(run, setup, hard_ranks)
+    if completed and setup.task.finalize is not None:
+        with autocast(cfg, trainer.args.device):
+            setup.task.finalize(setup.adapter.model, run.path)
+    if completed and not cfg.keep_checkpoints:
+        for checkpoint in checkpoints(run.path, complete=False):
+            shutil.rmtree(checkpoint)
+    run.write_summary(summary)
+    if cfg.push_to_hub and completed:  # after the summary: a failed upload keeps the run
+        push_export(run.file(setup.adapter.method.weights_dir), cfg.hub_model_id or run.path.name)
 
 
 def _save_weights(run: RunDir, setup: Setup, hard_ranks: list[int]) -> None:

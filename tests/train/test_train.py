@@ -49,7 +49,7 @@ def test_finished_run_is_never_overwritten(tiny_bert_dir, tiny_glue_dir, tmp_pat
 
 def test_divergence_guard_skips_nonfinite_steps_and_ends_diverged(tiny_bert_dir, tiny_glue_dir, tmp_path, monkeypatch):
     """Inject NaN into the classifier's output after the 3rd forward: every later step is non-finite."""
-    from rankwise import tasks
+    from rankwise.data import classification as tasks
 
     original = tasks.load_classifier
     calls = {"n": 0}

@@ -65,27 +65,36 @@ def read_inputs(path: str | Path, task_name: str, training: dict | None = None) 
     lines = [line.rstrip("\r") for line in text.split("\n") if line.strip()]
     if not lines:
         raise DataError(f"--input {path} is empty")
-    fields = task.hub_text_columns
     if path.suffix.lower() == ".jsonl":
-        ids, texts = [], []
-        for number, line in enumerate(lines, start=1):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"--input {path}, line {number}: not a JSON object ({exc.msg}). Give one JSON object "
-                                f"per line with field(s) {', '.join(fields)}") from None
-            if not isinstance(record, dict):
-                raise DataError(f"--input {path}, line {number}: expected a JSON object, got {type(record).__name__}")
-            missing = [f for f in fields if not isinstance(record.get(f), str)]
-            if missing:
-                raise DataError(f"--input {path}, line {number}: no text field `{missing[0]}`; {task_name} needs "
-                                f"{', '.join(f'`{f}`' for f in fields)} (found {', '.join(record) or 'nothing'})")
-            ids.append(str(next((record[k] for k in ("idx", "index", "id") if k in record), number - 1)))
-            texts.append(tuple(record[f] for f in fields))
-        return Inputs(ids, texts, fields)
+        return _jsonl_inputs(path, lines, task_name, task.hub_text_columns)
     if path.suffix.lower() != ".tsv":
         raise DataError(f"--input {path}: expected a GLUE TSV file (.tsv) or JSON Lines (.jsonl, one object per "
                         "line); see `rankwise predict --help`")
+    return _tsv_inputs(path, lines, task_name, task)
+
+
+def _jsonl_inputs(path: Path, lines: list[str], task_name: str, fields: tuple[str, ...]) -> Inputs:
+    ids, texts = [], []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"--input {path}, line {number}: not a JSON object ({exc.msg}). Give one JSON object "
+                            f"per line with field(s) {', '.join(fields)}") from None
+        if not isinstance(record, dict):
+            raise DataError(f"--input {path}, line {number}: expected a JSON object, got {type(record).__name__}")
+        missing = [f for f in fields if not isinstance(record.get(f), str)]
+        if missing:
+            raise DataError(f"--input {path}, line {number}: no text field `{missing[0]}`; {task_name} needs "
+                            f"{', '.join(f'`{f}`' for f in fields)} (found {', '.join(record) or 'nothing'})")
+        ids.append(str(next((record[k] for k in ("idx", "index", "id") if k in record), number - 1)))
+        texts.append(tuple(record[f] for f in fields))
+    return Inputs(ids, texts, fields)
+
+
+def _tsv_inputs(path: Path, lines: list[str], task_name: str, task) -> Inputs:
+    """A GLUE TSV file: train/dev files (their text columns, by name or, for CoLA, by position) or test files."""
+    fields = task.hub_text_columns
     header = lines[0].split("\t")
     named = [c for c in (task.text_columns if task.has_header else ())]
     for columns in (named, list(fields)):
@@ -108,6 +117,5 @@ def read_inputs(path: str | Path, task_name: str, training: dict | None = None) 
         ids.append(cells[id_idx] if id_idx is not None else str(len(ids)))
         texts.append(tuple(cells[i] for i in text_idx))
     return Inputs(ids, texts, fields)
-
 
 __all__ = ["Inputs", "read_inputs"]

@@ -58,57 +58,22 @@ def describe_weights(record: dict) -> str | None:
 
 def model_card(record: dict, name: str) -> str:
     """README.md for an export described by `record` (export.json's content); `name`: the export's folder name."""
-    fmt, task, method = record["format"], record.get("task"), get_method(record["method"])
+    task, method = record.get("task"), get_method(record["method"])
     base = record.get("base_model_name_or_path") or record.get("base_model")
     causal = task == "alpaca" or (record.get("run_config") or {}).get("task") == "alpaca"
-    weights = record.get("saved_weights") or {}
-    final = record.get("final_metrics") or {}
-    saved_metrics = weights.get("metrics") or {}
-
-    meta: dict = {"base_model": base}
-    if fmt == "peft":
-        meta["library_name"] = "peft"
-    elif fmt == "merged":
-        meta["library_name"] = "transformers"
-    meta["pipeline_tag"] = "text-generation" if causal else "text-classification"
-    tags = ["rankwise", method.name]
-    if fmt == "peft":
-        tags += [f"base_model:adapter:{base}", "lora", "transformers"]
-    meta["tags"] = list(dict.fromkeys(tags))
-    if task in GLUE_NAMES:
-        meta["datasets"] = ["nyu-mll/glue"]
-        metrics = [{"type": key.removeprefix("eval_"), "value": round(float(value), 6),
-                    "name": f"{METRIC_NAMES.get(key.removeprefix('eval_'), key)} (dev set, saved weights)",
-                    "verified": False}
-                   for key, value in saved_metrics.items()
-                   if key != "eval_loss" and isinstance(value, (int, float))]
-        if metrics:
-            meta["model-index"] = [{"name": name, "results": [{
-                "task": {"type": "text-classification", "name": "Text Classification"},
-                "dataset": {"name": f"GLUE {GLUE_NAMES[task]}", "type": "nyu-mll/glue", "config": task,
-                            "split": "validation"},
-                "metrics": metrics}]}]
-
     how = f"{method.title}, {record['allocation']} allocation" if record.get("allocation") else method.title
     lines = [f"# {name}", "",
              f"`{base}` fine-tuned on {('GLUE ' + GLUE_NAMES[task]) if task in GLUE_NAMES else (task or 'a task')} "
              f"with rankwise ({how}), exported as "
-             f"`{fmt}`" + (f" from the run `{record['source_run']}`" if record.get("source_run") else "") + "."]
+             f"`{record['format']}`" + (f" from the run `{record['source_run']}`" if record.get("source_run") else "")
+             + "."]
     embedded = EMBEDDED.get(record.get("base_model") or "")
     if embedded is not None and embedded.hub_id is None and embedded.derived_from:
         lines += ["", f"The base weights it was trained on are {embedded.description}, from the `{embedded.package}` "
                   f"package, not the very weights of `{embedded.derived_from}`: for the trained model's exact outputs "
                   "use a merged export, or `rankwise.load`, which uses that package."]
-    described = describe_weights(record)
-    if described:
-        lines += ["", "## Weights", "", f"This export holds {described}."]
-        keys = list(dict.fromkeys([*saved_metrics, *(k for k in final if k.startswith("eval_"))]))
-        if keys:
-            lines += ["", f"| dev-set metric | saved weights ({_where(weights)}) | final evaluation "
-                      f"({_where(final)}) |", "|---|---|---|"]
-            lines += [f"| {key} | {_value(saved_metrics.get(key))} | {_value(final.get(key))} |" for key in keys]
-    path = name
-    loader = LOADERS[fmt].format(path=path, base=base)
+    lines += _weights_section(record)
+    loader = LOADERS[record["format"]].format(path=name, base=base)
     if causal:
         loader = loader.replace("AutoPeftModelForSequenceClassification", CAUSAL_LOADERS["peft"]) \
             .replace("AutoModelForSequenceClassification", CAUSAL_LOADERS["merged"])
@@ -116,9 +81,55 @@ def model_card(record: dict, name: str) -> str:
     labels = (record.get("labels") or {})
     if labels:
         lines += ["", "Labels (`config.id2label`): " + ", ".join(f"{i} = `{n}`" for i, n in labels.items()) + "."]
-    params = record.get("adapter_parameters")
-    config = record.get("run_config") or {}
-    lines += ["", "## Training", ""]
+    lines += ["", "## Training", "", *_training_lines(record, method)]
+    front = yaml.safe_dump(_card_metadata(record, name, base, method, causal), sort_keys=False, allow_unicode=True)
+    return f"---\n{front}---\n\n" + "\n".join(lines) + "\n"
+
+
+def _card_metadata(record: dict, name: str, base: str, method, causal: bool) -> dict:
+    """The card's YAML front matter in the Hub's conventions, with a model-index of the saved weights' dev metrics
+    for GLUE tasks."""
+    fmt, task = record["format"], record.get("task")
+    meta: dict = {"base_model": base}
+    if fmt in ("peft", "merged"):
+        meta["library_name"] = "peft" if fmt == "peft" else "transformers"
+    meta["pipeline_tag"] = "text-generation" if causal else "text-classification"
+    tags = ["rankwise", method.name] + ([f"base_model:adapter:{base}", "lora", "transformers"] if fmt == "peft" else [])
+    meta["tags"] = list(dict.fromkeys(tags))
+    if task in GLUE_NAMES:
+        meta["datasets"] = ["nyu-mll/glue"]
+        metrics = [{"type": key.removeprefix("eval_"), "value": round(float(value), 6),
+                    "name": f"{METRIC_NAMES.get(key.removeprefix('eval_'), key)} (dev set, saved weights)",
+                    "verified": False}
+                   for key, value in ((record.get("saved_weights") or {}).get("metrics") or {}).items()
+                   if key != "eval_loss" and isinstance(value, (int, float))]
+        if metrics:
+            meta["model-index"] = [{"name": name, "results": [{
+                "task": {"type": "text-classification", "name": "Text Classification"},
+                "dataset": {"name": f"GLUE {GLUE_NAMES[task]}", "type": "nyu-mll/glue", "config": task,
+                            "split": "validation"},
+                "metrics": metrics}]}]
+    return meta
+
+
+def _weights_section(record: dict) -> list[str]:
+    """Which weights the export holds, and their dev metrics beside the final evaluation's."""
+    described = describe_weights(record)
+    if not described:
+        return []
+    weights, final = record.get("saved_weights") or {}, record.get("final_metrics") or {}
+    saved_metrics = weights.get("metrics") or {}
+    lines = ["", "## Weights", "", f"This export holds {described}."]
+    keys = list(dict.fromkeys([*saved_metrics, *(k for k in final if k.startswith("eval_"))]))
+    if keys:
+        lines += ["", f"| dev-set metric | saved weights ({_where(weights)}) | final evaluation "
+                  f"({_where(final)}) |", "|---|---|---|"]
+        lines += [f"| {key} | {_value(saved_metrics.get(key))} | {_value(final.get(key))} |" for key in keys]
+    return lines
+
+
+def _training_lines(record: dict, method) -> list[str]:
+    params, config, lines = record.get("adapter_parameters"), record.get("run_config") or {}, []
     if params:
         ranks = sorted((record.get("hard_ranks") or {}).values())
         span = f"rank {ranks[0]}" if ranks and ranks[0] == ranks[-1] else f"ranks {ranks[0]}–{ranks[-1]}" if ranks \
@@ -131,8 +142,6 @@ def model_card(record: dict, name: str) -> str:
         if config.get(key) is not None:
             lines.append(f"- {label}: {config[key]}")
     lines.append(f"- rankwise {record.get('rankwise_version')}; every setting in `export.json` (`run_config`)")
-    front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
-    return f"---\n{front}---\n\n" + "\n".join(lines) + "\n"
-
+    return lines
 
 __all__ = ["CARD_FILE", "model_card", "describe_weights"]

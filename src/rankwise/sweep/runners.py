@@ -363,19 +363,24 @@ def _run_processes(configs, todo, records, jobs: int, gpu_plan: GpuPlan | None =
                 records[i] = record
                 progress.end(k, record, time.time() - started)
     finally:
-        for conn, process in idle:
-            try:
-                conn.send(None)
-            except OSError:
-                pass
-        for process, *_ in busy.values():
+        _stop_workers(idle, [entry[0] for entry in busy.values()])
+
+
+def _stop_workers(idle: list, busy: list) -> None:
+    """Idle workers (connection, process) are told to exit, and terminated after 10 s; busy ones terminated."""
+    for conn, _ in idle:
+        try:
+            conn.send(None)
+        except OSError:
+            pass
+    for process in busy:
+        process.terminate()
+    for _, process in idle:
+        process.join(timeout=10)
+        if process.is_alive():
             process.terminate()
-        for conn, process in idle:
-            process.join(timeout=10)
-            if process.is_alive():
-                process.terminate()
-        for process, *_ in busy.values():
-            process.join()
+    for process in busy:
+        process.join()
 
 
 def _run_ray(configs, todo, records, jobs: int, address: str | None, gpus_per_run: float) -> None:

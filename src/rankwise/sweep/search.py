@@ -184,69 +184,84 @@ def decide(spec: SearchSpec, score: Callable[[float, int], float | None], greate
            ) -> Decision:
     """Replay the search from its start on the scores there are. `score(rate, seed)`: the run's score, None when it
     has not run (raise `Blocked` for a run that failed). Returns the runs needed next, or the chosen rate."""
-    sign = 1.0 if greater_is_better else -1.0
-    rates = sorted(spec.start)
-    seeds = list(spec.seeds)
-    decision = Decision(rates)
+    replay = _Replay(spec, score, 1.0 if greater_is_better else -1.0)
+    return replay.first_rung() or replay.halving() or replay.final()
 
-    def value(rate: float, on: list[int]) -> float:
-        return float(np.median([sign * score(rate, s) for s in on]))
 
-    def best_of(candidates: list[float], on: list[int]) -> float:
-        return max(sorted(candidates), key=lambda r: value(r, on))  # max keeps the first (smallest) of equals
+class _Replay:
+    """One replay of a search over the scores there are: each stage returns the decision when it needs runs (or,
+    the last one, chooses), None when the next stage goes on."""
 
-    def missing(candidates: list[float], on: list[int]) -> list[tuple[float, int]]:
-        return [(r, s) for r in sorted(candidates) for s in on if score(r, s) is None]
+    def __init__(self, spec: SearchSpec, score: Callable[[float, int], float | None], sign: float):
+        self.spec, self.score, self.sign = spec, score, sign
+        self.rates, self.seeds = sorted(spec.start), list(spec.seeds)
+        self.alive: list[float] = []
+        self.decision = Decision(self.rates)
 
-    def extend(best: float, side: str) -> float:
-        new = rate_value(best * spec.factor if side == "highest" else best / spec.factor)
-        decision.steps.append(f"best {best:g} is the {side} rate tried: add {new:g}")
-        rates.append(new)
-        rates.sort()
+    def value(self, rate: float, on: list[int]) -> float:
+        return float(np.median([self.sign * self.score(rate, s) for s in on]))
+
+    def best_of(self, candidates: list[float], on: list[int]) -> float:
+        return max(sorted(candidates), key=lambda r: self.value(r, on))  # max keeps the first (smallest) of equals
+
+    def needs(self, candidates: list[float], on: list[int]) -> Decision | None:
+        self.decision.needed = [(r, s) for r in sorted(candidates) for s in on if self.score(r, s) is None]
+        return self.decision if self.decision.needed else None
+
+    def extend(self, best: float, side: str) -> float:
+        new = rate_value(best * self.spec.factor if side == "highest" else best / self.spec.factor)
+        self.decision.steps.append(f"best {best:g} is the {side} rate tried: add {new:g}")
+        self.rates.append(new)
+        self.rates.sort()
         return new
 
-    # 1. The first rung (the first search seed with halving, else every search seed): extend until its best is
-    #    inside the rates tried or the cap is reached.
-    first = seeds[:1] if spec.halving else seeds
-    while True:
-        decision.needed = missing(rates, first)
-        if decision.needed:
-            return decision
-        best = best_of(rates, first)
-        side = grid_edge(best, rates)
-        if side == "inside" or len(rates) >= spec.max_rates:
-            break
-        extend(best, side)
-    # 2. Successive halving over the other search seeds.
-    alive = list(rates)
-    if spec.halving:
-        for j in range(1, len(seeds)):
-            keep = max(1, math.ceil(len(alive) / spec.halving))
-            ranked = sorted(alive, key=lambda r: (-value(r, seeds[:j]), r))
+    def first_rung(self) -> Decision | None:
+        """The first search seed with halving, else every search seed: extend until its best is inside the rates
+        tried or the cap is reached."""
+        first = self.seeds[:1] if self.spec.halving else self.seeds
+        while True:
+            if self.needs(self.rates, first):
+                return self.decision
+            best = self.best_of(self.rates, first)
+            side = grid_edge(best, self.rates)
+            if side == "inside" or len(self.rates) >= self.spec.max_rates:
+                self.alive = list(self.rates)
+                return None
+            self.extend(best, side)
+
+    def halving(self) -> Decision | None:
+        """Successive halving over the other search seeds."""
+        seeds = self.seeds
+        for j in range(1, len(seeds) if self.spec.halving else 0):
+            keep = max(1, math.ceil(len(self.alive) / self.spec.halving))
+            ranked = sorted(self.alive, key=lambda r: (-self.value(r, seeds[:j]), r))
             for r in ranked[keep:]:
-                decision.dropped[r] = seeds[:j]
+                self.decision.dropped[r] = seeds[:j]
             if ranked[keep:]:
-                decision.steps.append(f"after seed{'s' if j > 1 else ''} {', '.join(map(str, seeds[:j]))}: keep "
-                                      + ", ".join(f"{r:g}" for r in sorted(ranked[:keep])) + "; drop "
-                                      + ", ".join(f"{r:g}" for r in sorted(ranked[keep:])))
-            alive = sorted(ranked[:keep])
-            decision.needed = missing(alive, seeds[j:j + 1])
-            if decision.needed:
-                return decision
-    # 3. The best over every search seed; while it is at the edge of every rate tried, its neighbour runs on every
-    #    search seed.
-    while True:
-        best = best_of(alive, seeds)
-        side = grid_edge(best, rates)
-        if side == "inside" or len(rates) >= spec.max_rates:
-            decision.chosen, decision.edge, decision.capped = best, side, side != "inside"
-            decision.steps.append(f"chosen {best:g} ({side}" + (f", cap of {spec.max_rates} rates reached"
-                                                                  if side != "inside" else "") + ")")
-            return decision
-        alive.append(extend(best, side))
-        decision.needed = missing(alive[-1:], seeds)
-        if decision.needed:
-            return decision
+                self.decision.steps.append(
+                    f"after seed{'s' if j > 1 else ''} {', '.join(map(str, seeds[:j]))}: keep "
+                    + ", ".join(f"{r:g}" for r in sorted(ranked[:keep])) + "; drop "
+                    + ", ".join(f"{r:g}" for r in sorted(ranked[keep:])))
+            self.alive = sorted(ranked[:keep])
+            if self.needs(self.alive, seeds[j:j + 1]):
+                return self.decision
+        return None
+
+    def final(self) -> Decision:
+        """The best over every search seed; while it is at the edge of every rate tried, its neighbour runs on
+        every search seed."""
+        while True:
+            best = self.best_of(self.alive, self.seeds)
+            side = grid_edge(best, self.rates)
+            if side == "inside" or len(self.rates) >= self.spec.max_rates:
+                d = self.decision
+                d.chosen, d.edge, d.capped = best, side, side != "inside"
+                d.steps.append(f"chosen {best:g} ({side}" + (f", cap of {self.spec.max_rates} rates reached"
+                                                               if side != "inside" else "") + ")")
+                return d
+            self.alive.append(self.extend(best, side))
+            if self.needs(self.alive[-1:], self.seeds):
+                return self.decision
 
 
 # ---------------------------------------------------------------------------------------------
