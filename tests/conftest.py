@@ -209,7 +209,7 @@ def fake_run(root: Path, epoch_scores: list[float], status: str = "completed", *
     import numpy as np
 
     from rankwise.config import RunConfig, resolve_defaults
-    from rankwise.naming import run_name
+    from rankwise.runs.naming import run_name
 
     cfg = resolve_defaults(RunConfig(task="cola", method="loraxs", **config))
     run_dir = root / run_name(cfg)

@@ -14,7 +14,7 @@ from typing import Any
 
 from .config import FIELDS, RunConfig
 from .methods import get_method
-from .naming import NOT_IDENTITY
+from .runs.naming import NOT_IDENTITY
 
 
 def format_lr(lr: float, digits: int = 6) -> str:

@@ -10,7 +10,7 @@ rankwise's own behaviour plugs into `Trainer` (`RankwiseTrainer` and `RunDirCall
   schedules count optimiser steps of the global batch, whatever the number of processes);
 - the method's per-step hooks (AdaLoRA's rank allocation after each optimiser step, before zero_grad);
 - evaluation with the task's own metrics over exactly the dev set, with hard ranks;
-- the run directory (rundir.py): config.json, ranks.json, metrics.jsonl and allocation.jsonl, written once by the
+- the run directory (runs/rundir.py): config.json, ranks.json, metrics.jsonl and allocation.jsonl, written once by the
   main process; checkpoint-N/ (trainable weights and allocation state, optimiser, scheduler, RNG) to resume from;
   adapter/ (or model/) and summary.json last.
 """
@@ -48,9 +48,9 @@ from .models import check_hub_upload
 from .planning import Plan, build_plan, check_head_saving, measuring_batches
 from .adapters.io import base_model_record
 from .devices import HALF_DTYPES, half_precision_base, to_host
-from .rundir import RunDir, read_jsonl, write_jsonl_atomic
+from .runs.rundir import RunDir, read_jsonl, write_jsonl_atomic
 from .ship.export import push_export
-from .runstate import Claim, check_output_dir, checkpoints, claim_output_dir, stored_config_conflicts
+from .runs.state import Claim, check_output_dir, checkpoints, claim_output_dir, stored_config_conflicts
 from .data.prepare import prepare_task
 from .data.task import PreparedTask
 from .version import __version__

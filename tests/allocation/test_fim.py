@@ -90,7 +90,7 @@ def test_fim_from_the_cli_plan_and_train(tmp_path, tiny_bert_dir, tiny_glue_dir,
 
 def test_fim_from_the_python_api_and_a_sweep(tmp_path, tiny_bert_dir, tiny_glue_dir):
     from rankwise.config import RunConfig
-    from rankwise.naming import run_name
+    from rankwise.runs.naming import run_name
     from rankwise.sweep import expand, parse_sweep
 
     model, batches = _model_and_batches()

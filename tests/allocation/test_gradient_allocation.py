@@ -393,7 +393,7 @@ def test_a_run_from_before_head_steps_existed_is_not_taken_for_a_warmed_one():
     import json
 
     from rankwise.config import RunConfig, resolve_defaults
-    from rankwise.runstate import stored_config_conflicts
+    from rankwise.runs.state import stored_config_conflicts
 
     cfg = resolve_defaults(RunConfig(task="stsb", allocation="gradient", rank=4, allocation_head_steps=32))
     old = {k: v for k, v in json.loads(json.dumps(cfg.to_dict(), default=str)).items() if k != "allocation_head_steps"}

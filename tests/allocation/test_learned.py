@@ -12,7 +12,7 @@ from rankwise.methods import get_method
 from rankwise.allocation.budget import RankCost
 from rankwise.allocation.schedules import AllocationSchedule
 from rankwise.adapters import hard_keep
-from rankwise.rundir import read_jsonl
+from rankwise.runs.rundir import read_jsonl
 from rankwise.targets import TargetMatrix
 from rankwise.train import run_training
 from conftest import tiny_cfg
@@ -202,7 +202,7 @@ def test_learned_scale_sets_the_update_scale(scale, expected, tiny_bert_dir, tin
 def test_a_run_from_before_the_scale_default_changed_is_not_taken_for_a_new_one():
     """An older config.json has no `learned_scale`: its runs had α/rank_max, which differs from today's default."""
     from rankwise.config import RunConfig, resolve_defaults
-    from rankwise.runstate import stored_config_conflicts
+    from rankwise.runs.state import stored_config_conflicts
 
     cfg = resolve_defaults(RunConfig(method="loraxs", **LEARNED))
     old = {k: v for k, v in json.loads(json.dumps(cfg.to_dict(), default=str)).items() if k != "learned_scale"}

@@ -19,7 +19,7 @@ from rankwise.config import RunConfig, resolve_defaults
 from rankwise.config.run import FIELDS, OWNER
 from rankwise.config.trainer import REFUSED, warmup_steps
 from rankwise.config.training import TRANSFORMERS_DEFAULTS_CHANGED
-from rankwise.rundir import read_jsonl
+from rankwise.runs.rundir import read_jsonl
 
 TRANSFORMERS_FIELDS = {f.name: f for f in dataclasses.fields(TrainingArguments) if f.init}
 

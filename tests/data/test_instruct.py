@@ -15,7 +15,7 @@ from rankwise.config import RunConfig
 from rankwise.data.instruct import (IGNORE_INDEX, CausalCollator, InstructExample, alpaca_prompt, encode_instruct,
                                     evaluate_causal, load_alpaca, split_examples, token_losses)
 from rankwise.errors import ConfigError, DataError, ModelError
-from rankwise.rundir import read_jsonl
+from rankwise.runs.rundir import read_jsonl
 from rankwise.train import run_training
 
 STANFORD_WITH_INPUT = ("Below is an instruction that describes a task, paired with an input that provides further "

@@ -14,7 +14,7 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from conftest import run_cli
 from rankwise.config import RunConfig, prepare
 from rankwise.data.files import SPLIT_SEED, load_text_data, read_rows, text_metrics
-from rankwise.rundir import read_jsonl, read_summary
+from rankwise.runs.rundir import read_jsonl, read_summary
 
 WORDS = "the a cat dog sat ran on mat big small red blue quickly slowly house tree".split()
 

@@ -12,7 +12,7 @@ from transformers import AutoModelForSequenceClassification, BertModel
 from conftest import run_cli, tiny_bert_config
 from rankwise.config import RunConfig, prepare
 from rankwise.planning import build_plan, meta_model
-from rankwise.rundir import read_jsonl
+from rankwise.runs.rundir import read_jsonl
 from rankwise.train import setup_run, train
 
 TOL = 1e-5
@@ -297,7 +297,7 @@ def test_bad_baseline_options_stop_before_anything_is_written(args, field, tiny_
 
 
 def test_run_names_and_report_labels(adalora_run, eva_run, tmp_path):
-    from rankwise.naming import run_name
+    from rankwise.runs.naming import run_name
     from rankwise.report.aggregate import group_runs, load_runs
 
     assert run_name(RunConfig(method="adalora", rank_average=8)) == "cola_adalora_avg8_init12_lr0.0005_seed0"

@@ -14,7 +14,7 @@ from transformers import AutoModelForSequenceClassification
 from conftest import run_cli
 from rankwise.config import RunConfig
 from rankwise.methods import get_method
-from rankwise.rundir import read_jsonl
+from rankwise.runs.rundir import read_jsonl
 from rankwise.train import setup_run, train
 
 TOL = 1e-5

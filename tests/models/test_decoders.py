@@ -12,7 +12,7 @@ import torch
 from conftest import run_cli
 from rankwise.config import RunConfig, prepare
 from rankwise.data.instruct import IGNORE_INDEX, evaluate_causal, prepare_instruct
-from rankwise.rundir import read_jsonl
+from rankwise.runs.rundir import read_jsonl
 from rankwise.train import run_training, setup_run
 
 ARCHS = ("llama", "gpt2")

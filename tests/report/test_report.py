@@ -276,7 +276,7 @@ def test_seeds_of_one_configuration_stay_together_across_a_changed_default():
     after (4), or one whose config.json predates a field, are one configuration; gradient runs that measured 8
     and 4 batches are two."""
     from rankwise.config import RunConfig, resolve_defaults
-    from rankwise.naming import with_old_defaults  # how the report reads a run's config.json
+    from rankwise.runs.naming import with_old_defaults  # how the report reads a run's config.json
     from rankwise.report.aggregate import config_id
 
     learned = resolve_defaults(RunConfig(task="stsb", allocation="learned", rank_min=1, rank_max=12,

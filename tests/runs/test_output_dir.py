@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, run_cli
-from rankwise import rundir, runstate
+from rankwise.runs import rundir
+from rankwise.runs import state as runstate
 from rankwise.config import RunConfig
-from rankwise.rundir import read_summary
+from rankwise.runs.rundir import read_summary
 from rankwise.train import run_training
 
 
@@ -215,7 +216,7 @@ def test_overwrite_refuses_a_run_with_user_files_beside_it(tiny_bert_dir, tiny_g
 def test_sweep_prechecks_every_run_directory(tiny_bert_dir, tiny_glue_dir, tmp_path, capsys):
     import yaml
 
-    from rankwise.naming import run_name
+    from rankwise.runs.naming import run_name
     from rankwise.config import config_from_dict
 
     base = {"model": str(tiny_bert_dir), "data_dir": str(tiny_glue_dir), "task": "cola", "num_train_epochs": 1,

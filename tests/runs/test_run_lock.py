@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from conftest import REPO, run_cli
-from rankwise.rundir import read_summary
-from rankwise.runstate import is_locked, lock_path
+from rankwise.runs.rundir import read_summary
+from rankwise.runs.state import is_locked, lock_path
 
 
 def spellings(tmp_path: Path) -> tuple[Path, list]:
@@ -39,7 +39,7 @@ def test_a_second_writer_through_a_symlink_or_dotdot_is_refused(tiny_bert_dir, t
     real, paths = spellings(tmp_path)
     args = ("--model", tiny_bert_dir, "--data_dir", tiny_glue_dir, "--task", "cola", "--num_train_epochs", "1",
             "--rank", "2", "--quiet", "--save_model", "false")
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom rankwise.runstate import run_lock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom rankwise.runs.state import run_lock\n"
                                "with run_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)",
                                str(real)], env={**os.environ, "PYTHONPATH": str(REPO / "src")},
                               stdout=subprocess.PIPE, text=True)

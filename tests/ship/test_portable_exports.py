@@ -31,7 +31,7 @@ from rankwise.config import RunConfig
 from rankwise.data import encode_classification, load_glue
 from rankwise.models import (EMBEDDED, base_model_reference, hub_cache_id, load_tokenizer, locate_base_model,
                              resolve_model)
-from rankwise.rundir import read_jsonl, read_summary
+from rankwise.runs.rundir import read_jsonl, read_summary
 from rankwise.train import setup_run, train
 
 TOL = 1e-5

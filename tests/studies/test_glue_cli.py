@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from conftest import run_cli, shared_glue
-from rankwise.rundir import read_summary
+from rankwise.runs.rundir import read_summary
 
 STUDY = {  # the study's command lines, after `python scripts/run_glue_adaptive.py`
     "memory": "--target_task cola --wandb_disabled False --seed 0 --rank_allocation_lr 0.002 --epoch 50 --rank_min 5 "

@@ -14,7 +14,7 @@ from conftest import run_cli
 from rankwise.studies.lr_ratio import (LRSweep, adapter_scale, default_lrs, expand_lr_sweep, format_lr, log_grid,
                               results_basename, write_results)
 from rankwise.report.lr_ratio import fit_optima, load_points, log_quadratic_optimum, lr_ratio_report, summarize
-from rankwise.rundir import read_json, write_json_atomic
+from rankwise.runs.rundir import read_json, write_json_atomic
 
 
 def parabola(lrs, optimum, floor=0.3, curvature=0.5):

@@ -484,7 +484,7 @@ def test_freeze_head_keeps_the_head_out_of_the_optimiser(tiny_bert_dir, tiny_glu
 
 
 def test_study_results_file_schema_keys_merge_and_never_overwrite(tiny_bert_dir, tiny_glue_dir, tmp_path, capsys):
-    from rankwise.rundir import read_json
+    from rankwise.runs.rundir import read_json
 
     results = tmp_path / "results.json"
     base = ["lr-sweep", "--preset", "lora_without_regret", "--model", tiny_bert_dir, "--data_dir", tiny_glue_dir,
@@ -522,7 +522,7 @@ def test_study_results_file_schema_keys_merge_and_never_overwrite(tiny_bert_dir,
 
 def test_test_acc_is_test_split_accuracy_after_training_when_the_task_has_one(tmp_path):
     from rankwise.studies.lr_ratio import LRSweep, expand_lr_sweep, run_entry, write_study_results
-    from rankwise.rundir import write_json_atomic
+    from rankwise.runs.rundir import write_json_atomic
 
     (cfg,) = expand_lr_sweep(LRSweep(ranks=[4], lrs=[1e-3], output_dir=str(tmp_path / "s"),
                                      overrides={"task": "sst2", "num_train_epochs": 3}))
@@ -689,7 +689,7 @@ def test_placement_data_setup_is_the_studys(tiny_gpt2_dir, tmp_path):
 
 
 def test_placement_command_trains_a_few_steps(tiny_gpt2_dir, tiny_alpaca_file, tmp_path):
-    from rankwise.rundir import read_summary
+    from rankwise.runs.rundir import read_summary
 
     out = tmp_path / "results"
     args = placement("linear_decay", tiny_gpt2_dir, tiny_alpaca_file, out, "--max_steps", "2", "--quiet")

@@ -16,7 +16,7 @@ import yaml
 
 from conftest import run_cli
 from rankwise.errors import ConfigError
-from rankwise.rundir import read_json
+from rankwise.runs.rundir import read_json
 from rankwise.sweep.search import SearchSpec, decide, read_records, run_roles
 from rankwise.sweep import parse_sweep
 

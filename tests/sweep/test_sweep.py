@@ -19,8 +19,8 @@ import yaml
 from conftest import REPO, run_cli
 from rankwise.config import RunConfig, config_from_dict, resolve_defaults
 from rankwise.errors import ConfigError
-from rankwise.naming import run_name
-from rankwise.rundir import read_jsonl, read_summary
+from rankwise.runs.naming import run_name
+from rankwise.runs.rundir import read_jsonl, read_summary
 from rankwise.sweep import expand, load_sweep, parse_sweep, run_state, run_sweep, threads_per_run
 
 
@@ -170,7 +170,7 @@ def test_names_are_readable_deterministic_and_hash_only_when_needed():
     named = run_name(RunConfig(allocation="uniform", rank=8, label="baseline r8"))
     assert named.startswith("cola_baseline-r8_loraxs_uniform_r8_lr0.005_seed0_")
     # Same name in a fresh interpreter (no per-process hashing).
-    code = ("from rankwise.config import RunConfig; from rankwise.naming import run_name; "
+    code = ("from rankwise.config import RunConfig; from rankwise.runs.naming import run_name; "
             "print(run_name(RunConfig(num_train_epochs=50, label='baseline r8')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == run_name(RunConfig(num_train_epochs=50, label="baseline r8"))
@@ -271,13 +271,13 @@ def test_a_run_locked_by_a_sweep_reads_as_running_and_is_not_started_twice(tmp_p
     import subprocess
     import sys
 
-    from rankwise.runstate import lock_holder, run_lock
+    from rankwise.runs.state import lock_holder, run_lock
 
     run_dir = tmp_path / "runs" / "cola_x_seed0"
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text('{"config": {}, "environment": {"rankwise": "0.1.0"}}')
     assert run_state(run_dir) == "unfinished"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from rankwise.runstate import run_lock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from rankwise.runs.state import run_lock\n"
                                f"with run_lock({str(run_dir)!r}):\n    print('held', flush=True); time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True)
     try:

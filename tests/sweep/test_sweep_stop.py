@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from rankwise.rundir import read_jsonl, read_summary
+from rankwise.runs.rundir import read_jsonl, read_summary
 from rankwise.sweep import expand, load_sweep, run_state, run_sweep
 
 psutil = pytest.importorskip("psutil")

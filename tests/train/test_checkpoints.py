@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from rankwise.rundir import read_jsonl, read_summary
+from rankwise.runs.rundir import read_jsonl, read_summary
 
 # 96 examples at batch 8: 12 steps an epoch, 48 in all. AdaLoRA: tinit 4 steps, final ranks from step 34
 # (tfinal 14), a new allocation every 2 steps in between.

@@ -15,7 +15,7 @@ import torch
 
 from conftest import REPO, run_cli
 from rankwise.config import RunConfig
-from rankwise.rundir import read_jsonl, read_summary
+from rankwise.runs.rundir import read_jsonl, read_summary
 
 SRC = str(REPO / "src" / "rankwise")
 # Tensor methods that copy a value to the host: on a GPU each waits for every kernel queued before it.

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import REPO, run_cli
 from rankwise.config import RunConfig
-from rankwise.rundir import read_jsonl, read_summary
+from rankwise.runs.rundir import read_jsonl, read_summary
 
 LEARNED = ["--method", "loraxs", "--allocation", "learned", "--rank_min", "2", "--rank_max", "8", "--rank_average",
            "5", "--rank_allocation_weights_init", "random", "--rank_allocation_lr", "0.5", "--learning_rate", "1e-2"]
@@ -174,7 +174,7 @@ def test_familiar_flags_bf16_max_steps_and_step_evaluation(tiny_bert_dir, tiny_g
     assert [r["step"] for r in evals(run)] == [3, 6, 7]  # every 3 steps, and at the end (as Trainer does)
     assert config["training"]["precision"] == "bf16" and config["config"]["bf16"] is True
     # bf16 is part of a run's identity: a sweep never takes an fp32 run for it
-    from rankwise.naming import run_name
+    from rankwise.runs.naming import run_name
 
     assert run_name(RunConfig(task="cola", bf16=True)) != run_name(RunConfig(task="cola"))
 

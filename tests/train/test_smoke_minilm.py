@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import run_cli, shared_glue
-from rankwise.rundir import read_jsonl, read_summary
+from rankwise.runs.rundir import read_jsonl, read_summary
 
 
 @pytest.mark.slow

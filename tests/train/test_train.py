@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import run_cli, tiny_cfg
-from rankwise.rundir import read_jsonl, read_summary
+from rankwise.runs.rundir import read_jsonl, read_summary
 from rankwise.train import run_training
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..config import parse_bool
 from ..errors import ConfigError
-from ..rundir import check_writable_path, write_json_atomic
+from ..runs.rundir import check_writable_path, write_json_atomic
 
 SOURCE_HELP = ("--adapter DIR: a compact or peft export, a run's adapter/ folder, or a run directory (its base model "
                "comes from the adapter's metadata; override with --base_model). --model DIR: a merged export or any "

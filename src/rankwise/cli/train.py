@@ -10,7 +10,7 @@ from ..allocation import strategy_for
 from ..config import RunConfig, add_config_arguments, config_from_args, parse_bool, prepare
 from ..errors import ConfigError, ModelError, RankwiseError
 from ..methods import get_method
-from ..rundir import check_writable_path, write_json_atomic, write_text_atomic
+from ..runs.rundir import check_writable_path, write_json_atomic, write_text_atomic
 from ..studies import glue_compat
 from ..studies.glue_compat import GLUE_DEFAULTS, GLUE_FLAGS, GLUE_IMPROVEMENTS, GLUE_NAMES
 

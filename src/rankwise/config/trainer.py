@@ -62,7 +62,7 @@ REFUSED = {
     "deepspeed": "not supported: rankwise's masks and checkpoints are tested with data parallelism (DDP) only",
 }
 # The TrainerArguments that change what a run learns; the others (logging, saving, the Hub, data loading, eval
-# scheduling, ...) do not, so they are not part of a configuration's identity (naming.NOT_IDENTITY).
+# scheduling, ...) do not, so they are not part of a configuration's identity (runs/naming.py, NOT_IDENTITY).
 CHANGES_RESULTS = {"lr_scheduler_kwargs", "warmup_steps", "adam_beta1", "adam_beta2", "adam_epsilon",
                    "average_tokens_across_devices", "label_smoothing_factor", "neftune_noise_alpha", "data_seed",
                    "dataloader_drop_last", "train_sampling_strategy"}

@@ -35,7 +35,7 @@ from torch import nn
 from ..devices import HostBatches
 from ..errors import ConfigError, DataError
 from .. import models
-from ..rundir import write_jsonl_atomic
+from ..runs.rundir import write_jsonl_atomic
 from .task import PreparedTask, max_seq_length_for
 
 TASKS = ("alpaca",)

@@ -24,8 +24,8 @@ from ..allocation import AllocationStrategy, strategy_for
 from ..config import FIELDS, applies
 from ..errors import ConfigError, RunDirError
 from ..methods import METHODS, get_method, titles, trains_adapter
-from ..naming import NOT_IDENTITY, with_old_defaults
-from ..rundir import SUMMARY, read_json, read_jsonl, read_summary
+from ..runs.naming import NOT_IDENTITY, with_old_defaults
+from ..runs.rundir import SUMMARY, read_json, read_jsonl, read_summary
 from .text import is_missing, short_text, value_text
 
 CONFIG_FIELDS = list(FIELDS)

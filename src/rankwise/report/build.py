@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import RunDirError
-from ..rundir import check_writable_path
+from ..runs.rundir import check_writable_path
 from .aggregate import check_fields, group_runs, is_run_dir, load_runs, metric_scale, resolve_baselines
 from .configurations.markdown import task_sections
 from .context import ReportContext, Section

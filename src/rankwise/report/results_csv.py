@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..config import FIELDS
 from ..errors import ConfigError
-from ..naming import NAME_DEFAULTS
+from ..runs.naming import NAME_DEFAULTS
 from ..sweep.search import read_records, run_roles
 from .aggregate import CONFIG_FIELDS
 

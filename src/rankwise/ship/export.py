@@ -52,7 +52,7 @@ from ..adapters.io import (CONFIG_FILE, META_FILE, WEIGHTS_FILE, compact_metadat
 from ..errors import ConfigError, RunDirError
 from ..methods import METHODS, AdapterSet, attach_tensors, get_method, load_adapter
 from ..models import base_model_reference, check_hub_upload, load_tokenizer, quiet_transformers
-from ..rundir import check_writable_path, replace_dir, write_json_atomic
+from ..runs.rundir import check_writable_path, replace_dir, write_json_atomic
 from ..targets import TargetMatrix
 from ..version import __version__
 from .card import CARD_FILE, describe_weights, model_card

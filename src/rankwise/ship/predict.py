@@ -21,7 +21,7 @@ from ..data import GLUE_TASKS
 from ..data.inputs import Inputs
 from ..errors import ConfigError
 from ..models import check_max_seq_length, load_tokenizer
-from ..rundir import check_writable_path, write_text_atomic
+from ..runs.rundir import check_writable_path, write_text_atomic
 from .source import Source, task_head
 
 PREDICTION_SUFFIXES = (".jsonl", ".csv", ".tsv")

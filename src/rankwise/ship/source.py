@@ -21,7 +21,7 @@ from ..data import GLUE_TASKS, INSTRUCT_TASKS, known_tasks
 from ..errors import ConfigError, ModelError, RunDirError
 from ..methods import AdapterMethod, AdapterSet, get_method, load_adapter
 from ..models import load_causal_lm, load_classifier, load_pretrained, locate_base_model
-from ..rundir import read_json, read_summary
+from ..runs.rundir import read_json, read_summary
 
 EXPORT_FILE = "export.json"  # written by every export; evaluate/predict read the training config from it
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from ..config import RunConfig, config_from_dict, prepare
-from ..naming import run_name
+from ..runs.naming import run_name
 from ..planning import build_plan, meta_model
 from ..sweep import check_configs, describe_runs, run_sweep
 

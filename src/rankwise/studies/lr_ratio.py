@@ -35,9 +35,9 @@ from ..config import FIELDS, RunConfig, config_from_dict, prepare
 from ..errors import ConfigError
 from ..lr_curves import adapter_scale, curve_identity, format_lr, head_lr_mode, identity_id
 from ..methods import FULL_FINETUNING, METHODS, get_method
-from ..naming import run_name
-from ..rundir import read_json, read_jsonl, write_json_atomic
-from ..runstate import finished_summary
+from ..runs.naming import run_name
+from ..runs.rundir import read_json, read_jsonl, write_json_atomic
+from ..runs.state import finished_summary
 from ..sweep import describe_runs
 
 ALPHA_POLICIES = ("constant", "ratio", "rslora")

@@ -21,9 +21,9 @@ from pathlib import Path
 from ..allocation.static import load_rank_file
 from ..config import RunConfig, config_from_dict, parse_float, parse_int, prepare, resolve_defaults
 from ..errors import ConfigError
-from ..naming import run_name
+from ..runs.naming import run_name
 from ..planning import build_plan, meta_model
-from ..rundir import write_json_atomic
+from ..runs.rundir import write_json_atomic
 from ..sweep import check_configs, describe_runs, run_sweep
 from ..targets import find_targets, num_layers
 

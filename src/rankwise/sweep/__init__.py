@@ -23,7 +23,7 @@ Each run's directory is `<output_dir>/<run_name(config)>`. A run whose summary.j
 diverged is finished and skipped; anything else (never started, killed half-way, failed) is run again
 from scratch. A finished run whose config.json differs from the requested config in a setting that changes
 results is neither skipped nor replaced: the sweep reports it as a conflict (a run name that came to mean
-another config, e.g. after a default changed without an entry in naming.NAME_DEFAULTS). A per-run lock file
+another config, e.g. after a default changed without an entry in runs/naming.py, NAME_DEFAULTS). A per-run lock file
 (`<output_dir>/.locks/<name>.lock`, flock) keeps two sweeps over the same directory from running the same
 config at once.
 """
@@ -31,8 +31,8 @@ config at once.
 from __future__ import annotations
 
 from ..config import applies
-from ..rundir import SUMMARY
-from ..runstate import config_conflicts, run_state
+from ..runs.rundir import SUMMARY
+from ..runs.state import config_conflicts, run_state
 from .points import override, point_values
 from .runners import BACKENDS, cuda_memory, run_one, run_sweep, threads_per_run, visible_gpus
 from .spec import RUN_STATES, SPEC_KEYS, check_configs, describe_runs, expand, load_sweep, parse_sweep

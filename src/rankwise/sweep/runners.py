@@ -22,7 +22,7 @@ from typing import Any
 from ..config import RunConfig
 from ..devices import GpuPlan, assign_gpus, check_runs_fit, cuda_memory, run_memory_estimate
 from ..errors import ConfigError, RankwiseError
-from ..runstate import checkpoints, config_conflicts, inspect, run_lock
+from ..runs.state import checkpoints, config_conflicts, inspect, run_lock
 from ..stopping import RayReaper, claim_sigterm, die_with_driver, driver_identity, stop_on_sigterm
 
 BACKENDS = ("local", "ray")

@@ -43,9 +43,9 @@ import numpy as np
 
 from ..config import FIELDS, RunConfig, applies, config_from_dict, prepare
 from ..errors import ConfigError, RunDirError
-from ..naming import run_name
-from ..rundir import read_json, write_json_atomic
-from ..runstate import config_conflicts, inspect
+from ..runs.naming import run_name
+from ..runs.rundir import read_json, write_json_atomic
+from ..runs.state import config_conflicts, inspect
 from .points import point_values
 
 SEARCH_KEYS = ("field", "start", "factor", "max_rates", "seeds", "halving")

@@ -12,8 +12,8 @@ from typing import Any
 
 from ..config import FIELDS, RunConfig, config_from_dict, prepare, read_structured_file
 from ..errors import ConfigError, RankwiseError
-from ..naming import run_name
-from ..runstate import check_output_dir, config_conflicts, inspect, run_state
+from ..runs.naming import run_name
+from ..runs.state import check_output_dir, config_conflicts, inspect, run_state
 from .points import check_values, default_output_root, point_values, where
 from .search import known_runs, parse_search
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ...methods import allocates_ranks, trains_adapter
-from ...rundir import read_json, read_jsonl, read_summary
+from ...runs.rundir import read_json, read_jsonl, read_summary
 from ..aggregate import applicable, eval_records, metric_scale, read_matrices, row_strategy
 from ..figures import palette, pyplot, save_figure
 from ..text import is_missing, short_matrix_name, short_text

@@ -22,7 +22,7 @@ import pandas as pd
 from ...config import config_from_dict
 from ...lr_curves import adapter_scale, curve_identity, format_lr, head_lr_mode, identity_id
 from ...methods import titles, trains_adapter
-from ...rundir import read_json, read_summary
+from ...runs.rundir import read_json, read_summary
 from ..aggregate import eval_records, find_run_dirs
 from ..stats import log_median, parabola_vertex
 

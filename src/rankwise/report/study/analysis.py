@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ...rundir import read_jsonl
+from ...runs.rundir import read_jsonl
 from ..aggregate import (applicable, config_id, config_labels, describe_config, rank_text, read_matrices,
                          strategy_mask, varying_fields)
 from ..stats import LR_LIKE_FIELDS, completed_runs, holm_within, paired_comparison, pearson, reported_scores

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import RunDirError
+from ..errors import RunDirError
 
 SUMMARY = "summary.json"
 STATUSES = ("completed", "diverged", "failed")

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from .config import RunConfig, applies
-from .errors import RunDirError
+from ..config import RunConfig, applies
+from ..errors import RunDirError
 from .naming import NOT_IDENTITY, with_old_defaults
 from .rundir import SUMMARY, RunDir, check_writable_path, read_json, replace_dir, sibling
 

@@ -17,11 +17,11 @@ import hashlib
 import json
 import re
 
-from .allocation import strategy_for
-from .config import RunConfig, applies, resolve_defaults
-from .config.run import OWNER
-from .config.trainer import CHANGES_RESULTS
-from .methods import get_method
+from ..allocation import strategy_for
+from ..config import RunConfig, applies, resolve_defaults
+from ..config.run import OWNER
+from ..config.trainer import CHANGES_RESULTS
+from ..methods import get_method
 
 # Settings that never change results, or that name the run itself.
 NOT_IDENTITY = {"output_dir", "overwrite_output_dir", "quiet", "report_to", "data_dir", "save_model",
