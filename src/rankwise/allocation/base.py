@@ -73,6 +73,7 @@ class AllocationStrategy:
     options: ClassVar[tuple[type, ...]] = ()  # the option dataclasses it reads
     selectable: ClassVar[bool] = True  # offered as --allocation (a method's own strategy is not)
     baseline: ClassVar[bool] = False  # the same rank everywhere: the reports' reference arm
+    same_rank_everywhere: ClassVar[bool] = False  # one rank for every matrix (uniform; full fine-tuning's full rank)
     learned: ClassVar[bool] = False  # trains allocation weights: rank masks change while training
     measures: ClassVar[bool] = False  # sets the ranks from training batches before training
     sized_by_rank_max: ClassVar[bool] = False  # adapters built at rank_max (the alpha policy's reference rank)

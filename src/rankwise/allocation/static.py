@@ -222,7 +222,7 @@ class Uniform(StaticStrategy):
     name = "uniform"
     title = "uniform"
     summary = "rank --rank everywhere"
-    baseline = True
+    baseline = same_rank_everywhere = True
 
     def ranks(self, cfg, targets):
         return uniform(targets, cfg.rank), ["rank"] * len(targets)

@@ -24,6 +24,7 @@ class FullRank(AllocationStrategy):
     title = "full"
     summary = "full fine-tuning's own: every weight trains"
     options = ()
+    same_rank_everywhere = True
     selectable = False
 
     def plan(self, cfg, context: PlanContext) -> StrategyPlan:

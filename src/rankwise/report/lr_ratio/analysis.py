@@ -21,7 +21,8 @@ import pandas as pd
 
 from ...config import config_from_dict
 from ...lr_curves import adapter_scale, curve_identity, format_lr, head_lr_mode, identity_id
-from ...methods import titles, trains_adapter
+from ...allocation import strategy_for
+from ...methods import get_method, titles, trains_adapter
 from ...runs.rundir import read_json, read_summary
 from ..aggregate import eval_records, find_run_dirs
 from ..stats import log_median, parabola_vertex
@@ -116,7 +117,7 @@ def load_points(run_dirs: list[str | Path], warn=None) -> pd.DataFrame:
         except Exception as exc:  # a run from another version, a broken file: not comparable
             warn(f"skipping {run_dir}: its config.json cannot be read ({exc})")
             continue
-        if cfg.allocation != "uniform" or cfg.learning_rate is None:
+        if not strategy_for(get_method(cfg.method), cfg.allocation).same_rank_everywhere or cfg.learning_rate is None:
             continue  # learned or non-uniform ranks are not points of an LR curve
         identity = curve_identity(cfg)
         study = {k: v for k, v in identity.items() if k not in CURVE_FIELDS}

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..aggregate import group_runs
+from ..aggregate import group_runs, row_strategy
 from ..stats import median_and_std, paired_t_p, welch_p
 
 TASK = "alpaca"
@@ -32,6 +32,7 @@ def strategy_stats(runs: pd.DataFrame) -> pd.DataFrame:
         model = members["model_parameters"].astype(float)
         rows.append({
             "label": group["label"], "allocation": group.get("allocation"), "rank": group.get("rank"),
+            "baseline": row_strategy(group).baseline,
             "match_budget": bool(group.get("match_budget")) if group.get("match_budget") is not None else False,
             "runs": len(members), "completed": len(ok),
             "not_completed": int((members["status"] != "completed").sum()),
@@ -50,7 +51,7 @@ def strategy_stats(runs: pd.DataFrame) -> pd.DataFrame:
 
 def uniform_reference(stats: pd.DataFrame, row: pd.Series) -> pd.Series | None:
     """The uniform configuration a budget-matched strategy is compared with: same adapter size (within 1%)."""
-    uniform = stats[(stats["allocation"] == "uniform") & (stats["completed"] > 0)]
+    uniform = stats[stats["baseline"] & (stats["completed"] > 0)]
     if uniform.empty or math.isnan(row["params"]):
         return None
     gap = (uniform["params"] - row["params"]).abs() / row["params"]
@@ -62,7 +63,7 @@ def compare_with_uniform(stats: pd.DataFrame) -> list[dict]:
     the same budget (negative = better than uniform), Welch's t-test and whether the seed ranges separate."""
     out = []
     for _, row in stats.iterrows():
-        if row["allocation"] == "uniform" or not row["completed"]:
+        if row["baseline"] or not row["completed"]:
             continue
         reference = uniform_reference(stats, row)
         if reference is None:
