@@ -36,11 +36,12 @@ from .allocation.allocator import RankAllocator
 from .allocation.learned import build_allocator
 from .config import FIELDS, RunConfig, config_from_dict, resolve_defaults, validate
 from .errors import ConfigError, ModelError, RankwiseError, argument_error
-from .methods import AdapterSet, build_adapter, get_method, save_adapter
-from .models import head_modules, resolve_model
+from .methods import AdapterSet, build_adapter, get_method, load_adapter as attach, save_adapter
+from .models import base_model_reference, head_modules, load_tokenizer, resolve_model
 from .planning import Plan, build_plan, meta_model
 from .ship.export import export_finished, export_run, fine_tuned_config
 from .ship.source import FinishedRun, load_base, load_source
+from .train import ALLOCATOR_MODULE, attach_allocator
 
 # The options `plan` and `wrap` take: every adapter and allocation option of `rankwise train`, plus what learned
 # allocation's schedules are counted in. Training and data options belong to your own Trainer.
@@ -259,7 +260,6 @@ def wrap(model: nn.Module, method: str = "loraxs", allocation: str = "uniform", 
                             rslora=cfg.alpha_policy == "rslora", dropout=cfg.lora_dropout, head_modules=heads,
                             task_type=result.task_type, seed=cfg.seed, init=cfg.init, run_config=cfg)
     if allocator is not None:
-        from .train import attach_allocator  # the Trainer machinery: only for learned allocation
 
         parameter = next(adapter.model.parameters(), None)
         allocator.to(parameter.device if parameter is not None else "cpu")
@@ -422,7 +422,6 @@ def _export_wrapped(model, out, format, tokenizer, base_model, overwrite, verify
     if not base:
         raise ConfigError("base_model", "the model does not say which checkpoint it was loaded from (its "
                           "config's name_or_path is empty)", "Pass base_model='hub id or directory'")
-    from .models import base_model_reference, load_tokenizer
 
     reference = base_model_reference(str(base))
     if tokenizer is None:
@@ -448,7 +447,6 @@ def _export_wrapped(model, out, format, tokenizer, base_model, overwrite, verify
 def _as_saved(adapter: AdapterSet, allocator: RankAllocator | None):
     """The model as a run saves it: without the allocator submodule (its weights are no part of the base model's
     fingerprint), in the train/eval mode it had afterwards."""
-    from .train import ALLOCATOR_MODULE
 
     model, training = adapter.model, adapter.model.training
     attached = allocator is not None and model._modules.get(ALLOCATOR_MODULE) is allocator
@@ -514,7 +512,6 @@ def _load(path, base_model: str | None, allow_base_model_mismatch: bool) -> nn.M
 def load_adapter(model: nn.Module, directory: str | os.PathLike, allow_base_model_mismatch: bool = False) -> AdapterSet:
     """`rankwise.load_adapter`: a rankwise adapter directory (a run's `adapter/` or an export) attached to a base
     model, refused on another base model unless `allow_base_model_mismatch` (methods.load_adapter)."""
-    from .methods import load_adapter as attach
 
     _require_type("model", model, (nn.Module,), "a torch model (the base model the adapter was trained on)")
     _require_type("directory", directory, (str, os.PathLike), "an adapter directory")

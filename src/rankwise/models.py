@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError, ModelError
+from .gguf_cache import cache_root, dequantised_dir
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,6 @@ def resolve_model(name: str) -> str:
     """A local directory or hub id that `from_pretrained` accepts."""
     if name in EMBEDDED:
         if name == "smollm2-135m":
-            from .gguf_cache import dequantised_dir  # only needed for the GGUF model
 
             return str(dequantised_dir(embedded_path(name), name=name))
         return str(embedded_path(name))
@@ -105,7 +105,6 @@ def embedded_name(name_or_path: str) -> str | None:
         return None
     for name, model in EMBEDDED.items():
         if model.relative_path.endswith(".gguf"):  # loaded from its de-quantised copy (gguf_cache.py)
-            from .gguf_cache import cache_root
 
             directory = cache_root() / name
         else:

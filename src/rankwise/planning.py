@@ -19,9 +19,10 @@ from torch import nn
 
 from .adapters import alphas_for
 from .allocation import PlanContext, strategy_for
-from .data.options import default_max_seq_length
 from .data import GLUE_TASKS, TEXT_TASK
 from .data.files import load_text_data
+from .data.options import default_max_seq_length
+from .data.prepare import prepare_task
 from .errors import ConfigError
 from .methods import METHODS, get_method
 from .models import check_max_seq_length, head_modules, hub_kwargs, load_error, quiet_transformers, resolve_model
@@ -229,7 +230,6 @@ def measuring_batches(cfg, task, device, processes: int = 1) -> list[dict]:
 def measured_plan(cfg) -> Plan:
     """The plan of a `gradient` allocation measured as training would measure it: the task's model (with its
     weights) and its first --allocation_batches shuffled training batches, on a GPU when there is one."""
-    from .data.prepare import prepare_task  # data and model loading
 
     task = prepare_task(cfg)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -19,7 +19,9 @@ from __future__ import annotations
 import math
 import time
 
+from ..errors import ConfigError
 from .base import PlanContext, register
+from .energy import GradientAllocation, _agreed, _batch_loss, _only_trainable, warmed_head
 from .gradient import MeasuringStrategy
 
 
@@ -27,8 +29,6 @@ def fisher_scores(model, targets, batches, loss_fn=None) -> list[float]:
     """F_i of every target: the mean over `batches` of each batch's squared loss gradient, averaged over the
     matrix's entries (float64). The model's training mode, requires_grad and .grad are restored."""
     import torch
-
-    from .energy import _batch_loss, _only_trainable
 
     weights = [model.get_submodule(t.name).weight for t in targets]
     sums = [torch.zeros((), dtype=torch.float64, device=w.device) for w in weights]
@@ -40,7 +40,6 @@ def fisher_scores(model, targets, batches, loss_fn=None) -> list[float]:
                 sums[i] += grad.double().pow(2).mean()
             count += 1
     if count == 0:
-        from ..errors import ConfigError
 
         raise ConfigError("allocation_batches", "no training batch was given to measure on", "Give at least one batch")
     return [float(total) / count for total in sums]
@@ -69,8 +68,6 @@ class Fim(MeasuringStrategy):
     energy_name = ""  # F·ln s has no share of a whole to report
 
     def measure(self, cfg, context: PlanContext, cost, budget: float, solve):
-        from .energy import GradientAllocation, _agreed, warmed_head
-
         started = time.perf_counter()
         batches = list(context.batches)
         with warmed_head(context.model, context.head, batches, cfg.allocation_head_steps, cfg.cls_learning_rate,

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from ..errors import ConfigError
 from ..options import option, require
 from .base import AllocationStrategy, PlanContext, StrategyPlan, register
+from .budget import check_feasible
+from .energy import GradientAllocation, gradient_allocation, solve
 from .learned import check_rank_range
 from .options import BudgetOption, MeasuringOptions, RankOption, RankRange
 
@@ -54,8 +56,6 @@ class MeasuringStrategy(AllocationStrategy):
 
     def plan(self, cfg, context: PlanContext) -> StrategyPlan:
         """Without batches only the budget is checked, and the plan shows uniform --rank until training measures."""
-        from .budget import check_feasible
-        from .energy import GradientAllocation, solve
 
         targets, cost = context.targets, context.cost
         field = "budget" if cfg.budget is not None else "rank"
@@ -135,8 +135,6 @@ class Gradient(MeasuringStrategy):
         return cfg.gradient_normalize
 
     def measure(self, cfg, context: PlanContext, cost, budget: float, solve):
-        from .energy import gradient_allocation
-
         return gradient_allocation(context.method, context.model, context.targets, context.batches, cost, budget,
                                    cfg.rank_min, cfg.rank_max, normalized=cfg.gradient_normalize,
                                    loss_fn=context.loss_fn, distributed=context.distributed, head=context.head,

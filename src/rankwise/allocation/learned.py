@@ -12,8 +12,10 @@ from typing import Optional
 
 from ..errors import ConfigError
 from ..options import option, require
+from .allocator import RankAllocator
 from .base import AllocationStrategy, PlanContext, StrategyPlan, register
 from .options import AverageRank, RankRange
+from .schedules import AllocationSchedule
 
 ALPHA_SCHEDULERS = ("linear", "exponential", "cosine")
 WEIGHT_INITS = ("random", "uniform", "quadratic", "left_skewed")
@@ -252,8 +254,6 @@ def budget_bounds(cfg, cost) -> tuple[float, float]:
 def build_allocator(cfg, targets, steps_per_epoch: int, cost):
     """The RankAllocator of a resolved learned-allocation config: schedules from its options, budget from
     `budget_bounds`, in the method's `cost`."""
-    from .allocator import RankAllocator
-    from .schedules import AllocationSchedule
 
     memory_start, memory_end = budget_bounds(cfg, cost)
     schedule = AllocationSchedule(

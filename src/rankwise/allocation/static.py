@@ -25,6 +25,7 @@ from ..errors import ConfigError
 from ..options import option, positive_int, require, require_file
 from ..targets import HEAD_KIND, TargetMatrix, num_layers
 from .base import AllocationStrategy, PlanContext, StrategyPlan, register
+from .budget import round_to_budget
 from .options import BudgetOption, MatchBudgetOption, RankOption
 
 
@@ -128,8 +129,6 @@ def rescale_to_budget(ranks: list[int], cost, budget: float, field: str = "budge
     Keeps the strategy's shape while matching a reference parameter count. `field` is the option that set
     the budget (`budget`, or `rank` for uniform rank's parameter count), named in errors."""
     import torch
-
-    from .budget import round_to_budget
 
     base = torch.tensor(ranks, dtype=torch.float64)
     if cost.total(base / base.min()) > budget:

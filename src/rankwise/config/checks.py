@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..data import GLUE_TASKS
 from ..options import require, require_file
 
 SEED_LIMIT = 2**64  # torch seeds are unsigned 64-bit; it maps a negative seed s to 2^64 + s
@@ -55,7 +56,6 @@ def validate_training(cfg) -> None:
     require(cfg.save_safetensors, "save_safetensors", "false asks for PyTorch pickles, and rankwise writes "
             "safetensors only (they load without running code)", "Drop --save_safetensors")
     if cfg.label_smoothing_factor:
-        from ..data import GLUE_TASKS
 
         require(cfg.task not in GLUE_TASKS or GLUE_TASKS[cfg.task].num_labels > 1, "label_smoothing_factor",
                 f"smooths class labels, but task {cfg.task} is a regression", "Drop --label_smoothing_factor")
@@ -76,7 +76,6 @@ def validate_training(cfg) -> None:
 
 def task_metrics(task: str) -> tuple[str, ...]:
     """The metrics a task's evaluation reports (without the `eval_` prefix): what --metric_for_best_model may name."""
-    from ..data import GLUE_TASKS
 
     if task in GLUE_TASKS:
         return ("loss", *GLUE_TASKS[task].metrics)

@@ -9,6 +9,7 @@ import math
 import os
 
 from ..allocation import get_strategy, registered, strategy_for
+from ..data import known_tasks
 from ..data.options import default_max_seq_length, task_options
 from ..errors import ConfigError
 from ..methods import METHODS, get_method
@@ -166,7 +167,6 @@ def _check_values(cfg) -> None:
 
 def validate(cfg) -> None:
     """Raise `ConfigError` for the first problem found. Call on a resolved config."""
-    from ..data import known_tasks
 
     _check_values(cfg)
     tasks = known_tasks()

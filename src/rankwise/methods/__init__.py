@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..adapters.io import COMPACT_FORMAT, WEIGHTS_FILE, check_fits, read_adapter_metadata
+from ..adapters.masks import hard_keep
 from ..errors import ConfigError, RunDirError
 from .base import AdapterMethod, AdapterSet, TrainingHooks, _REGISTRY
 from . import loraxs, lora, adalora, dora, full  # noqa: F401  (each registers its method)
@@ -77,8 +79,6 @@ def load_adapter(model, directory: str | Path, allow_base_model_mismatch: bool =
     `allow_base_model_mismatch`, other base weights only print a warning."""
     from safetensors.torch import load_file
 
-    from ..adapters.io import COMPACT_FORMAT, WEIGHTS_FILE, check_fits, read_adapter_metadata
-
     directory = Path(directory)
     meta = read_adapter_metadata(directory)
     method = get_method(meta["method"])
@@ -94,8 +94,6 @@ def attach_tensors(model, meta: dict, tensors: dict, directory: str | Path = "(i
                    allow_base_model_mismatch: bool = False) -> AdapterSet:
     """Attach a `rankwise-loraxs` or `rankwise-compact` adapter given as metadata and tensors (see
     `adapters.io.compact_metadata` / `compact_tensors`), after checking that it fits `model` (`check_fits`)."""
-    from ..adapters.io import WEIGHTS_FILE, check_fits
-    from ..adapters.masks import hard_keep
 
     targets = check_fits(model, meta, directory, allow_base_model_mismatch)
     method = get_method(meta["method"])

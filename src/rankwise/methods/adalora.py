@@ -27,11 +27,14 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..allocation.base import AllocationStrategy, PlanContext, StrategyPlan
-from ..allocation.base import register as register_strategy
+from ..adapters.io import META_FILE, adapter_metadata
+from ..adapters.lora import peft_heads, peft_quietly
+from ..allocation.base import AllocationStrategy, PlanContext, StrategyPlan, register as register_strategy
 from ..allocation.options import AverageRank, RankOption
 from ..errors import ConfigError, RunDirError
+from ..models import named_portably
 from ..options import option, require as _require
+from ..targets import fan_in_fan_out
 from .base import AdapterMethod, AdapterSet, DropoutOption, TrainingHooks, register
 
 if TYPE_CHECKING:
@@ -229,9 +232,6 @@ class AdaLora(AdapterMethod):
         import torch
         from peft import AdaLoraConfig, get_peft_model
 
-        from ..adapters.lora import peft_heads, peft_quietly
-        from ..targets import fan_in_fan_out
-
         for p in model.parameters():
             p.requires_grad_(False)
         budget = adalora_budget(cfg, targets)
@@ -273,8 +273,6 @@ class AdaLora(AdapterMethod):
     def save(self, adapter, directory: Path, *, base_model, head_modules, hard_ranks, tokenizer=None) -> None:
         """PEFT's own AdaLoRA files, pruned to the current masks (PEFT saves `rank_pattern` and only the kept
         triplets), plus rankwise.json (metadata, including the base-model fingerprint that loading checks)."""
-        from ..adapters.io import META_FILE, adapter_metadata
-        from ..models import named_portably
 
         config = adapter.model.peft_config[ADAPTER_NAME]
         if config.rank_pattern is None:  # never pruned (too few steps): record that every triplet is kept
@@ -292,8 +290,6 @@ class AdaLora(AdapterMethod):
     def load(self, model, directory: Path, meta: dict, targets) -> AdapterSet:
         """A saved (pruned) AdaLoRA adapter on a fresh base model, ready for inference."""
         from peft import PeftModel
-
-        from ..adapters.lora import peft_quietly
 
         try:
             with peft_quietly(), warnings.catch_warnings():  # AdaLoRA's rank_pattern holds masks: LoRA's check flags it

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..adapters.adapter_set import AdapterSet
 from ..allocation import strategy_for
+from ..allocation.budget import RankCost
+from ..allocation.energy import lora_energy
 from ..errors import ConfigError
 from ..options import option
 
@@ -33,7 +35,6 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from ..allocation.budget import RankCost
     from ..targets import TargetMatrix
 
 
@@ -113,9 +114,8 @@ class AdapterMethod:
     def parameters(self, targets: list[TargetMatrix], ranks: list[int]) -> int:
         return sum(self.matrix_parameters(t, r) for t, r in zip(targets, ranks))
 
-    def rank_cost(self, targets: list[TargetMatrix]) -> "RankCost":
+    def rank_cost(self, targets: list[TargetMatrix]) -> RankCost:
         """The cost of every target as budget arithmetic uses it (float64 tensors)."""
-        from ..allocation.budget import RankCost  # torch
 
         return RankCost.from_coefficients([self.cost_coefficients(t) for t in targets])
 
@@ -149,7 +149,6 @@ class AdapterMethod:
     def gradient_energy(self, weight: "torch.Tensor", grad: "torch.Tensor", rank_max: int) -> "torch.Tensor":
         """E(s) for s = 0..rank_max: how much of the loss gradient `grad` (out×in) an adapter of rank s on `weight`
         can follow (`--allocation gradient`). LoRA's: the top-s squared singular values of the gradient."""
-        from ..allocation.energy import lora_energy  # torch
 
         return lora_energy(grad, rank_max)
 

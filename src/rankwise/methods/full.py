@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 from pathlib import Path
 
-from ..allocation.base import AllocationStrategy, PlanContext, StrategyPlan
-from ..allocation.base import register as register_strategy
+from ..allocation.base import AllocationStrategy, PlanContext, StrategyPlan, register as register_strategy
+from ..models import quiet_transformers
 from .base import AdapterMethod, AdapterSet, DropoutOption, register
 
 if TYPE_CHECKING:
@@ -72,8 +72,6 @@ class Full(AdapterMethod):
         return AdapterSet(self, model, targets, ranks, alphas)
 
     def save(self, adapter, directory: Path, *, base_model, head_modules, hard_ranks, tokenizer=None) -> None:
-        from ..models import quiet_transformers
-
         with quiet_transformers():
             adapter.model.save_pretrained(directory)
             if tokenizer is not None:

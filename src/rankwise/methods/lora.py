@@ -16,9 +16,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..adapters.io import META_FILE, adapter_metadata, compact_alphas, load_head
+from ..adapters.lora import KeepHooks, apply_lora, lora_config, lora_layers, peft_quietly
+from ..adapters.masks import hard_keep
 from ..allocation import strategy_for
 from ..errors import ConfigError, RunDirError
+from ..models import named_portably, quiet_transformers
 from ..options import option
+from ..targets import fan_in_fan_out
 from .base import AdapterMethod, AdapterSet, DropoutOption, register
 
 FORMAT = "rankwise-lora"
@@ -61,9 +66,6 @@ class Lora(AdapterMethod):
               seed=0, init="default", cfg=None, total_steps=0) -> AdapterSet:
         import torch  # PEFT and transformers are slow to import: only where adapters are built
 
-        from ..adapters.lora import KeepHooks, apply_lora, lora_config, lora_layers
-        from ..targets import fan_in_fan_out
-
         for p in model.parameters():
             p.requires_grad_(False)
         names = [t.name for t in targets]
@@ -81,7 +83,6 @@ class Lora(AdapterMethod):
                          fan_in_fan_out: bool = False):
         """The `peft.LoraConfig` that `build` applies, for a user's own `get_peft_model` (`Plan.lora_config`):
         exactly `names` at their `ranks` and `alphas` (rank_pattern / alpha_pattern), heads in modules_to_save."""
-        from ..adapters.lora import lora_config
 
         return lora_config(list(names), list(ranks), list(alphas), rslora, dropout, list(head_modules), task_type,
                            fan_in_fan_out=fan_in_fan_out, use_dora=self.use_dora)
@@ -112,9 +113,6 @@ class Lora(AdapterMethod):
         return [p for n, p in adapter.model.named_parameters() if "lora_" in n and p.requires_grad]
 
     def save(self, adapter, directory: Path, *, base_model, head_modules, hard_ranks, tokenizer=None) -> None:
-        from ..adapters.io import META_FILE, adapter_metadata
-        from ..models import named_portably, quiet_transformers
-
         if len(hard_ranks) != len(adapter.targets):  # EVA removed the matrices it gave rank 0: the rest stay as built
             hard_ranks = list(adapter.ranks)
         # named by hub id, not this machine's path; embeddings are never adapted (PEFT would look the id up)
@@ -125,9 +123,6 @@ class Lora(AdapterMethod):
 
     def load(self, model, directory: Path, meta: dict, targets) -> AdapterSet:
         from peft import PeftModel
-
-        from ..adapters.lora import KeepHooks, lora_layers, peft_quietly
-        from ..adapters.masks import hard_keep
 
         try:
             with peft_quietly():
@@ -149,10 +144,6 @@ class Lora(AdapterMethod):
     def attach(self, model, targets, tensors, meta, directory) -> AdapterSet:
         """A PEFT LoRA model at the compact ranks, with α chosen so each matrix keeps its trained scale."""
         import torch
-
-        from ..adapters.io import compact_alphas, load_head
-        from ..adapters.lora import KeepHooks, apply_lora, lora_config, lora_layers
-        from ..targets import fan_in_fan_out
 
         names = [t.name for t in targets]
         ranks = [int(tensors[f"{n}.lora_A"].shape[0]) for n in names]
@@ -185,8 +176,6 @@ class Lora(AdapterMethod):
         """A standard PEFT adapter (as `attach` built it at the hard ranks) plus rankwise.json. PEFT's
         `base_model_name_or_path` and the model card's `base_model` are the portable name (a hub id wherever there is
         one; see models.base_model_reference), not the directory this process happened to load the base from."""
-        from ..adapters.io import META_FILE
-        from ..models import named_portably, quiet_transformers
 
         adapter.hooks.remove()
         # embeddings are never adapted: no look-up of the base model's vocabulary
@@ -204,8 +193,6 @@ def apply_eva(adapter: AdapterSet, loader, rho: float, use_label_mask: bool, sho
     AdapterSet at the new ranks and alphas; matrices whose rank became 0 (adapter removed by PEFT) are left out of
     it (see `eva_ranks` for all matrices)."""
     from peft import EvaConfig, initialize_lora_eva_weights
-
-    from ..adapters.lora import KeepHooks, lora_layers
 
     model = adapter.model
     config = model.peft_config[PEFT_ADAPTER_NAME]

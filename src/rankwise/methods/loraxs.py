@@ -14,6 +14,11 @@ from pathlib import Path
 
 if TYPE_CHECKING:
     from ..targets import TargetMatrix
+from ..adapters.io import CONFIG_FILE, WEIGHTS_FILE, adapter_metadata, head_state, load_head
+from ..adapters.loraxs import LoraXSLinear, MaskBank, apply_loraxs
+from ..adapters.masks import square_masks
+from ..allocation.energy import loraxs_energy
+from ..targets import adapted_heads
 from .base import AdapterMethod, AdapterSet, register
 
 FORMAT = "rankwise-loraxs"
@@ -40,15 +45,11 @@ class LoraXS(AdapterMethod):
 
     def gradient_energy(self, weight, grad, rank_max: int):
         """The squared gradient of R's top-left s×s block (R sits between the frozen SVD factors of `weight`)."""
-        from ..allocation.energy import loraxs_energy
 
         return loraxs_energy(weight, grad, rank_max)
 
     def build(self, model, targets, ranks, alphas, *, rslora=False, dropout=0.0, head_modules=(), task_type=None,
               seed=0, init="default", cfg=None, total_steps=0) -> AdapterSet:
-        from ..adapters.loraxs import apply_loraxs  # torch, transformers
-        from ..targets import adapted_heads
-
         for p in model.parameters():
             p.requires_grad_(False)
         names = [t.name for t in targets]
@@ -61,7 +62,6 @@ class LoraXS(AdapterMethod):
 
     def set_keep(self, adapter: AdapterSet, keep) -> None:
         """One assignment per step: every layer reads its slice of the shared mask bank (adapters/loraxs.py)."""
-        from ..adapters.masks import square_masks
 
         _mask_bank(adapter).masks = None if keep is None else square_masks(keep)
 
@@ -73,8 +73,6 @@ class LoraXS(AdapterMethod):
 
     def save(self, adapter, directory: Path, *, base_model, head_modules, hard_ranks, tokenizer=None) -> None:
         from safetensors.torch import save_file
-
-        from ..adapters.io import CONFIG_FILE, WEIGHTS_FILE, adapter_metadata, head_state
 
         tensors = {}
         for target, module in zip(adapter.targets, adapter.modules):
@@ -92,8 +90,6 @@ class LoraXS(AdapterMethod):
 
     def attach(self, model, targets, tensors, meta, directory) -> AdapterSet:
         """Wrap each target in a LoraXSLinear with the saved factors (no SVD); freeze all but the head."""
-        from ..adapters.io import load_head
-        from ..adapters.loraxs import LoraXSLinear
 
         load_head(model, tensors, meta["head_modules"], directory)
         for p in model.parameters():
@@ -121,7 +117,6 @@ class LoraXS(AdapterMethod):
 
 def _mask_bank(adapter: AdapterSet):
     """The adapter's MaskBank, made and handed to its layers on first use."""
-    from ..adapters.loraxs import MaskBank
 
     if adapter.hooks is None:
         adapter.hooks = MaskBank()

@@ -49,8 +49,8 @@ from torch import nn
 
 from ..adapters.io import (CONFIG_FILE, META_FILE, WEIGHTS_FILE, compact_metadata, compact_tensors, inner_model,
                            read_adapter_metadata, save_compact)
-from ..errors import ConfigError, RunDirError
-from ..methods import METHODS, AdapterSet, attach_tensors, get_method, load_adapter
+from ..errors import ConfigError, RankwiseError, RunDirError
+from ..methods import AdapterSet, METHODS, attach_tensors, get_method, load_adapter
 from ..models import base_model_reference, check_hub_upload, load_tokenizer, quiet_transformers
 from ..runs.rundir import check_writable_path, replace_dir, write_json_atomic
 from ..targets import TargetMatrix
@@ -186,8 +186,6 @@ def export_finished(run: FinishedRun, fmt: str, out: str | Path, *, overwrite: b
 def push_export(out: Path, repo_id: str, log=print) -> str:
     """Upload an export folder to the hub repository `repo_id` (created if needed); returns the commit URL."""
     from huggingface_hub import HfApi
-
-    from ..errors import RankwiseError
 
     api = HfApi()
     try:

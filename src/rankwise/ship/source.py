@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..adapters.io import META_FILE, read_adapter_metadata
+from ..adapters.lora import peft_quietly
 from ..data import GLUE_TASKS, INSTRUCT_TASKS, known_tasks
 from ..errors import ConfigError, ModelError, RunDirError
 from ..methods import AdapterMethod, AdapterSet, get_method, load_adapter
@@ -235,8 +236,6 @@ class Source:
         if self.kind == "peft":
             # PEFT (and adapters.lora, which imports it) take seconds to import: only plain PEFT adapters need them.
             from peft import PeftModel
-
-            from ..adapters.lora import peft_quietly
 
             try:
                 with peft_quietly():

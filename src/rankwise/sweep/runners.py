@@ -19,9 +19,12 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
+from .. import train
 from ..config import RunConfig
 from ..devices import GpuPlan, assign_gpus, check_runs_fit, cuda_memory, run_memory_estimate
 from ..errors import ConfigError, RankwiseError
+from ..methods import get_method
+from ..planning import build_plan, meta_model
 from ..runs.state import checkpoints, config_conflicts, inspect, run_lock
 from ..stopping import RayReaper, claim_sigterm, die_with_driver, driver_identity, stop_on_sigterm
 
@@ -76,8 +79,6 @@ def run_one(cfg: RunConfig) -> dict:
 
 
 def _run_one(cfg: RunConfig) -> dict:
-    from .. import train
-
     run_dir = Path(cfg.output_dir)
     with run_lock(run_dir) as locked:
         if not locked:
@@ -188,8 +189,6 @@ def _distinct_shapes(configs: list[RunConfig]) -> list[RunConfig]:
 
 def estimate_run_memory(cfg: RunConfig) -> int:
     """A run's GPU memory from its plan on a weightless model (devices.run_memory_estimate)."""
-    from ..methods import get_method
-    from ..planning import build_plan, meta_model
 
     model, heads = meta_model(cfg)
     totals = build_plan(cfg, model, heads)[0].totals()

@@ -11,7 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from ..config import FIELDS, RunConfig, config_from_dict, prepare, read_structured_file
+from ..data import GLUE_TASKS, load_glue
+from ..data.files import load_text_data
+from ..data.instruct import alpaca_path, load_alpaca
 from ..errors import ConfigError, RankwiseError
+from ..models import EMBEDDED
+from ..planning import build_plan, check_head_saving, meta_model
 from ..runs.naming import run_name
 from ..runs.state import check_output_dir, config_conflicts, inspect, run_state
 from .points import check_values, default_output_root, point_values, where
@@ -161,16 +166,12 @@ def expand(spec: dict, output_dir: str | None = None, check_resources: bool | st
 
 
 def _is_local_model(name: str) -> bool:
-    from ..models import EMBEDDED
-
     return name in EMBEDDED or Path(name).expanduser().exists()
 
 
 def check_configs(configs: list[RunConfig], allow_network: bool = True) -> list[str]:
     """Model-dependent checks (rank plan, budget feasibility) and data files, before any run starts.
     Returns notes about checks that were skipped (network needed and not allowed)."""
-    from ..data import GLUE_TASKS, load_glue
-    from ..planning import build_plan, check_head_saving, meta_model
 
     models: dict[tuple, Any] = {}
     data_checked: set[tuple] = set()
@@ -200,7 +201,6 @@ def check_configs(configs: list[RunConfig], allow_network: bool = True) -> list[
                     notes.append(f"task `{cfg.task}` would be read from the Hugging Face hub (no --data_dir or "
                                  "RANKWISE_DATA_DIR): not checked by a dry run")
             elif data_key not in data_checked and cfg.task == "text":  # your own data: read and checked
-                from ..data.files import load_text_data
 
                 if cfg.dataset is not None and not Path(cfg.dataset).expanduser().exists() and not allow_network:
                     notes.append(f"dataset `{cfg.dataset}` would be loaded from the Hugging Face hub: not checked by "
@@ -208,7 +208,6 @@ def check_configs(configs: list[RunConfig], allow_network: bool = True) -> list[
                 else:
                     load_text_data(cfg)
             elif data_key not in data_checked:  # instruction tuning: every record is checked
-                from ..data.instruct import alpaca_path, load_alpaca
 
                 load_alpaca(alpaca_path(cfg))
             data_checked.add(data_key)
