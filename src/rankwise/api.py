@@ -260,7 +260,6 @@ def wrap(model: nn.Module, method: str = "loraxs", allocation: str = "uniform", 
                             rslora=cfg.alpha_policy == "rslora", dropout=cfg.lora_dropout, head_modules=heads,
                             task_type=result.task_type, seed=cfg.seed, init=cfg.init, run_config=cfg)
     if allocator is not None:
-
         parameter = next(adapter.model.parameters(), None)
         allocator.to(parameter.device if parameter is not None else "cpu")
         allocator.step = 0

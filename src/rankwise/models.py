@@ -78,7 +78,6 @@ def resolve_model(name: str) -> str:
     """A local directory or hub id that `from_pretrained` accepts."""
     if name in EMBEDDED:
         if name == "smollm2-135m":
-
             return str(dequantised_dir(embedded_path(name), name=name))
         return str(embedded_path(name))
     if Path(name).expanduser().exists():

@@ -91,6 +91,9 @@ def setup_run(cfg: RunConfig) -> Setup:
     check_environment(cfg)
     check_launch(process_state(cpu=cfg.use_cpu).num_processes)
     task = prepare_task(cfg)
+    if cfg.label_smoothing_factor and task.info.get("problem_type") == "regression":  # own data: known once read
+        raise ConfigError("label_smoothing_factor", "smooths class labels, but this data is a regression ("
+                          f"{task.info.get('problem_type_reason')})", "Drop --label_smoothing_factor")
     if not task.train_features:
         raise DataError(f"task {cfg.task}: no training examples")
     processes = process_state().num_processes
@@ -211,6 +214,9 @@ def check_checkpoint(checkpoint: Path, state: dict) -> None:
         json.loads((checkpoint / "trainer_state.json").read_text())
     except (OSError, ValueError) as exc:
         refuse(f"trainer_state.json cannot be read ({type(exc).__name__})")
+    if not (checkpoint / "optimizer.pt").exists() or not (checkpoint / "scheduler.pt").exists():
+        refuse("it holds no optimizer or scheduler state (written with --save_only_model), so a resume would restart "
+               "AdamW's moments and the schedule")
     for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
         if (checkpoint / name).exists() and not zipfile.is_zipfile(checkpoint / name):
             refuse(f"{name} is not a PyTorch file (torch.save writes a zip archive)")
@@ -474,8 +480,8 @@ class GuardedAdamW(torch.optim.AdamW):
     the gradients and must leave a skipped step out)."""
 
     def __init__(self, groups: list[dict], after_step=None, ledger_values: dict | None = None,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
-        self.fused = _fused_supported(groups)
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, fused: bool = True):
+        self.fused = fused and _fused_supported(groups)  # --optim adamw_torch: torch's unfused AdamW
         super().__init__(groups, betas=betas, eps=eps, fused=True if self.fused else None)
         self.after_step = after_step
         device = next(p.device for g in groups for p in g["params"])
@@ -585,7 +591,7 @@ class RankwiseTrainer(Trainer):
             cfg = self.setup.cfg
             self.optimizer = GuardedAdamW(_param_groups(self.setup), after_step=self._after_optimizer_step,
                                           betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon,
-                                          ledger_values=ledger)
+                                          fused=cfg.optim == "adamw_torch_fused", ledger_values=ledger)
         return self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):

@@ -19,6 +19,8 @@ from rankwise.config import RunConfig, resolve_defaults
 from rankwise.config.run import FIELDS, OWNER
 from rankwise.config.trainer import REFUSED, warmup_steps
 from rankwise.config.training import TRANSFORMERS_DEFAULTS_CHANGED
+from rankwise.report.aggregate import load_runs
+from rankwise.train import STATE_FILE, DamagedCheckpoint, check_checkpoint
 from rankwise.runs.rundir import read_jsonl
 
 TRANSFORMERS_FIELDS = {f.name: f for f in dataclasses.fields(TrainingArguments) if f.init}
@@ -123,6 +125,7 @@ def test_the_familiar_flags_are_honoured_in_one_run(tiny_bert_dir, tiny_glue_dir
     assert seen["scheduler"] == ("constant_with_warmup", {"num_warmup_steps": 9, "num_training_steps": 18,
                                                           "scheduler_specific_kwargs": None})
     assert seen["optimizer"]["betas"] == (0.8, 0.99) and seen["optimizer"]["eps"] == 1e-6
+    assert seen["optimizer"]["fused"] is False  # --optim adamw_torch: torch's unfused AdamW
     records = read_jsonl(out / "metrics.jsonl")
     trains = [r for r in records if r["type"] == "train"]
     evals = [r for r in records if r["type"] == "eval"]
@@ -135,11 +138,16 @@ def test_the_familiar_flags_are_honoured_in_one_run(tiny_bert_dir, tiny_glue_dir
     assert summary["steps"] == 18 and summary["best"]["step"] > 0
     checkpoint = next(out.glob("checkpoint-*"))
     assert not (checkpoint / "optimizer.pt").exists() and not (checkpoint / "scheduler.pt").exists()
-    assert (out / "adapter" / "adapter_model.safetensors").exists() or list(out.rglob("*.safetensors"))
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()  # --save_safetensors: nothing else is written
+    assert not [p for p in out.rglob("*") if p.suffix in (".bin", ".pkl")]
     assert args.run_name == "tiny-run" and args.data_seed == 7 and args.label_smoothing_factor == 0.1
     assert seen["trainer"].label_smoother is not None and seen["trainer"].label_smoother.epsilon == 0.1
     assert args.eval_accumulation_steps == 2 and args.use_cpu and args.greater_is_better is False
     assert args.full_determinism and determinism_set
+    with pytest.raises(DamagedCheckpoint, match="written with --save_only_model"):  # it cannot resume exactly
+        check_checkpoint(checkpoint, json.loads((checkpoint / STATE_FILE).read_text()))
+    row = load_runs([out]).iloc[0]  # the report's best, too, leaves the untrained model's evaluation out
+    assert row["best_epoch"] == summary["best_epoch"] and row["best_epoch"] > 0
     import os
 
     assert os.environ["TENSORBOARD_LOGGING_DIR"] == str(logs)

@@ -10,7 +10,7 @@ The core (budget.py, schedules.py, allocator.py, energy.py, and adapters/masks.p
 configuration. `get_strategy(name)` returns a strategy object (see base.py for what it answers); `strategy_for(cfg)`
 the one a run uses, which is its method's own when the method allocates its ranks itself (AdaLoRA, full
 fine-tuning). Adding a strategy is one module with a `@register`ed subclass of `AllocationStrategy`, plus its import
-line below. This package stays light to import: torch is imported by the functions that need it.
+line below.
 """
 
 from __future__ import annotations

@@ -40,7 +40,6 @@ def fisher_scores(model, targets, batches, loss_fn=None) -> list[float]:
                 sums[i] += grad.double().pow(2).mean()
             count += 1
     if count == 0:
-
         raise ConfigError("allocation_batches", "no training batch was given to measure on", "Give at least one batch")
     return [float(total) / count for total in sums]
 

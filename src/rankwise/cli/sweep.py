@@ -187,7 +187,7 @@ def cmd_sweep(args) -> int:
 
 def _cmd_search(args, spec: dict) -> int:
     """A sweep with a `search:` block: each arm's learning rate searched on the search seeds, then the sweep's seeds
-    run at the chosen rate (rankwise.search)."""
+    run at the chosen rate (rankwise.sweep.search)."""
     from ..sweep.search import describe, run_config, run_search, search_arms
     from ..sweep import check_configs, expand, run_sweep
 

@@ -56,7 +56,6 @@ def validate_training(cfg) -> None:
     require(cfg.save_safetensors, "save_safetensors", "false asks for PyTorch pickles, and rankwise writes "
             "safetensors only (they load without running code)", "Drop --save_safetensors")
     if cfg.label_smoothing_factor:
-
         require(cfg.task not in GLUE_TASKS or GLUE_TASKS[cfg.task].num_labels > 1, "label_smoothing_factor",
                 f"smooths class labels, but task {cfg.task} is a regression", "Drop --label_smoothing_factor")
         require(0 <= cfg.label_smoothing_factor < 1, "label_smoothing_factor",

@@ -61,11 +61,13 @@ REFUSED = {
     "fsdp_config": "not supported: rankwise's masks and checkpoints are tested with data parallelism (DDP) only",
     "deepspeed": "not supported: rankwise's masks and checkpoints are tested with data parallelism (DDP) only",
 }
-# The TrainerArguments that change what a run learns; the others (logging, saving, the Hub, data loading, eval
-# scheduling, ...) do not, so they are not part of a configuration's identity (runs/naming.py, NOT_IDENTITY).
+# The TrainerArguments that change what a run learns or keeps (its best checkpoint, when the divergence guard reads
+# its counters); the others (saving, the Hub, data loading, ...) do not, so they are not part of a configuration's
+# identity (runs/naming.py, NOT_IDENTITY).
 CHANGES_RESULTS = {"lr_scheduler_kwargs", "warmup_steps", "adam_beta1", "adam_beta2", "adam_epsilon",
                    "average_tokens_across_devices", "label_smoothing_factor", "neftune_noise_alpha", "data_seed",
-                   "dataloader_drop_last", "train_sampling_strategy"}
+                   "dataloader_drop_last", "train_sampling_strategy", "length_column_name", "greater_is_better",
+                   "eval_delay", "full_determinism", "logging_strategy", "logging_first_step"}
 # Fields transformers' Trainer does not read either (its example scripts do): accepted, and what rankwise does.
 NOTES = {
     "do_train": "Accepted as transformers accepts it (its Trainer does not read it): `rankwise train` trains.",
@@ -133,7 +135,7 @@ def check_trainer_options(cfg, given) -> None:
                           "and --warmup_ratio both give the warm-up as a fraction"), "Give one of them")
     require(not cfg.do_predict, "do_predict", "`rankwise train` does not predict",
             "Run `rankwise predict RUN_DIR --input FILE` on the finished run")
-    if cfg.save_only_model and cfg.resume_from_checkpoint not in (None, "false", "no", "none"):
+    if cfg.save_only_model and str(cfg.resume_from_checkpoint).lower() not in ("none", "false", "no"):
         raise ConfigError("save_only_model", "writes checkpoints without the optimiser, scheduler and random states "
                           "that --resume_from_checkpoint needs", "Drop --save_only_model to resume")
 

@@ -64,7 +64,7 @@ class Lora(AdapterMethod):
 
     def build(self, model, targets, ranks, alphas, *, rslora=False, dropout=0.0, head_modules=(), task_type=None,
               seed=0, init="default", cfg=None, total_steps=0) -> AdapterSet:
-        import torch  # PEFT and transformers are slow to import: only where adapters are built
+        import torch
 
         for p in model.parameters():
             p.requires_grad_(False)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..allocation import AllocationStrategy, strategy_for
+from ..allocation import AllocationStrategy, registered, strategy_for
 from ..config import FIELDS, applies
 from ..errors import ConfigError, RunDirError
 from ..methods import METHODS, get_method, titles, trains_adapter
@@ -85,9 +85,11 @@ def config_id(config: dict) -> str:
     return hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def eval_records(run_dir: Path) -> list[dict]:
-    """The evaluation records of a run's metrics.jsonl, in order."""
-    return [r for r in read_jsonl(Path(run_dir) / "metrics.jsonl") if r.get("type") == "eval"]
+def eval_records(run_dir: Path, untrained: bool = False) -> list[dict]:
+    """The evaluation records of a run's metrics.jsonl, in order; the untrained model's (step 0, --eval_on_start)
+    only with `untrained` (a curve's start, never a run's best or final score)."""
+    return [r for r in read_jsonl(Path(run_dir) / "metrics.jsonl")
+            if r.get("type") == "eval" and (untrained or r.get("step", 1) != 0)]
 
 
 def read_matrices(run_dir: Path) -> list[dict]:
@@ -255,8 +257,16 @@ def varying_fields(df: pd.DataFrame) -> list[str]:
 def row_strategy(row) -> AllocationStrategy:
     """The allocation strategy of a results row: its method's own (AdaLoRA, full fine-tuning), else the one it
     names."""
-    method = row.get("method")
-    return strategy_for(get_method(method) if method in METHODS else None, row.get("allocation") or "uniform")
+    method, allocation = row.get("method"), row.get("allocation")
+    if is_missing(allocation):
+        allocation = "uniform"  # the default, in rows written before the field was
+    if allocation not in registered_names():
+        return AllocationStrategy()  # a row from another program or version: described by its rank, no baseline
+    return strategy_for(get_method(method) if method in METHODS else None, allocation)
+
+
+def registered_names() -> set[str]:
+    return {s.name for s in registered()}
 
 
 def strategy_mask(frame: pd.DataFrame, attribute: str) -> pd.Series:

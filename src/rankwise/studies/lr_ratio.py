@@ -295,7 +295,7 @@ def run_entry(cfg: RunConfig) -> dict | None:
     if summary is None:
         return None
     records = read_jsonl(run_dir / "metrics.jsonl")
-    evals = [r for r in records if r.get("type") == "eval"]
+    evals = [r for r in records if r.get("type") == "eval" and r.get("step", 1) != 0]  # not --eval_on_start's
     val_losses = [r.get("eval_loss") for r in evals]
     completed = summary["status"] == "completed" and val_losses and all(v is not None for v in val_losses)
     best_val_loss, test_acc, best_epoch = None, None, None

@@ -87,7 +87,8 @@ def _run_one(cfg: RunConfig) -> dict:
         if done is not None:
             return done
         state = inspect(run_dir)
-        if state.kind in ("unfinished", "failed") and checkpoints(run_dir) and not config_conflicts(cfg):
+        if state.kind in ("unfinished", "failed") and checkpoints(run_dir) and not config_conflicts(cfg) \
+                and not cfg.save_only_model:  # its checkpoints cannot resume: the run starts over
             cfg = dataclasses.replace(cfg, resume_from_checkpoint="true")  # go on from its last checkpoint
         try:
             summary = train.run_training(cfg)

@@ -32,7 +32,7 @@ def _curve(run_dirs: list[str], metric: str, scale: float) -> tuple[np.ndarray, 
     """Epochs, and the median / min / max over runs of the metric at each epoch."""
     per_epoch: dict[int, list[float]] = {}
     for run_dir in run_dirs:
-        for record in eval_records(Path(run_dir)):
+        for record in eval_records(Path(run_dir), untrained=True):
             if record.get(metric) is not None:
                 per_epoch.setdefault(int(record["epoch"]), []).append(record[metric] * scale)
     epochs = np.array(sorted(per_epoch))

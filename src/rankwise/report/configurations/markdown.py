@@ -298,7 +298,8 @@ def _schedule_label(row) -> str:
         budget = f"M {row['memory_start']:,.0f}→{row['memory_end']:,.0f}"
     else:
         budget = f"M at rank_average {value_text(row['rank_average'])}"
-    return f"{alpha}; {budget}; {plural(int(row['num_train_epochs']), 'epoch')}"
+    epochs = row["num_train_epochs"]
+    return f"{alpha}; {budget}; " + (plural(int(epochs), "epoch") if float(epochs).is_integer() else f"{epochs:g} epochs")
 
 
 def not_completed(part: TaskPart) -> list[str]:
