@@ -80,7 +80,7 @@ def environment(device: str) -> dict:
     if missing:
         raise SystemExit(f"error: rankwise needs transformers>=5, peft 0.21.x and accelerate>=1; this Python has "
                          f"{', '.join(missing)}. Install the bundle's wheels first: python3 -m pip install --no-deps "
-                         "--target /tmp/site .gpu_bundle/wheels/*.whl && export PYTHONPATH=/tmp/site")
+                         "--target .gpu_site .gpu_bundle/wheels/*.whl && export PYTHONPATH=.gpu_site:src")
     record = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
               "peft": peft.__version__, "accelerate": accelerate.__version__, "device": device}
     if device == "cuda":
