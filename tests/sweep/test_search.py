@@ -174,18 +174,25 @@ def fake_training(calls: list):
     return run
 
 
+def search_sweep(tmp_path: Path, model_dir, data_dir, **search) -> Path:
+    """A sweep file: STS-B, LoRA-XS uniform ranks 2 and 4, one epoch, the rate searched on seeds 0-1 from
+    0.005/0.01/0.02 (halving 2; `search` overrides), reporting seeds 2-4."""
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump({
+        "base": {"task": "stsb", "model": str(model_dir), "data_dir": str(data_dir), "method": "loraxs",
+                 "allocation": "uniform", "num_train_epochs": 1, "save_model": False, "quiet": True},
+        "grid": {"rank": [2, 4]},
+        "search": {"start": [0.005, 0.01, 0.02], "seeds": [0, 1], "halving": 2, **search},
+        "seeds": [2, 3, 4], "output_dir": str(tmp_path / "runs")}))
+    return path
+
+
 def test_a_search_through_rankwise_sweep_is_resumable_and_records_each_runs_role(tiny_bert_dir, tiny_glue_dir,
                                                                                 tmp_path, monkeypatch, capsys):
     import rankwise.train as train
 
     root = tmp_path / "runs"
-    path = tmp_path / "search.yaml"
-    path.write_text(yaml.safe_dump({
-        "base": {"task": "stsb", "model": str(tiny_bert_dir), "data_dir": str(tiny_glue_dir), "method": "loraxs",
-                 "allocation": "uniform", "num_train_epochs": 1, "save_model": False, "quiet": True},
-        "grid": {"rank": [2, 4]},
-        "search": {"start": [0.005, 0.01, 0.02], "factor": 2, "max_rates": 6, "seeds": [0, 1], "halving": 2},
-        "seeds": [2, 3, 4], "output_dir": str(root)}))
+    path = search_sweep(tmp_path, tiny_bert_dir, tiny_glue_dir, factor=2, max_rates=6)
     calls: list = []
     monkeypatch.setattr(train, "run_training", fake_training(calls))
 
@@ -236,13 +243,7 @@ def test_the_report_of_a_search_knows_which_runs_chose_and_which_answered(tiny_b
     from rankwise.report import build_report
 
     root = tmp_path / "runs"
-    path = tmp_path / "search.yaml"
-    path.write_text(yaml.safe_dump({
-        "base": {"task": "stsb", "model": str(tiny_bert_dir), "data_dir": str(tiny_glue_dir), "method": "loraxs",
-                 "allocation": "uniform", "num_train_epochs": 1, "save_model": False, "quiet": True},
-        "grid": {"rank": [2, 4]},
-        "search": {"start": [0.005, 0.01, 0.02], "seeds": [0, 1], "halving": 2},
-        "seeds": [2, 3, 4], "output_dir": str(root)}))
+    path = search_sweep(tmp_path, tiny_bert_dir, tiny_glue_dir)
     monkeypatch.setattr(train, "run_training", fake_training([]))
     assert run_cli("sweep", path) == 0
     out = tmp_path / "report"
