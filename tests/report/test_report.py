@@ -237,6 +237,38 @@ def test_a_label_shared_across_tasks_is_not_numbered_but_within_a_task_it_is():
     assert list(config_labels(df)) == ["X", "X", "Y #1", "Y #2"]
 
 
+def test_a_label_shared_by_two_ranks_names_each_rank_and_then_the_differing_rate():
+    from rankwise.report.aggregate import config_labels
+
+    rows = [("a", 2, 0.01), ("b", 2, 0.02), ("c", 4, 0.01), ("d", 4, 0.02)]
+    df = pd.DataFrame([{"config_id": cid, "label": "uniform", "task": "stsb", "allocation": "uniform",
+                        "method": "loraxs", "rank": rank, "learning_rate": lr} for cid, rank, lr in rows])
+    assert list(config_labels(df)) == ["uniform r2 (lr 0.01)", "uniform r2 (lr 0.02)", "uniform r4 (lr 0.01)",
+                                       "uniform r4 (lr 0.02)"]
+
+
+def test_a_uniform_arm_run_at_several_rates_is_one_baseline_at_its_chosen_rate(tmp_path):
+    # r20 at 0.005 (best on seeds 0-1) and 0.01; r25 at one rate; a learned arm: two baselines, not three
+    for seed in range(4):
+        fake_run(tmp_path / "runs", [0.40 if seed < 2 else 0.30], seed=seed, rank=20, learning_rate=0.005)
+        fake_run(tmp_path / "runs", [0.35], seed=seed, rank=20, learning_rate=0.01)
+        fake_run(tmp_path / "runs", [0.33], seed=seed, rank=25, learning_rate=0.01)
+        fake_run(tmp_path / "runs", [0.31 + 0.01 * seed], seed=seed, **LEARNED[1])
+    build_report([tmp_path / "runs"], tmp_path / "report")
+    text = (tmp_path / "report" / "report.md").read_text()
+    line = next(l for l in text.splitlines() if l.startswith("Baselines: "))
+    assert line.startswith("Baselines: **LoRA-XS r20 (lr 0.005)** (35.00 ± 5.77); **LoRA-XS r25 (lr 0.01)** (33.00 ± 0.00) "
+                           "(each fixed-rank arm at the learning rate the one rule below chooses for it; "), line
+    header = next(l for l in text.splitlines() if l.startswith("| Configuration |"))
+    assert "Δ vs LoRA-XS r20 (lr 0.005)" in header and "Δ vs LoRA-XS r25 (lr 0.01)" in header
+    assert "Δ vs LoRA-XS r20 (lr 0.01)" not in header
+    # named explicitly, every rate is a baseline again
+    build_report([tmp_path / "runs"], tmp_path / "named", baseline="allocation == 'uniform' and rank == 20")
+    header = next(l for l in (tmp_path / "named" / "report.md").read_text().splitlines()
+                  if l.startswith("| Configuration |"))
+    assert "Δ vs LoRA-XS r20 (lr 0.005)" in header and "Δ vs LoRA-XS r20 (lr 0.01)" in header
+
+
 def test_tasks_are_reported_in_glue_order_then_unknown_ones_as_they_come():
     assert task_order(["rte", "stsb", "zeta", "cola", "rte", "alpha", "mrpc", "sst2"]) == [
         "cola", "sst2", "mrpc", "stsb", "rte", "zeta", "alpha"]

@@ -179,6 +179,24 @@ def test_a_search_sweeps_choice_and_seeds_are_kept():
     assert arm["report_median"] == 77.0 and arm["edge"] == "highest"
 
 
+def test_a_search_that_has_not_chosen_reports_nothing_and_says_it_is_still_searching():
+    from rankwise.report.search_section import search_markdown
+    from rankwise.report.selection import selection_text
+
+    # seed 0 has every rate, seed 1 not yet: the search-seed rule must not fall back to "chosen on seed 0 alone"
+    rows = [("S", 0.005, 0, 70.0), ("S", 0.01, 0, 72.0), ("S", 0.02, 0, 71.0), ("S", 0.01, 1, 73.0)]
+    runs = runs_frame(rows)
+    runs["search_role"], runs["search_chosen"], runs["search_arm"] = "search", np.nan, "uniform (rank 2)"
+    table = select_learning_rates(runs)
+    assert set(table["rule"]) == {"searching"} and not table["chosen"].any()
+    assert table["report_n"].eq(0).all() and table["edge"].isna().all()
+    assert "Still searching (the `search:` sweep has not chosen their rate), so nothing is reported: `S`." \
+        in selection_text(table)
+    text = search_markdown(runs)
+    assert "| STS-B | `uniform (rank 2)` | 0.005: 70.00; 0.01: 72.00, 73.00; 0.02: 71.00 | 0.005, 0.02 | – | still searching | " \
+           "4 | 0 |" in text and "nan" not in text
+
+
 def test_grid_edges_for_every_learning_rate_field():
     rows = [("A", lr, s, 70.0 + 10 * lr) for lr in (0.005, 0.01) for s in range(4)]
     runs = runs_frame(rows)

@@ -16,6 +16,7 @@ import yaml
 
 from conftest import run_cli
 from rankwise.errors import ConfigError
+from rankwise.report.docs_blocks import search_block
 from rankwise.runs.rundir import read_json
 from rankwise.sweep.search import SearchSpec, decide, read_records, run_roles
 from rankwise.sweep import parse_sweep
@@ -261,6 +262,18 @@ def test_the_report_of_a_search_knows_which_runs_chose_and_which_answered(tiny_b
     assert "| `LoRA-XS r2` | search | 0.005, 0.01, 0.02, 0.04, 0.08 | 0.04 |" in text
     answer = results[(results["rank"] == 2) & (results["search_role"] == "answer")]
     assert set(answer["learning_rate"]) == {0.04}
+    # search_arms.csv holds the section's numbers, and a docs/results block written from it says the same
+    arms = pd.read_csv(out / "search_arms.csv").set_index("arm")
+    r2 = arms.loc["loraxs uniform (rank 2)"]
+    assert (r2["chosen"], r2["edge"], r2["search_runs"], r2["answer_runs"], r2["fixed_grid_runs"]) == (
+        0.04, "inside", 8, 3, 25)
+    assert json.loads(r2["rates"]) == [0.005, 0.01, 0.02, 0.04, 0.08]
+    scores = json.loads(r2["scores"])
+    assert set(scores["0.04"]) == {"0", "1"} and scores["0.04"]["0"] == pytest.approx(
+        results.query("rank == 2 and learning_rate == 0.04 and seed == 0")["score"].item())
+    block = search_block(out)
+    assert "| STS-B | `loraxs uniform (rank 2)` | 0.005, 0.01, 0.02, 0.04, 0.08 | 0.04 | inside | 8 | 3 |" in block
+    assert block.endswith("Runs: 19 (13 search, 6 answer); the same rates on every seed as a fixed grid: 40.")
 
 
 def test_only_selects_arms_of_a_search(tiny_bert_dir, tiny_glue_dir, tmp_path, capsys):

@@ -357,9 +357,13 @@ def config_labels(df: pd.DataFrame) -> pd.Series:
     for name in names[names.duplicated(keep=False)].unique():
         same = firsts.loc[names[names == name].index]
         among = varying_fields(same)
+        ranks = {cid: rank_text(row.to_dict()) for cid, row in same.iterrows()}
         for cid, row in same.iterrows():
             _, parts = describe_config(row.to_dict(), among)
-            labels[cid] = f"{name} ({', '.join(parts)})" if parts else name
+            # the head that the label replaced showed the ranks (a learned allocation's are among the parts)
+            ranked = f"{name} {ranks[cid]}" if len(set(ranks.values())) > 1 and not row_strategy(
+                row.to_dict()).learned else name
+            labels[cid] = f"{ranked} ({', '.join(parts)})" if parts else ranked
     # differences no description shows; the task is a column of every table, so it does not count
     tasks = firsts["task"] if "task" in firsts else pd.Series("", index=firsts.index)
     keys = pd.Series({cid: (labels[cid], tasks[cid]) for cid in labels})

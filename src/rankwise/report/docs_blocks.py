@@ -1,8 +1,9 @@
 """Blocks of a results README written from the reports' CSV files, so its claims cannot drift from them.
 
 A block sits between `<!-- generated: KIND FOLDER -->` and `<!-- end generated -->`, FOLDER relative to the
-README: `comparisons` (every row of FOLDER/*_comparisons.csv) or `edges` (every arm and learning-rate field of
-FOLDER/*_learning_rates.csv at the edge of its grid, with one value, or inside). `python -m
+README: `comparisons` (every row of FOLDER/*_comparisons.csv), `edges` (every arm and learning-rate field of
+FOLDER/*_learning_rates.csv at the edge of its grid, with one value, or inside) or `search` (every arm of
+FOLDER/search_arms.csv and the runs it took). `python -m
 rankwise.report.docs_blocks README.md` rewrites the blocks; tests/report/test_results_docs.py checks that the committed
 README equals its rewrite, and that every interval written in its prose is a row of a comparisons CSV.
 """
@@ -71,7 +72,25 @@ def edges_block(folder: Path) -> str:
     return "\n".join(lines) if lines else "(no arm)"
 
 
-KINDS = {"comparisons": comparisons_block, "edges": edges_block}
+def search_block(folder: Path) -> str:
+    """Every arm of FOLDER/search_arms.csv (the rates a `search:` sweep tried, the one it chose and where it sits,
+    its search and answer runs) and the runs in all against a fixed grid of the same rates on every seed."""
+    tables = _csvs(folder, "arms")
+    if not tables:
+        return "(no search)"
+    arms = pd.concat(tables, ignore_index=True)
+    rows = [[task_name(r.task), f"`{r.arm}`", ", ".join(short_text(float(v)) for v in json.loads(r.rates)),
+             DASH if pd.isna(r.chosen) else short_text(float(r.chosen)), r.edge, str(r.search_runs),
+             str(r.answer_runs)] for r in arms.itertuples()]
+    search, answer = int(arms["search_runs"].sum()), int(arms["answer_runs"].sum())
+    return "\n".join([
+        markdown_table(["Task", "Arm", "Rates tried", "Chosen", "Where", "Search runs", "Answer runs"], rows,
+                       ["l", "l", "l", "r", "l", "r", "r"]), "",
+        f"Runs: {search + answer} ({search} search, {answer} answer); the same rates on every seed as a fixed grid: "
+        f"{int(arms['fixed_grid_runs'].sum())}."])
+
+
+KINDS = {"comparisons": comparisons_block, "edges": edges_block, "search": search_block}
 
 
 def rewrite(readme: Path) -> str:

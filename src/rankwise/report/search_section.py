@@ -3,16 +3,20 @@ with their scores on the search seeds, what successive halving dropped, the chos
 many runs served the search and how many the answer, against a fixed grid of the same rates on every seed.
 
 It reads the `search_role` (`search` / `answer`), `search_arm` and `search_chosen` columns that `search.json` gives
-the runs (`results_csv.with_search_roles`), so a report made from a results.csv shows it too."""
+the runs (`results_csv.with_search_roles`), so a report made from a results.csv shows it too. `search_arms.csv`
+holds every number of the section (docs/results prose is checked against it)."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pandas as pd
 
 from .context import ReportContext
 from .selection import seeds_text
 from .stats import completed_runs, grid_edge
-from .text import markdown_table, plural, short_text, task_name
+from .text import is_missing, markdown_table, plural, short_text, task_name
 
 HEADING = "## Learning-rate search"
 
@@ -22,7 +26,24 @@ def section(ctx: ReportContext) -> str | None:
     runs = ctx.runs
     if "search_role" not in runs or not runs["search_role"].notna().any():
         return None
-    return search_markdown(runs[runs["search_role"].notna()])
+    searched_runs = runs[runs["search_role"].notna()]
+    write_search_arms(arm_rows(searched_runs), ctx.out / "search_arms.csv")
+    return search_markdown(searched_runs)
+
+
+def write_search_arms(arms: pd.DataFrame, path: Path) -> None:
+    """One row per (task, arm): the rates tried with their scores on the search seeds (JSON, × 100), the chosen rate
+    (empty while searching) and where it sits, the rates halving dropped, the search and answer runs and seeds,
+    and `fixed_grid_runs`: the same rates on every seed the sweep used."""
+    all_seeds = sweep_seeds(arms)
+    rows = [{"task": r.task, "arm": r.arm, "rates": json.dumps(r.rates),
+             "scores": json.dumps({short_text(rate): {str(s): round(v, 4) for s, v in r.scores[rate].items()}
+                                   for rate in r.rates if rate in r.scores}),
+             "chosen": r.chosen if searched(r) else None, "edge": r.edge if searched(r) else "still searching",
+             "dropped": json.dumps(r.dropped), "search_runs": r.search_runs, "answer_runs": r.answer_runs,
+             "search_seeds": json.dumps(r.search_seeds), "answer_seeds": json.dumps(r.answer_seeds),
+             "fixed_grid_runs": len(r.rates) * len(all_seeds)} for r in arms.itertuples()]
+    pd.DataFrame(rows).to_csv(path, index=False)
 
 
 def arm_rows(runs: pd.DataFrame) -> pd.DataFrame:
@@ -46,10 +67,20 @@ def arm_rows(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def sweep_seeds(arms: pd.DataFrame) -> list[int]:
+    """Every seed the search sweep ran, search and answer."""
+    return sorted({s for r in arms.itertuples() for s in r.search_seeds + r.answer_seeds})
+
+
+def searched(arm) -> bool:
+    """Whether the arm's search has chosen its rate (a DataFrame row: a missing choice reads NaN there)."""
+    return not is_missing(arm.chosen)
+
+
 def search_markdown(runs: pd.DataFrame) -> str:
     """The section for the runs of `search:` sweeps."""
     arms = arm_rows(runs)
-    all_seeds = sorted({s for r in arms.itertuples() for s in r.search_seeds + r.answer_seeds})
+    all_seeds = sweep_seeds(arms)
     used = int(arms["search_runs"].sum() + arms["answer_runs"].sum())
     fixed = int(sum(len(r.rates) for r in arms.itertuples()) * len(all_seeds))
     rows = []
@@ -58,7 +89,7 @@ def search_markdown(runs: pd.DataFrame) -> str:
                                                               for s in r.search_seeds if s in r.scores.get(rate, {}))
                           for rate in r.rates)
         rows.append([task_name(r.task), f"`{r.arm}`", tried, ", ".join(short_text(x) for x in r.dropped) or "–",
-                     short_text(r.chosen) if r.chosen is not None else "–", r.edge or "–",
+                     *((short_text(r.chosen), r.edge) if searched(r) else ("–", "still searching")),
                      str(r.search_runs), str(r.answer_runs)])
     seeds_line = (f"search seeds {seeds_text(sorted({s for v in arms['search_seeds'] for s in v}))}, answer seeds "
                   f"{seeds_text(sorted({s for v in arms['answer_seeds'] for s in v}))}")

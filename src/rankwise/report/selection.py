@@ -56,6 +56,10 @@ def selection_text(table: pd.DataFrame, noun: str = "method") -> str:
     if len(one):
         parts.append(f"Run at one learning rate, so nothing was selected and every seed reports: "
                      f"{_arms_list(one, with_task)}.")
+    searching = arms[arms["rule"] == "searching"]
+    if len(searching):
+        parts.append(f"Still searching (the `search:` sweep has not chosen their rate), so nothing is reported: "
+                     f"{_arms_list(searching, with_task)}.")
     none = arms[arms["rule"] == "no common seed"]
     if len(none):
         parts.append(f"No selection seed common to all its rates, so no rate is chosen and nothing is reported: "

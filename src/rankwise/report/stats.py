@@ -207,14 +207,16 @@ def grid_edge(value: float, values: list[float]) -> str:
     return "lowest" if value == min(values) else "highest" if value == max(values) else "inside"
 
 
-def _search_choice(group: pd.DataFrame) -> tuple[float, list[int]] | None:
-    """(chosen rate, search seeds) when the group's runs come from one `search:` sweep's arm, else None."""
+def _search_choice(group: pd.DataFrame) -> tuple[float | None, list[int]] | None:
+    """(chosen rate, search seeds) when the group's runs come from one `search:` sweep's arm, else None; the rate
+    is None while that search has not chosen yet."""
     if "search_role" not in group or not group["search_role"].notna().any():
         return None
-    chosen = group["search_chosen"].dropna().unique()
-    if len(chosen) != 1:
+    seeds = sorted(int(s) for s in group.loc[group["search_role"] == "search", "seed"].unique())
+    chosen = group["search_chosen"].dropna().unique() if "search_chosen" in group else []
+    if len(chosen) > 1:
         return None
-    return float(chosen[0]), sorted(int(s) for s in group.loc[group["search_role"] == "search", "seed"].unique())
+    return (float(chosen[0]) if len(chosen) else None), seeds
 
 
 def select_learning_rates(runs: pd.DataFrame, selection_seeds=None) -> pd.DataFrame:
@@ -224,7 +226,8 @@ def select_learning_rates(runs: pd.DataFrame, selection_seeds=None) -> pd.DataFr
     seeds. Per arm, on each of its rows: `rule` (`one rate`: nothing was selected, every seed reports; `seed split`:
     the rate with the best median over the selection seeds every rate completed, ties to the smaller rate, and the
     other seeds report; `search`: the rate a `search:` sweep chose on its seeds, its answer seeds report;
-    `no common seed`: the rates share no selection seed, nothing is chosen), `selection_seeds` (those that chose),
+    `searching`: a `search:` sweep's arm that has not chosen yet, nothing is reported; `no common seed`: the rates
+    share no selection seed, nothing is chosen), `selection_seeds` (those that chose),
     `held_out` (the selection seeds asked for, never reported), `report_seeds`, `report_n`, `report_median`,
     `report_std` (the chosen rate on its reporting seeds), `edge` (where the chosen rate sits among the rates) and
     `chosen` (True on the chosen rate's row). `selection_seeds` defaults to SELECTION_SEEDS."""
@@ -241,6 +244,8 @@ def select_learning_rates(runs: pd.DataFrame, selection_seeds=None) -> pd.DataFr
         search = _search_choice(group)
         if search is not None and search[0] in by_rate:
             rule, chosen, used, held = "search", search[0], search[1], search[1]
+        elif search is not None and search[0] is None:
+            rule, chosen, used, held = "searching", None, [], search[1]
         elif len(rates) == 1:
             rule, chosen, used, held = "one rate", rates[0], [], []
         else:

@@ -23,6 +23,9 @@ from ..text import DASH, is_missing, markdown_table, median_std, plural, task_na
 from .figures import allocation_heatmap, comparison_boxplot, eval_curves, final_ranks, ranks_by_layer, schedules
 from .tables import adaptive_table, configurations_table, group_key, groups_table, not_completed_table
 
+BASELINE_RULE = (" (each fixed-rank arm at the learning rate the one rule below chooses for it; `--baseline` names "
+                 "others)")
+
 # Fields shown as columns of the adaptive table; other fields that vary between learned configurations
 # split it into one table per value combination (as the study's reports did, e.g. per LR scheduler).
 ADAPTIVE_COLUMNS = {"task", "rank_min", "rank_max", "alpha_min", "alpha_max", "rank_allocation_lr", "rank_average",
@@ -44,6 +47,7 @@ class TaskPart:
     heading: str  # "##", or "###" below a per-task heading
     prefix: str  # figure-file suffix: "" or "_cola"
     title: str  # figure-title prefix: "CoLA: " or ""
+    baseline_rule: str = ""  # how the baselines were narrowed to one learning rate per arm, if they were
 
     @property
     def learned(self) -> pd.DataFrame:
@@ -77,8 +81,29 @@ def task_part(ctx: ReportContext, task: str, prefix: str, heading: str, baseline
         baseline_labels = resolve_baselines(groups, baseline)
     except ConfigError:  # matched configurations of another task only
         baseline_labels = []
+    every_rate = baseline_labels
+    if baseline is None:
+        baseline_labels = at_chosen_rates(runs, baseline_labels, ctx.options.get("selection_seeds"))
     baselines = {label: float(groups.loc[groups["label"] == label, "median"].iloc[0]) for label in baseline_labels}
-    return TaskPart(ctx, runs, groups, baselines, heading, prefix, f"{task_name(task)}: " if task else "")
+    return TaskPart(ctx, runs, groups, baselines, heading, prefix, f"{task_name(task)}: " if task else "",
+                    BASELINE_RULE if len(baseline_labels) < len(every_rate) else "")
+
+
+def at_chosen_rates(runs: pd.DataFrame, labels: list[str], selection_seeds=None) -> list[str]:
+    """The default baselines kept at the learning rate the one rule chooses for their arm: a uniform arm run at
+    several rates is one baseline, not one per rate (an arm with no rate chosen yet keeps them all)."""
+    from ..study.analysis import configuration_arms, mask_inapplicable
+
+    mine = runs[runs["label"].isin(labels)]
+    if mine.empty:
+        return labels
+    mine = mask_inapplicable(mine.assign(arm=configuration_arms(mine)))
+    table = select_learning_rates(mine, selection_seeds)
+    chosen = {arm: float(rates.loc[rates["chosen"], "learning_rate"].iloc[0])
+              for arm, rates in table.groupby("arm") if rates["chosen"].any()}
+    kept = {label for label, arm, rate in zip(mine["label"], mine["arm"], mine["learning_rate"].astype(float))
+            if arm not in chosen or rate == chosen[arm]}
+    return [label for label in labels if label in kept]
 
 
 def learned_tables(part: TaskPart) -> list[str]:
@@ -130,7 +155,8 @@ def all_configurations(part: TaskPart) -> list[str]:
     out = [f"{part.heading} All configurations\n"]
     if baselines:
         described = "; ".join(_median_std_of(groups, label) for label in baselines)
-        out.append(f"Baseline{'s' if len(baselines) > 1 else ''}: {described}. Δ = configuration − baseline: the "
+        out.append(f"Baseline{'s' if len(baselines) > 1 else ''}: {described}{part.baseline_rule}. "
+                   "Δ = configuration − baseline: the "
                    "mean of the differences paired by seed, with its 95% t-interval, the number of shared seeds and "
                    "the smallest difference those seeds could detect (80% power at α 0.05); descriptive (the learning "
                    "rate is not selected here and no test is made: the study and frontier sections hold the tests). "
