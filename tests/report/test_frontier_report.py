@@ -214,6 +214,23 @@ def test_the_figure_is_a_png_linked_from_the_report_and_draws_the_medians(fronti
     assert [t.get_text() for t in ax.get_xticklabels()] == ["48\nr2", "192\nr4", "768\nr8"]
 
 
+def test_the_figure_keeps_seeds_near_the_medians_and_marks_a_collapse_on_its_edge_once():
+    # medians 60 and 70 (span 10): a seed at 52 or 78 is in view, a collapse at 35 is not; 47 and 48 go
+    # together on the lower edge in one label
+    points = pd.DataFrame([
+        {"arm": "uniform", "budget": "r2", "params": 96.0, "median": 60.0, "scores": [52.0, 60.0, 61.0],
+         "edge": "inside", "uniform": True},
+        {"arm": "uniform", "budget": "r4", "params": 384.0, "median": 70.0, "scores": [35.0, 70.0, 78.0],
+         "edge": "inside", "uniform": True},
+        {"arm": "other", "budget": "r2", "params": 96.0, "median": 62.0, "scores": [47.0, 48.0, 62.0, 63.0],
+         "edge": "inside", "uniform": False}])
+    ax = draw_frontier(points, ["uniform", "other"], "score", "title", points.iloc[0]).axes[0]
+    low, high = ax.get_ylim()
+    assert low < 52 and 78 < high and low > 48  # one span (10) below the lowest median: 50, less a margin
+    labels = sorted(t.get_text() for t in ax.texts)
+    assert labels == ["35.0", "47.0, 48.0"]
+
+
 def test_no_arm_beating_uniform_is_said_plainly_with_every_interval(tmp_path):
     root = write_frontier(tmp_path / "runs", {2: 0.0, 4: 0.0, 8: 0.0}, annealing=False)
     build_report([root], tmp_path / "report")

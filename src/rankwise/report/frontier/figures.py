@@ -59,12 +59,14 @@ def arm_colours(arms: list[str], baseline: str | None) -> list:
 
 
 def _window(points: pd.DataFrame) -> tuple[float, float]:
-    """The y range: every median with room around it, and the seeds unless one lies far outside (a collapsed
-    seed would squash every line into a band)."""
+    """The y range: every median with room around it, and every seed up to one span of the medians beyond them
+    (a collapsed seed further out would squash every line into a band: it is drawn on the edge)."""
     medians = points["median"].to_numpy(float)
     scores = np.concatenate([np.asarray(s, float) for s in points["scores"]])
-    pad = max(1.0, 0.2 * (medians.max() - medians.min()))
-    low, high = max(scores.min(), medians.min() - pad), min(scores.max(), medians.max() + pad)
+    span = max(1.0, medians.max() - medians.min())
+    pad = 0.2 * span
+    low = min(medians.min() - pad, max(scores.min(), medians.min() - span))
+    high = max(medians.max() + pad, min(scores.max(), medians.max() + span))
     return low - 0.04 * (high - low), high + 0.04 * (high - low)
 
 
@@ -79,12 +81,12 @@ def _draw_arm(ax, g: pd.DataFrame, shift: float, colour, arm: str, window: tuple
                 zorder=3, label=_wrap(arm))
     for xi, scores in zip(x, g["scores"]):
         ax.scatter([xi] * len(scores), scores, s=10, color=colour, alpha=0.3, lw=0, zorder=2)
-        for score in (v for v in scores if not window[0] <= v <= window[1]):
-            under = score < window[0]
-            edge = window[0] if under else window[1]
-            ax.scatter([xi], [edge], marker="v" if under else "^", s=40, color=colour, zorder=5, clip_on=False)
-            ax.annotate(f"{score:.1f}", (xi, edge), textcoords="offset points", xytext=(4, 3 if under else -9),
-                        fontsize=7, color=colour)
+        for under, edge in ((True, window[0]), (False, window[1])):
+            outside = sorted(v for v in scores if (v < edge if under else v > edge))
+            if outside:  # one marker and one label per edge, so that two seeds do not print over each other
+                ax.scatter([xi], [edge], marker="v" if under else "^", s=40, color=colour, zorder=5, clip_on=False)
+                ax.annotate(", ".join(f"{v:.1f}" for v in outside), (xi, edge), textcoords="offset points",
+                            xytext=(4, 3 if under else -9), fontsize=7, color=colour)
     edge = g["edge"].isin(["lowest", "highest"]).to_numpy()
     ax.scatter(x[~edge], median[~edge], s=30, color=colour, zorder=4)
     ax.scatter(x[edge], median[edge], s=30, facecolors="white", edgecolors=colour, linewidths=1.5, zorder=4)
