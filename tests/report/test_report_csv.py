@@ -63,6 +63,17 @@ def test_no_table_carries_an_absolute_path_of_this_machine(reports, tmp_path, mo
     assert written["run_dir"].str.startswith("runs/").all()
 
 
+def test_configurations_are_named_again_from_their_configured_labels(reports, tmp_path):
+    first, _ = reports
+    results = pd.read_csv(first / "results.csv")
+    results["label"] = [f"older name #{k}" for k in range(len(results))]  # a CSV written by an older naming
+    results.to_csv(tmp_path / "results.csv", index=False)
+    assert run_cli("report", "--from_csv", tmp_path / "results.csv", "--out", tmp_path / "again") == 0
+    named = pd.read_csv(tmp_path / "again" / "configurations.csv")["label"]
+    assert sorted(named) == sorted(pd.read_csv(first / "configurations.csv")["label"])
+    assert not named.str.startswith("older name").any()
+
+
 @pytest.mark.parametrize("args, words", [
     ([], "give run directories or --from_csv RESULTS_CSV"),
     (["--from_csv", "missing.csv"], "`missing.csv` is not a file"),

@@ -17,7 +17,7 @@ from ..config import FIELDS
 from ..errors import ConfigError
 from ..runs.naming import NAME_DEFAULTS
 from ..sweep.search import read_records, run_roles
-from .aggregate import CONFIG_FIELDS
+from .aggregate import CONFIG_FIELDS, config_labels
 
 REQUIRED = ("task", "method", "allocation", "seed", "status", "score", "metric", "greater_is_better", "config_id",
             "label", "run_name")
@@ -56,6 +56,8 @@ def read_results(path: str | Path) -> pd.DataFrame:
     runs["greater_is_better"] = runs["greater_is_better"].astype(str).str.lower().eq("true")
     if "config_label" not in runs:
         runs["config_label"] = runs["label"]
+    else:  # named again from the configured labels, as `load_runs` names them (the CSV holds an older naming's)
+        runs["label"] = config_labels(runs.assign(label=runs["config_label"]))
     return runs.copy()  # one block per dtype again (columns were added one by one)
 
 
