@@ -35,20 +35,20 @@ def write_search_arms(arms: pd.DataFrame, path: Path) -> None:
     """One row per (task, arm): the rates tried with their scores on the search seeds (JSON, × 100), the chosen rate
     (empty while searching) and where it sits, the rates halving dropped, the search and answer runs and seeds,
     and `fixed_grid_runs`: the same rates on every seed the sweep used."""
-    all_seeds = sweep_seeds(arms)
     rows = [{"task": r.task, "arm": r.arm, "rates": json.dumps(r.rates),
              "scores": json.dumps({short_text(rate): {str(s): round(v, 4) for s, v in r.scores[rate].items()}
                                    for rate in r.rates if rate in r.scores}),
              "chosen": r.chosen if searched(r) else None, "edge": r.edge if searched(r) else "still searching",
              "dropped": json.dumps(r.dropped), "search_runs": r.search_runs, "answer_runs": r.answer_runs,
              "search_seeds": json.dumps(r.search_seeds), "answer_seeds": json.dumps(r.answer_seeds),
-             "fixed_grid_runs": len(r.rates) * len(all_seeds)} for r in arms.itertuples()]
+             "fixed_grid_runs": r.fixed_grid_runs} for r in arms.itertuples()]
     pd.DataFrame(rows).to_csv(path, index=False)
 
 
 def arm_rows(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per (task, search arm): rates tried, each rate's scores on the search seeds, the rates halving
-    dropped, the chosen rate and where it sits, search and answer runs, and the search and answer seeds."""
+    dropped, the chosen rate and where it sits, search and answer runs, the search and answer seeds,
+    and `fixed_grid_runs` (the same rates on every seed of the sweep)."""
     rows = []
     for (task, arm), group in runs.groupby(["task", "search_arm"], sort=False):
         search = group[group["search_role"] == "search"]
@@ -64,7 +64,9 @@ def arm_rows(runs: pd.DataFrame) -> pd.DataFrame:
                      "dropped": [r for r in rates if len(scores.get(r, {})) < len(seeds)],
                      "search_runs": len(search), "answer_runs": len(answer), "search_seeds": seeds,
                      "answer_seeds": sorted(int(s) for s in answer["seed"].unique())})
-    return pd.DataFrame(rows)
+    arms = pd.DataFrame(rows)
+    arms["fixed_grid_runs"] = arms["rates"].map(len) * len(sweep_seeds(arms))  # the same rates on every seed
+    return arms
 
 
 def sweep_seeds(arms: pd.DataFrame) -> list[int]:
@@ -82,7 +84,7 @@ def search_markdown(runs: pd.DataFrame) -> str:
     arms = arm_rows(runs)
     all_seeds = sweep_seeds(arms)
     used = int(arms["search_runs"].sum() + arms["answer_runs"].sum())
-    fixed = int(sum(len(r.rates) for r in arms.itertuples()) * len(all_seeds))
+    fixed = int(arms["fixed_grid_runs"].sum())
     rows = []
     for r in arms.itertuples():
         tried = "; ".join(f"{short_text(rate)}: " + ", ".join(f"{r.scores.get(rate, {}).get(s, float('nan')):.2f}"
