@@ -89,16 +89,21 @@ def task_part(ctx: ReportContext, task: str, prefix: str, heading: str, baseline
                     BASELINE_RULE if len(baseline_labels) < len(every_rate) else "")
 
 
+def arm_learning_rates(runs: pd.DataFrame, selection_seeds=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(`runs` with each run's `arm`, a configuration without its learning rates; `select_learning_rates` of them)."""
+    from ..study.analysis import configuration_arms, mask_inapplicable
+
+    runs = mask_inapplicable(runs.assign(arm=configuration_arms(runs)))
+    return runs, select_learning_rates(runs, selection_seeds)
+
+
 def at_chosen_rates(runs: pd.DataFrame, labels: list[str], selection_seeds=None) -> list[str]:
     """The default baselines kept at the learning rate the one rule chooses for their arm: a uniform arm run at
     several rates is one baseline, not one per rate (an arm with no rate chosen yet keeps them all)."""
-    from ..study.analysis import configuration_arms, mask_inapplicable
-
     mine = runs[runs["label"].isin(labels)]
     if mine.empty:
         return labels
-    mine = mask_inapplicable(mine.assign(arm=configuration_arms(mine)))
-    table = select_learning_rates(mine, selection_seeds)
+    mine, table = arm_learning_rates(mine, selection_seeds)
     chosen = {arm: float(rates.loc[rates["chosen"], "learning_rate"].iloc[0])
               for arm, rates in table.groupby("arm") if rates["chosen"].any()}
     kept = {label for label, arm, rate in zip(mine["label"], mine["arm"], mine["learning_rate"].astype(float))
@@ -173,10 +178,7 @@ def all_configurations(part: TaskPart) -> list[str]:
 def learning_rates(part: TaskPart) -> list[str]:
     """Each arm (a configuration without its learning rates) at the learning rate the report's one rule chooses,
     with where every learning-rate value sits in its grid; nothing when no arm ran at two rates or more."""
-    from ..study.analysis import configuration_arms, mask_inapplicable
-
-    runs = mask_inapplicable(part.runs.assign(arm=configuration_arms(part.runs)))
-    table = select_learning_rates(runs, part.ctx.options.get("selection_seeds"))
+    runs, table = arm_learning_rates(part.runs, part.ctx.options.get("selection_seeds"))
     if table.empty or table.groupby("arm")["learning_rate"].nunique().max() < 2:
         return []
     rows = []
